@@ -1,0 +1,60 @@
+/*
+ * Firmament's tiny native CPU helper, loaded next to libunicorn.
+ *
+ * Unicorn's emu_start timeout and cross-thread uc_emu_stop can rewind RIP to
+ * the start of a translation block after part of it ran, executing
+ * instructions twice. The only cheap safe preemption point is a block hook
+ * that calls uc_emu_stop before the block runs. Doing that in JavaScript
+ * would cost a JS call per block, so this hook lives in C. It also counts
+ * executed code bytes, the deterministic source of the machine's virtual time.
+ */
+#include <dlfcn.h>
+#include <stdint.h>
+
+typedef int (*emu_stop_fn)(void *uc);
+typedef int (*hook_add_fn)(void *uc, void *hh, int type, void *cb, void *user, uint64_t begin, uint64_t end, ...);
+
+/* Shared with TypeScript (machine/cpu/slice.ts); keep offsets in sync. */
+typedef struct {
+  uint64_t units;       /* 0: code bytes of blocks entered (virtual time) */
+  uint64_t limit;       /* 8: stop before the first block at or past this */
+  uint32_t stopped;     /* 16: 1 = limit reached, 2 = request honoured */
+  uint32_t request;     /* 20: set by JS hooks to stop at the next block */
+  uint64_t blocks;      /* 24: blocks entered */
+} fm_slice;
+
+static emu_stop_fn p_emu_stop;
+static hook_add_fn p_hook_add;
+
+int fm_init(const char *unicorn_path) {
+  void *h = dlopen(unicorn_path, RTLD_NOW | RTLD_NOLOAD);
+  if (!h) return -1;
+  p_emu_stop = (emu_stop_fn)dlsym(h, "uc_emu_stop");
+  p_hook_add = (hook_add_fn)dlsym(h, "uc_hook_add");
+  return (p_emu_stop && p_hook_add) ? 0 : -2;
+}
+
+static void block_hook(void *uc, uint64_t address, uint32_t size, void *user) {
+  fm_slice *s = (fm_slice *)user;
+  (void)address;
+  if (s->request) {
+    s->stopped = 2;
+    p_emu_stop(uc);
+    return;
+  }
+  if (s->units >= s->limit) {
+    s->stopped = 1;
+    p_emu_stop(uc);
+    return;
+  }
+  s->units += size;
+  s->blocks++;
+}
+
+/* UC_HOOK_BLOCK over the whole address space (begin 1 > end 0). */
+int fm_add_block_hook(void *uc, uint64_t *hh, fm_slice *slice) {
+  if (!p_hook_add) return -1;
+  return p_hook_add(uc, hh, 1 << 3, (void *)block_hook, slice, 1, 0);
+}
+
+int fm_abi_version(void) { return 1; }

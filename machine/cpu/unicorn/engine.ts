@@ -1,0 +1,261 @@
+/**
+ * One Unicorn engine (one logical CPU's execution core), wrapped in typed methods.
+ * Callbacks are registered with koffi and unregistered on close.
+ */
+import koffi from 'koffi';
+import type { TypeObject } from 'koffi';
+import { check, loadUnicorn, UnicornError, type UnicornLibrary } from './binding.js';
+import {
+  INS,
+  UC_ARCH_X86,
+  UC_CTL_TB_FLUSH,
+  UC_CTL_TB_REMOVE_CACHE,
+  UC_CTL_TLB_FLUSH,
+  UC_CTL_TLB_TYPE_WRITE,
+  UC_HOOK_INSN,
+  UC_HOOK_INSN_INVALID,
+  UC_HOOK_INTR,
+  UC_HOOK_MEM_FETCH_UNMAPPED,
+  UC_HOOK_MEM_READ_UNMAPPED,
+  UC_HOOK_MEM_WRITE_PROT,
+  UC_HOOK_MEM_WRITE_UNMAPPED,
+  UC_HOOK_TLB_FILL,
+  UC_TLB_VIRTUAL,
+} from './constants.js';
+
+export type InHandler = (port: number, size: 1 | 2 | 4) => number;
+export type OutHandler = (port: number, size: 1 | 2 | 4, value: number) => void;
+export type IntrHandler = (intno: number) => void;
+export type Handler = () => void;
+/** Fill `entry` by returning {paddr, perms}, or null to refuse (a fault). */
+export type TlbFillHandler = (vaddr: bigint, type: number) => { paddr: bigint; perms: number } | null;
+export type MmioReadHandler = (offset: number, size: number) => number;
+export type MmioWriteHandler = (offset: number, size: number, value: number) => void;
+export type MemInvalidHandler = (type: number, addr: bigint, size: number, value: bigint) => boolean;
+
+/** 2^64 as BigInt: koffi passes uint64 >= 2^63 to callbacks as negative numbers. */
+const U64 = 1n << 64n;
+const asU64 = (v: number | bigint): bigint => {
+  const b = typeof v === 'bigint' ? v : BigInt(Math.trunc(v));
+  return b < 0n ? b + U64 : b;
+};
+
+export class UnicornEngine {
+  readonly lib: UnicornLibrary;
+  private uc: unknown;
+  private closed = false;
+  private readonly callbacks: unknown[] = [];
+  private readonly scratch = Buffer.alloc(64);
+  private readonly hookOut = [0n];
+  private ctx: unknown = null;
+  private ctxSize = 0;
+
+  constructor(mode: number) {
+    this.lib = loadUnicorn();
+    const out: unknown[] = [null];
+    check(this.lib, 'uc_open', this.lib.fn.open(UC_ARCH_X86, mode, out));
+    this.uc = out[0];
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Software TLB through our fill hook: the guest walk is ours (see machine/cpu/x86/paging.ts). */
+  useVirtualTlb(): void {
+    check(this.lib, 'uc_ctl(TLB_TYPE)', this.lib.fn.ctl1(this.uc, UC_CTL_TLB_TYPE_WRITE, 'int', UC_TLB_VIRTUAL));
+  }
+
+  flushTlb(): void {
+    check(this.lib, 'uc_ctl(TLB_FLUSH)', this.lib.fn.ctl0(this.uc, UC_CTL_TLB_FLUSH));
+  }
+
+  /** Drop translated code overlapping [begin, end): host writes to guest memory go unnoticed otherwise. */
+  invalidateCode(begin: number, end: number): void {
+    check(this.lib, 'uc_ctl(TB_REMOVE_CACHE)', this.lib.fn.ctl2(this.uc, UC_CTL_TB_REMOVE_CACHE, 'uint64_t', BigInt(begin), 'uint64_t', BigInt(end)));
+  }
+
+  flushCode(): void {
+    check(this.lib, 'uc_ctl(TB_FLUSH)', this.lib.fn.ctl0(this.uc, UC_CTL_TB_FLUSH));
+  }
+
+  readReg(id: number): bigint {
+    check(this.lib, 'uc_reg_read', this.lib.fn.regRead(this.uc, id, this.scratch));
+    return this.scratch.readBigUInt64LE(0);
+  }
+
+  readReg32(id: number): number {
+    this.scratch.writeBigUInt64LE(0n, 0);
+    check(this.lib, 'uc_reg_read', this.lib.fn.regRead(this.uc, id, this.scratch));
+    return this.scratch.readUInt32LE(0);
+  }
+
+  writeReg(id: number, value: bigint | number): void {
+    this.scratch.writeBigUInt64LE(asU64(value) & (U64 - 1n), 0);
+    check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
+  }
+
+  /** GDTR/IDTR/LDTR/TR as uc_x86_mmr {selector u16 @0, base u64 @8, limit u32 @16, flags u32 @20}. */
+  readMmr(id: number): { selector: number; base: bigint; limit: number; flags: number } {
+    this.scratch.fill(0, 0, 24);
+    check(this.lib, 'uc_reg_read', this.lib.fn.regRead(this.uc, id, this.scratch));
+    return {
+      selector: this.scratch.readUInt16LE(0),
+      base: this.scratch.readBigUInt64LE(8),
+      limit: this.scratch.readUInt32LE(16),
+      flags: this.scratch.readUInt32LE(20),
+    };
+  }
+
+  writeMmr(id: number, v: { selector: number; base: bigint; limit: number; flags: number }): void {
+    this.scratch.fill(0, 0, 24);
+    this.scratch.writeUInt16LE(v.selector, 0);
+    this.scratch.writeBigUInt64LE(v.base, 8);
+    this.scratch.writeUInt32LE(v.limit >>> 0, 16);
+    this.scratch.writeUInt32LE(v.flags >>> 0, 20);
+    check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
+  }
+
+  readMsr(index: number): bigint {
+    this.scratch.fill(0, 0, 16);
+    this.scratch.writeUInt32LE(index >>> 0, 0);
+    check(this.lib, 'uc_reg_read(MSR)', this.lib.fn.regRead(this.uc, 248, this.scratch));
+    return this.scratch.readBigUInt64LE(8);
+  }
+
+  writeMsr(index: number, value: bigint): void {
+    this.scratch.fill(0, 0, 16);
+    this.scratch.writeUInt32LE(index >>> 0, 0);
+    this.scratch.writeBigUInt64LE(value, 8);
+    check(this.lib, 'uc_reg_write(MSR)', this.lib.fn.regWrite(this.uc, 248, this.scratch));
+  }
+
+  /** Map host memory (page-aligned view) at a guest-physical address; both sides share the bytes. */
+  mapHost(addr: number, view: Uint8Array, perms: number): void {
+    check(this.lib, `uc_mem_map_ptr(0x${addr.toString(16)}, 0x${view.byteLength.toString(16)})`, this.lib.fn.memMapPtr(this.uc, BigInt(addr), view.byteLength, perms, view));
+  }
+
+  mapMmio(addr: number, size: number, read: MmioReadHandler, write: MmioWriteHandler): void {
+    const r = this.register((_uc: unknown, off: number | bigint, sz: number) => BigInt(read(Number(off), sz) >>> 0), this.lib.proto.mmioRead);
+    const w = this.register((_uc: unknown, off: number | bigint, sz: number, value: number | bigint) => write(Number(off), sz, Number(asU64(value) & 0xffffffffn)), this.lib.proto.mmioWrite);
+    check(this.lib, `uc_mmio_map(0x${addr.toString(16)})`, this.lib.fn.mmioMap(this.uc, BigInt(addr), size, r, null, w, null));
+  }
+
+  memRead(addr: bigint, length: number): Buffer {
+    const buf = Buffer.alloc(length);
+    check(this.lib, 'uc_mem_read', this.lib.fn.memRead(this.uc, addr, buf, length));
+    return buf;
+  }
+
+  onIn(h: InHandler): void {
+    const cb = this.register((_uc: unknown, port: number, size: number) => h(port, size as 1 | 2 | 4) >>> 0, this.lib.proto.in);
+    this.addInsnHook(cb, INS.IN);
+  }
+
+  onOut(h: OutHandler): void {
+    const cb = this.register((_uc: unknown, port: number, size: number, value: number) => h(port, size as 1 | 2 | 4, value >>> 0), this.lib.proto.out);
+    this.addInsnHook(cb, INS.OUT);
+  }
+
+  /** CPUID/RDMSR/WRMSR: the handler emulates the instruction; returning true skips Unicorn's own. */
+  onInsn(insn: 'CPUID' | 'RDMSR' | 'WRMSR', h: () => boolean): void {
+    const cb = this.register(() => (h() ? 1 : 0), this.lib.proto.cpuid);
+    this.addInsnHook(cb, INS[insn]);
+  }
+
+  onInterrupt(h: IntrHandler): void {
+    const cb = this.register((_uc: unknown, intno: number) => h(intno), this.lib.proto.intr);
+    this.addHook(UC_HOOK_INTR, cb);
+  }
+
+  onInvalidInstruction(h: () => boolean): void {
+    const cb = this.register(() => h(), this.lib.proto.insnInvalid);
+    this.addHook(UC_HOOK_INSN_INVALID, cb);
+  }
+
+  onTlbFill(h: TlbFillHandler): void {
+    const cb = this.register((_uc: unknown, vaddr: number | bigint, type: number, entry: unknown) => {
+      const r = h(asU64(vaddr), type);
+      if (!r) return false;
+      koffi.encode(entry, 0, 'uint64_t', r.paddr);
+      koffi.encode(entry, 8, 'uint32_t', r.perms);
+      return true;
+    }, this.lib.proto.tlbFill);
+    this.addHook(UC_HOOK_TLB_FILL, cb);
+  }
+
+  /** Accesses to unmapped or read-only memory; return true to continue (the access is dropped). */
+  onMemInvalid(h: MemInvalidHandler): void {
+    const cb = this.register((_uc: unknown, type: number, addr: number | bigint, size: number, value: number | bigint) => h(type, asU64(addr), size, asU64(value)), this.lib.proto.memInvalid);
+    this.addHook(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED | UC_HOOK_MEM_WRITE_PROT, cb);
+  }
+
+  /** The native preemption + virtual-time hook (machine/cpu/native/fmcpu.c). */
+  attachSlice(slice: Buffer): void {
+    const out = [0n];
+    check(this.lib, 'fm_add_block_hook', this.lib.fn.blockHook(this.uc, out, slice));
+  }
+
+  /** Runs until HLT, a stop, an error or an exception. `until` 0: see the notes on TLB fills. */
+  start(begin: bigint): number {
+    return this.lib.fn.emuStart(this.uc, begin, 0n, 0n, 0) as number;
+  }
+
+  stop(): void {
+    check(this.lib, 'uc_emu_stop', this.lib.fn.emuStop(this.uc));
+  }
+
+  errorText(code: number): string {
+    return String(this.lib.fn.strerror(code));
+  }
+
+  /** The raw CPU context (CPUX86State image). Returns a copy. */
+  saveContext(): Uint8Array {
+    this.ensureContext();
+    check(this.lib, 'uc_context_save', this.lib.fn.contextSave(this.uc, this.ctx));
+    return new Uint8Array(koffi.view(this.ctx, this.ctxSize).slice(0));
+  }
+
+  restoreContext(blob: Uint8Array): void {
+    this.ensureContext();
+    if (blob.byteLength !== this.ctxSize) throw new UnicornError('uc_context_restore', 15, `context is ${blob.byteLength} bytes, engine expects ${this.ctxSize}`);
+    new Uint8Array(koffi.view(this.ctx, this.ctxSize)).set(blob);
+    check(this.lib, 'uc_context_restore', this.lib.fn.contextRestore(this.uc, this.ctx));
+  }
+
+  get contextSize(): number {
+    this.ensureContext();
+    return this.ctxSize;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ctx) this.lib.fn.contextFree(this.ctx);
+    this.lib.fn.close(this.uc);
+    for (const cb of this.callbacks) koffi.unregister(cb as bigint);
+    this.callbacks.length = 0;
+  }
+
+  private ensureContext(): void {
+    if (this.ctx) return;
+    const out: unknown[] = [null];
+    check(this.lib, 'uc_context_alloc', this.lib.fn.contextAlloc(this.uc, out));
+    this.ctx = out[0];
+    this.ctxSize = Number(this.lib.fn.contextSize(this.uc));
+  }
+
+  private register(fn: (...args: never[]) => unknown, proto: unknown): unknown {
+    const cb = koffi.register(fn as (...args: unknown[]) => unknown, koffi.pointer(proto as TypeObject));
+    this.callbacks.push(cb);
+    return cb;
+  }
+
+  private addHook(type: number, cb: unknown): void {
+    check(this.lib, 'uc_hook_add', this.lib.fn.hookAdd(this.uc, this.hookOut, type, cb, null, 1n, 0n));
+  }
+
+  private addInsnHook(cb: unknown, insn: number): void {
+    check(this.lib, 'uc_hook_add(INSN)', this.lib.fn.hookAddInsn(this.uc, this.hookOut, UC_HOOK_INSN, cb, null, 1n, 0n, 'int', insn));
+  }
+}
