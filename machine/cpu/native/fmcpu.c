@@ -13,6 +13,7 @@
 
 typedef int (*emu_stop_fn)(void *uc);
 typedef int (*hook_add_fn)(void *uc, void *hh, int type, void *cb, void *user, uint64_t begin, uint64_t end, ...);
+typedef int (*reg_read_fn)(void *uc, int regid, void *value);
 
 /* Shared with TypeScript (machine/cpu/slice.ts); keep offsets in sync. */
 typedef struct {
@@ -25,13 +26,15 @@ typedef struct {
 
 static emu_stop_fn p_emu_stop;
 static hook_add_fn p_hook_add;
+static reg_read_fn p_reg_read;
 
 int fm_init(const char *unicorn_path) {
   void *h = dlopen(unicorn_path, RTLD_NOW | RTLD_NOLOAD);
   if (!h) return -1;
   p_emu_stop = (emu_stop_fn)dlsym(h, "uc_emu_stop");
   p_hook_add = (hook_add_fn)dlsym(h, "uc_hook_add");
-  return (p_emu_stop && p_hook_add) ? 0 : -2;
+  p_reg_read = (reg_read_fn)dlsym(h, "uc_reg_read");
+  return (p_emu_stop && p_hook_add && p_reg_read) ? 0 : -2;
 }
 
 static void block_hook(void *uc, uint64_t address, uint32_t size, void *user) {
@@ -58,3 +61,23 @@ int fm_add_block_hook(void *uc, uint64_t *hh, fm_slice *slice) {
 }
 
 int fm_abi_version(void) { return 1; }
+
+/* x86 register ids from unicorn/x86.h (2.1). */
+enum { REG_CS = 11, REG_CR0 = 50, REG_CR3 = 53, REG_CR4 = 54, REG_MSR = 248 };
+
+/*
+ * Everything the page walker needs on a TLB miss in one FFI call:
+ * out = { CR0, CR3, CR4, EFER, CS selector }.
+ */
+int fm_paging_state(void *uc, uint64_t *out) {
+  struct { uint32_t rid; uint64_t value; } msr = { 0xC0000080u, 0 };
+  uint64_t cs = 0;
+  int rc = p_reg_read(uc, REG_CR0, &out[0]);
+  rc |= p_reg_read(uc, REG_CR3, &out[1]);
+  rc |= p_reg_read(uc, REG_CR4, &out[2]);
+  rc |= p_reg_read(uc, REG_MSR, &msr);
+  rc |= p_reg_read(uc, REG_CS, &cs);
+  out[3] = msr.value;
+  out[4] = cs & 0xffff;
+  return rc;
+}

@@ -61,6 +61,7 @@ export interface UnicornLibrary {
     hookAddInsn: Fn;
     hookAdd: Fn;
     blockHook: Fn;
+    pagingState: Fn;
   };
   readonly proto: {
     in: TypeObject;
@@ -157,6 +158,7 @@ function bind(lib: LibraryHandle, path: string, source: string, version: Unicorn
     hookAddInsn: lib.func('int uc_hook_add(void *uc, _Out_ uint64_t *hh, int type, void *callback, void *user, uint64_t begin, uint64_t end, ...)'),
     hookAdd: lib.func('int uc_hook_add(void *uc, _Out_ uint64_t *hh, int type, void *callback, void *user, uint64_t begin, uint64_t end, ...)'),
     blockHook: helper.func('int fm_add_block_hook(void *uc, _Out_ uint64_t *hh, void *slice)'),
+    pagingState: helper.func('int fm_paging_state(void *uc, void *out)'),
   };
   return { path, source, version, fn: fn as unknown as UnicornLibrary['fn'], proto };
 }

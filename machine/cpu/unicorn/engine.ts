@@ -29,8 +29,8 @@ export type IntrHandler = (intno: number) => void;
 export type Handler = () => void;
 /** Fill `entry` by returning {paddr, perms}, or null to refuse (a fault). */
 export type TlbFillHandler = (vaddr: bigint, type: number) => { paddr: bigint; perms: number } | null;
-export type MmioReadHandler = (offset: number, size: number) => number;
-export type MmioWriteHandler = (offset: number, size: number, value: number) => void;
+export type MmioReadHandler = (offset: number, size: number) => bigint;
+export type MmioWriteHandler = (offset: number, size: number, value: bigint) => void;
 export type MemInvalidHandler = (type: number, addr: bigint, size: number, value: bigint) => boolean;
 
 /** 2^64 as BigInt: koffi passes uint64 >= 2^63 to callbacks as negative numbers. */
@@ -136,8 +136,8 @@ export class UnicornEngine {
   }
 
   mapMmio(addr: number, size: number, read: MmioReadHandler, write: MmioWriteHandler): void {
-    const r = this.register((_uc: unknown, off: number | bigint, sz: number) => BigInt(read(Number(off), sz) >>> 0), this.lib.proto.mmioRead);
-    const w = this.register((_uc: unknown, off: number | bigint, sz: number, value: number | bigint) => write(Number(off), sz, Number(asU64(value) & 0xffffffffn)), this.lib.proto.mmioWrite);
+    const r = this.register((_uc: unknown, off: number | bigint, sz: number) => read(Number(off), sz), this.lib.proto.mmioRead);
+    const w = this.register((_uc: unknown, off: number | bigint, sz: number, value: number | bigint) => write(Number(off), sz, asU64(value)), this.lib.proto.mmioWrite);
     check(this.lib, `uc_mmio_map(0x${addr.toString(16)})`, this.lib.fn.mmioMap(this.uc, BigInt(addr), size, r, null, w, null));
   }
 
@@ -194,6 +194,11 @@ export class UnicornEngine {
   attachSlice(slice: Buffer): void {
     const out = [0n];
     check(this.lib, 'fm_add_block_hook', this.lib.fn.blockHook(this.uc, out, slice));
+  }
+
+  /** CR0, CR3, CR4, EFER and the CS selector in one native call (the TLB-fill hot path). */
+  pagingState(out: BigUint64Array): void {
+    check(this.lib, 'fm_paging_state', this.lib.fn.pagingState(this.uc, out));
   }
 
   /** Runs until HLT, a stop, an error or an exception. `until` 0: see the notes on TLB fills. */

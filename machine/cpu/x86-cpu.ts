@@ -1,0 +1,513 @@
+/**
+ * One logical x86 CPU: a Unicorn engine plus everything Unicorn leaves to us
+ * (interrupt delivery, page walks, HLT/MWAIT sleep, CPUID, safe preemption).
+ *
+ * A single MODE_64 engine runs every mode: it starts from a real-mode context
+ * taken from a MODE_16 engine, because a MODE_16 engine truncates restarts to
+ * 16-bit IP and cannot resume protected-mode code above 64 KiB.
+ */
+import { UnicornEngine } from './unicorn/engine.js';
+import { REG, UC_MEM_FETCH, UC_MEM_WRITE, UC_MODE_16, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcErr } from './unicorn/constants.js';
+import { cpuid, type CpuidConfig } from './x86/cpuid.js';
+import { walk, type PagingControl, type WalkResult } from './x86/paging.js';
+import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
+import { contextLayout, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
+import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
+import type { PhysicalMemory } from '../memory/physical-memory.js';
+import { faultAddress } from './x86/fault-address.js';
+import type { StateRecord } from '../state.js';
+import { stateBytes, stateNumber, stateString, StateError } from '../state.js';
+
+export type CpuRunState = 'running' | 'halted' | 'mwait' | 'wait-for-sipi' | 'shutdown';
+
+export type SliceExit =
+  | { kind: 'preempted' }
+  | { kind: 'requested' }
+  | { kind: 'halted' }
+  | { kind: 'mwait' }
+  | { kind: 'exception'; vector: number }
+  | { kind: 'hypercall' }
+  | { kind: 'triple-fault'; reason: string }
+  | { kind: 'error'; message: string };
+
+/** Per-CPU memory-mapped devices (the local APIC). */
+export interface LocalMmio {
+  base: number;
+  size: number;
+  read(cpu: X86Cpu, offset: number, size: number): bigint;
+  write(cpu: X86Cpu, offset: number, size: number, value: bigint): void;
+}
+
+export interface CpuHost {
+  readonly memory: PhysicalMemory;
+  ioRead(cpu: X86Cpu, port: number, size: 1 | 2 | 4): number;
+  ioWrite(cpu: X86Cpu, port: number, size: 1 | 2 | 4, value: number): void;
+  /** An interrupt is waiting for this CPU (LAPIC or PIC through LINT0). */
+  interruptPending(cpu: X86Cpu): boolean;
+  /** INTA: returns the vector, or null if it went away (spurious). */
+  acknowledgeInterrupt(cpu: X86Cpu): number | null;
+  readonly localMmio: readonly LocalMmio[];
+  /** Pages whose write access must be observed (MWAIT monitors, dirty logging). */
+  isWatchedPage(pagePaddr: number): boolean;
+  /** A CPU got write access to a watched page. */
+  onWatchedWrite(cpu: X86Cpu, pagePaddr: number): void;
+  /** VMCALL/VMMCALL: returns true if handled (RIP is advanced by the CPU). */
+  hypercall?(cpu: X86Cpu): boolean;
+}
+
+export interface CpuEvent {
+  kind: 'interrupt' | 'exception' | 'syscall' | 'hlt' | 'mwait' | 'wake' | 'triple-fault' | 'cpuid';
+  vector?: number;
+  detail?: string;
+  rip: bigint;
+}
+
+/** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
+const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24 } as const;
+
+const RESET_SIGNATURE = 0x000306a9;
+
+export class X86Cpu implements DeliveryCpu {
+  readonly engine: UnicornEngine;
+  readonly slice = Buffer.alloc(64);
+  state: CpuRunState;
+  readonly counters: Record<string, number> = {};
+  /** Observers for the inspection API and event log. */
+  onEvent: ((ev: CpuEvent) => void) | undefined;
+  private stopRequested = false;
+  private pendingTlbFault: { page: bigint; access: number; errorCode: number } | null = null;
+  private pendingIntr: number | null = null;
+  private pendingSyscall = false;
+  private hostError: Error | null = null;
+  private readonly paging = new BigUint64Array(5);
+  private flushCodePending = false;
+  monitor: { paddr: number; armed: boolean; triggered: boolean } | null = null;
+  private mwaitBreakOnMaskedIrq = false;
+  private readonly resetContext: Uint8Array;
+
+  constructor(
+    readonly index: number,
+    readonly apicId: number,
+    private readonly host: CpuHost,
+    private readonly cpuidConfig: CpuidConfig,
+  ) {
+    this.engine = new UnicornEngine(UC_MODE_64);
+    this.resetContext = X86Cpu.makeResetContext();
+    this.mapMemory();
+    this.engine.useVirtualTlb();
+    this.installHooks();
+    this.slice.writeBigUInt64LE(0n, SLICE.limit);
+    this.engine.attachSlice(this.slice);
+    this.state = index === 0 ? 'running' : 'wait-for-sipi';
+    this.reset();
+  }
+
+  /** Power-on state from a MODE_16 engine: CS=F000 (base F0000, the ROM alias), IP=FFF0. */
+  private static makeResetContext(): Uint8Array {
+    const e16 = new UnicornEngine(UC_MODE_16);
+    try {
+      e16.writeReg(REG.CS, 0xf000);
+      e16.writeReg(REG.IP, 0xfff0);
+      e16.writeReg(REG.EDX, RESET_SIGNATURE);
+      e16.writeReg(REG.EFLAGS, 2);
+      // Reset values per the SDM: IDTR/GDTR base 0, limit 0xFFFF.
+      e16.writeMmr(REG.IDTR, { selector: 0, base: 0n, limit: 0xffff, flags: 0 });
+      e16.writeMmr(REG.GDTR, { selector: 0, base: 0n, limit: 0xffff, flags: 0 });
+      return e16.saveContext();
+    } finally {
+      e16.close();
+    }
+  }
+
+  /** Processor reset (power-on or INIT): real mode at the reset vector. */
+  reset(): void {
+    this.engine.restoreContext(this.resetContext);
+    this.engine.writeReg(REG.CR0, 0x60000010n);
+    this.engine.flushTlb();
+    this.monitor = null;
+    this.pendingTlbFault = null;
+  }
+
+  /** INIT-SIPI-SIPI: start at vector * 0x1000 in real mode. */
+  startupAt(vector: number): void {
+    this.reset();
+    const blob = this.engine.saveContext();
+    const L = contextLayout();
+    const dv = new DataView(blob.buffer);
+    const o = L.segs + SEG.CS * SEG_CACHE_SIZE;
+    dv.setUint32(o, (vector << 8) & 0xffff, true);
+    dv.setBigUint64(o + 8, BigInt(vector << 12), true);
+    this.engine.restoreContext(blob);
+    this.engine.writeReg(REG.RIP, 0n);
+    this.state = 'running';
+  }
+
+  private mapMemory(): void {
+    const m = this.host.memory;
+    for (const r of m.regions) {
+      if (r.kind === 'ram') this.engine.mapHost(r.base, r.view!, UC_PROT_ALL);
+      else if (r.kind === 'rom' || r.kind === 'rom-alias') this.engine.mapHost(r.base, r.view!, UC_PROT_READ | UC_PROT_EXEC);
+      else if (r.kind === 'open-bus') this.engine.mapMmio(r.base, r.size, (_o, size) => (1n << BigInt(size * 8)) - 1n, () => {});
+      else if (r.kind === 'bad-ram') {
+        const f = r.faulty!;
+        this.engine.mapMmio(r.base, r.size, (o, size) => f.read(o, size), (o, size, v) => f.write(o, size, v));
+      }
+    }
+    for (const d of this.host.localMmio) {
+      this.engine.mapMmio(d.base, d.size, (o, size) => this.guarded(() => d.read(this, o, size), 0n), (o, size, v) => this.guarded(() => d.write(this, o, size, v), undefined));
+    }
+  }
+
+  /** Exceptions thrown in hooks do not stop the guest; catch them, stop, and report. */
+  private guarded<T>(fn: () => T, fallback: T): T {
+    try {
+      return fn();
+    } catch (e) {
+      this.hostError ??= e as Error;
+      this.requestStop();
+      return fallback;
+    }
+  }
+
+  private installHooks(): void {
+    const e = this.engine;
+    e.onIn((port, size) => this.guarded(() => this.host.ioRead(this, port, size), 0xffffffff));
+    e.onOut((port, size, value) => this.guarded(() => this.host.ioWrite(this, port, size, value), undefined));
+    e.onInterrupt((intno) => {
+      this.pendingIntr = intno;
+      e.stop();
+    });
+    e.onInvalidInstruction(() => false);
+    e.onInsn('CPUID', () => this.guarded(() => this.emulateCpuid(), true));
+    e.onInsn('SYSCALL' as 'CPUID', () => {
+      this.pendingSyscall = true;
+      e.stop();
+      return true;
+    });
+    e.onTlbFill((vaddr, type) => this.guarded(() => this.tlbFill(vaddr, type), null));
+    e.onMemInvalid(() => false);
+  }
+
+  private emulateCpuid(): boolean {
+    const leaf = this.engine.readReg32(REG.EAX);
+    const sub = this.engine.readReg32(REG.ECX);
+    const r = cpuid(leaf, sub, this.cpuidConfig);
+    this.engine.writeReg(REG.RAX, r.eax >>> 0);
+    this.engine.writeReg(REG.RBX, r.ebx >>> 0);
+    this.engine.writeReg(REG.RCX, r.ecx >>> 0);
+    this.engine.writeReg(REG.RDX, r.edx >>> 0);
+    this.count('cpuid');
+    return true;
+  }
+
+  readControl(): PagingControl {
+    this.engine.pagingState(this.paging);
+    return { cr0: this.paging[0]!, cr3: this.paging[1]!, cr4: this.paging[2]!, efer: this.paging[3]! };
+  }
+
+  /** CPL as the walker needs it: 0 in real mode, else CS.RPL. */
+  private currentCpl(): number {
+    return (this.paging[0]! & 1n) === 0n ? 0 : Number(this.paging[4]! & 3n);
+  }
+
+  private tlbFill(vaddr: bigint, type: number): { paddr: bigint; perms: number } | null {
+    const ctl = this.readControl();
+    const access = type === UC_MEM_WRITE ? 'write' : type === UC_MEM_FETCH ? 'fetch' : 'read';
+    const user = this.currentCpl() === 3;
+    const r = walk(this.host.memory, ctl, vaddr, { access, user, setAccessedDirty: true });
+    if (!r.ok) {
+      this.pendingTlbFault = { page: vaddr, access: type, errorCode: r.errorCode };
+      return null;
+    }
+    const page = Number(r.paddr & ~0xfffn);
+    let perms = UC_PROT_READ | (r.executable ? UC_PROT_EXEC : 0);
+    // Grant write only on a write (so the D bit and watchers see the first store)
+    // or when the page is already dirty and nobody watches it.
+    if (r.writable) {
+      const watched = this.host.isWatchedPage(page);
+      if (access === 'write') {
+        perms |= UC_PROT_WRITE;
+        if (watched) this.host.onWatchedWrite(this, page);
+      } else if (r.dirty && !watched) {
+        perms |= UC_PROT_WRITE;
+      }
+    }
+    return { paddr: r.paddr, perms };
+  }
+
+  /** Inspection and `translate`: a side-effect-free walk with the CPU's current control registers. */
+  translate(vaddr: bigint, access: 'read' | 'write' | 'fetch' = 'read', user = false): WalkResult {
+    return walk(this.host.memory, this.readControl(), vaddr, { access, user, setAccessedDirty: false });
+  }
+
+  get memory(): PhysicalMemory {
+    return this.host.memory;
+  }
+
+  readRip(): bigint {
+    return this.engine.readReg(REG.RIP);
+  }
+
+  readRsp(): bigint {
+    return this.engine.readReg(REG.RSP);
+  }
+
+  readRflags(): number {
+    return Number(this.engine.readReg(REG.RFLAGS) & 0xffff_ffffn);
+  }
+
+  saveContext(): Uint8Array {
+    return this.engine.saveContext();
+  }
+
+  commit(blob: Uint8Array, rip: bigint, rsp: bigint, rflags: number): void {
+    const L = contextLayout();
+    const dv = new DataView(blob.buffer, blob.byteOffset);
+    dv.setBigUint64(L.regs + 4 * 8, rsp, true);
+    dv.setBigUint64(L.regs + 16 * 8, rip, true);
+    this.engine.restoreContext(blob);
+    this.engine.writeReg(REG.RFLAGS, BigInt(rflags >>> 0));
+  }
+
+  mode(): CpuMode {
+    const ctl = this.readControl();
+    const blob = this.engine.saveContext();
+    const L = contextLayout();
+    const csFlags = new DataView(blob.buffer).getUint32(L.segs + SEG.CS * SEG_CACHE_SIZE + 20, true);
+    return cpuMode(ctl.cr0, ctl.efer, csFlags);
+  }
+
+  /** Virtual-time units executed so far (code bytes of entered blocks). */
+  get units(): bigint {
+    return this.slice.readBigUInt64LE(SLICE.units);
+  }
+
+  set units(v: bigint) {
+    this.slice.writeBigUInt64LE(v, SLICE.units);
+  }
+
+  /** Ask the running engine to stop (from hooks): honoured at the next block, or now. */
+  requestStop(): void {
+    this.stopRequested = true;
+    this.slice.writeUInt32LE(1, SLICE.request);
+    this.engine.stop();
+  }
+
+  /** Host code changed guest memory: drop translated code before the next run. */
+  invalidateCode(): void {
+    this.flushCodePending = true;
+  }
+
+  /** Wake from HLT/MWAIT when an interrupt is pending, then deliver it if IF allows. */
+  serviceInterrupts(): void {
+    if (this.state === 'wait-for-sipi' || this.state === 'shutdown') return;
+    if (!this.host.interruptPending(this)) return;
+    const rflags = this.readRflags();
+    if (!(rflags & RFLAGS.IF)) {
+      if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
+      return;
+    }
+    if (interruptsInhibited(this.engine.saveContext())) return;
+    const vector = this.host.acknowledgeInterrupt(this);
+    if (vector === null) return;
+    if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
+    this.deliverEvent({ vector, software: false, external: true });
+    this.count(`irq:0x${vector.toString(16)}`);
+  }
+
+  wake(why: string): void {
+    if (this.state === 'halted' || this.state === 'mwait') {
+      this.onEvent?.({ kind: 'wake', detail: why, rip: this.readRip() });
+      this.state = 'running';
+      this.monitor = null;
+    }
+  }
+
+  /** Runs until the budget (in units) is used, or something needs the machine's attention. */
+  runSlice(budget: bigint): SliceExit {
+    if (this.state !== 'running') return { kind: this.state === 'mwait' ? 'mwait' : 'halted' };
+    if (this.flushCodePending) {
+      this.engine.flushCode();
+      this.flushCodePending = false;
+    }
+    this.slice.writeBigUInt64LE(this.units + budget, SLICE.limit);
+    this.slice.writeUInt32LE(0, SLICE.stopped);
+    this.slice.writeUInt32LE(0, SLICE.request);
+    this.stopRequested = false;
+    this.pendingTlbFault = null;
+    this.pendingIntr = null;
+    this.pendingSyscall = false;
+    const rc = this.engine.start(this.readRip());
+    if (this.hostError) {
+      const err = this.hostError;
+      this.hostError = null;
+      return { kind: 'error', message: `${err.message} (at RIP 0x${this.readRip().toString(16)})` };
+    }
+    if (this.flushCodePending) {
+      this.engine.flushCode();
+      this.flushCodePending = false;
+    }
+    try {
+      return this.classify(rc);
+    } catch (e) {
+      if (e instanceof TripleFault) return this.tripleFault(e.message);
+      return { kind: 'error', message: `CPU ${this.index}: ${(e as Error).message} (at RIP 0x${this.readRip().toString(16)})` };
+    }
+  }
+
+  private classify(rc: number): SliceExit {
+    if (rc === UcErr.EXCEPTION && this.pendingTlbFault) {
+      const f = this.pendingTlbFault;
+      const rip = this.readRip();
+      const cr2 = faultAddress(this, rip, f.page, f.access);
+      this.count('exception:0xe');
+      this.onEvent?.({ kind: 'exception', vector: VECTOR.PF, detail: `#PF cr2=0x${cr2.toString(16)} err=0x${f.errorCode.toString(16)}`, rip });
+      const v = this.deliverEvent({ vector: VECTOR.PF, software: false, external: false, errorCode: f.errorCode, cr2 });
+      return { kind: 'exception', vector: v };
+    }
+    if (rc === UcErr.INSN_INVALID) return this.invalidInstruction();
+    if (rc !== UcErr.OK) {
+      return { kind: 'error', message: `CPU ${this.index}: ${this.engine.errorText(rc)} at RIP 0x${this.readRip().toString(16)}` };
+    }
+    if (this.pendingSyscall) {
+      this.count('syscall');
+      const rip = this.readRip();
+      performSyscall(this, { star: this.engine.readMsr(MSR.STAR), lstar: this.engine.readMsr(MSR.LSTAR), sfmask: this.engine.readMsr(MSR.SFMASK) }, rip);
+      this.onEvent?.({ kind: 'syscall', rip });
+      return { kind: 'requested' };
+    }
+    if (this.pendingIntr !== null) {
+      const vector = this.pendingIntr;
+      const info = pendingExceptionInfo(this.engine.saveContext());
+      const rip = this.readRip();
+      this.count(`exception:0x${vector.toString(16)}`);
+      this.onEvent?.({ kind: 'exception', vector, detail: `${vectorName(vector)}${info.isSoftware ? ' (INT n)' : ` err=0x${info.errorCode.toString(16)}`}`, rip });
+      const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode });
+      return { kind: 'exception', vector: v };
+    }
+    const stopped = this.slice.readUInt32LE(SLICE.stopped);
+    if (stopped === 1) return { kind: 'preempted' };
+    if (stopped === 2 || this.stopRequested) return { kind: 'requested' };
+    // Nothing of ours stopped it: HLT (Unicorn returns OK with RIP after it).
+    this.state = 'halted';
+    this.count('hlt');
+    this.onEvent?.({ kind: 'hlt', rip: this.readRip() });
+    return { kind: 'halted' };
+  }
+
+  private deliverEvent(ev: EventToDeliver): number {
+    return deliver(this, ev);
+  }
+
+  private tripleFault(reason: string): SliceExit {
+    this.state = 'shutdown';
+    this.onEvent?.({ kind: 'triple-fault', detail: reason, rip: this.readRip() });
+    return { kind: 'triple-fault', reason };
+  }
+
+  /** MONITOR, MWAIT, VMCALL/VMMCALL and real invalid opcodes all end the run here. */
+  private invalidInstruction(): SliceExit {
+    const rip = this.readRip();
+    const bytes = this.fetchBytes(rip, 3);
+    const is = (...b: number[]): boolean => b.every((x, i) => bytes[i] === x);
+    try {
+      if (is(0x0f, 0x01, 0xc8)) {
+        // MONITOR: RAX is the linear address (DS-relative outside 64-bit mode).
+        const lin = this.engine.readReg(REG.RAX) + (this.mode() === 'long' ? 0n : this.segBase(SEG.DS));
+        const r = this.translate(lin, 'read');
+        if (!r.ok) return this.raise(VECTOR.PF, r.errorCode, lin);
+        this.monitor = { paddr: Number(r.paddr & ~63n), armed: true, triggered: false };
+        this.engine.writeReg(REG.RIP, rip + 3n);
+        this.count('monitor');
+        return { kind: 'requested' };
+      }
+      if (is(0x0f, 0x01, 0xc9)) {
+        this.engine.writeReg(REG.RIP, rip + 3n);
+        this.count('mwait');
+        this.mwaitBreakOnMaskedIrq = (this.engine.readReg32(REG.ECX) & 1) !== 0;
+        if (!this.monitor || this.monitor.triggered) {
+          // No armed monitor, or the line was written already: MWAIT falls through.
+          this.monitor = null;
+          return { kind: 'requested' };
+        }
+        this.state = 'mwait';
+        this.onEvent?.({ kind: 'mwait', detail: `line 0x${this.monitor.paddr.toString(16)}`, rip });
+        return { kind: 'mwait' };
+      }
+      if (is(0x0f, 0x01, 0xc1) || is(0x0f, 0x01, 0xd9)) {
+        this.count('vmcall');
+        if (this.host.hypercall?.(this)) {
+          this.engine.writeReg(REG.RIP, rip + 3n);
+          return { kind: 'hypercall' };
+        }
+      }
+      return this.raise(VECTOR.UD, 0);
+    } catch (e) {
+      if (e instanceof TripleFault) return this.tripleFault(e.message);
+      throw e;
+    }
+  }
+
+  private raise(vector: number, errorCode: number, cr2?: bigint): SliceExit {
+    const rip = this.readRip();
+    this.count(`exception:0x${vector.toString(16)}`);
+    this.onEvent?.({ kind: 'exception', vector, detail: vectorName(vector), rip });
+    const v = this.deliverEvent({ vector, software: false, external: false, errorCode, ...(cr2 !== undefined ? { cr2 } : {}) });
+    return { kind: 'exception', vector: v };
+  }
+
+  segBase(seg: number): bigint {
+    const blob = this.engine.saveContext();
+    return new DataView(blob.buffer).getBigUint64(contextLayout().segs + seg * SEG_CACHE_SIZE + 8, true);
+  }
+
+  /** Code bytes at a linear address (CS base applied outside long mode), empty where unmapped. */
+  fetchBytes(rip: bigint, n: number): Uint8Array {
+    const lin = rip + (this.mode() === 'long' ? 0n : this.segBase(SEG.CS));
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const r = this.translate(lin + BigInt(i), 'fetch');
+      if (!r.ok) break;
+      try {
+        out.push(this.host.memory.readU8(Number(r.paddr)));
+      } catch {
+        break;
+      }
+    }
+    return Uint8Array.from(out);
+  }
+
+  count(what: string): void {
+    this.counters[what] = (this.counters[what] ?? 0) + 1;
+  }
+
+  // --- Snapshottable CPU state (the raw context is build-specific, so the Unicorn version is recorded).
+  saveState(): StateRecord {
+    return {
+      version: 1,
+      unicorn: this.engine.lib.version.raw,
+      context: this.engine.saveContext(),
+      state: this.state,
+      units: Number(this.units),
+      monitor: this.monitor ? this.monitor.paddr : -1,
+    };
+  }
+
+  restoreState(s: StateRecord): void {
+    const who = `cpu${this.index}`;
+    if (stateNumber(s, 'unicorn', who) !== this.engine.lib.version.raw) throw new StateError(who, 'unicorn', 'snapshot was taken with a different Unicorn build');
+    this.engine.restoreContext(stateBytes(s, 'context', who, this.engine.contextSize));
+    this.engine.flushTlb();
+    this.engine.flushCode();
+    const st = stateString(s, 'state', who);
+    if (!['running', 'halted', 'mwait', 'wait-for-sipi', 'shutdown'].includes(st)) throw new StateError(who, 'state', `unknown run state '${st}'`);
+    this.state = st as CpuRunState;
+    this.units = BigInt(stateNumber(s, 'units', who));
+    const mon = stateNumber(s, 'monitor', who);
+    this.monitor = mon >= 0 ? { paddr: mon, armed: true, triggered: false } : null;
+  }
+
+  close(): void {
+    this.engine.close();
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * The CPUID the machine advertises. Unicorn's own table lacks MONITOR and,
+ * in leaf 1 EDX, FPU/TSC/APIC, so every leaf is ours. Only features the
+ * emulated CPU really has (or that we emulate, like MONITOR/MWAIT) are set.
+ */
+export interface CpuidResult {
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+export interface CpuidConfig {
+  apicId: number;
+  logicalCpus: number;
+  /** Set the hypervisor-present bit (leaf 1 ECX[31]) for guests of our hypervisor. */
+  hypervisor?: boolean;
+}
+
+const str4 = (s: string): number => (s.charCodeAt(0) | (s.charCodeAt(1) << 8) | (s.charCodeAt(2) << 16) | (s.charCodeAt(3) << 24)) >>> 0;
+const BRAND = 'Firmament virtual x86-64 CPU'.padEnd(48, '\0');
+
+const bits = (...n: number[]): number => n.reduce((acc, b) => (acc | (1 << b)) >>> 0, 0);
+
+export const LEAF1_ECX = { SSE3: 0, MONITOR: 3, SSSE3: 9, CX16: 13, SSE41: 19, SSE42: 20, POPCNT: 23, HYPERVISOR: 31 } as const;
+export const LEAF1_EDX = { FPU: 0, VME: 1, DE: 2, PSE: 3, TSC: 4, MSR: 5, PAE: 6, MCE: 7, CX8: 8, APIC: 9, SEP: 11, MTRR: 12, PGE: 13, MCA: 14, CMOV: 15, PAT: 16, PSE36: 17, CLFSH: 19, MMX: 23, FXSR: 24, SSE: 25, SSE2: 26 } as const;
+
+export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidResult {
+  const zero = { eax: 0, ebx: 0, ecx: 0, edx: 0 };
+  switch (leaf >>> 0) {
+    case 0:
+      return { eax: 0xd, ebx: str4('Genu'), edx: str4('ineI'), ecx: str4('ntel') };
+    case 1: {
+      const e = LEAF1_EDX;
+      const c = LEAF1_ECX;
+      let ecx = bits(c.SSE3, c.MONITOR, c.SSSE3, c.CX16, c.SSE41, c.SSE42, c.POPCNT);
+      if (cfg.hypervisor) ecx = (ecx | (1 << c.HYPERVISOR)) >>> 0;
+      return {
+        // family 6, model 0x3a (Ivy Bridge class), stepping 9
+        eax: 0x000306a9,
+        ebx: ((cfg.apicId & 0xff) << 24) | ((cfg.logicalCpus & 0xff) << 16) | (8 << 8),
+        ecx,
+        edx: bits(e.FPU, e.DE, e.PSE, e.TSC, e.MSR, e.PAE, e.MCE, e.CX8, e.APIC, e.SEP, e.MTRR, e.PGE, e.MCA, e.CMOV, e.PAT, e.PSE36, e.CLFSH, e.MMX, e.FXSR, e.SSE, e.SSE2),
+      };
+    }
+    case 5:
+      // MONITOR/MWAIT: 64-byte lines; EMX (enumerate extensions) and IBE (interrupts break MWAIT even when masked).
+      return { eax: 64, ebx: 64, ecx: 0b11, edx: 0 };
+    case 0xb:
+      // x2APIC topology: one thread per core.
+      return subleaf === 0 ? { eax: 0, ebx: 1, ecx: 0x100, edx: cfg.apicId } : { eax: 0, ebx: 0, ecx: subleaf & 0xff, edx: cfg.apicId };
+    case 0x80000000:
+      return { eax: 0x80000008, ebx: str4('Genu'), edx: str4('ineI'), ecx: str4('ntel') };
+    case 0x80000001:
+      // LAHF/SAHF in 64-bit; SYSCALL, NX, 1 GiB pages, RDTSCP? (no), long mode.
+      return { eax: 0, ebx: 0, ecx: bits(0), edx: bits(11, 20, 26, 29) };
+    case 0x80000002:
+    case 0x80000003:
+    case 0x80000004: {
+      const i = (leaf - 0x80000002) * 16;
+      const w = (k: number): number => str4(BRAND.slice(i + k * 4, i + k * 4 + 4));
+      return { eax: w(0), ebx: w(1), ecx: w(2), edx: w(3) };
+    }
+    case 0x80000008:
+      // 40 physical, 48 virtual address bits.
+      return { eax: 0x3028, ebx: 0, ecx: 0, edx: 0 };
+    default:
+      return zero;
+  }
+}
