@@ -81,6 +81,8 @@ export class X86Cpu implements DeliveryCpu {
   private hostError: Error | null = null;
   private readonly paging = new BigUint64Array(5);
   private flushCodePending = false;
+  /** Physical pages this CPU has fetched code from: host writes elsewhere need no code flush. */
+  private readonly codePages = new Set<number>();
   monitor: { paddr: number; armed: boolean; triggered: boolean } | null = null;
   private mwaitBreakOnMaskedIrq = false;
   private readonly resetContext: Uint8Array;
@@ -220,7 +222,12 @@ export class X86Cpu implements DeliveryCpu {
       return null;
     }
     const page = Number(r.paddr & ~0xfffn);
-    let perms = UC_PROT_READ | (r.executable ? UC_PROT_EXEC : 0);
+    // Execute permission only on fetch fills, so every page holding translated code is known.
+    let perms = UC_PROT_READ;
+    if (access === 'fetch' && r.executable) {
+      perms |= UC_PROT_EXEC;
+      this.codePages.add(page);
+    }
     // Grant write only on a write (so the D bit and watchers see the first store)
     // or when the page is already dirty and nobody watches it.
     if (r.writable) {
@@ -293,9 +300,14 @@ export class X86Cpu implements DeliveryCpu {
     this.engine.stop();
   }
 
-  /** Host code changed guest memory: drop translated code before the next run. */
-  invalidateCode(): void {
-    this.flushCodePending = true;
+  /** Host code changed guest memory: drop translated code before the next run if it held code. */
+  invalidateCode(addr: number, length: number): void {
+    for (let p = addr - (addr % 4096); p < addr + length; p += 4096) {
+      if (this.codePages.has(p)) {
+        this.flushCodePending = true;
+        return;
+      }
+    }
   }
 
   /** Wake from HLT/MWAIT when an interrupt is pending, then deliver it if IF allows. */

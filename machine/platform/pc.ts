@@ -1,0 +1,429 @@
+/**
+ * The emulated PC: RAM and firmware ROM, the legacy devices at their PC
+ * addresses, one local APIC and one CPU engine per logical CPU, and the
+ * deterministic scheduler that runs them on virtual time.
+ */
+import { Timeline } from '../clock.js';
+import { PhysicalMemory } from '../memory/physical-memory.js';
+import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio, type SliceExit } from '../cpu/x86-cpu.js';
+import { IoBus } from '../devices/io-bus.js';
+import { Pic8259 } from '../devices/pic8259.js';
+import { Pit8254 } from '../devices/pit8254.js';
+import { Uart16550 } from '../devices/uart16550.js';
+import { CmosRtc } from '../devices/cmos-rtc.js';
+import { PostPort } from '../devices/post-port.js';
+import { DebugExit } from '../devices/debug-exit.js';
+import { Debugcon } from '../devices/debugcon.js';
+import { FwCfg } from '../devices/fw-cfg.js';
+import { LocalApic, type IpiMessage } from '../devices/lapic.js';
+import type { AccessSize, IrqLine } from '../devices/device.js';
+import { hasFault, ramFaults, type FaultSpec } from './faults.js';
+import type { StateRecord } from '../state.js';
+
+export const LAPIC_BASE = 0xfee00000;
+/** Virtual nanoseconds per unit of executed code (one byte of an entered block). */
+export const NS_PER_UNIT = 1;
+/** Longest a CPU runs before the scheduler looks at the others and the host event loop. */
+const QUANTUM_NS = 2_000_000;
+
+export type ExitReason = 'debug-exit' | 'halted' | 'triple-fault' | 'timeout' | 'error' | 'stopped';
+
+export interface MachineExit {
+  reason: ExitReason;
+  /** Process status a QEMU user would see: (v << 1) | 1 for isa-debug-exit, 0 for halt/triple fault. */
+  code: number;
+  detail?: string;
+  atNs: number;
+}
+
+export interface PcConfig {
+  memBytes: number;
+  cpus: number;
+  rom: Uint8Array;
+  faults?: readonly FaultSpec[];
+  seed?: number;
+  /** Files for the firmware through fw_cfg (e.g. opt/firmament/next-stage). */
+  fwCfgFiles?: readonly { name: string; data: Uint8Array }[];
+  /** 'realtime': an idle machine sleeps until the next timer in wall time. 'virtual': it jumps ahead. */
+  pace?: 'realtime' | 'virtual';
+  /** Reset instead of stopping on a triple fault (QEMU's default without -no-reboot). */
+  rebootOnTripleFault?: boolean;
+}
+
+export interface MachineEvent {
+  atNs: number;
+  cpu?: number;
+  kind: string;
+  detail: string;
+}
+
+export class PcMachine implements CpuHost {
+  readonly timeline = new Timeline();
+  readonly memory: PhysicalMemory;
+  readonly io = new IoBus();
+  readonly pic: Pic8259;
+  readonly pit: Pit8254;
+  readonly uart: Uart16550;
+  readonly cmos: CmosRtc;
+  readonly post: PostPort;
+  readonly debugExit: DebugExit;
+  readonly debugcon: Debugcon;
+  readonly fwCfg: FwCfg;
+  readonly lapics: LocalApic[] = [];
+  readonly cpus: X86Cpu[] = [];
+  readonly localMmio: LocalMmio[];
+  readonly events: MachineEvent[] = [];
+  serial = '';
+  exit: MachineExit | null = null;
+
+  onSerial: ((text: string) => void) | undefined;
+  onPostCode: ((code: number, atNs: number) => void) | undefined;
+  onEvent: ((ev: MachineEvent) => void) | undefined;
+
+  private active: X86Cpu | null = null;
+  private sliceStartNs = 0;
+  private sliceStartUnits = 0n;
+  private watched = new Set<number>();
+  private wakeHost: (() => void) | null = null;
+  private pausedFlag = false;
+  private readonly config: Required<Omit<PcConfig, 'fwCfgFiles'>> & Pick<PcConfig, 'fwCfgFiles'>;
+
+  constructor(config: PcConfig) {
+    this.config = { faults: [], seed: 0, pace: 'realtime', rebootOnTripleFault: false, ...config };
+    const faults = this.config.faults;
+    if (config.cpus < 1 || config.cpus > 64) throw new Error(`--cpus ${config.cpus}: must be between 1 and 64`);
+    this.memory = new PhysicalMemory(config.memBytes, config.rom, ramFaults(faults, this.config.seed));
+    const clock = this.timeline;
+    this.pic = new Pic8259({ onIntrChange: (level) => level && this.kick() });
+    const irq = (n: number): IrqLine => this.pic.irqLine(n);
+    this.pit = new Pit8254({ clock, irq0: irq(0), stuck: hasFault(faults, 'pit-stuck') });
+    this.uart = new Uart16550({ clock, irq: irq(4), base: 0x3f8, dead: hasFault(faults, 'uart-dead'), onTransmit: (b) => this.serialByte(b) });
+    this.cmos = new CmosRtc({ clock, irq: irq(8), memoryBytes: config.memBytes, lowMemoryBytes: this.memory.lowRamTop, cpus: config.cpus, badChecksum: hasFault(faults, 'cmos-checksum') });
+    this.post = new PostPort({ clock, onCode: (code, atNs) => this.postCode(code, atNs) });
+    this.debugExit = new DebugExit({ onExit: (status, value) => this.finish({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}`, atNs: this.now() }) });
+    this.debugcon = new Debugcon({ onByte: (b) => this.log('debugcon', String.fromCharCode(b)) });
+    this.fwCfg = new FwCfg({ memory: this.memory, ramBytes: config.memBytes, cpus: config.cpus });
+    for (const f of config.fwCfgFiles ?? []) this.fwCfg.addFile(f.name, f.data);
+    this.fwCfg.addFile('etc/e820', this.e820Table());
+    for (const d of [this.pic, this.pit, this.uart, this.cmos, this.post, this.debugExit, this.debugcon, this.fwCfg]) this.io.register(d);
+
+    this.localMmio = [
+      {
+        base: LAPIC_BASE,
+        size: 0x1000,
+        read: (cpu, off, size) => BigInt(this.lapics[cpu.index]!.mmioRead(off, size as AccessSize) >>> 0),
+        write: (cpu, off, size, v) => this.lapics[cpu.index]!.mmioWrite(off, size as AccessSize, Number(v & 0xffff_ffffn)),
+      },
+    ];
+    for (let i = 0; i < config.cpus; i++) {
+      const index = i;
+      this.lapics.push(
+        new LocalApic({
+          clock,
+          apicId: i,
+          bsp: i === 0,
+          onIpi: (msg) => this.routeIpi(msg),
+          cpu: {
+            onInterruptChange: (pending) => pending && this.kick(),
+            onInit: () => this.initCpu(index),
+            onStartup: (vector) => this.startCpu(index, vector),
+          },
+        }),
+      );
+      const cpu = new X86Cpu(i, i, this, { apicId: i, logicalCpus: config.cpus });
+      cpu.onEvent = (e) => this.cpuEvent(cpu, e);
+      this.cpus.push(cpu);
+    }
+    this.memory.onHostWrite((addr, len) => this.hostWrote(addr, len));
+  }
+
+  /** QEMU-style etc/e820 table: {u64 addr, u64 len, u32 type} per RAM range. */
+  private e820Table(): Uint8Array {
+    const ranges: [number, number][] = [[0, this.memory.lowRamTop]];
+    if (this.config.memBytes > this.memory.lowRamTop) ranges.push([4 * 1024 ** 3, this.config.memBytes - this.memory.lowRamTop]);
+    const out = new Uint8Array(20 * ranges.length);
+    const dv = new DataView(out.buffer);
+    ranges.forEach(([a, l], i) => {
+      dv.setBigUint64(i * 20, BigInt(a), true);
+      dv.setBigUint64(i * 20 + 8, BigInt(l), true);
+      dv.setUint32(i * 20 + 16, 1, true);
+    });
+    return out;
+  }
+
+  // ---------------------------------------------------------------- time
+  now(): number {
+    if (this.active) return this.sliceStartNs + Number(this.active.units - this.sliceStartUnits) * NS_PER_UNIT;
+    return this.timeline.nowNs();
+  }
+
+  /** Bring device time up to the running CPU's instruction stream; fires due timers. */
+  private syncTime(): void {
+    this.timeline.advanceTo(this.now());
+  }
+
+  /** Something needs a CPU's attention (an IRQ): end the running slice at the next block. */
+  private kick(): void {
+    this.active?.requestStop();
+    this.wakeHost?.();
+  }
+
+  // ---------------------------------------------------------------- CpuHost
+  ioRead(_cpu: X86Cpu, port: number, size: 1 | 2 | 4): number {
+    this.syncTime();
+    return this.io.ioRead(port, size);
+  }
+
+  ioWrite(_cpu: X86Cpu, port: number, size: 1 | 2 | 4, value: number): void {
+    this.syncTime();
+    this.io.ioWrite(port, size, value);
+  }
+
+  interruptPending(cpu: X86Cpu): boolean {
+    const lapic = this.lapics[cpu.index]!;
+    if (lapic.hasInterrupt()) return true;
+    return lapic.extIntEnabled() && this.pic.hasInterrupt();
+  }
+
+  acknowledgeInterrupt(cpu: X86Cpu): number | null {
+    const lapic = this.lapics[cpu.index]!;
+    if (lapic.hasInterrupt()) return lapic.acknowledge();
+    if (lapic.extIntEnabled() && this.pic.hasInterrupt()) return this.pic.acknowledge();
+    return null;
+  }
+
+  isWatchedPage(page: number): boolean {
+    return this.watched.has(page);
+  }
+
+  onWatchedWrite(writer: X86Cpu, page: number): void {
+    this.triggerMonitors(page, 4096, `write by CPU ${writer.index}`);
+    writer.requestStop();
+  }
+
+  private triggerMonitors(addr: number, len: number, why: string): void {
+    for (const c of this.cpus) {
+      const m = c.monitor;
+      if (!m || m.paddr + 64 <= addr || m.paddr >= addr + len) continue;
+      m.triggered = true;
+      if (c.state === 'mwait') c.wake(`monitored line 0x${m.paddr.toString(16)}: ${why}`);
+    }
+  }
+
+  private hostWrote(addr: number, len: number): void {
+    for (const c of this.cpus) c.invalidateCode(addr, len);
+    this.active?.requestStop();
+    this.triggerMonitors(addr, len, 'device write');
+  }
+
+  /** Keep the watched-page set equal to the armed monitors; other CPUs must refill their TLBs. */
+  private refreshWatches(): void {
+    const pages = new Set<number>();
+    for (const c of this.cpus) if (c.monitor && !c.monitor.triggered) pages.add(c.monitor.paddr - (c.monitor.paddr % 4096));
+    const changed = pages.size !== this.watched.size || [...pages].some((p) => !this.watched.has(p));
+    this.watched = pages;
+    if (changed && pages.size > 0) for (const c of this.cpus) c.engine.flushTlb();
+  }
+
+  /** The APIC bus: every local APIC that accepts the message gets it. */
+  private routeIpi(msg: IpiMessage): void {
+    for (const lapic of this.lapics) {
+      if (!lapic.accepts(msg)) continue;
+      if (msg.mode === 'init') {
+        if (msg.level || msg.trigger === 'edge') lapic.acceptInit();
+      } else if (msg.mode === 'startup') lapic.acceptStartup(msg.vector);
+      else if (msg.mode === 'nmi') lapic.acceptNmi();
+      else if (msg.mode === 'fixed' || msg.mode === 'lowest-priority') lapic.acceptIpi(msg.vector, msg.trigger);
+    }
+    this.kick();
+  }
+
+  private initCpu(index: number): void {
+    const cpu = this.cpus[index];
+    if (!cpu) return;
+    cpu.reset();
+    cpu.state = 'wait-for-sipi';
+    this.log('ipi', `INIT: CPU ${index} waits for SIPI`, index);
+  }
+
+  private startCpu(index: number, vector: number): void {
+    const cpu = this.cpus[index];
+    if (!cpu) return;
+    cpu.startupAt(vector);
+    this.log('ipi', `SIPI: CPU ${index} starts at 0x${(vector << 12).toString(16)}`, index);
+  }
+
+  // ---------------------------------------------------------------- outputs
+  private serialByte(b: number): void {
+    const ch = String.fromCharCode(b);
+    this.serial += ch;
+    this.onSerial?.(ch);
+  }
+
+  private postCode(code: number, atNs: number): void {
+    this.onPostCode?.(code, atNs);
+  }
+
+  private cpuEvent(cpu: X86Cpu, e: CpuEvent): void {
+    this.log(e.kind, `${e.vector !== undefined ? `vector 0x${e.vector.toString(16)} ` : ''}${e.detail ?? ''} rip=0x${e.rip.toString(16)}`.trim(), cpu.index);
+  }
+
+  log(kind: string, detail: string, cpu?: number): void {
+    const ev: MachineEvent = { atNs: this.now(), kind, detail, ...(cpu !== undefined ? { cpu } : {}) };
+    if (this.events.length >= 10_000) this.events.shift();
+    this.events.push(ev);
+    this.onEvent?.(ev);
+  }
+
+  private finish(exit: MachineExit): void {
+    if (this.exit) return;
+    this.exit = exit;
+    this.log('exit', `${exit.reason} code ${exit.code}${exit.detail ? `: ${exit.detail}` : ''}`);
+    this.kick();
+  }
+
+  stop(detail = 'stopped by the host'): void {
+    this.finish({ reason: 'stopped', code: 0, detail, atNs: this.now() });
+  }
+
+  // ---------------------------------------------------------------- scheduling
+  get paused(): boolean {
+    return this.pausedFlag;
+  }
+
+  pause(): void {
+    this.pausedFlag = true;
+    this.kick();
+  }
+
+  resume(): void {
+    this.pausedFlag = false;
+    this.wakeHost?.();
+  }
+
+  /** One scheduling round over every runnable CPU. Returns false when nothing could run. */
+  step(maxNs = QUANTUM_NS): boolean {
+    for (const c of this.cpus) c.serviceInterrupts();
+    this.refreshWatches();
+    let ran = false;
+    for (const cpu of this.cpus) {
+      if (this.exit) break;
+      if (cpu.state !== 'running') continue;
+      ran = true;
+      const deadline = Math.min(this.timeline.nextDeadline(), this.timeline.nowNs() + maxNs);
+      const budget = BigInt(Math.max(1, Math.ceil((deadline - this.timeline.nowNs()) / NS_PER_UNIT)));
+      this.active = cpu;
+      this.sliceStartNs = this.timeline.nowNs();
+      this.sliceStartUnits = cpu.units;
+      let ex: SliceExit;
+      try {
+        ex = cpu.runSlice(budget);
+      } finally {
+        const end = this.now();
+        this.active = null;
+        this.timeline.advanceTo(end);
+      }
+      this.handleSliceExit(cpu, ex);
+      cpu.serviceInterrupts();
+    }
+    return ran;
+  }
+
+  private handleSliceExit(cpu: X86Cpu, ex: SliceExit): void {
+    if (ex.kind === 'error') {
+      this.finish({ reason: 'error', code: 2, detail: ex.message, atNs: this.now() });
+    } else if (ex.kind === 'triple-fault') {
+      if (this.config.rebootOnTripleFault) {
+        this.log('reset', `triple fault on CPU ${cpu.index}: machine reset`);
+        for (const c of this.cpus) {
+          c.reset();
+          c.state = c.index === 0 ? 'running' : 'wait-for-sipi';
+        }
+      } else {
+        this.finish({ reason: 'triple-fault', code: 0, detail: `CPU ${cpu.index}: ${ex.reason}`, atNs: this.now() });
+      }
+    }
+  }
+
+  /** True when no CPU can ever run again without outside input. */
+  private deadlocked(): boolean {
+    return this.cpus.every((c) => c.state !== 'running') && this.timeline.nextDeadline() === Infinity;
+  }
+
+  /**
+   * Runs until the machine exits or `timeoutMs` of wall time passes. Idle CPUs
+   * sleep the host thread until the next timer deadline: no busy waiting.
+   */
+  async run(opts: { timeoutMs?: number } = {}): Promise<MachineExit> {
+    const wallStart = performance.now();
+    let lastYield = wallStart;
+    while (!this.exit) {
+      const wall = performance.now();
+      if (opts.timeoutMs !== undefined && wall - wallStart > opts.timeoutMs) {
+        this.finish({ reason: 'timeout', code: 124, detail: `no exit after ${opts.timeoutMs} ms`, atNs: this.now() });
+        break;
+      }
+      if (this.pausedFlag) {
+        await this.sleep(opts.timeoutMs !== undefined ? Math.max(1, opts.timeoutMs - (wall - wallStart)) : 1e9);
+        continue;
+      }
+      const ran = this.step();
+      if (!ran && !this.exit) {
+        if (this.deadlocked()) {
+          const allHalted = this.cpus.every((c) => c.state === 'halted' || c.state === 'wait-for-sipi' || c.state === 'shutdown');
+          this.finish({ reason: 'halted', code: 0, detail: allHalted ? 'all CPUs halted with no pending event' : 'all CPUs waiting with no pending event', atNs: this.now() });
+          break;
+        }
+        // Idle: move virtual time to the next deadline, sleeping that long in real time.
+        const deadline = this.timeline.nextDeadline();
+        const waitNs = deadline - this.timeline.nowNs();
+        if (this.config.pace === 'realtime' && waitNs > 0) {
+          const interrupted = await this.sleep(waitNs / 1e6);
+          if (interrupted) continue;
+        }
+        this.timeline.advanceTo(deadline);
+      }
+      if (performance.now() - lastYield > 15) {
+        await new Promise<void>((r) => setImmediate(r));
+        lastYield = performance.now();
+      }
+    }
+    return this.exit!;
+  }
+
+  /** Sleeps the host (no spinning); returns true if woken early by an event. */
+  private sleep(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wakeHost = null;
+        resolve(false);
+      }, Math.min(ms, 2 ** 31 - 1));
+      this.wakeHost = () => {
+        clearTimeout(t);
+        this.wakeHost = null;
+        resolve(true);
+      };
+    });
+  }
+
+  /** Feed bytes to COM1 as if typed on the serial line. */
+  serialInput(bytes: Uint8Array): void {
+    this.uart.receive(bytes);
+    this.kick();
+  }
+
+  saveState(): StateRecord {
+    return {
+      version: 1,
+      nowNs: this.timeline.nowNs(),
+      ram: this.memory.ram.slice(),
+      cpus: this.cpus.map((c) => c.saveState()),
+      devices: Object.fromEntries(this.io.devices().map((d) => [d.snapshotId, d.saveState()])),
+      lapics: this.lapics.map((l) => l.saveState()),
+    };
+  }
+
+  close(): void {
+    for (const c of this.cpus) c.close();
+  }
+}
