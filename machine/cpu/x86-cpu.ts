@@ -144,6 +144,39 @@ export class X86Cpu implements DeliveryCpu {
     this.state = 'running';
   }
 
+  /**
+   * The Multiboot entry state (what QEMU's -kernel loader leaves): 32-bit
+   * protected mode, flat CS 0x10 / data 0x18, paging and interrupts off.
+   */
+  enterFlatProtectedMode(entry: number, eax: number, ebx: number): void {
+    this.reset();
+    this.engine.writeReg(REG.CR0, 0x60000011n);
+    const blob = this.engine.saveContext();
+    const L = contextLayout();
+    const dv = new DataView(blob.buffer);
+    const put = (seg: number, sel: number, flags: number): void => {
+      const o = L.segs + seg * SEG_CACHE_SIZE;
+      dv.setUint32(o, sel, true);
+      dv.setBigUint64(o + 8, 0n, true);
+      dv.setUint32(o + 16, 0xffffffff, true);
+      dv.setUint32(o + 20, flags, true);
+    };
+    const code32 = 0x00cf9b00;
+    const data32 = 0x00cf9300;
+    put(SEG.CS, 0x10, code32);
+    for (const s of [SEG.DS, SEG.ES, SEG.SS, SEG.FS, SEG.GS]) put(s, 0x18, data32);
+    // hflags: CPL 0, PE, CS32, SS32 (ADDSEG off: all bases are zero).
+    const hflags = dv.getUint32(L.hflags, true);
+    dv.setUint32(L.hflags, (hflags & ~0x3 & ~(1 << 6)) | (1 << 7) | (1 << 4) | (1 << 5), true);
+    this.engine.restoreContext(blob);
+    this.engine.writeReg(REG.RAX, eax >>> 0);
+    this.engine.writeReg(REG.RBX, ebx >>> 0);
+    this.engine.writeReg(REG.RIP, BigInt(entry >>> 0));
+    this.engine.writeReg(REG.RFLAGS, 2n);
+    this.engine.flushTlb();
+    this.state = 'running';
+  }
+
   private mapMemory(): void {
     const m = this.host.memory;
     for (const r of m.regions) {

@@ -1,0 +1,51 @@
+/** Command dispatch for `firmament`. */
+import { UsageError } from './args.js';
+import { BOOT_HELP, bootCommand } from './boot.js';
+import { BENCH_HELP, benchCommand } from './bench.js';
+import { RUN_HELP, runCommand } from './run.js';
+
+const HELP = `firmament: a bare-metal boot and firmware environment emulator
+
+Usage: firmament <command> [options]
+
+Commands:
+  boot        power on the emulated PC and run firmware POST and the next stage
+  run         boot a Multiboot guest image directly (like qemu -kernel)
+  bench       measure emulation speed, boot time and idle cost (vs QEMU when installed)
+  help        this text
+
+${BOOT_HELP}
+
+${RUN_HELP}
+
+${BENCH_HELP}`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'boot':
+        return await bootCommand(rest);
+      case 'run':
+        return await runCommand(rest);
+      case 'bench':
+        return await benchCommand(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        console.log(HELP);
+        return 0;
+      default:
+        throw new UsageError(`unknown command '${cmd}' (try 'firmament --help')`);
+    }
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err instanceof UsageError || err.name === 'FaultSpecError' || err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+      console.error(`firmament: ${err.message}`);
+      return 2;
+    }
+    console.error(`firmament: ${err.stack ?? err.message}`);
+    return 2;
+  }
+}
