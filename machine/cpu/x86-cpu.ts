@@ -65,7 +65,8 @@ export interface CpuEvent {
 /** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
 const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24 } as const;
 
-const RESET_SIGNATURE = 0x000306a9;
+/** EDX after reset holds the CPUID signature (leaf 1 EAX). */
+const RESET_SIGNATURE = 0x00060fb1;
 
 export class X86Cpu implements DeliveryCpu {
   readonly engine: UnicornEngine;
@@ -326,11 +327,13 @@ export class X86Cpu implements DeliveryCpu {
     this.slice.writeBigUInt64LE(v, SLICE.units);
   }
 
-  /** Ask the running engine to stop (from hooks): honoured at the next block, or now. */
+  /**
+   * Ask the running engine to stop at the next block boundary. Never uc_emu_stop
+   * from an MMIO callback: Unicorn then restarts the access, so the store runs twice.
+   */
   requestStop(): void {
     this.stopRequested = true;
     this.slice.writeUInt32LE(1, SLICE.request);
-    this.engine.stop();
   }
 
   /** Host code changed guest memory: drop translated code before the next run if it held code. */
@@ -358,6 +361,13 @@ export class X86Cpu implements DeliveryCpu {
     if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
     this.deliverEvent({ vector, software: false, external: true });
     this.count(`irq:0x${vector.toString(16)}`);
+  }
+
+  /** Could an interrupt ever wake this CPU? (HLT with IF=0 only wakes on NMI/INIT/SMI.) */
+  canBeWokenByInterrupt(): boolean {
+    if (this.state === 'running') return true;
+    if (this.state !== 'halted' && this.state !== 'mwait') return false;
+    return (this.readRflags() & RFLAGS.IF) !== 0 || (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq);
   }
 
   wake(why: string): void {

@@ -77,7 +77,7 @@ class PicChip {
   }
 
   output(): boolean {
-    return this.initialised && this.pendingIrq() >= 0;
+    return this.pendingIrq() >= 0;
   }
 
   setInput(irq: number, level: boolean): void {

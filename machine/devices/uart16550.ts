@@ -44,6 +44,7 @@ const LSR_INT_ANY = 0x1e;
 const MSR_DCD = 0x80;
 const MSR_DSR = 0x20;
 const MSR_CTS = 0x10;
+const MSR_RI = 0x40;
 const MSR_ANY_DELTA = 0x0f;
 
 const FIFO_SIZE = 16;
@@ -113,6 +114,31 @@ export class Uart16550 implements PortIoDevice {
     if (this.dead) return;
     for (const b of bytes) this.hostQueue.push(b & 0xff);
     this.pump();
+  }
+
+  /**
+   * Modem-control inputs from the host side of the line. Changes set the MSR
+   * delta bits (trailing edge for RI) and can raise the modem-status interrupt.
+   */
+  setModemInputs(lines: { cts?: boolean; dsr?: boolean; ri?: boolean; dcd?: boolean }): void {
+    if (this.dead) return;
+    const old = this.msr;
+    let v = old & 0xf0;
+    const put = (bit: number, on: boolean | undefined) => {
+      if (on !== undefined) v = on ? v | bit : v & ~bit;
+    };
+    put(MSR_CTS, lines.cts);
+    put(MSR_DSR, lines.dsr);
+    put(MSR_RI, lines.ri);
+    put(MSR_DCD, lines.dcd);
+    const changed = old ^ v;
+    let delta = old & MSR_ANY_DELTA;
+    if (changed & MSR_CTS) delta |= 0x01;
+    if (changed & MSR_DSR) delta |= 0x02;
+    if (changed & MSR_RI && !(v & MSR_RI)) delta |= 0x04;
+    if (changed & MSR_DCD) delta |= 0x08;
+    this.msr = v | delta;
+    this.updateIrq();
   }
 
   /** Host bytes still waiting for room in the receiver. */

@@ -108,14 +108,16 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
       stages[stages.length - 1]!.endMs = rec.atMs;
       stages.push({ name: stage[1], startMs: rec.atMs, endMs: null });
     }
-    if (code === 0x5f) bootInfo = readBootInfo(m);
+    if (code === 0x5f) bootInfo = readBootInfo(m, false);
     listeners.onPostCode?.(rec);
   };
   const wall0 = performance.now();
   try {
     const exit = await m.run(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
     stages[stages.length - 1]!.endMs = ms(exit.atNs);
-    const bi = bootInfo as BootInfo | null;
+    // The firmware finishes the block (last POST code, checksum) around the handoff; read it again if needed.
+    const handedOff = postCodes.some((p) => p.code === 0x5f);
+    const bi = (bootInfo as BootInfo | null) ?? (handedOff ? readBootInfo(m, true) : null);
     return {
       machine: { memBytes: opts.memBytes, cpus: opts.cpus, faults: opts.faults.map((f) => f.text) },
       postCodes,
@@ -134,12 +136,12 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
   }
 }
 
-function readBootInfo(m: PcMachine): BootInfo | null {
+function readBootInfo(m: PcMachine, report: boolean): BootInfo | null {
   try {
     const bytes = m.memory.read(BOOT_INFO_DEFAULT_ADDRESS, 0x1000);
     return parseBootInfo(bytes, BOOT_INFO_DEFAULT_ADDRESS);
   } catch (e) {
-    m.log('boot-info', `could not parse the boot-info block: ${(e as Error).message}`);
+    if (report) m.log('boot-info', `could not parse the boot-info block: ${(e as Error).message}`);
     return null;
   }
 }

@@ -345,10 +345,15 @@ export class PcMachine implements CpuHost {
     }
   }
 
-  /** True when no CPU can ever run again without outside input. */
+  /** True when no CPU can ever run again: all asleep, and no timer or interrupt can wake any of them. */
   private deadlocked(): boolean {
-    return this.cpus.every((c) => c.state !== 'running') && this.timeline.nextDeadline() === Infinity;
+    if (this.cpus.some((c) => c.state === 'running')) return false;
+    if (this.cpus.every((c) => !c.canBeWokenByInterrupt())) return true;
+    return this.timeline.nextDeadline() === Infinity && !this.interactive;
   }
+
+  /** Outside input (serial console, monitor) may still arrive: never call an idle machine dead. */
+  interactive = false;
 
   /**
    * Runs until the machine exits or `timeoutMs` of wall time passes. Idle CPUs

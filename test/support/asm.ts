@@ -11,13 +11,15 @@ const outDir = join(root, '.cache/test-asm');
 export function buildRom(fixture: string): Uint8Array {
   const src = join(root, 'test/fixtures', fixture);
   const ld = join(root, 'test/fixtures/rom.ld');
-  const hash = createHash('sha256').update(readFileSync(src)).update(readFileSync(ld)).digest('hex').slice(0, 16);
+  const h = createHash('sha256').update(readFileSync(src)).update(readFileSync(ld));
+  for (const inc of ['pm32-prologue.inc', 'reset-vector.inc']) h.update(readFileSync(join(root, 'test/fixtures', inc)));
+  const hash = h.digest('hex').slice(0, 16);
   mkdirSync(outDir, { recursive: true });
   const bin = join(outDir, `${fixture}.${hash}.bin`);
   if (!existsSync(bin)) {
     const obj = join(outDir, `${fixture}.${hash}.o`);
     const elf = join(outDir, `${fixture}.${hash}.elf`);
-    execFileSync('gcc', ['-c', '-m32', '-nostdlib', '-o', obj, src], { stdio: 'pipe' });
+    execFileSync('gcc', ['-c', '-m32', '-nostdlib', '-I', join(root, 'test/fixtures'), '-o', obj, src], { stdio: 'pipe' });
     execFileSync('ld', ['-m', 'elf_i386', '-T', ld, '--no-warn-rwx-segments', '-o', elf, obj], { stdio: 'pipe' });
     execFileSync('objcopy', ['-O', 'binary', elf, bin], { stdio: 'pipe' });
   }

@@ -1,7 +1,9 @@
 /**
  * The CPUID the machine advertises. Unicorn's own table lacks MONITOR and,
- * in leaf 1 EDX, FPU/TSC/APIC, so every leaf is ours. Only features the
- * emulated CPU really has (or that we emulate, like MONITOR/MWAIT) are set.
+ * in leaf 1 EDX, FPU/TSC/APIC, so every leaf is ours. The identity (vendor,
+ * family/model/stepping) is QEMU's default qemu64 model, so software that
+ * prints it behaves as under the reference oracle; the feature bits are the
+ * ones the emulated CPU really has, plus MONITOR/MWAIT, which we emulate.
  */
 export interface CpuidResult {
   eax: number;
@@ -29,15 +31,15 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
   const zero = { eax: 0, ebx: 0, ecx: 0, edx: 0 };
   switch (leaf >>> 0) {
     case 0:
-      return { eax: 0xd, ebx: str4('Genu'), edx: str4('ineI'), ecx: str4('ntel') };
+      return { eax: 0xd, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
     case 1: {
       const e = LEAF1_EDX;
       const c = LEAF1_ECX;
       let ecx = bits(c.SSE3, c.MONITOR, c.SSSE3, c.CX16, c.SSE41, c.SSE42, c.POPCNT);
       if (cfg.hypervisor) ecx = (ecx | (1 << c.HYPERVISOR)) >>> 0;
       return {
-        // family 6, model 0x3a (Ivy Bridge class), stepping 9
-        eax: 0x000306a9,
+        // qemu64: family 15, model 107, stepping 1
+        eax: 0x00060fb1,
         ebx: ((cfg.apicId & 0xff) << 24) | ((cfg.logicalCpus & 0xff) << 16) | (8 << 8),
         ecx,
         edx: bits(e.FPU, e.DE, e.PSE, e.TSC, e.MSR, e.PAE, e.MCE, e.CX8, e.APIC, e.SEP, e.MTRR, e.PGE, e.MCA, e.CMOV, e.PAT, e.PSE36, e.CLFSH, e.MMX, e.FXSR, e.SSE, e.SSE2),
@@ -50,7 +52,7 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
       // x2APIC topology: one thread per core.
       return subleaf === 0 ? { eax: 0, ebx: 1, ecx: 0x100, edx: cfg.apicId } : { eax: 0, ebx: 0, ecx: subleaf & 0xff, edx: cfg.apicId };
     case 0x80000000:
-      return { eax: 0x80000008, ebx: str4('Genu'), edx: str4('ineI'), ecx: str4('ntel') };
+      return { eax: 0x80000008, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
     case 0x80000001:
       // LAHF/SAHF in 64-bit; SYSCALL, NX, 1 GiB pages, RDTSCP? (no), long mode.
       return { eax: 0, ebx: 0, ecx: bits(0), edx: bits(11, 20, 26, 29) };
