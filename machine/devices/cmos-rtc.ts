@@ -115,6 +115,7 @@ export class CmosRtc implements PortIoDevice {
     const high = opts.memoryBytes - low;
 
     this.baseSec = opts.epochSeconds ?? DEFAULT_RTC_EPOCH_SECONDS;
+    if (!Number.isSafeInteger(this.baseSec)) throw new RangeError(`cmos: bad epochSeconds ${opts.epochSeconds}`);
     this.lastUpdateNs = this.clock.nowNs();
     this.flagsSec = this.baseSec;
 

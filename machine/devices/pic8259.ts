@@ -77,7 +77,7 @@ class PicChip {
   }
 
   output(): boolean {
-    return this.pendingIrq() >= 0;
+    return this.initialised && this.pendingIrq() >= 0;
   }
 
   setInput(irq: number, level: boolean): void {
@@ -252,8 +252,8 @@ export class Pic8259 implements PortIoDevice {
   ];
 
   // ELCR masks as on PIIX: IRQ0/1/2/8/13 are always edge-triggered.
-  private readonly master = new PicChip(true, 0xf8);
-  private readonly slave = new PicChip(false, 0xde);
+  private master = new PicChip(true, 0xf8);
+  private slave = new PicChip(false, 0xde);
   private readonly lines: IrqLine[] = [];
   private intr = false;
   private readonly onIntrChange: ((level: boolean) => void) | undefined;
@@ -398,8 +398,13 @@ export class Pic8259 implements PortIoDevice {
   restoreState(state: StateRecord): void {
     checkVersion(state, STATE_VERSION, this.snapshotId);
     const [m, s] = stateRecordList(state, 'chips', this.snapshotId, 2);
-    this.master.restore(m!, `${this.snapshotId}.master`);
-    this.slave.restore(s!, `${this.snapshotId}.slave`);
+    // Parse into fresh chips so a bad record leaves the device untouched.
+    const master = new PicChip(true, 0xf8);
+    const slave = new PicChip(false, 0xde);
+    master.restore(m!, `${this.snapshotId}.master`);
+    slave.restore(s!, `${this.snapshotId}.slave`);
+    this.master = master;
+    this.slave = slave;
     // INTR is a function of the restored registers; do not re-notify from here.
     this.intr = this.master.output();
   }

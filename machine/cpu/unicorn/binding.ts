@@ -62,6 +62,7 @@ export interface UnicornLibrary {
     hookAdd: Fn;
     blockHook: Fn;
     pagingState: Fn;
+    codeCounter: Fn;
   };
   readonly proto: {
     in: TypeObject;
@@ -159,6 +160,7 @@ function bind(lib: LibraryHandle, path: string, source: string, version: Unicorn
     hookAdd: lib.func('int uc_hook_add(void *uc, _Out_ uint64_t *hh, int type, void *callback, void *user, uint64_t begin, uint64_t end, ...)'),
     blockHook: helper.func('int fm_add_block_hook(void *uc, _Out_ uint64_t *hh, void *slice)'),
     pagingState: helper.func('int fm_paging_state(void *uc, void *out)'),
+    codeCounter: helper.func('int fm_add_code_counter(void *uc, _Out_ uint64_t *hh, void *counter)'),
   };
   return { path, source, version, fn: fn as unknown as UnicornLibrary['fn'], proto };
 }

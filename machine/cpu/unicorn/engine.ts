@@ -196,6 +196,12 @@ export class UnicornEngine {
     check(this.lib, 'fm_add_block_hook', this.lib.fn.blockHook(this.uc, out, slice));
   }
 
+  /** Counts every executed instruction into `counter` (u64 at offset 0). Slow: benchmarks only. */
+  countInstructions(counter: Buffer): void {
+    const out = [0n];
+    check(this.lib, 'fm_add_code_counter', this.lib.fn.codeCounter(this.uc, out, counter));
+  }
+
   /** CR0, CR3, CR4, EFER and the CS selector in one native call (the TLB-fill hot path). */
   pagingState(out: BigUint64Array): void {
     check(this.lib, 'fm_paging_state', this.lib.fn.pagingState(this.uc, out));

@@ -1,0 +1,89 @@
+/**
+ * `npm run bench`: speed and idle-cost targets, side by side with QEMU (TCG)
+ * on the same images when QEMU is installed. Ratios are from one run on a
+ * noisy machine: compare within a run, not across runs.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildImages } from '../tools/build-images.mjs';
+import { createDirectBootMachine } from '../machine/platform/direct-boot.js';
+import { boot, DEFAULT_NEXT_STAGE, DEFAULT_ROM } from '../machine/platform/boot.js';
+import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
+import { hasQemu, QEMU_ARGS, runQemu } from './qemu.js';
+
+const MiB = 1024 * 1024;
+
+interface Row {
+  metric: string;
+  firmament: string;
+  qemu: string;
+  ratio: string;
+  note: string;
+}
+
+const fmt = (n: number, unit: string, digits = 1): string => (Number.isFinite(n) ? `${n.toFixed(digits)} ${unit}` : 'n/a');
+
+async function timedRun(kernel: string, cmdline?: string, countInstructions = false): Promise<{ wallMs: number; cpuMs: number; instructions: number; serial: string; code: number }> {
+  const m = createDirectBootMachine({ kernelPath: kernel, memBytes: 64 * MiB, cpus: 1, pace: 'realtime', ...(cmdline ? { cmdline } : {}) });
+  const counter = Buffer.alloc(8);
+  if (countInstructions) m.cpus[0]!.engine.countInstructions(counter);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const exit = await m.run({ timeoutMs: 300_000 });
+  const wallMs = performance.now() - t0;
+  const cpu = process.cpuUsage(c0);
+  const serial = m.serial;
+  m.close();
+  return { wallMs, cpuMs: (cpu.user + cpu.system) / 1000, instructions: Number(counter.readBigUInt64LE(0)), serial, code: exit.code };
+}
+
+export async function runBench(argv: string[]): Promise<number> {
+  const images = await buildImages({ quiet: true });
+  const qemu = hasQemu() && !argv.includes('--no-qemu');
+  const rows: Row[] = [];
+  const compute = images.guests['compute']!;
+  const timer = images.guests['timer']!;
+  const hello = images.guests['hello']!;
+
+  // 1. Instructions per second on the compute guest.
+  const counted = await timedRun(compute, undefined, true);
+  const ours = await timedRun(compute);
+  const ips = counted.instructions / (ours.wallMs / 1000);
+  let qIps = NaN;
+  if (qemu) {
+    const base = runQemu(['-kernel', hello, ...QEMU_ARGS]);
+    const q = runQemu(['-kernel', compute, ...QEMU_ARGS]);
+    qIps = counted.instructions / (Math.max(1, q.wallMs - base.wallMs) / 1000);
+  }
+  rows.push({ metric: 'compute guest: instructions/s', firmament: fmt(ips / 1e6, 'M/s'), qemu: fmt(qIps / 1e6, 'M/s'), ratio: qemu ? (ips / qIps).toFixed(2) : 'n/a', note: `${(counted.instructions / 1e6).toFixed(1)} M instructions (counted exactly); QEMU wall minus its hello-guest start-up` });
+
+  // 2. Reset to POST complete (handoff POST code) on the default machine.
+  let handoffWall = NaN;
+  const wall0 = performance.now();
+  const report = await boot({ memBytes: 64 * MiB, cpus: 1, faults: [], pace: 'realtime' }, { onPostCode: (p) => p.code === 0x5f && (handoffWall = performance.now() - wall0) });
+  const handoffVirtual = report.postCodes.find((p) => p.code === 0x5f)?.atMs ?? NaN;
+  let qBoot = NaN;
+  if (qemu) qBoot = runQemu(['-M', 'pc', '-bios', DEFAULT_ROM, '-fw_cfg', `name=opt/firmament/next-stage,file=${DEFAULT_NEXT_STAGE}`, ...QEMU_ARGS]).wallMs;
+  rows.push({ metric: 'reset to POST complete (0x5F)', firmament: fmt(handoffWall, 'ms'), qemu: fmt(qBoot, 'ms'), ratio: qemu ? (handoffWall / qBoot).toFixed(2) : 'n/a', note: `virtual ${handoffVirtual} ms (includes a 250 ms timer-IRQ test); QEMU: whole process to payload exit` });
+
+  // 3. Host CPU time while the guest sits in HLT for 1 s.
+  const idle = await timedRun(timer, 'idle=1000');
+  let qIdle = { cpuMs: NaN, wallMs: NaN };
+  if (qemu) qIdle = runQemu(['-kernel', timer, '-append', 'idle=1000', ...QEMU_ARGS]);
+  rows.push({ metric: 'host CPU while in HLT for 1 s', firmament: `${fmt(idle.cpuMs, 'ms')} of ${fmt(idle.wallMs, 'ms')}`, qemu: `${fmt(qIdle.cpuMs, 'ms', 0)} of ${fmt(qIdle.wallMs, 'ms', 0)}`, ratio: qemu ? (idle.cpuMs / qIdle.cpuMs).toFixed(2) : 'n/a', note: `${((idle.cpuMs / idle.wallMs) * 100).toFixed(1)}% of one core; QEMU includes its process start-up` });
+
+  print(rows, qemu);
+  const dir = join(PROJECT_ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'latest.json'), JSON.stringify({ at: new Date().toISOString(), rows }, null, 2));
+  return 0;
+}
+
+function print(rows: Row[], qemu: boolean): void {
+  const cols: (keyof Row)[] = ['metric', 'firmament', 'qemu', 'ratio', 'note'];
+  const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => r[c].length)));
+  const line = (r: Record<string, string>): string => cols.map((c, i) => r[c]!.padEnd(width[i]!)).join('  ');
+  console.log(line({ metric: 'metric', firmament: 'firmament', qemu: qemu ? 'qemu (TCG)' : 'qemu (not installed)', ratio: 'ratio', note: 'note' }));
+  console.log(width.map((w) => '-'.repeat(w)).join('  '));
+  for (const r of rows) console.log(line(r as unknown as Record<string, string>));
+}
