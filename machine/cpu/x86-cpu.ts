@@ -378,8 +378,11 @@ export class X86Cpu implements DeliveryCpu {
     }
   }
 
-  /** Runs until the budget (in units) is used, or something needs the machine's attention. */
-  runSlice(budget: bigint): SliceExit {
+  /**
+   * Runs until the budget (in units) is used, or something needs the machine's
+   * attention. `count` limits instructions (1 = single-step, for debuggers: slow).
+   */
+  runSlice(budget: bigint, count = 0): SliceExit {
     if (this.state !== 'running') return { kind: this.state === 'mwait' ? 'mwait' : 'halted' };
     if (this.flushCodePending) {
       this.engine.flushCode();
@@ -392,7 +395,7 @@ export class X86Cpu implements DeliveryCpu {
     this.pendingTlbFault = null;
     this.pendingIntr = null;
     this.pendingSyscall = false;
-    const rc = this.engine.start(this.readRip());
+    const rc = this.engine.start(this.readRip(), count);
     if (this.hostError) {
       const err = this.hostError;
       this.hostError = null;
@@ -403,14 +406,14 @@ export class X86Cpu implements DeliveryCpu {
       this.flushCodePending = false;
     }
     try {
-      return this.classify(rc);
+      return this.classify(rc, count);
     } catch (e) {
       if (e instanceof TripleFault) return this.tripleFault(e.message);
       return { kind: 'error', message: `CPU ${this.index}: ${(e as Error).message} (at RIP 0x${this.readRip().toString(16)})` };
     }
   }
 
-  private classify(rc: number): SliceExit {
+  private classify(rc: number, count: number): SliceExit {
     if (rc === UcErr.EXCEPTION && this.pendingTlbFault) {
       const f = this.pendingTlbFault;
       const rip = this.readRip();
@@ -441,7 +444,7 @@ export class X86Cpu implements DeliveryCpu {
       return { kind: 'exception', vector: v };
     }
     const stopped = this.slice.readUInt32LE(SLICE.stopped);
-    if (stopped === 1) return { kind: 'preempted' };
+    if (stopped === 1 || count > 0) return { kind: 'preempted' };
     if (stopped === 2 || this.stopRequested) return { kind: 'requested' };
     // Nothing of ours stopped it: HLT (Unicorn returns OK with RIP after it).
     this.state = 'halted';

@@ -61,10 +61,8 @@ export interface LocalApicOptions {
   cpu?: LapicCpuHooks;
 }
 
-// LVT indices, in register order 0x320..0x370.
+// LVT indices, in register order 0x320..0x370 (1 = thermal, 2 = perf counters: stored, never fired).
 const LVT_TIMER = 0;
-const LVT_THERMAL = 1;
-const LVT_PERF = 2;
 const LVT_LINT0 = 3;
 const LVT_LINT1 = 4;
 const LVT_ERROR = 5;

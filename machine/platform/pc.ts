@@ -301,6 +301,26 @@ export class PcMachine implements CpuHost {
     this.wakeHost?.();
   }
 
+  /** Executes exactly one instruction on one CPU (debugger single-step). */
+  stepInstruction(cpuIndex: number): SliceExit {
+    const cpu = this.cpus[cpuIndex];
+    if (!cpu) throw new Error(`no CPU ${cpuIndex}`);
+    cpu.serviceInterrupts();
+    this.active = cpu;
+    this.sliceStartNs = this.timeline.nowNs();
+    this.sliceStartUnits = cpu.units;
+    let ex: SliceExit;
+    try {
+      ex = cpu.runSlice(1n << 40n, 1);
+    } finally {
+      const end = this.now();
+      this.active = null;
+      this.timeline.advanceTo(end);
+    }
+    this.handleSliceExit(cpu, ex);
+    return ex;
+  }
+
   /** One scheduling round over every runnable CPU. Returns false when nothing could run. */
   step(maxNs = QUANTUM_NS): boolean {
     for (const c of this.cpus) c.serviceInterrupts();

@@ -74,6 +74,7 @@ export interface UnicornLibrary {
     mmioRead: TypeObject;
     mmioWrite: TypeObject;
     memInvalid: TypeObject;
+    code: TypeObject;
   };
 }
 
@@ -133,6 +134,7 @@ function bind(lib: LibraryHandle, path: string, source: string, version: Unicorn
     mmioRead: koffi.proto('uint64_t fm_mmio_read_cb(void *uc, uint64_t offset, unsigned int size, void *user)'),
     mmioWrite: koffi.proto('void fm_mmio_write_cb(void *uc, uint64_t offset, unsigned int size, uint64_t value, void *user)'),
     memInvalid: koffi.proto('bool fm_mem_invalid_cb(void *uc, int type, uint64_t addr, int size, int64_t value, void *user)'),
+    code: koffi.proto('void fm_code_cb(void *uc, uint64_t address, uint32_t size, void *user)'),
   };
   const fn = {
     open: lib.func('int uc_open(int arch, int mode, _Out_ void **uc)'),

@@ -168,6 +168,18 @@ export class UnicornEngine {
     this.addHook(UC_HOOK_INTR, cb);
   }
 
+  /** A code hook on one address range (breakpoints); cheap outside the range. Returns the hook handle. */
+  onCode(begin: bigint, end: bigint, h: (address: bigint) => void): bigint {
+    const cb = this.register((_uc: unknown, addr: number | bigint) => h(asU64(addr)), this.lib.proto.code);
+    const out = [0n];
+    check(this.lib, 'uc_hook_add(CODE)', this.lib.fn.hookAdd(this.uc, out, 1 << 2, cb, null, begin, end));
+    return out[0]!;
+  }
+
+  removeHook(handle: bigint): void {
+    check(this.lib, 'uc_hook_del', this.lib.fn.hookDel(this.uc, handle));
+  }
+
   onInvalidInstruction(h: () => boolean): void {
     const cb = this.register(() => h(), this.lib.proto.insnInvalid);
     this.addHook(UC_HOOK_INSN_INVALID, cb);
@@ -208,8 +220,8 @@ export class UnicornEngine {
   }
 
   /** Runs until HLT, a stop, an error or an exception. `until` 0: see the notes on TLB fills. */
-  start(begin: bigint): number {
-    return this.lib.fn.emuStart(this.uc, begin, 0n, 0n, 0) as number;
+  start(begin: bigint, count = 0): number {
+    return this.lib.fn.emuStart(this.uc, begin, 0n, 0n, count) as number;
   }
 
   stop(): void {
