@@ -9,7 +9,7 @@
 import { UnicornEngine } from './unicorn/engine.js';
 import { REG, UC_MEM_FETCH, UC_MEM_WRITE, UC_MODE_16, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcErr } from './unicorn/constants.js';
 import { cpuid, type CpuidConfig } from './x86/cpuid.js';
-import { walk, type PagingControl, type WalkResult } from './x86/paging.js';
+import { walk, type PagingControl, type PhysicalReader, type WalkResult } from './x86/paging.js';
 import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
 import { contextLayout, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
 import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
@@ -27,6 +27,7 @@ export type SliceExit =
   | { kind: 'mwait' }
   | { kind: 'exception'; vector: number }
   | { kind: 'hypercall' }
+  | { kind: 'ept-violation'; gpa: bigint; gva: bigint; access: 'read' | 'write' | 'fetch' }
   | { kind: 'triple-fault'; reason: string }
   | { kind: 'error'; message: string };
 
@@ -38,8 +39,23 @@ export interface LocalMmio {
   write(cpu: X86Cpu, offset: number, size: number, value: bigint): void;
 }
 
+/** The physical address space a CPU's page walks and event delivery see. */
+export interface CpuMemory extends PhysicalReader {
+  readU8(paddr: number): number;
+}
+
+/** The EPT step for guests: guest-physical to host-physical, or null on an EPT violation. */
+export interface SecondLevelTranslation {
+  translate(gpa: bigint, access: 'read' | 'write' | 'fetch'): { hpa: bigint; writable: boolean; executable: boolean } | null;
+}
+
 export interface CpuHost {
+  /** Machine memory: host RAM/ROM regions mapped into the engine. */
   readonly memory: PhysicalMemory;
+  /** What page walks and delivery read (guest-physical for a VM); defaults to `memory`. */
+  readonly walkMemory?: CpuMemory;
+  /** Second-level translation (EPT) for guests; absent on bare metal. */
+  readonly secondLevel?: SecondLevelTranslation;
   ioRead(cpu: X86Cpu, port: number, size: 1 | 2 | 4): number;
   ioWrite(cpu: X86Cpu, port: number, size: 1 | 2 | 4, value: number): void;
   /** An interrupt is waiting for this CPU (LAPIC or PIC through LINT0). */
@@ -77,6 +93,7 @@ export class X86Cpu implements DeliveryCpu {
   onEvent: ((ev: CpuEvent) => void) | undefined;
   private stopRequested = false;
   private pendingTlbFault: { page: bigint; access: number; errorCode: number } | null = null;
+  private pendingEptViolation: { gpa: bigint; gva: bigint; access: 'read' | 'write' | 'fetch' } | null = null;
   private pendingIntr: number | null = null;
   private pendingSyscall = false;
   private hostError: Error | null = null;
@@ -250,10 +267,27 @@ export class X86Cpu implements DeliveryCpu {
     const ctl = this.readControl();
     const access = type === UC_MEM_WRITE ? 'write' : type === UC_MEM_FETCH ? 'fetch' : 'read';
     const user = this.currentCpl() === 3;
-    const r = walk(this.host.memory, ctl, vaddr, { access, user, setAccessedDirty: true });
+    let r: WalkResult;
+    try {
+      r = walk(this.memoryView, ctl, vaddr, { access, user, setAccessedDirty: true });
+    } catch (e) {
+      // A guest page-table access that the EPT refuses.
+      const gpa = (e as { gpa?: bigint }).gpa;
+      if (gpa === undefined) throw e;
+      this.pendingEptViolation = { gpa, gva: vaddr, access: 'read' };
+      return null;
+    }
     if (!r.ok) {
       this.pendingTlbFault = { page: vaddr, access: type, errorCode: r.errorCode };
       return null;
+    }
+    if (this.host.secondLevel) {
+      const t = this.host.secondLevel.translate(r.paddr & ~0xfffn, access);
+      if (!t) {
+        this.pendingEptViolation = { gpa: r.paddr, gva: vaddr, access };
+        return null;
+      }
+      r = { ...r, paddr: t.hpa, writable: r.writable && t.writable, executable: r.executable && t.executable };
     }
     const page = Number(r.paddr & ~0xfffn);
     // Execute permission only on fetch fills, so every page holding translated code is known.
@@ -278,11 +312,16 @@ export class X86Cpu implements DeliveryCpu {
 
   /** Inspection and `translate`: a side-effect-free walk with the CPU's current control registers. */
   translate(vaddr: bigint, access: 'read' | 'write' | 'fetch' = 'read', user = false): WalkResult {
-    return walk(this.host.memory, this.readControl(), vaddr, { access, user, setAccessedDirty: false });
+    return walk(this.memoryView, this.readControl(), vaddr, { access, user, setAccessedDirty: false });
   }
 
-  get memory(): PhysicalMemory {
-    return this.host.memory;
+  /** The address space seen by walks and delivery: guest-physical for a VM's vCPU. */
+  get memory(): CpuMemory {
+    return this.memoryView;
+  }
+
+  private get memoryView(): CpuMemory {
+    return this.host.walkMemory ?? this.host.memory;
   }
 
   readRip(): bigint {
@@ -393,6 +432,7 @@ export class X86Cpu implements DeliveryCpu {
     this.slice.writeUInt32LE(0, SLICE.request);
     this.stopRequested = false;
     this.pendingTlbFault = null;
+    this.pendingEptViolation = null;
     this.pendingIntr = null;
     this.pendingSyscall = false;
     const rc = this.engine.start(this.readRip(), count);
@@ -414,6 +454,11 @@ export class X86Cpu implements DeliveryCpu {
   }
 
   private classify(rc: number, count: number): SliceExit {
+    if (rc === UcErr.EXCEPTION && this.pendingEptViolation) {
+      const v = this.pendingEptViolation;
+      this.count('ept-violation');
+      return { kind: 'ept-violation', gpa: v.gpa, gva: v.gva, access: v.access };
+    }
     if (rc === UcErr.EXCEPTION && this.pendingTlbFault) {
       const f = this.pendingTlbFault;
       const rip = this.readRip();
@@ -527,7 +572,7 @@ export class X86Cpu implements DeliveryCpu {
       const r = this.translate(lin + BigInt(i), 'fetch');
       if (!r.ok) break;
       try {
-        out.push(this.host.memory.readU8(Number(r.paddr)));
+        out.push(this.memoryView.readU8(Number(r.paddr)));
       } catch {
         break;
       }

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { PcMachine, type PcConfig } from './pc.js';
 import { DEFAULT_ROM } from './boot.js';
+import { seabiosDeviceState } from '../../hypervisor/legacy-state.js';
 import { parseMultibootImage, loadIntoRam, buildMultibootInfo, qemuPcMemoryMap, DEFAULT_MBI_REGION, MULTIBOOT_BOOTLOADER_MAGIC } from '../../hypervisor/multiboot/index.js';
 
 export interface DirectBootOptions {
@@ -28,18 +29,7 @@ export function createDirectBootMachine(o: DirectBootOptions): PcMachine {
   const cmdline = [o.kernelPath, o.cmdline ?? ''].join(' ').trimEnd();
   const mbi = buildMultibootInfo({ memoryMap: qemuPcMemoryMap(o.memBytes), cmdline, bootLoaderName: 'qemu', placeAt: DEFAULT_MBI_REGION });
   m.memory.write(mbi.base, mbi.bytes);
-  seabiosDeviceState(m);
+  seabiosDeviceState(m.io);
   m.cpus[0]!.enterFlatProtectedMode(plan.entry, MULTIBOOT_BOOTLOADER_MAGIC, mbi.address);
   return m;
-}
-
-/** SeaBIOS leaves the PICs at vectors 0x08/0x70 and PIT channel 0 in mode 2 at 18.2 Hz. */
-function seabiosDeviceState(m: PcMachine): void {
-  const out = (port: number, v: number): void => m.io.ioWrite(port, 1, v);
-  out(0x20, 0x11), out(0xa0, 0x11);
-  out(0x21, 0x08), out(0xa1, 0x70);
-  out(0x21, 0x04), out(0xa1, 0x02);
-  out(0x21, 0x01), out(0xa1, 0x01);
-  out(0x21, 0xfb), out(0xa1, 0xff);
-  out(0x43, 0x34), out(0x40, 0x00), out(0x40, 0x00);
 }

@@ -18,7 +18,7 @@ import { FwCfg } from '../devices/fw-cfg.js';
 import { LocalApic, type IpiMessage } from '../devices/lapic.js';
 import type { AccessSize, IrqLine } from '../devices/device.js';
 import { hasFault, ramFaults, type FaultSpec } from './faults.js';
-import type { StateRecord } from '../state.js';
+import { checkVersion, stateBytes, stateNumber, stateRecord, stateString, StateError, type StateRecord } from '../state.js';
 
 export const LAPIC_BASE = 0xfee00000;
 /** Virtual nanoseconds per unit of executed code (one byte of an entered block). */
@@ -48,6 +48,20 @@ export interface PcConfig {
   pace?: 'realtime' | 'virtual';
   /** Reset instead of stopping on a triple fault (QEMU's default without -no-reboot). */
   rebootOnTripleFault?: boolean;
+}
+
+/**
+ * Who runs on the machine's CPUs. Until a hypervisor takes over, the machine
+ * schedules its own logical CPUs; afterwards the hypervisor schedules vCPUs.
+ */
+export interface CpuScheduler {
+  /** The execution contexts to run this round, in order. */
+  runnable(): readonly X86Cpu[];
+  /** Everything that could still wake up (for idle and deadlock decisions). */
+  all(): readonly X86Cpu[];
+  onSliceExit(cpu: X86Cpu, exit: SliceExit, hostMs: number): void;
+  /** Timer-driven devices of guests keep running on the machine timeline. */
+  readonly name: string;
 }
 
 export interface MachineEvent {
@@ -86,6 +100,8 @@ export class PcMachine implements CpuHost {
   private watched = new Set<number>();
   private wakeHost: (() => void) | null = null;
   private pausedFlag = false;
+  /** Set by a hypervisor at takeover; null while the machine runs its own CPUs. */
+  scheduler: CpuScheduler | null = null;
   private readonly config: Required<Omit<PcConfig, 'fwCfgFiles'>> & Pick<PcConfig, 'fwCfgFiles'>;
 
   constructor(config: PcConfig) {
@@ -163,7 +179,7 @@ export class PcMachine implements CpuHost {
   }
 
   /** Something needs a CPU's attention (an IRQ): end the running slice at the next block. */
-  private kick(): void {
+  kick(): void {
     this.active?.requestStop();
     this.wakeHost?.();
   }
@@ -201,8 +217,8 @@ export class PcMachine implements CpuHost {
     writer.requestStop();
   }
 
-  private triggerMonitors(addr: number, len: number, why: string): void {
-    for (const c of this.cpus) {
+  triggerMonitors(addr: number, len: number, why: string): void {
+    for (const c of this.scheduler ? this.scheduler.all() : this.cpus) {
       const m = c.monitor;
       if (!m || m.paddr + 64 <= addr || m.paddr >= addr + len) continue;
       m.triggered = true;
@@ -211,7 +227,7 @@ export class PcMachine implements CpuHost {
   }
 
   private hostWrote(addr: number, len: number): void {
-    for (const c of this.cpus) c.invalidateCode(addr, len);
+    for (const c of this.scheduler ? this.scheduler.all() : this.cpus) c.invalidateCode(addr, len);
     this.active?.requestStop();
     this.triggerMonitors(addr, len, 'device write');
   }
@@ -219,10 +235,10 @@ export class PcMachine implements CpuHost {
   /** Keep the watched-page set equal to the armed monitors; other CPUs must refill their TLBs. */
   private refreshWatches(): void {
     const pages = new Set<number>();
-    for (const c of this.cpus) if (c.monitor && !c.monitor.triggered) pages.add(c.monitor.paddr - (c.monitor.paddr % 4096));
+    for (const c of this.scheduler ? this.scheduler.all() : this.cpus) if (c.monitor && !c.monitor.triggered) pages.add(c.monitor.paddr - (c.monitor.paddr % 4096));
     const changed = pages.size !== this.watched.size || [...pages].some((p) => !this.watched.has(p));
     this.watched = pages;
-    if (changed && pages.size > 0) for (const c of this.cpus) c.engine.flushTlb();
+    if (changed && pages.size > 0) for (const c of this.scheduler ? this.scheduler.all() : this.cpus) c.engine.flushTlb();
   }
 
   /** The APIC bus: every local APIC that accepts the message gets it. */
@@ -275,7 +291,7 @@ export class PcMachine implements CpuHost {
     this.onEvent?.(ev);
   }
 
-  private finish(exit: MachineExit): void {
+  finish(exit: MachineExit): void {
     if (this.exit) return;
     this.exit = exit;
     this.log('exit', `${exit.reason} code ${exit.code}${exit.detail ? `: ${exit.detail}` : ''}`);
@@ -323,10 +339,11 @@ export class PcMachine implements CpuHost {
 
   /** One scheduling round over every runnable CPU. Returns false when nothing could run. */
   step(maxNs = QUANTUM_NS): boolean {
-    for (const c of this.cpus) c.serviceInterrupts();
+    const sched = this.scheduler;
+    for (const c of sched ? sched.all() : this.cpus) c.serviceInterrupts();
     this.refreshWatches();
     let ran = false;
-    for (const cpu of this.cpus) {
+    for (const cpu of sched ? sched.runnable() : this.cpus) {
       if (this.exit) break;
       if (cpu.state !== 'running') continue;
       ran = true;
@@ -336,6 +353,7 @@ export class PcMachine implements CpuHost {
       this.sliceStartNs = this.timeline.nowNs();
       this.sliceStartUnits = cpu.units;
       let ex: SliceExit;
+      const host0 = performance.now();
       try {
         ex = cpu.runSlice(budget);
       } finally {
@@ -343,7 +361,8 @@ export class PcMachine implements CpuHost {
         this.active = null;
         this.timeline.advanceTo(end);
       }
-      this.handleSliceExit(cpu, ex);
+      if (sched) sched.onSliceExit(cpu, ex, performance.now() - host0);
+      else this.handleSliceExit(cpu, ex);
       cpu.serviceInterrupts();
     }
     return ran;
@@ -367,8 +386,9 @@ export class PcMachine implements CpuHost {
 
   /** True when no CPU can ever run again: all asleep, and no timer or interrupt can wake any of them. */
   private deadlocked(): boolean {
-    if (this.cpus.some((c) => c.state === 'running')) return false;
-    if (this.cpus.every((c) => !c.canBeWokenByInterrupt())) return true;
+    const all = this.scheduler ? this.scheduler.all() : this.cpus;
+    if (all.some((c) => c.state === 'running')) return false;
+    if (all.every((c) => !c.canBeWokenByInterrupt())) return true;
     return this.timeline.nextDeadline() === Infinity && !this.interactive;
   }
 
@@ -395,7 +415,7 @@ export class PcMachine implements CpuHost {
       const ran = this.step();
       if (!ran && !this.exit) {
         if (this.deadlocked()) {
-          const allHalted = this.cpus.every((c) => c.state === 'halted' || c.state === 'wait-for-sipi' || c.state === 'shutdown');
+          const allHalted = (this.scheduler ? this.scheduler.all() : this.cpus).every((c) => c.state === 'halted' || c.state === 'wait-for-sipi' || c.state === 'shutdown');
           this.finish({ reason: 'halted', code: 0, detail: allHalted ? 'all CPUs halted with no pending event' : 'all CPUs waiting with no pending event', atNs: this.now() });
           break;
         }
@@ -437,15 +457,48 @@ export class PcMachine implements CpuHost {
     this.kick();
   }
 
+  // ---------------------------------------------------------------- state
+  readonly snapshotId = 'pc';
+  readonly stateVersion = 1;
+
+  /**
+   * The whole machine between slices: RAM, every CPU, every device, LAPICs and
+   * virtual time. The same records drive snapshot, migration and live update.
+   */
   saveState(): StateRecord {
+    if (this.active) throw new StateError('pc', 'active', 'cannot save while a CPU is running');
     return {
-      version: 1,
+      version: this.stateVersion,
+      memBytes: this.config.memBytes,
+      cpuCount: this.cpus.length,
       nowNs: this.timeline.nowNs(),
       ram: this.memory.ram.slice(),
       cpus: this.cpus.map((c) => c.saveState()),
       devices: Object.fromEntries(this.io.devices().map((d) => [d.snapshotId, d.saveState()])),
       lapics: this.lapics.map((l) => l.saveState()),
+      serial: this.serial,
     };
+  }
+
+  /** Restores a record from saveState() into a machine built with the same configuration. */
+  restoreState(rec: StateRecord): void {
+    checkVersion(rec, this.stateVersion, 'pc');
+    if (stateNumber(rec, 'memBytes', 'pc') !== this.config.memBytes) throw new StateError('pc', 'memBytes', `snapshot has ${rec['memBytes']} bytes of RAM, this machine ${this.config.memBytes}`);
+    if (stateNumber(rec, 'cpuCount', 'pc') !== this.cpus.length) throw new StateError('pc', 'cpuCount', `snapshot has ${rec['cpuCount']} CPUs, this machine ${this.cpus.length}`);
+    const ram = stateBytes(rec, 'ram', 'pc', this.memory.ram.length);
+    const cpus = rec['cpus'];
+    const lapics = rec['lapics'];
+    if (!Array.isArray(cpus) || cpus.length !== this.cpus.length) throw new StateError('pc', 'cpus', 'wrong CPU list');
+    if (!Array.isArray(lapics) || lapics.length !== this.lapics.length) throw new StateError('pc', 'lapics', 'wrong LAPIC list');
+    const devices = stateRecord(rec, 'devices', 'pc');
+    // Time first: devices re-arm their timers against the restored clock.
+    this.timeline.reset(stateNumber(rec, 'nowNs', 'pc'));
+    this.memory.ram.set(ram);
+    for (const d of this.io.devices()) d.restoreState(stateRecord(devices, d.snapshotId, 'pc.devices'));
+    this.lapics.forEach((l, i) => l.restoreState(lapics[i] as StateRecord));
+    this.cpus.forEach((c, i) => c.restoreState(cpus[i] as StateRecord));
+    this.serial = stateString(rec, 'serial', 'pc');
+    this.exit = null;
   }
 
   close(): void {

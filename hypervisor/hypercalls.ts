@@ -1,0 +1,46 @@
+/**
+ * The VMCALL hypercall ABI (docs/hypercalls.md): RAX = function number,
+ * arguments in RBX, RCX, RDX; result in RAX (negative = error).
+ */
+import { REG } from '../machine/cpu/unicorn/constants.js';
+import type { Vcpu, Vm } from './vm.js';
+
+export const HYPERCALL = {
+  VERSION: 0,
+  PUTCHAR: 1,
+  VCPU_ID: 2,
+  YIELD: 3,
+  SHUTDOWN: 4,
+} as const;
+
+export const HC_VERSION = 1;
+export const HC_ENOSYS = -1n & 0xffff_ffff_ffff_ffffn;
+
+export function handleHypercall(vm: Vm, vcpu: Vcpu): boolean {
+  const e = vcpu.cpu.engine;
+  const fn = Number(e.readReg(REG.RAX) & 0xffff_ffffn);
+  const arg = e.readReg(REG.RBX);
+  let result = 0n;
+  switch (fn) {
+    case HYPERCALL.VERSION:
+      result = BigInt(HC_VERSION);
+      break;
+    case HYPERCALL.PUTCHAR:
+      vm.serial += String.fromCharCode(Number(arg & 0xffn));
+      vm.onSerial?.(String.fromCharCode(Number(arg & 0xffn)));
+      break;
+    case HYPERCALL.VCPU_ID:
+      result = BigInt(vcpu.index);
+      break;
+    case HYPERCALL.YIELD:
+      vcpu.cpu.requestStop();
+      break;
+    case HYPERCALL.SHUTDOWN:
+      vm.stop({ reason: 'debug-exit', code: Number(arg & 0xffn) * 2 + 1, detail: `hypercall shutdown(${arg})` });
+      break;
+    default:
+      result = HC_ENOSYS;
+  }
+  e.writeReg(REG.RAX, result);
+  return true;
+}
