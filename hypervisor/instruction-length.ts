@@ -1,6 +1,5 @@
 /** Skips the instruction at RIP (for writes the hypervisor drops), decoded with iced-x86. */
 import { Decoder, DecoderOptions } from 'iced-x86';
-import { REG } from '../machine/cpu/unicorn/constants.js';
 import type { X86Cpu } from '../machine/cpu/x86-cpu.js';
 
 export function skipInstruction(cpu: X86Cpu): boolean {
@@ -14,7 +13,7 @@ export function skipInstruction(cpu: X86Cpu): boolean {
     const len = instr.length;
     instr.free();
     if (len === 0) return false;
-    cpu.engine.writeReg(REG.RIP, rip + BigInt(len));
+    cpu.completeInstruction(rip + BigInt(len));
     return true;
   } finally {
     decoder.free();

@@ -11,7 +11,7 @@ import { REG, UC_MEM_FETCH, UC_MEM_WRITE, UC_MODE_16, UC_MODE_64, UC_PROT_ALL, U
 import { cpuid, type CpuidConfig } from './x86/cpuid.js';
 import { walk, type PagingControl, type PhysicalReader, type WalkResult } from './x86/paging.js';
 import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
-import { contextLayout, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
+import { contextLayout, HF, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
 import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
 import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { faultAddress } from './x86/fault-address.js';
@@ -46,7 +46,7 @@ export interface CpuMemory extends PhysicalReader {
 
 /** The EPT step for guests: guest-physical to host-physical, or null on an EPT violation. */
 export interface SecondLevelTranslation {
-  translate(gpa: bigint, access: 'read' | 'write' | 'fetch'): { hpa: bigint; writable: boolean; executable: boolean } | null;
+  translate(gpa: bigint, access: 'read' | 'write' | 'fetch'): { hpa: bigint; writable: boolean; executable: boolean; dirty: boolean } | null;
 }
 
 export interface CpuHost {
@@ -287,7 +287,8 @@ export class X86Cpu implements DeliveryCpu {
         this.pendingEptViolation = { gpa: r.paddr, gva: vaddr, access };
         return null;
       }
-      r = { ...r, paddr: t.hpa, writable: r.writable && t.writable, executable: r.executable && t.executable };
+      // Write access on a read fill only when both the guest PTE and the EPT leaf are dirty already.
+      r = { ...r, paddr: t.hpa, writable: r.writable && t.writable, executable: r.executable && t.executable, dirty: r.dirty && t.dirty };
     }
     const page = Number(r.paddr & ~0xfffn);
     // Execute permission only on fetch fills, so every page holding translated code is known.
@@ -520,12 +521,12 @@ export class X86Cpu implements DeliveryCpu {
         const r = this.translate(lin, 'read');
         if (!r.ok) return this.raise(VECTOR.PF, r.errorCode, lin);
         this.monitor = { paddr: Number(r.paddr & ~63n), armed: true, triggered: false };
-        this.engine.writeReg(REG.RIP, rip + 3n);
+        this.completeInstruction(rip + 3n);
         this.count('monitor');
         return { kind: 'requested' };
       }
       if (is(0x0f, 0x01, 0xc9)) {
-        this.engine.writeReg(REG.RIP, rip + 3n);
+        this.completeInstruction(rip + 3n);
         this.count('mwait');
         this.mwaitBreakOnMaskedIrq = (this.engine.readReg32(REG.ECX) & 1) !== 0;
         if (!this.monitor || this.monitor.triggered) {
@@ -540,7 +541,7 @@ export class X86Cpu implements DeliveryCpu {
       if (is(0x0f, 0x01, 0xc1) || is(0x0f, 0x01, 0xd9)) {
         this.count('vmcall');
         if (this.host.hypercall?.(this)) {
-          this.engine.writeReg(REG.RIP, rip + 3n);
+          this.completeInstruction(rip + 3n);
           return { kind: 'hypercall' };
         }
       }
@@ -549,6 +550,23 @@ export class X86Cpu implements DeliveryCpu {
       if (e instanceof TripleFault) return this.tripleFault(e.message);
       throw e;
     }
+  }
+
+  /**
+   * Finishes an instruction we emulated (MONITOR, MWAIT, VMCALL, a dropped
+   * store): RIP past it, and the STI/MOV-SS interrupt shadow is over, as
+   * after any executed instruction (otherwise `sti; mwait` never wakes).
+   */
+  completeInstruction(nextRip: bigint): void {
+    const blob = this.engine.saveContext();
+    const L = contextLayout();
+    const dv = new DataView(blob.buffer);
+    const h = dv.getUint32(L.hflags, true);
+    if (h & HF.INHIBIT_IRQ) {
+      dv.setUint32(L.hflags, h & ~HF.INHIBIT_IRQ, true);
+      this.engine.restoreContext(blob);
+    }
+    this.engine.writeReg(REG.RIP, nextRip);
   }
 
   private raise(vector: number, errorCode: number, cr2?: bigint): SliceExit {

@@ -4,8 +4,8 @@
  * as null bytes). Reads never have side effects: bad-RAM ranges show the
  * stored bytes, not what a faulty read would return.
  */
-import type { PhysicalMemory } from '../memory/physical-memory.js';
-import type { X86Cpu } from '../cpu/x86-cpu.js';
+import { PhysicalMemory } from '../memory/physical-memory.js';
+import type { CpuMemory, X86Cpu } from '../cpu/x86-cpu.js';
 import { hex, hex64, parseAddress } from './hex.js';
 
 export type AddressSpace = 'physical' | 'virtual';
@@ -58,11 +58,21 @@ export function peekPhysical(memory: PhysicalMemory, paddr: number): number | nu
   }
 }
 
-export function readPhysical(memory: PhysicalMemory, paddr: bigint, length: number): (number | null)[] {
+/** A byte of whatever address space a CPU walks (guest-physical for a VM's vCPU). */
+function peekCpuMemory(memory: CpuMemory, paddr: number): number | null {
+  if (memory instanceof PhysicalMemory) return peekPhysical(memory, paddr);
+  try {
+    return memory.readU8(paddr);
+  } catch {
+    return null;
+  }
+}
+
+export function readPhysical(memory: CpuMemory, paddr: bigint, length: number): (number | null)[] {
   const out: (number | null)[] = [];
   for (let i = 0; i < length; i++) {
     const a = paddr + BigInt(i);
-    out.push(a > BigInt(Number.MAX_SAFE_INTEGER) ? null : peekPhysical(memory, Number(a)));
+    out.push(a > BigInt(Number.MAX_SAFE_INTEGER) ? null : peekCpuMemory(memory, Number(a)));
   }
   return out;
 }

@@ -1,0 +1,58 @@
+/** EPT: per-VM second-level tables in host RAM, the EPT walker, and guest-physical memory through the EPT. */
+export {
+  EPT_R,
+  EPT_W,
+  EPT_X,
+  EPT_RWX,
+  EPT_MEMTYPE_SHIFT,
+  EPT_MEMTYPE_MASK,
+  EPT_IGNORE_PAT,
+  EPT_PAGE_SIZE,
+  EPT_ACCESSED,
+  EPT_DIRTY,
+  EPT_ADDR_MASK,
+  EPT_MEMTYPE,
+  EPT_INVALID_MEMTYPES,
+  EPTP_MEMTYPE_MASK,
+  EPTP_WALK_LENGTH_SHIFT,
+  EPTP_WALK_LENGTH_MASK,
+  EPTP_WALK_LENGTH_4,
+  EPTP_AD_ENABLE,
+  EPT_DEFAULT_MAX_PHYS_ADDR_BITS,
+  EPT_GPA_BITS,
+  EPT_QUAL,
+  makeEptp,
+  decodeEptp,
+  decodeEptEntry,
+  decodeEptQualification,
+  formatEptFlags,
+  eptWalk,
+} from './ept-walk.js';
+export type {
+  EptAccess,
+  EptLevelName,
+  EptMemType,
+  EptpFields,
+  EptQualification,
+  EptEntryFlags,
+  EptWalkStep,
+  EptPerms,
+  EptWalkOk,
+  EptWalkFault,
+  EptWalkResult,
+  EptGuestLinear,
+  EptWalkOptions,
+} from './ept-walk.js';
+export { EptTables, EptError, EPT_4K, EPT_2M, EPT_1G, EPT_GPA_LIMIT } from './ept-tables.js';
+export type { EptMapOptions, EptMapping, EptRange, EptDirtyPage, EptTablesOptions } from './ept-tables.js';
+export { GuestPhysicalMemory, EptViolation, EptSecondLevel, translateGuestVirtual } from './guest-physical.js';
+export type {
+  HostPhysicalMemory,
+  EptpSource,
+  EptAccessRecord,
+  GuestPhysicalMemoryOptions,
+  GuestTableAccess,
+  NestedStage,
+  NestedTranslation,
+  TranslateOptions,
+} from './guest-physical.js';

@@ -1,0 +1,159 @@
+/**
+ * The TypeScript micro-hypervisor. It takes the machine over from the handoff
+ * (a memory map with fenced ranges), allocates host frames for guest RAM and
+ * EPT tables, builds VMs from Multiboot images, and schedules their vCPUs
+ * onto the machine's logical CPUs in time slices.
+ */
+import { basename } from 'node:path';
+import type { CpuScheduler, PcMachine } from '../machine/platform/pc.js';
+import type { SliceExit, X86Cpu } from '../machine/cpu/x86-cpu.js';
+import { Vm, type Vcpu, type VmExit } from './vm.js';
+import { createVmMemory, type HostMemoryManager } from './host-memory.js';
+import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, DEFAULT_MBI_REGION, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';
+import { seabiosDeviceState } from './legacy-state.js';
+import { skipInstruction } from './instruction-length.js';
+
+export interface GuestSpec {
+  image: Uint8Array;
+  fileName: string;
+  name?: string;
+  memBytes: number;
+  vcpus: number;
+  cmdline?: string;
+}
+
+export interface HandoffMemoryRange {
+  base: number;
+  length: number;
+  type: number;
+}
+
+export class Hypervisor implements CpuScheduler {
+  readonly name = 'hypervisor';
+  readonly vms: Vm[] = [];
+  readonly host: HostMemoryManager;
+  private rr = 0;
+  onAllStopped: (() => void) | undefined;
+
+  constructor(
+    readonly machine: PcMachine,
+    handoffMap: readonly HandoffMemoryRange[],
+    host: HostMemoryManager,
+  ) {
+    this.host = host;
+    // From now on the machine's CPUs run our vCPUs; the machine's own CPUs stay parked.
+    machine.scheduler = this;
+    machine.log('hypervisor', `took over: ${handoffMap.filter((r) => r.type === 1).length} usable ranges, ${handoffMap.filter((r) => r.type === 5).length} fenced`);
+  }
+
+  /** Builds a VM from a Multiboot image, as qemu -kernel does. Errors name the file and field. */
+  createGuest(spec: GuestSpec): Vm {
+    const plan = parseMultibootImage(spec.image, spec.fileName, { ramSize: spec.memBytes });
+    const id = this.vms.length + 1;
+    const memory = createVmMemory(this.host, `vm${id}`, spec.memBytes);
+    const vm = new Vm(this.machine, memory, { id, name: spec.name ?? basename(spec.fileName).replace(/\.elf$/, ''), vcpus: spec.vcpus, memory });
+    for (const seg of plan.segments) {
+      const bytes = new Uint8Array(seg.memSize);
+      bytes.set(seg.fileBytes.subarray(0, Math.min(seg.fileBytes.length, seg.memSize)));
+      memory.write(seg.paddr, bytes);
+    }
+    const cmdline = [spec.fileName, spec.cmdline ?? ''].join(' ').trimEnd();
+    const mbi = buildMultibootInfo({ memoryMap: qemuPcMemoryMap(spec.memBytes), cmdline, bootLoaderName: 'qemu', placeAt: DEFAULT_MBI_REGION });
+    memory.write(mbi.base, mbi.bytes);
+    seabiosDeviceState(vm.io);
+    vm.vcpus[0]!.cpu.enterFlatProtectedMode(plan.entry, MULTIBOOT_BOOTLOADER_MAGIC, mbi.address);
+    vm.onStop = () => this.vmStopped();
+    this.vms.push(vm);
+    this.machine.log('hypervisor', `${vm.name}: ${spec.memBytes >> 20} MiB, ${spec.vcpus} vCPU, entry 0x${plan.entry.toString(16)}`);
+    return vm;
+  }
+
+  private vmStopped(): void {
+    if (this.vms.every((v) => v.state === 'stopped')) this.onAllStopped?.();
+  }
+
+  private get pcpus(): number {
+    return this.machine.cpus.length;
+  }
+
+  // ------------------------------------------------------------ CpuScheduler
+  all(): readonly X86Cpu[] {
+    return this.vms.filter((v) => v.state === 'running').flatMap((v) => v.vcpus.map((c) => c.cpu));
+  }
+
+  /** Round-robin: at most one vCPU per pCPU per round; the rest wait for the next round. */
+  runnable(): readonly X86Cpu[] {
+    const ready = this.vms.filter((v) => v.state === 'running').flatMap((v) => v.vcpus).filter((c) => c.cpu.state === 'running');
+    if (ready.length === 0) return [];
+    const start = this.rr % ready.length;
+    const picked: Vcpu[] = [];
+    for (let i = 0; i < Math.min(this.pcpus, ready.length); i++) picked.push(ready[(start + i) % ready.length]!);
+    this.rr += picked.length;
+    picked.forEach((v, slot) => (v.lastPcpu = slot));
+    return picked.map((v) => v.cpu);
+  }
+
+  private vcpuOf(cpu: X86Cpu): Vcpu | undefined {
+    for (const vm of this.vms) for (const v of vm.vcpus) if (v.cpu === cpu) return v;
+    return undefined;
+  }
+
+  onSliceExit(cpu: X86Cpu, exit: SliceExit, hostMs: number): void {
+    const v = this.vcpuOf(cpu);
+    if (!v) return;
+    v.hostMs += hostMs;
+    v.slices++;
+    const vm = v.vm;
+    switch (exit.kind) {
+      case 'triple-fault':
+        vm.stop({ reason: 'triple-fault', code: 0, detail: `vCPU ${v.index}: ${exit.reason}` });
+        break;
+      case 'error':
+        vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: ${exit.message}` });
+        break;
+      case 'ept-violation':
+        this.eptViolation(v, exit);
+        break;
+      default:
+        break;
+    }
+    if (vm.state === 'running' && vm.vcpus.every((c) => !c.cpu.canBeWokenByInterrupt() && c.cpu.state !== 'running')) {
+      const wakeable = vm.vcpus.some((c) => c.cpu.state === 'wait-for-sipi') && vm.vcpus.some((c) => c.cpu.state === 'running');
+      if (!wakeable) vm.stop({ reason: 'halted', code: 0, detail: 'all vCPUs halted with interrupts disabled' });
+    }
+  }
+
+  /**
+   * Guest-physical addresses with nothing behind them read as all-ones and
+   * ignore writes, as on a PC bus; the guest never reaches other memory.
+   */
+  private eptViolation(v: Vcpu, exit: Extract<SliceExit, { kind: 'ept-violation' }>): void {
+    const vm = v.vm;
+    const page = Number(exit.gpa & ~0xfffn);
+    if (vm.vmMemory.isRam(page)) {
+      vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: EPT violation on guest RAM at GPA 0x${exit.gpa.toString(16)} (${exit.access})` });
+      return;
+    }
+    if (exit.access === 'write') {
+      if (!skipInstruction(v.cpu)) vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: write to unbacked GPA 0x${exit.gpa.toString(16)} from an undecodable instruction` });
+      return;
+    }
+    vm.vmMemory.mapOpenBus(page);
+    v.cpu.engine.flushTlb();
+  }
+
+  /** The per-guest JSON the CLI prints. */
+  guestReports(): { name: string; exit: VmExit | null; serial: string; exits: Record<string, number>; vcpus: { index: number; state: string; hostMs: number; lastPcpu: number }[] }[] {
+    return this.vms.map((vm) => ({
+      name: vm.name,
+      exit: vm.exit,
+      serial: vm.serial,
+      exits: vm.exitCounts(),
+      vcpus: vm.vcpus.map((c) => ({ index: c.index, state: c.cpu.state, hostMs: Math.round(c.hostMs * 10) / 10, lastPcpu: c.lastPcpu })),
+    }));
+  }
+
+  close(): void {
+    for (const vm of this.vms) vm.close();
+  }
+}

@@ -1,0 +1,467 @@
+/**
+ * The debugger over a PcMachine: pause/resume, single-step, breakpoints
+ * (linear, physical, POST code), physical-range watches and "run to the next
+ * mode switch" (Bochs modebp).
+ *
+ * Cost model: with no breakpoint and no watch it adds nothing to the run
+ * loop. Linear/physical breakpoints are Unicorn code hooks on exactly their
+ * addresses. POST breakpoints ride on the POST port callback. Watches and
+ * mode-switch runs wrap PcMachine.step() only while armed, with a shorter
+ * quantum so the stop lands close to the write or switch.
+ */
+import type { PcMachine } from '../platform/pc.js';
+import type { X86Cpu, SliceExit } from '../cpu/x86-cpu.js';
+import type { CpuMode } from '../cpu/x86/registers.js';
+import { cpuLocation } from '../inspect/cpu-view.js';
+import { linearAliases } from '../inspect/reverse-map.js';
+import { readPhysical } from '../inspect/memory-view.js';
+import { hex, hex64, nsToMs } from '../inspect/hex.js';
+import { describePostCode, hex2 } from '../platform/post-codes.js';
+import { chainListener } from './listeners.js';
+import { formatBreakpointSpec, type BreakpointSpec, type WatchSpec } from './specs.js';
+
+/** Scheduling quantum (virtual ns = code units) while a mode-switch run is armed. */
+export const MODE_SWITCH_QUANTUM_NS = 256;
+/** Scheduling quantum while a watch is set: the write is reported within about this much code. */
+export const WATCH_QUANTUM_NS = 16_384;
+/** Most aliases a physical breakpoint hooks. */
+const MAX_ALIASES = 16;
+
+export interface WatchWrite {
+  address: string;
+  old: number | null;
+  new: number | null;
+}
+
+interface StopBase {
+  /** Increases with every stop; lets clients tell a new stop from the last one. */
+  seq: number;
+  atMs: number;
+  message: string;
+  cpu: number | null;
+}
+
+export type StopInfo = StopBase &
+  (
+    | { reason: 'pause' }
+    | { reason: 'step'; exit: SliceExit['kind'] }
+    | { reason: 'breakpoint'; breakpoint: number; address: string }
+    | { reason: 'post-code'; breakpoint: number; code: string; name: string }
+    | { reason: 'watch'; watch: number; writes: WatchWrite[] }
+    | { reason: 'mode-switch'; from: CpuMode; to: CpuMode }
+    | { reason: 'exit'; exitReason: string; code: number }
+  );
+
+type StopDetail = StopInfo extends infer S ? (S extends StopInfo ? Omit<S, 'seq' | 'atMs'> : never) : never;
+
+export interface BreakpointView {
+  id: number;
+  kind: BreakpointSpec['kind'];
+  text: string;
+  hits: number;
+  /** Linear addresses hooked for a physical breakpoint, per CPU, as last resolved. */
+  resolved?: string[];
+}
+
+export interface WatchView {
+  id: number;
+  address: string;
+  length: number;
+  hits: number;
+}
+
+export type RunState = 'running' | 'paused' | 'exited';
+
+export interface DebuggerStatus {
+  state: RunState;
+  lastStop: StopInfo | null;
+  breakpoints: BreakpointView[];
+  watches: WatchView[];
+  modeSwitchArmed: boolean;
+  exit: { reason: string; code: number; detail?: string } | null;
+  nowMs: number;
+  cpus: number;
+}
+
+interface Breakpoint {
+  id: number;
+  spec: BreakpointSpec;
+  hits: number;
+  /** Installed code hooks (linear and physical kinds). */
+  hooks: { cpu: X86Cpu; linear: bigint; handle: bigint }[];
+}
+
+interface Watch {
+  id: number;
+  address: bigint;
+  length: number;
+  hits: number;
+  last: (number | null)[];
+}
+
+export type StopListener = (stop: StopInfo) => void;
+
+export class Debugger {
+  private readonly breakpoints = new Map<number, Breakpoint>();
+  private readonly watches = new Map<number, Watch>();
+  private readonly listeners = new Set<StopListener>();
+  private readonly detachers: (() => void)[] = [];
+  private nextId = 1;
+  private seq = 0;
+  private pending: StopDetail | null = null;
+  private flushScheduled = false;
+  /** While stepping, stops found by hooks are reported as the step's result. */
+  private stepping = false;
+  /** CPU index -> linear address whose breakpoint the next instruction must not trigger. */
+  private readonly skip = new Map<number, bigint>();
+  private modeArm: CpuMode[] | null = null;
+  private stepWrapped = false;
+  /**
+   * CPUs that were single-stepped. Unicorn deletes its instruction-count hook
+   * lazily, so code translated in the next run keeps a per-instruction call
+   * (about 20x slower) until the translation cache is flushed once more.
+   */
+  private readonly flushAfterRound = new Set<X86Cpu>();
+  lastStop: StopInfo | null = null;
+
+  constructor(readonly machine: PcMachine) {
+    this.detachers.push(chainListener(machine, 'onPostCode', (code) => this.postCodeWritten(code)));
+    this.detachers.push(
+      chainListener(machine, 'onEvent', (ev) => {
+        if (ev.kind === 'exit' && machine.exit) this.stopLater({ reason: 'exit', exitReason: machine.exit.reason, code: machine.exit.code, cpu: null, message: `machine exit: ${ev.detail}` });
+      }),
+    );
+  }
+
+  // ------------------------------------------------------------------ state
+  get state(): RunState {
+    if (this.machine.exit) return 'exited';
+    return this.machine.paused ? 'paused' : 'running';
+  }
+
+  status(): DebuggerStatus {
+    const exit = this.machine.exit;
+    return {
+      state: this.state,
+      lastStop: this.lastStop,
+      breakpoints: this.listBreakpoints(),
+      watches: [...this.watches.values()].map((w) => ({ id: w.id, address: hex(w.address), length: w.length, hits: w.hits })),
+      modeSwitchArmed: this.modeArm !== null,
+      exit: exit ? { reason: exit.reason, code: exit.code, ...(exit.detail ? { detail: exit.detail } : {}) } : null,
+      nowMs: nsToMs(this.machine.now()),
+      cpus: this.machine.cpus.length,
+    };
+  }
+
+  onStop(listener: StopListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // ------------------------------------------------------------------ run control
+  pause(): StopInfo | null {
+    if (this.state !== 'running') return null;
+    this.machine.pause();
+    return this.stopNow({ reason: 'pause', cpu: null, message: 'paused' });
+  }
+
+  resume(): void {
+    if (this.machine.exit) throw new Error(`the machine has exited (${this.machine.exit.reason}); nothing to resume`);
+    if (!this.machine.paused) return;
+    this.pending = null;
+    this.resolvePhysicalBreakpoints();
+    this.stepOverBreakpoints();
+    if (this.pending) {
+      // Stepping over a breakpoint hit something else (a POST code, a watch): stay paused.
+      this.flushStop();
+      return;
+    }
+    this.updateStepWrapper();
+    this.machine.resume();
+  }
+
+  /**
+   * Executes `count` instructions on one CPU (pausing first if needed). A
+   * halted CPU first waits, in virtual time, for the next timer event.
+   */
+  step(cpuIndex: number, count = 1): StopInfo {
+    const cpu = this.machine.cpus[cpuIndex];
+    if (!cpu) throw new RangeError(`no CPU ${cpuIndex} (the machine has ${this.machine.cpus.length})`);
+    if (this.machine.exit) throw new Error(`the machine has exited (${this.machine.exit.reason})`);
+    if (!this.machine.paused) this.machine.pause();
+    this.pending = null;
+    let exit: SliceExit['kind'] = 'preempted';
+    const modes = this.modeArm ? this.currentModes() : null;
+    this.stepping = true;
+    try {
+      for (let i = 0; i < Math.max(1, count) && !this.machine.exit; i++) {
+        if (cpu.state === 'wait-for-sipi' || cpu.state === 'shutdown') {
+          return this.stopNow({ reason: 'step', exit: 'halted', cpu: cpuIndex, message: `CPU ${cpuIndex} is in ${cpu.state}: nothing to step` });
+        }
+        if (cpu.state !== 'running') this.waitForWake(cpu);
+        this.skipBreakpointAt(cpu);
+        exit = this.machine.stepInstruction(cpuIndex).kind;
+        this.flushAfterRound.add(cpu);
+        this.skip.delete(cpuIndex);
+        this.checkWatches();
+        if (this.pending) break;
+      }
+    } finally {
+      this.stepping = false;
+    }
+    if (modes) this.checkModes(modes);
+    if (this.pending) return this.flushStop()!;
+    const loc = cpuLocation(cpu);
+    return this.stopNow({ reason: 'step', exit, cpu: cpuIndex, message: `stepped CPU ${cpuIndex} to ${hex(loc.linearRip)} (${loc.mode}, ${cpu.state})` });
+  }
+
+  /** Resumes until some CPU's mode (real / protected / long / compatibility) changes. */
+  runToModeSwitch(): void {
+    this.modeArm = this.currentModes();
+    this.resume();
+  }
+
+  // ------------------------------------------------------------------ breakpoints
+  addBreakpoint(spec: BreakpointSpec): BreakpointView {
+    const bp: Breakpoint = { id: this.nextId++, spec, hits: 0, hooks: [] };
+    this.breakpoints.set(bp.id, bp);
+    if (spec.kind === 'linear') for (const cpu of this.machine.cpus) this.hook(bp, cpu, spec.address);
+    if (spec.kind === 'physical') this.resolvePhysical(bp);
+    return this.breakpointView(bp);
+  }
+
+  removeBreakpoint(id: number): boolean {
+    const bp = this.breakpoints.get(id);
+    if (!bp) return false;
+    this.unhookAll(bp);
+    this.breakpoints.delete(id);
+    return true;
+  }
+
+  clearBreakpoints(): void {
+    for (const id of [...this.breakpoints.keys()]) this.removeBreakpoint(id);
+  }
+
+  listBreakpoints(): BreakpointView[] {
+    return [...this.breakpoints.values()].map((b) => this.breakpointView(b));
+  }
+
+  // ------------------------------------------------------------------ watches
+  addWatch(spec: WatchSpec): WatchView {
+    const w: Watch = { id: this.nextId++, address: spec.address, length: spec.length, hits: 0, last: readPhysical(this.machine.memory, spec.address, spec.length) };
+    this.watches.set(w.id, w);
+    if (!this.machine.paused) this.updateStepWrapper();
+    return { id: w.id, address: hex(w.address), length: w.length, hits: 0 };
+  }
+
+  removeWatch(id: number): boolean {
+    const ok = this.watches.delete(id);
+    this.updateStepWrapper();
+    return ok;
+  }
+
+  clearWatches(): void {
+    this.watches.clear();
+    this.updateStepWrapper();
+  }
+
+  /** Removes every hook and wrapper; the machine runs as if never debugged. */
+  detach(): void {
+    this.clearBreakpoints();
+    this.watches.clear();
+    this.modeArm = null;
+    this.updateStepWrapper();
+    for (const d of this.detachers.splice(0)) d();
+    this.listeners.clear();
+  }
+
+  // ------------------------------------------------------------------ internals
+  private breakpointView(b: Breakpoint): BreakpointView {
+    const v: BreakpointView = { id: b.id, kind: b.spec.kind, text: formatBreakpointSpec(b.spec), hits: b.hits };
+    if (b.spec.kind === 'physical') v.resolved = b.hooks.map((h) => `cpu${h.cpu.index}:${hex(h.linear)}`);
+    return v;
+  }
+
+  private hook(bp: Breakpoint, cpu: X86Cpu, linear: bigint): void {
+    const handle = cpu.engine.onCode(linear, linear, (addr) => this.codeHit(bp, cpu, addr));
+    // Code translated before the hook existed would not call it.
+    cpu.engine.flushCode();
+    bp.hooks.push({ cpu, linear, handle });
+  }
+
+  private unhookAll(bp: Breakpoint): void {
+    for (const h of bp.hooks.splice(0)) {
+      if (h.cpu.engine.isClosed) continue;
+      h.cpu.engine.removeHook(h.handle);
+      h.cpu.engine.flushCode();
+    }
+  }
+
+  /** Physical breakpoints hook every linear alias of their address in each CPU's current page tables. */
+  private resolvePhysical(bp: Breakpoint): void {
+    if (bp.spec.kind !== 'physical') return;
+    const target = bp.spec.address;
+    const wanted: { cpu: X86Cpu; linear: bigint }[] = [];
+    for (const cpu of this.machine.cpus) {
+      if (cpu.engine.isClosed) continue;
+      for (const linear of linearAliases(cpu.memory, cpu.readControl(), target, { limit: MAX_ALIASES })) wanted.push({ cpu, linear });
+    }
+    const same = wanted.length === bp.hooks.length && wanted.every((w, i) => bp.hooks[i]!.cpu === w.cpu && bp.hooks[i]!.linear === w.linear);
+    if (same) return;
+    this.unhookAll(bp);
+    for (const w of wanted) this.hook(bp, w.cpu, w.linear);
+  }
+
+  private resolvePhysicalBreakpoints(): void {
+    for (const bp of this.breakpoints.values()) this.resolvePhysical(bp);
+  }
+
+  /** Runs inside Unicorn's code hook: stop before the instruction at `addr`. */
+  private codeHit(bp: Breakpoint, cpu: X86Cpu, addr: bigint): void {
+    if (this.skip.get(cpu.index) === addr) {
+      this.skip.delete(cpu.index);
+      return;
+    }
+    if (bp.spec.kind === 'physical') {
+      // Re-check: the mapping may have changed since the alias was resolved.
+      const w = cpu.translate(addr, 'fetch');
+      if (!w.ok || w.paddr !== bp.spec.address) return;
+    }
+    bp.hits++;
+    this.stopLater({ reason: 'breakpoint', breakpoint: bp.id, address: hex64(addr), cpu: cpu.index, message: `breakpoint ${bp.id} (${formatBreakpointSpec(bp.spec)}) hit on CPU ${cpu.index} at ${hex(addr)}` });
+    cpu.requestStop();
+    cpu.engine.stop();
+  }
+
+  /** Runs inside the POST port write (an OUT instruction): the CPU stops at the end of its block. */
+  private postCodeWritten(code: number): void {
+    for (const bp of this.breakpoints.values()) {
+      if (bp.spec.kind !== 'post' || bp.spec.code !== code) continue;
+      bp.hits++;
+      const name = describePostCode(code).name;
+      this.stopLater({ reason: 'post-code', breakpoint: bp.id, code: hex2(code), name, cpu: null, message: `breakpoint ${bp.id}: POST ${hex2(code)} ${name}` });
+    }
+  }
+
+  private skipBreakpointAt(cpu: X86Cpu): void {
+    if (this.breakpoints.size === 0 || cpu.engine.isClosed) return;
+    const rip = cpuLocation(cpu).linearRip;
+    if ([...this.breakpoints.values()].some((b) => b.hooks.some((h) => h.cpu === cpu && h.linear === rip))) this.skip.set(cpu.index, rip);
+  }
+
+  /** Before resuming, CPUs sitting on a breakpoint execute that instruction once, so they do not stop again at once. */
+  private stepOverBreakpoints(): void {
+    if (this.breakpoints.size === 0) return;
+    this.stepping = true;
+    try {
+      for (const cpu of this.machine.cpus) {
+        if (cpu.state !== 'running' || this.machine.exit) continue;
+        const rip = cpuLocation(cpu).linearRip;
+        if (![...this.breakpoints.values()].some((b) => b.hooks.some((h) => h.cpu === cpu && h.linear === rip))) continue;
+        this.skip.set(cpu.index, rip);
+        this.machine.stepInstruction(cpu.index);
+        this.flushAfterRound.add(cpu);
+        this.skip.delete(cpu.index);
+      }
+    } finally {
+      this.stepping = false;
+    }
+  }
+
+  /** A halted CPU in single-step: move virtual time to the next timer so its interrupt can wake it. */
+  private waitForWake(cpu: X86Cpu): void {
+    for (let tries = 0; tries < 1000 && cpu.state !== 'running'; tries++) {
+      const deadline = this.machine.timeline.nextDeadline();
+      if (!Number.isFinite(deadline)) return;
+      this.machine.timeline.advanceTo(deadline);
+      cpu.serviceInterrupts();
+    }
+  }
+
+  private currentModes(): CpuMode[] {
+    return this.machine.cpus.map((c) => (c.engine.isClosed ? 'real' : c.mode()));
+  }
+
+  private checkModes(before: CpuMode[]): void {
+    const now = this.currentModes();
+    const i = now.findIndex((m, k) => m !== before[k]);
+    if (i < 0) return;
+    this.modeArm = null;
+    this.stopLater({ reason: 'mode-switch', from: before[i]!, to: now[i]!, cpu: i, message: `CPU ${i} switched from ${before[i]} to ${now[i]} mode` });
+  }
+
+  private checkWatches(): void {
+    for (const w of this.watches.values()) {
+      const now = readPhysical(this.machine.memory, w.address, w.length);
+      const writes: WatchWrite[] = [];
+      for (let i = 0; i < now.length; i++) {
+        if (now[i] !== w.last[i] && writes.length < 64) writes.push({ address: hex(w.address + BigInt(i)), old: w.last[i] ?? null, new: now[i] ?? null });
+      }
+      if (writes.length === 0) continue;
+      w.last = now;
+      w.hits++;
+      const first = writes[0]!;
+      this.stopLater({ reason: 'watch', watch: w.id, writes, cpu: null, message: `watch ${w.id}: ${writes.length} byte(s) changed in [${hex(w.address)}, +${w.length}), first at ${first.address}` });
+      return;
+    }
+  }
+
+  /** After each scheduling round while armed: look for watch writes and mode switches. */
+  private afterRound(modesBefore: CpuMode[] | null): void {
+    for (const c of this.flushAfterRound) if (!c.engine.isClosed) c.engine.flushCode();
+    this.flushAfterRound.clear();
+    this.checkWatches();
+    if (modesBefore) this.checkModes(modesBefore);
+    if (!this.modeArm && this.watches.size === 0) this.updateStepWrapper();
+  }
+
+  private updateStepWrapper(): void {
+    const want = this.modeArm !== null || this.watches.size > 0 || this.flushAfterRound.size > 0;
+    const m = this.machine as PcMachine & { step: PcMachine['step'] };
+    if (want && !this.stepWrapped) {
+      const original = Object.getPrototypeOf(m).step as PcMachine['step'];
+      m.step = (maxNs?: number): boolean => {
+        // After a single-step, one tiny round lets Unicorn drop its count hook before the flush.
+        const quantum = this.flushAfterRound.size > 0 ? 1 : this.modeArm ? MODE_SWITCH_QUANTUM_NS : this.watches.size > 0 ? WATCH_QUANTUM_NS : Infinity;
+        const before = this.modeArm;
+        const ran = original.call(m, Math.min(maxNs ?? Infinity, quantum));
+        this.afterRound(before);
+        return ran;
+      };
+      this.stepWrapped = true;
+    } else if (!want && this.stepWrapped) {
+      // Back to the prototype's step: no per-round cost at all.
+      delete (m as unknown as Record<string, unknown>)['step'];
+      this.stepWrapped = false;
+    }
+  }
+
+  /** Records a stop found while the CPU runs; it is reported once the engine is out of its callbacks. */
+  private stopLater(detail: StopDetail): void {
+    // The first stop of a round wins, except that an exit always gets reported.
+    if (this.pending && detail.reason !== 'exit') return;
+    this.pending = detail;
+    if (detail.reason !== 'exit') this.machine.pause();
+    if (this.modeArm && detail.reason !== 'mode-switch') this.modeArm = null;
+    if (this.stepping || this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (!this.stepping) this.flushStop();
+    });
+  }
+
+  private flushStop(): StopInfo | null {
+    const d = this.pending;
+    if (!d) return null;
+    this.pending = null;
+    return this.stopNow(d);
+  }
+
+  private stopNow(detail: StopDetail): StopInfo {
+    const stop = { ...detail, seq: ++this.seq, atMs: nsToMs(this.machine.now()) } as StopInfo;
+    this.lastStop = stop;
+    for (const l of this.listeners) l(stop);
+    return stop;
+  }
+}

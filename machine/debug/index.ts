@@ -1,0 +1,4 @@
+/** The debugger and the session protocol shared by the TUI and the monitor socket. */
+export * from './debugger.js';
+export * from './specs.js';
+export * from './listeners.js';
