@@ -7,7 +7,7 @@ import type { PhysicalMemory } from '../machine/memory/physical-memory.js';
 import { HostFrameAllocator, FIRST_MIB_EXCLUSION, LARGE_PAGE_SIZE, FRAME_SIZE, type HostMemoryRange, type ExcludedRange } from './memory/frame-allocator.js';
 import { EptTables } from './ept/ept-tables.js';
 import { GuestPhysicalMemory } from './ept/guest-physical.js';
-import type { SecondLevelTranslation } from '../machine/cpu/x86-cpu.js';
+import type { CpuMemory, SecondLevelTranslation } from '../machine/cpu/x86-cpu.js';
 import type { VmMemory } from './vm-memory.js';
 
 export class HostMemoryManager {
@@ -32,8 +32,80 @@ export class HostMemoryManager {
   }
 }
 
+/**
+ * Guest-physical memory for the CPU layer, with an EPT translation cache (a
+ * second-level TLB): page-table and data accesses translate once per page and
+ * access kind, as hardware caches EPT walks. The first access walks the real
+ * tables (setting EPT A/D); any change to the tables (generation bump) drops
+ * the cache, so the tables stay authoritative.
+ */
+class GuestCpuMemory implements CpuMemory {
+  private readonly cache = new Map<number, number>();
+
+  constructor(
+    private readonly gpm: GuestPhysicalMemory,
+    private readonly host: PhysicalMemory,
+    ept: EptTables,
+  ) {
+    ept.onInvalidate(() => this.cache.clear());
+  }
+
+  /** Host address of `gpa`; key = page | kind (0 read, 1 write, 2 paging read, 3 paging write). */
+  private hpa(gpa: number, kind: 0 | 1 | 2 | 3): number {
+    const page = gpa - (gpa % 4096);
+    const key = page * 4 + kind;
+    let base = this.cache.get(key);
+    if (base === undefined) {
+      const linear = kind >= 2 ? 'paging-structure' : 'none';
+      const r = this.gpm.translate(page, kind & 1 ? 'write' : 'read', linear);
+      base = Number(r.pageBase) + (page % r.pageSize);
+      this.cache.set(key, base);
+    }
+    return base + (gpa % 4096);
+  }
+
+  readU8(gpa: number): number {
+    return this.host.readU8(this.hpa(gpa, 0));
+  }
+  readU32(gpa: number): number {
+    return gpa % 4096 <= 4092 ? this.host.readU32(this.hpa(gpa, 2)) : this.gpm.readU32(gpa);
+  }
+  readU64(gpa: number): bigint {
+    return gpa % 4096 <= 4088 ? this.host.readU64(this.hpa(gpa, 2)) : this.gpm.readU64(gpa);
+  }
+  writeU32(gpa: number, v: number): void {
+    if (gpa % 4096 <= 4092) this.host.writeU32(this.hpa(gpa, 3), v);
+    else this.gpm.writeU32(gpa, v);
+  }
+  writeU64(gpa: number, v: bigint): void {
+    if (gpa % 4096 <= 4088) this.host.writeU64(this.hpa(gpa, 3), v);
+    else this.gpm.writeU64(gpa, v);
+  }
+
+  readBytes(gpa: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    this.spans(gpa, length, 0, (hpa, off, n) => out.set(this.host.read(hpa, n), off));
+    return out;
+  }
+
+  writeBytes(gpa: number, data: Uint8Array): void {
+    const spans: [number, number, number][] = [];
+    this.spans(gpa, data.length, 1, (hpa, off, n) => spans.push([hpa, off, n]));
+    for (const [hpa, off, n] of spans) this.host.writeBytes(hpa, data.subarray(off, off + n));
+  }
+
+  private spans(gpa: number, length: number, kind: 0 | 1, f: (hpa: number, off: number, n: number) => void): void {
+    for (let done = 0; done < length; ) {
+      const a = gpa + done;
+      const n = Math.min(length - done, 4096 - (a % 4096));
+      f(this.hpa(a, kind), done, n);
+      done += n;
+    }
+  }
+}
+
 class EptBackedVmMemory implements VmMemory {
-  readonly walkMemory: GuestPhysicalMemory;
+  readonly walkMemory: GuestCpuMemory;
   readonly secondLevel: SecondLevelTranslation;
   /** Inspection view: no A/D side effects. */
   readonly inspectMemory: GuestPhysicalMemory;
@@ -43,9 +115,10 @@ class EptBackedVmMemory implements VmMemory {
     readonly ept: EptTables,
     readonly ramBytes: number,
   ) {
-    this.walkMemory = new GuestPhysicalMemory(host.memory, ept);
-    this.inspectMemory = new GuestPhysicalMemory(host.memory, ept, { setAccessedDirty: false });
     const data = new GuestPhysicalMemory(host.memory, ept, { pagingStructureAccesses: false });
+    this.walkMemory = new GuestCpuMemory(new GuestPhysicalMemory(host.memory, ept), host.memory, ept);
+    this.inspectMemory = new GuestPhysicalMemory(host.memory, ept, { setAccessedDirty: false });
+    this.loader = data;
     this.secondLevel = {
       translate: (gpa, access) => {
         try {
@@ -58,8 +131,11 @@ class EptBackedVmMemory implements VmMemory {
     };
   }
 
+  private readonly loader: GuestPhysicalMemory;
+
+  /** Loader writes (DMA semantics: translated code over those pages is dropped). */
   write(gpa: number, data: Uint8Array): void {
-    this.walkMemory.write(gpa, data);
+    this.loader.write(gpa, data);
   }
 
   read(gpa: number, length: number): Uint8Array {

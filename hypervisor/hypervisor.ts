@@ -57,18 +57,22 @@ export class Hypervisor implements CpuScheduler {
       bytes.set(seg.fileBytes.subarray(0, Math.min(seg.fileBytes.length, seg.memSize)));
       memory.write(seg.paddr, bytes);
     }
-    const cmdline = [spec.fileName, spec.cmdline ?? ''].join(' ').trimEnd();
+    // QEMU always passes "<kernel> <append>", with the space even when -append is empty.
+    const cmdline = `${spec.fileName} ${spec.cmdline ?? ''}`;
     const mbi = buildMultibootInfo({ memoryMap: qemuPcMemoryMap(spec.memBytes), cmdline, bootLoaderName: 'qemu', placeAt: DEFAULT_MBI_REGION });
     memory.write(mbi.base, mbi.bytes);
     seabiosDeviceState(vm.io);
     vm.vcpus[0]!.cpu.enterFlatProtectedMode(plan.entry, MULTIBOOT_BOOTLOADER_MAGIC, mbi.address);
     vm.onStop = () => this.vmStopped();
     this.vms.push(vm);
+    this.allCache = null;
+    this.vcpuByCpu.clear();
     this.machine.log('hypervisor', `${vm.name}: ${spec.memBytes >> 20} MiB, ${spec.vcpus} vCPU, entry 0x${plan.entry.toString(16)}`);
     return vm;
   }
 
   private vmStopped(): void {
+    this.allCache = null;
     if (this.vms.every((v) => v.state === 'stopped')) this.onAllStopped?.();
   }
 
@@ -77,13 +81,17 @@ export class Hypervisor implements CpuScheduler {
   }
 
   // ------------------------------------------------------------ CpuScheduler
+  private allCache: X86Cpu[] | null = null;
+
   all(): readonly X86Cpu[] {
-    return this.vms.filter((v) => v.state === 'running').flatMap((v) => v.vcpus.map((c) => c.cpu));
+    this.allCache ??= this.vms.filter((v) => v.state === 'running').flatMap((v) => v.vcpus.map((c) => c.cpu));
+    return this.allCache;
   }
 
   /** Round-robin: at most one vCPU per pCPU per round; the rest wait for the next round. */
   runnable(): readonly X86Cpu[] {
-    const ready = this.vms.filter((v) => v.state === 'running').flatMap((v) => v.vcpus).filter((c) => c.cpu.state === 'running');
+    const ready: Vcpu[] = [];
+    for (const vm of this.vms) if (vm.state === 'running') for (const c of vm.vcpus) if (c.cpu.state === 'running') ready.push(c);
     if (ready.length === 0) return [];
     const start = this.rr % ready.length;
     const picked: Vcpu[] = [];
@@ -93,9 +101,11 @@ export class Hypervisor implements CpuScheduler {
     return picked.map((v) => v.cpu);
   }
 
+  private readonly vcpuByCpu = new Map<X86Cpu, Vcpu>();
+
   private vcpuOf(cpu: X86Cpu): Vcpu | undefined {
-    for (const vm of this.vms) for (const v of vm.vcpus) if (v.cpu === cpu) return v;
-    return undefined;
+    if (this.vcpuByCpu.size === 0) for (const vm of this.vms) for (const v of vm.vcpus) this.vcpuByCpu.set(v.cpu, v);
+    return this.vcpuByCpu.get(cpu);
   }
 
   onSliceExit(cpu: X86Cpu, exit: SliceExit, hostMs: number): void {

@@ -142,6 +142,9 @@ function toolInfo() {
 }
 
 async function guestInputs(root, name, arch) {
+  for (const dir of ['guests/lib/include', 'guests/lib/common', `guests/lib/${arch}`, `guests/${name}`]) {
+    if (!(await exists(path.join(root, dir)))) throw new GuestBuildError(`build-guests: ${path.join(root, dir)} does not exist (wrong --root?)`);
+  }
   const libFiles = [
     ...(await listFiles(root, 'guests/lib/include')),
     ...(await listFiles(root, 'guests/lib/common')),
@@ -233,6 +236,20 @@ async function buildOne(root, name, arch, outDir, force) {
   }
 }
 
+/** Remove temporary build directories left by killed builders (not recent ones: another builder may own them). */
+async function sweepStaleTemps(outDir) {
+  const cutoff = Date.now() - 10 * 60 * 1000;
+  for (const entry of await fs.readdir(outDir, { withFileTypes: true })) {
+    if (!entry.isDirectory() || !entry.name.startsWith('.tmp-')) continue;
+    const p = path.join(outDir, entry.name);
+    try {
+      if ((await fs.stat(p)).mtimeMs < cutoff) await fs.rm(p, { recursive: true, force: true });
+    } catch {
+      // raced with its owner: fine
+    }
+  }
+}
+
 /**
  * Builds every guest. Returns guest name -> absolute path of its ELF32 image.
  * @param {{ force?: boolean, outDir?: string, root?: string, onProgress?: (name: string, built: boolean, path: string) => void }} [options]
@@ -242,20 +259,29 @@ export async function buildGuests(options = {}) {
   const root = path.resolve(options.root ?? REPO_ROOT);
   const outDir = path.resolve(options.outDir ?? DEFAULT_OUT_DIR);
   await fs.mkdir(outDir, { recursive: true });
+  await sweepStaleTemps(outDir);
   await toolInfo();
   const result = {};
   // Fixed order; two at a time (the machines have two cores).
+  // On the first failure no new guest is started, and the error is rethrown
+  // only after the builds in flight have finished (and cleaned up).
   const names = Object.keys(GUESTS);
   let next = 0;
+  let failure;
   const worker = async () => {
-    while (next < names.length) {
+    while (next < names.length && failure === undefined) {
       const name = names[next++];
-      const r = await buildOne(root, name, GUESTS[name], outDir, force);
-      result[name] = r.path;
-      options.onProgress?.(name, r.built, r.path);
+      try {
+        const r = await buildOne(root, name, GUESTS[name], outDir, force);
+        result[name] = r.path;
+        options.onProgress?.(name, r.built, r.path);
+      } catch (err) {
+        failure ??= { err };
+      }
     }
   };
   await Promise.all([worker(), worker()]);
+  if (failure !== undefined) throw failure.err;
   const ordered = {};
   for (const name of names) ordered[name] = result[name];
   return ordered;
@@ -293,5 +319,9 @@ async function main(argv) {
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === SCRIPT) {
+  // A closed stdout (e.g. `| head`) must not abort a build half-way.
+  process.stdout.on('error', (err) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
   process.exitCode = await main(process.argv.slice(2));
 }

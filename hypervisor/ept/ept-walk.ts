@@ -227,8 +227,21 @@ const LEVELS: readonly { name: EptLevelName; shift: number; leafAllowed: boolean
 const bitRange = (lo: number, hi: number): bigint => ((1n << BigInt(hi - lo + 1)) - 1n) << BigInt(lo);
 const hex = (n: bigint | number): string => `0x${n.toString(16)}`;
 
+const reservedCache = new Map<number, bigint>();
+
 /** Reserved bits of a present entry, by level and leaf-ness (bits 62:52 are ignored, 63 is suppress-#VE). */
 function reservedMask(levelIdx: number, leaf: boolean, maxPhys: number): bigint {
+  const key = maxPhys * 16 + levelIdx * 2 + (leaf ? 1 : 0);
+  let m = reservedCache.get(key);
+  if (m === undefined) {
+    m = computeReservedMask(levelIdx, leaf, maxPhys);
+    reservedCache.set(key, m);
+  }
+  return m;
+}
+
+function computeReservedMask(levelIdx: number, leaf: boolean, maxPhys: number): bigint {
+  if (!Number.isInteger(maxPhys) || maxPhys < 32 || maxPhys > 52) throw new RangeError(`maxPhysAddrBits ${maxPhys} must be an integer in 32..52`);
   let m = maxPhys < 52 ? bitRange(maxPhys, 51) : 0n;
   if (!leaf) {
     // Non-leaf entries: bits 7:3 reserved (bit 7 in a PDPTE/PDE is PS, which is 0 here by definition).

@@ -12,6 +12,8 @@ import { eptWalk, type EptAccess, type EptGuestLinear, type EptWalkFault, type E
 export type HostPhysicalMemory = PhysicalReader & {
   read?(addr: number, length: number): Uint8Array;
   write?(addr: number, data: Uint8Array): void;
+  /** CPU store without DMA/code-invalidation listeners (PhysicalMemory.writeBytes). */
+  writeBytes?(addr: number, data: Uint8Array): void;
 };
 
 /** A fixed EPTP, or the live one of an EptTables (re-read on every access). */
@@ -132,6 +134,22 @@ export class GuestPhysicalMemory implements PhysicalReader {
     }
   }
 
+  /** CpuMemory face: data read (same as read()). */
+  readBytes(gpa: number, length: number): Uint8Array {
+    return this.read(gpa, length);
+  }
+
+  /** CpuMemory face: a store by the CPU itself (event delivery); host writeBytes, so no DMA listeners. */
+  writeBytes(gpa: number, data: Uint8Array): void {
+    const hostWrite = (this.host.writeBytes ?? this.host.write)?.bind(this.host);
+    if (!hostWrite) throw new TypeError('GuestPhysicalMemory.writeBytes needs a host memory with writeBytes(addr, data) or write(addr, data)');
+    let done = 0;
+    for (const piece of this.pieces(gpa, data.length, 'write', 'none', false)) {
+      hostWrite(piece.hpa, data.subarray(done, done + piece.length));
+      done += piece.length;
+    }
+  }
+
   // ---- internals ----
 
   private get linear(): EptGuestLinear {
@@ -223,7 +241,7 @@ export class EptSecondLevel {
     private readonly options: { setAccessedDirty?: boolean; maxPhysAddrBits?: number } = {},
   ) {}
 
-  translate(gpa: bigint, access: EptAccess): { hpa: bigint; writable: boolean; executable: boolean; pageSize: number; walk: EptWalkOk } | null {
+  translate(gpa: bigint, access: EptAccess): { hpa: bigint; writable: boolean; executable: boolean; dirty: boolean; pageSize: number; walk: EptWalkOk } | null {
     const eptp = typeof this.eptpSource === 'bigint' ? this.eptpSource : this.eptpSource.eptp();
     const r = eptWalk(this.host, eptp, gpa, access, {
       setAccessedDirty: this.options.setAccessedDirty ?? true,
@@ -235,7 +253,7 @@ export class EptSecondLevel {
       return null;
     }
     this.lastFault = null;
-    return { hpa: r.hpa, writable: r.perms.w, executable: r.perms.x, pageSize: r.pageSize, walk: r };
+    return { hpa: r.hpa, writable: r.perms.w, executable: r.perms.x, dirty: r.dirty, pageSize: r.pageSize, walk: r };
   }
 }
 

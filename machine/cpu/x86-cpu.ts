@@ -42,6 +42,9 @@ export interface LocalMmio {
 /** The physical address space a CPU's page walks and event delivery see. */
 export interface CpuMemory extends PhysicalReader {
   readU8(paddr: number): number;
+  readBytes(paddr: number, length: number): Uint8Array;
+  /** A store by the CPU itself (not DMA): no code-invalidation listeners. */
+  writeBytes(paddr: number, data: Uint8Array): void;
 }
 
 /** The EPT step for guests: guest-physical to host-physical, or null on an EPT violation. */
@@ -269,7 +272,7 @@ export class X86Cpu implements DeliveryCpu {
     const user = this.currentCpl() === 3;
     let r: WalkResult;
     try {
-      r = walk(this.memoryView, ctl, vaddr, { access, user, setAccessedDirty: true });
+      r = walk(this.memoryView, ctl, vaddr, { access, user, setAccessedDirty: true, recordSteps: false });
     } catch (e) {
       // A guest page-table access that the EPT refuses.
       const gpa = (e as { gpa?: bigint }).gpa;
@@ -337,8 +340,9 @@ export class X86Cpu implements DeliveryCpu {
     return Number(this.engine.readReg(REG.RFLAGS) & 0xffff_ffffn);
   }
 
+  /** For delivery: the engine's context buffer, patched and handed back through commit(). */
   saveContext(): Uint8Array {
-    return this.engine.saveContext();
+    return this.engine.contextView();
   }
 
   commit(blob: Uint8Array, rip: bigint, rsp: bigint, rflags: number): void {
@@ -395,11 +399,12 @@ export class X86Cpu implements DeliveryCpu {
       if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
       return;
     }
-    if (interruptsInhibited(this.engine.saveContext())) return;
+    const blob = this.engine.contextView();
+    if (interruptsInhibited(blob)) return;
     const vector = this.host.acknowledgeInterrupt(this);
     if (vector === null) return;
     if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
-    this.deliverEvent({ vector, software: false, external: true });
+    this.deliverEvent({ vector, software: false, external: true }, blob);
     this.count(`irq:0x${vector.toString(16)}`);
   }
 
@@ -499,8 +504,9 @@ export class X86Cpu implements DeliveryCpu {
     return { kind: 'halted' };
   }
 
-  private deliverEvent(ev: EventToDeliver): number {
-    return deliver(this, ev);
+  /** `blob`: a context saved just now, reused by the first delivery attempt. */
+  private deliverEvent(ev: EventToDeliver, blob?: Uint8Array): number {
+    return deliver(this, ev, blob);
   }
 
   private tripleFault(reason: string): SliceExit {

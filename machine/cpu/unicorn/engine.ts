@@ -49,6 +49,7 @@ export class UnicornEngine {
   private readonly hookOut = [0n];
   private ctx: unknown = null;
   private ctxSize = 0;
+  private ctxView: Uint8Array | null = null;
 
   constructor(mode: number) {
     this.lib = loadUnicorn();
@@ -234,15 +235,24 @@ export class UnicornEngine {
 
   /** The raw CPU context (CPUX86State image). Returns a copy. */
   saveContext(): Uint8Array {
+    return this.contextView().slice();
+  }
+
+  /**
+   * The context saved into the engine's own context buffer, without a copy:
+   * valid until the next contextView/saveContext call. For hot paths (interrupt
+   * delivery), which patch it and hand it back to restoreContext.
+   */
+  contextView(): Uint8Array {
     this.ensureContext();
     check(this.lib, 'uc_context_save', this.lib.fn.contextSave(this.uc, this.ctx));
-    return new Uint8Array(koffi.view(this.ctx, this.ctxSize).slice(0));
+    return this.ctxView!;
   }
 
   restoreContext(blob: Uint8Array): void {
     this.ensureContext();
     if (blob.byteLength !== this.ctxSize) throw new UnicornError('uc_context_restore', 15, `context is ${blob.byteLength} bytes, engine expects ${this.ctxSize}`);
-    new Uint8Array(koffi.view(this.ctx, this.ctxSize)).set(blob);
+    if (blob !== this.ctxView) this.ctxView!.set(blob);
     check(this.lib, 'uc_context_restore', this.lib.fn.contextRestore(this.uc, this.ctx));
   }
 
@@ -266,6 +276,7 @@ export class UnicornEngine {
     check(this.lib, 'uc_context_alloc', this.lib.fn.contextAlloc(this.uc, out));
     this.ctx = out[0];
     this.ctxSize = Number(this.lib.fn.contextSize(this.uc));
+    this.ctxView = new Uint8Array(koffi.view(this.ctx, this.ctxSize));
   }
 
   private register(fn: (...args: never[]) => unknown, proto: unknown): unknown {

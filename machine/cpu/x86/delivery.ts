@@ -37,6 +37,12 @@ export class TripleFault extends Error {
 }
 
 /** What delivery needs from the CPU: register access and the context blob. */
+/** Physical memory as delivery needs it: the walker's reader plus byte ranges. */
+export interface DeliveryMemory extends PhysicalReader {
+  readBytes(paddr: number, length: number): Uint8Array;
+  writeBytes(paddr: number, data: Uint8Array): void;
+}
+
 export interface DeliveryCpu {
   readRip(): bigint;
   readRsp(): bigint;
@@ -45,7 +51,7 @@ export interface DeliveryCpu {
   saveContext(): Uint8Array;
   /** Restores the blob, then writes RIP/RSP/RFLAGS through the API (RFLAGS must not go through the blob: QEMU keeps flags lazily). */
   commit(blob: Uint8Array, rip: bigint, rsp: bigint, rflags: number): void;
-  readonly memory: PhysicalReader;
+  readonly memory: DeliveryMemory;
 }
 
 export interface EventToDeliver {
@@ -68,9 +74,12 @@ class Frame {
   rsp: bigint;
   rflags: number;
 
-  constructor(readonly cpu: DeliveryCpu) {
+  constructor(
+    readonly cpu: DeliveryCpu,
+    savedContext?: Uint8Array,
+  ) {
     this.L = contextLayout();
-    this.blob = cpu.saveContext();
+    this.blob = savedContext ?? cpu.saveContext();
     this.dv = new DataView(this.blob.buffer, this.blob.byteOffset, this.blob.byteLength);
     this.ctl = cpu.readControl();
     this.rip = cpu.readRip();
@@ -119,28 +128,30 @@ class Frame {
     this.hflags = hflagsFor(this.hflags, cs, ss, this.seg(SEG.DS).base, this.seg(SEG.ES).base, (this.ctl.cr0 & CR0.PE) !== 0n, (this.rflags & RFLAGS.VM) !== 0);
   }
 
-  linear(addr: bigint, len: number, access: Access): number[] {
-    const out: number[] = [];
+  /** Walks once per page and calls `chunk` with each page's physical address and span. */
+  private pages(addr: bigint, len: number, access: Access, chunk: (paddr: number, offset: number, n: number) => void): void {
     let a = addr;
     for (let done = 0; done < len; ) {
-      const r = walk(this.cpu.memory, this.ctl, a, { access, user: false, setAccessedDirty: true });
+      const r = walk(this.cpu.memory, this.ctl, a, { access, user: false, setAccessedDirty: true, recordSteps: false });
       if (!r.ok) throw new DeliveryFault(VECTOR.PF, r.errorCode, a, r.reason);
-      const inPage = Math.min(len - done, 4096 - Number(a & 0xfffn));
-      for (let i = 0; i < inPage; i++) out.push(Number(r.paddr) + i);
-      done += inPage;
-      a += BigInt(inPage);
+      const n = Math.min(len - done, 4096 - Number(a & 0xfffn));
+      chunk(Number(r.paddr), done, n);
+      done += n;
+      a += BigInt(n);
     }
-    return out;
   }
 
   read(addr: bigint, len: number): Uint8Array {
-    const pa = this.linear(addr, len, 'read');
-    return Uint8Array.from(pa.map((p) => readByte(this.cpu.memory, p)));
+    const out = new Uint8Array(len);
+    this.pages(addr, len, 'read', (p, off, n) => out.set(this.cpu.memory.readBytes(p, n), off));
+    return out;
   }
 
   write(addr: bigint, bytes: Uint8Array): void {
-    const pa = this.linear(addr, bytes.length, 'write');
-    pa.forEach((p, i) => writeByte(this.cpu.memory, p, bytes[i]!));
+    // Translate every page first: a fault must not leave a half-written frame.
+    const spans: [number, number, number][] = [];
+    this.pages(addr, bytes.length, 'write', (p, off, n) => spans.push([p, off, n]));
+    for (const [p, off, n] of spans) this.cpu.memory.writeBytes(p, bytes.subarray(off, off + n));
   }
 
   commit(): void {
@@ -149,34 +160,29 @@ class Frame {
   }
 }
 
-function readByte(m: PhysicalReader, p: number): number {
-  const w = m.readU32(p - (p % 4));
-  return (w >>> ((p % 4) * 8)) & 0xff;
-}
-
-function writeByte(m: PhysicalReader, p: number, b: number): void {
-  const a = p - (p % 4);
-  const sh = (p % 4) * 8;
-  const w = m.readU32(a);
-  m.writeU32(a, ((w & ~(0xff << sh)) | (b << sh)) >>> 0);
-}
-
 const le = (v: bigint, n: number): Uint8Array => {
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i++) out[i] = Number((v >> BigInt(8 * i)) & 0xffn);
   return out;
 };
 
+/** An interrupt frame as it lies on the stack: `pushed[0]` pushed first, so highest. */
+function stackImage(pushed: bigint[], width: number): Uint8Array {
+  const out = new Uint8Array(pushed.length * width);
+  pushed.forEach((v, i) => out.set(le(v, width), (pushed.length - 1 - i) * width));
+  return out;
+}
+
 /**
  * Delivers an event, applying the double/triple-fault rules when delivery
  * itself faults. Returns the vector that finally ran (e.g. 8 after a #DF).
  * Throws TripleFault when the CPU would shut down.
  */
-export function deliver(cpu: DeliveryCpu, ev: EventToDeliver): number {
+export function deliver(cpu: DeliveryCpu, ev: EventToDeliver, savedContext?: Uint8Array): number {
   let current = ev;
   for (let depth = 0; ; depth++) {
     try {
-      deliverOnce(cpu, current);
+      deliverOnce(cpu, current, depth === 0 ? savedContext : undefined);
       return current.vector;
     } catch (e) {
       if (!(e instanceof DeliveryFault)) throw e;
@@ -193,8 +199,8 @@ export function deliver(cpu: DeliveryCpu, ev: EventToDeliver): number {
   }
 }
 
-function deliverOnce(cpu: DeliveryCpu, ev: EventToDeliver): void {
-  const f = new Frame(cpu);
+function deliverOnce(cpu: DeliveryCpu, ev: EventToDeliver, savedContext?: Uint8Array): void {
+  const f = new Frame(cpu, savedContext);
   if (ev.cr2 !== undefined) f.setCr2(ev.cr2);
   const pe = (f.ctl.cr0 & CR0.PE) !== 0n;
   if (!pe) return deliverReal(f, ev);
@@ -291,10 +297,8 @@ function deliverProtected(f: Frame, ev: EventToDeliver): void {
   if (pushesErrorCode(ev)) frame.push(BigInt(ev.errorCode ?? 0));
   const w = is32 ? 4 : 2;
   const mask = ss.flags & DESC.B ? 0xffff_ffffn : 0xffffn;
-  for (const v of frame) {
-    esp = (esp - BigInt(w)) & mask;
-    f.write(ss.base + esp, le(v, w));
-  }
+  esp = (esp - BigInt(frame.length * w)) & mask;
+  f.write(ss.base + esp, stackImage(frame, w));
   f.loadCsSs({ ...cs, selector: (gate.selector & 0xfffc) | newCpl }, newCpl < oldCpl ? { ...ss, selector: (ss.selector & 0xfffc) | newCpl } : ss);
   f.rsp = newCpl < oldCpl ? esp : (f.rsp & ~mask) | esp;
   f.rip = gate.offset & (is32 ? 0xffff_ffffn : 0xffffn);
@@ -322,10 +326,8 @@ function deliverLong(f: Frame, ev: EventToDeliver): void {
   rsp &= ~0xfn; // the CPU aligns the new stack to 16 bytes
   const frame: bigint[] = [BigInt(oldSs.selector), f.rsp, BigInt(f.rflags), BigInt(oldCs.selector), f.rip];
   if (pushesErrorCode(ev)) frame.push(BigInt(ev.errorCode ?? 0));
-  for (const v of frame) {
-    rsp = (rsp - 8n) & 0xffff_ffff_ffff_ffffn;
-    f.write(rsp, le(v, 8));
-  }
+  rsp = (rsp - BigInt(frame.length * 8)) & 0xffff_ffff_ffff_ffffn;
+  f.write(rsp, stackImage(frame, 8));
   const newSs: SegCache = newCpl < oldCpl ? { selector: newCpl, base: 0n, limit: 0, flags: newCpl << DESC.DPL_SHIFT } : oldSs;
   f.loadCsSs({ ...cs, selector: (gate.selector & 0xfffc) | newCpl }, newSs);
   f.rsp = rsp;

@@ -77,6 +77,8 @@ export interface WalkOptions {
   user: boolean;
   /** Set accessed/dirty bits as the CPU does. Off for inspection. */
   setAccessedDirty: boolean;
+  /** Keep the per-level records (default true); hot paths turn it off. */
+  recordSteps?: boolean;
 }
 
 export const PF = { P: 1, W: 2, U: 4, RSVD: 8, I: 16 } as const;
@@ -85,6 +87,8 @@ const BIT = (n: number): bigint => 1n << BigInt(n);
 const ADDR_MASK_4L = 0x000f_ffff_ffff_f000n; // 52-bit physical addresses
 const ACCESSED = BIT(5);
 const DIRTY = BIT(6);
+const ACCESSED_BIT = 0x20;
+const DIRTY_BIT = 0x40;
 
 export function decodeEntry(e: bigint, nxe: boolean): EntryFlags {
   return {
@@ -114,11 +118,54 @@ export function isCanonical(vaddr: bigint): boolean {
   return top === 0n || top === 0x1ffffn;
 }
 
+interface Level {
+  name: WalkStep['level'];
+  shift: number;
+  bits: number;
+  leafAllowed: boolean;
+}
+
+const LEVELS_4L: readonly Level[] = [
+  { name: 'PML4', shift: 39, bits: 9, leafAllowed: false },
+  { name: 'PDPT', shift: 30, bits: 9, leafAllowed: true },
+  { name: 'PD', shift: 21, bits: 9, leafAllowed: true },
+  { name: 'PT', shift: 12, bits: 9, leafAllowed: true },
+];
+const LEVELS_PAE: readonly Level[] = [
+  { name: 'PDPT', shift: 30, bits: 2, leafAllowed: false },
+  { name: 'PD', shift: 21, bits: 9, leafAllowed: true },
+  { name: 'PT', shift: 12, bits: 9, leafAllowed: true },
+];
+const LEVELS_32: readonly Level[] = [
+  { name: 'PD', shift: 22, bits: 10, leafAllowed: false },
+  { name: 'PT', shift: 12, bits: 10, leafAllowed: true },
+];
+const LEVELS_32_PSE: readonly Level[] = [
+  { name: 'PD', shift: 22, bits: 10, leafAllowed: true },
+  { name: 'PT', shift: 12, bits: 10, leafAllowed: true },
+];
+
+function walkFault(format: PagingFormat, steps: WalkStep[], faultLevel: number, errorCode: number, reason: string): WalkFault {
+  return { ok: false, format, errorCode, faultLevel, reason, steps };
+}
+
+const TWO32 = 4294967296;
+
+/** Table or page address bits 12..51 of a 64-bit entry given as two dwords (exact as a Number). */
+const addr64 = (lo: number, hi: number): number => (hi & 0xfffff) * TWO32 + ((lo & 0xfffff000) >>> 0);
+
+/**
+ * Walks the guest's tables for `vaddr`. Entries are handled as two 32-bit
+ * halves in Number arithmetic (this runs on every TLB miss and every event
+ * delivery); BigInt appears only in the result. `recordSteps: false` skips the
+ * per-level records that inspection needs.
+ */
 export function walk(mem: PhysicalReader, c: PagingControl, vaddr: bigint, opt: WalkOptions): WalkResult {
   const format = pagingFormat(c);
   if (format === 'none') {
     return { ok: true, format, paddr: vaddr & 0xffff_ffffn, pageBase: vaddr & ~0xfffn & 0xffff_ffffn, pageSize: 4096, writable: true, user: true, executable: true, dirty: true, steps: [] };
   }
+  const record = opt.recordSteps !== false;
   const nxe = (c.efer & EFER.NXE) !== 0n && format !== '32-bit';
   const wp = (c.cr0 & CR0.WP) !== 0n;
   const steps: WalkStep[] = [];
@@ -127,113 +174,117 @@ export function walk(mem: PhysicalReader, c: PagingControl, vaddr: bigint, opt: 
   let executable = true;
   const baseCode = (opt.access === 'write' ? PF.W : 0) | (opt.user ? PF.U : 0) | (opt.access === 'fetch' && nxe ? PF.I : 0);
 
-  type Level = { name: WalkStep['level']; shift: number; bits: number; leafAllowed: boolean };
-  let levels: Level[];
-  let table: bigint;
+  let levels: readonly Level[];
+  let table: number;
   let entrySize: 4 | 8;
   if (format === '4-level') {
-    levels = [
-      { name: 'PML4', shift: 39, bits: 9, leafAllowed: false },
-      { name: 'PDPT', shift: 30, bits: 9, leafAllowed: true },
-      { name: 'PD', shift: 21, bits: 9, leafAllowed: true },
-      { name: 'PT', shift: 12, bits: 9, leafAllowed: true },
-    ];
-    table = c.cr3 & ADDR_MASK_4L;
+    if (!isCanonical(vaddr)) {
+      // Non-canonical addresses raise #GP, not #PF; report it as a fault at level 0.
+      return { ok: false, format, errorCode: 0, faultLevel: 0, reason: 'non-canonical address (#GP)', steps };
+    }
+    levels = LEVELS_4L;
+    table = Number(c.cr3 & ADDR_MASK_4L);
     entrySize = 8;
   } else if (format === 'pae') {
-    levels = [
-      { name: 'PDPT', shift: 30, bits: 2, leafAllowed: false },
-      { name: 'PD', shift: 21, bits: 9, leafAllowed: true },
-      { name: 'PT', shift: 12, bits: 9, leafAllowed: true },
-    ];
-    table = c.cr3 & 0xffff_ffe0n;
+    levels = LEVELS_PAE;
+    table = Number(c.cr3 & 0xffff_ffe0n);
     entrySize = 8;
-    vaddr &= 0xffff_ffffn;
   } else {
-    levels = [
-      { name: 'PD', shift: 22, bits: 10, leafAllowed: (c.cr4 & CR4.PSE) !== 0n },
-      { name: 'PT', shift: 12, bits: 10, leafAllowed: true },
-    ];
-    table = c.cr3 & 0xffff_f000n;
+    levels = (c.cr4 & CR4.PSE) !== 0n ? LEVELS_32_PSE : LEVELS_32;
+    table = Number(c.cr3 & 0xffff_f000n);
     entrySize = 4;
-    vaddr &= 0xffff_ffffn;
   }
-
-  if (format === '4-level' && !isCanonical(vaddr)) {
-    // Non-canonical addresses raise #GP, not #PF; report it as a fault at level 0.
-    return { ok: false, format, errorCode: 0, faultLevel: 0, reason: 'non-canonical address (#GP)', steps };
-  }
-
-  const fault = (i: number, code: number, reason: string): WalkFault => ({ ok: false, format, errorCode: baseCode | code, faultLevel: i, reason, steps });
+  const vlo = Number(vaddr & 0xffff_ffffn);
+  const vhi = entrySize === 8 && format === '4-level' ? Number((vaddr >> 32n) & 0xffffn) : 0;
+  // Entry address and low dword per level, for the accessed/dirty update.
+  const addrs: number[] = [];
+  const lows: number[] = [];
 
   for (let i = 0; i < levels.length; i++) {
     const lv = levels[i]!;
-    const index = Number((vaddr >> BigInt(lv.shift)) & ((1n << BigInt(lv.bits)) - 1n));
-    const entryAddr = Number(table) + index * entrySize;
-    const entry = entrySize === 8 ? mem.readU64(entryAddr) : BigInt(mem.readU32(entryAddr) >>> 0);
-    const flags = decodeEntry(entry, nxe);
-    steps.push({ level: lv.name, index, entryAddr, entry, flags });
-    if (!flags.P) return fault(i, 0, `${lv.name} entry not present`);
+    // Index bits of vaddr for this level, from the two halves.
+    const index = lv.shift >= 32 ? (vhi >>> (lv.shift - 32)) & ((1 << lv.bits) - 1) : lv.shift + lv.bits > 32 ? ((vlo >>> lv.shift) | (vhi << (32 - lv.shift))) & ((1 << lv.bits) - 1) : (vlo >>> lv.shift) & ((1 << lv.bits) - 1);
+    const entryAddr = table + index * entrySize;
+    // One 8-byte read per entry, as the hardware walker does.
+    let lo: number;
+    let hi = 0;
+    if (entrySize === 8) {
+      const e = mem.readU64(entryAddr);
+      lo = Number(e & 0xffff_ffffn);
+      hi = Number(e >> 32n);
+    } else {
+      lo = mem.readU32(entryAddr) >>> 0;
+    }
+    addrs.push(entryAddr);
+    lows.push(lo);
+    if (record) {
+      const entry = (BigInt(hi) << 32n) | BigInt(lo);
+      steps.push({ level: lv.name, index, entryAddr, entry, flags: decodeEntry(entry, nxe) });
+    }
+    if (!(lo & 1)) return walkFault(format, steps, i, baseCode, `${lv.name} entry not present`);
     if (format === 'pae' && lv.name === 'PDPT') {
       // PAE PDPTEs have no RW/US/NX bits; only P and the address.
-      table = entry & ADDR_MASK_4L;
+      table = addr64(lo, hi);
       continue;
     }
-    if (entrySize === 8 && !nxe && (entry & BIT(63)) !== 0n) return fault(i, PF.P | PF.RSVD, `${lv.name} entry has NX set while EFER.NXE=0 (reserved bit)`);
-    if (!flags.RW) writable = false;
-    if (!flags.US) user = false;
-    if (flags.NX) executable = false;
-    const isLeaf = lv.name === 'PT' || (flags.PS && lv.leafAllowed);
-    if (flags.PS && !lv.leafAllowed && lv.name !== 'PT') {
-      if (format === '32-bit') {
-        // PSE off: PS is ignored in a 32-bit PDE.
-      } else {
-        return fault(i, PF.P | PF.RSVD, `${lv.name} entry has PS set (reserved at this level)`);
-      }
+    if (entrySize === 8 && !nxe && hi >>> 31) return walkFault(format, steps, i, baseCode | PF.P | PF.RSVD, `${lv.name} entry has NX set while EFER.NXE=0 (reserved bit)`);
+    if (!(lo & 2)) writable = false;
+    if (!(lo & 4)) user = false;
+    if (nxe && hi >>> 31) executable = false;
+    const ps = (lo & 0x80) !== 0;
+    const isLeaf = lv.name === 'PT' || (ps && lv.leafAllowed);
+    if (ps && !lv.leafAllowed && lv.name !== 'PT' && format !== '32-bit') {
+      return walkFault(format, steps, i, baseCode | PF.P | PF.RSVD, `${lv.name} entry has PS set (reserved at this level)`);
     }
     if (!isLeaf) {
-      table = entrySize === 8 ? entry & ADDR_MASK_4L : entry & 0xffff_f000n;
+      table = entrySize === 8 ? addr64(lo, hi) : (lo & 0xfffff000) >>> 0;
       continue;
     }
     // Leaf reached: check permissions with the combined bits.
-    if (opt.user && !user) return fault(i, PF.P, 'user access to a supervisor page');
-    if (opt.access === 'write' && !writable && (opt.user || wp)) return fault(i, PF.P, 'write to a read-only page');
-    if (opt.access === 'fetch' && !executable) return fault(i, PF.P, 'instruction fetch from a no-execute page');
-    const pageSize = 1 << lv.shift;
-    let pageBase: bigint;
+    if (opt.user && !user) return walkFault(format, steps, i, baseCode | PF.P, 'user access to a supervisor page');
+    if (opt.access === 'write' && !writable && (opt.user || wp)) return walkFault(format, steps, i, baseCode | PF.P, 'write to a read-only page');
+    if (opt.access === 'fetch' && !executable) return walkFault(format, steps, i, baseCode | PF.P, 'instruction fetch from a no-execute page');
+    const pageSize = 2 ** lv.shift;
+    const offsetMask = pageSize - 1;
+    let pageBase: number;
     if (format === '32-bit' && lv.name === 'PD') {
       // 4 MiB page: bits 13..20 hold physical address bits 32..39 (PSE-36).
-      pageBase = (entry & 0xffc0_0000n) | (((entry >> 13n) & 0xffn) << 32n);
+      pageBase = ((lo & 0xffc00000) >>> 0) + ((lo >>> 13) & 0xff) * TWO32;
     } else {
-      pageBase = entry & ADDR_MASK_4L & ~(BigInt(pageSize) - 1n);
+      const full = entrySize === 8 ? addr64(lo, hi) : (lo & 0xfffff000) >>> 0;
+      pageBase = full - (full % pageSize);
     }
+    let dirty = (lo & 0x40) !== 0;
     if (opt.setAccessedDirty) {
-      for (let k = 0; k < steps.length; k++) {
-        const s = steps[k]!;
-        if (format === 'pae' && s.level === 'PDPT') continue;
-        let v = s.entry | ACCESSED;
-        if (k === steps.length - 1 && opt.access === 'write') v |= DIRTY;
-        if (v !== s.entry) {
-          if (entrySize === 8) mem.writeU64(s.entryAddr, v);
-          else mem.writeU32(s.entryAddr, Number(v & 0xffff_ffffn));
-          s.entry = v;
-          s.flags = decodeEntry(v, nxe);
+      for (let k = 0; k < addrs.length; k++) {
+        if (format === 'pae' && k === 0) continue;
+        let v = lows[k]! | ACCESSED_BIT;
+        if (k === addrs.length - 1 && opt.access === 'write') v |= DIRTY_BIT;
+        v >>>= 0;
+        if (v !== lows[k]) {
+          mem.writeU32(addrs[k]!, v);
+          if (record) {
+            const st = steps[k]!;
+            st.entry = (st.entry & ~0xffff_ffffn) | BigInt(v);
+            st.flags = decodeEntry(st.entry, nxe);
+          }
         }
       }
+      if (opt.access === 'write') dirty = true;
     }
-    const offset = vaddr & (BigInt(pageSize) - 1n);
+    const offset = (vlo & offsetMask) >>> 0;
     return {
       ok: true,
       format,
-      paddr: pageBase + offset,
-      pageBase,
+      paddr: BigInt(pageBase + offset),
+      pageBase: BigInt(pageBase),
       pageSize,
       writable: writable || (!opt.user && !wp),
       user,
       executable,
-      dirty: steps[steps.length - 1]!.flags.D,
+      dirty,
       steps,
     };
   }
-  return fault(levels.length - 1, 0, 'walk ended without a leaf');
+  return walkFault(format, steps, levels.length - 1, baseCode, 'walk ended without a leaf');
 }
