@@ -5,9 +5,12 @@
  * guest-physical addresses that hold nothing.
  */
 import type { CpuMemory, SecondLevelTranslation } from '../machine/cpu/x86-cpu.js';
+import type { EptTables } from './ept/ept-tables.js';
 
 export interface VmMemory {
   readonly ramBytes: number;
+  /** The VM's second-level tables (authoritative for every guest access). */
+  readonly ept: EptTables;
   /** Guest-physical reads/writes through the EPT (for page walks and event delivery). */
   readonly walkMemory: CpuMemory;
   readonly secondLevel: SecondLevelTranslation;

@@ -3,6 +3,7 @@ import { UsageError } from './args.js';
 import { BOOT_HELP, bootCommand } from './boot.js';
 import { BENCH_HELP, benchCommand } from './bench.js';
 import { RUN_HELP, runCommand } from './run.js';
+import { TRANSLATE_HELP, translateCommand } from './translate.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -11,12 +12,15 @@ Usage: firmament <command> [options]
 Commands:
   boot        power on the emulated PC and run firmware POST and the next stage
   run         boot a Multiboot guest image directly (like qemu -kernel)
+  translate   show a guest's GVA -> GPA -> HPA walk, every level of both tables
   bench       measure emulation speed, boot time and idle cost (vs QEMU when installed)
   help        this text
 
 ${BOOT_HELP}
 
 ${RUN_HELP}
+
+${TRANSLATE_HELP}
 
 ${BENCH_HELP}`;
 
@@ -28,6 +32,8 @@ export async function main(argv: string[]): Promise<number> {
         return await bootCommand(rest);
       case 'run':
         return await runCommand(rest);
+      case 'translate':
+        return await translateCommand(rest);
       case 'bench':
         return await benchCommand(rest);
       case undefined:
