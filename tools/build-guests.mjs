@@ -37,6 +37,8 @@ export const GUESTS = Object.freeze({
   smp: 'x86_64',
   dirtier: 'x86_64',
   compute: 'x86_64',
+  scan: 'i386',
+  crash: 'i386',
 });
 
 const COMMON_CFLAGS = [

@@ -511,6 +511,7 @@ export class X86Cpu implements DeliveryCpu {
 
   private tripleFault(reason: string): SliceExit {
     this.state = 'shutdown';
+    this.count('triple-fault');
     this.onEvent?.({ kind: 'triple-fault', detail: reason, rip: this.readRip() });
     return { kind: 'triple-fault', reason };
   }
