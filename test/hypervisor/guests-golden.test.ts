@@ -49,3 +49,21 @@ describe('guests under the hypervisor match QEMU byte for byte', () => {
     });
   }
 });
+
+describe('vCPU scheduling', () => {
+  it('runs more vCPUs than pCPUs: 4 vCPUs started by INIT-SIPI-SIPI on 2 logical CPUs', async () => {
+    const images = (await buildImages({ quiet: true })).guests;
+    const { machine, hypervisor, vms } = createGuestMachine([{ path: images['smp']!, memBytes: 64 * MiB, vcpus: 4 }], { pcpus: 2, pace: 'virtual' });
+    try {
+      const exit = await machine.run({ timeoutMs: 120_000 });
+      expect(exit).toMatchObject({ reason: 'debug-exit', code: 1 });
+      expect(vms[0]!.serial).toContain('smp: 4 CPU(s) online');
+      expect(vms[0]!.serial).toContain('smp: shared counter 400000 (expected 400000)');
+      const placed = new Set(hypervisor.guestReports()[0]!.vcpus.map((v) => v.lastPcpu));
+      expect([...placed].sort()).toEqual([0, 1]);
+    } finally {
+      hypervisor.close();
+      machine.close();
+    }
+  });
+});
