@@ -152,13 +152,22 @@ export class PhysicalMemory implements PhysicalReader, PhysicalMemoryAccess {
 
   /** Device DMA and loaders: writes, then tells listeners so translated code is dropped. */
   write(addr: number, data: Uint8Array): void {
+    this.writeBytes(addr, data);
+    for (const l of this.writeListeners) l(addr, data.length);
+  }
+
+  readBytes(addr: number, length: number): Uint8Array {
+    return this.read(addr, length);
+  }
+
+  /** CPU stores done by our code (exception frames): no DMA listeners, like any guest store. */
+  writeBytes(addr: number, data: Uint8Array): void {
     const off = this.ramOffset(addr);
     if (off >= 0 && this.ramOffset(addr + data.length - 1) === off + data.length - 1 && !this.anyFaulty(addr, data.length)) {
       this.ram.set(data, off);
     } else {
       for (let i = 0; i < data.length; i++) this.slowWrite(addr + i, data[i]!);
     }
-    for (const l of this.writeListeners) l(addr, data.length);
   }
 
   onHostWrite(listener: (addr: number, length: number) => void): void {

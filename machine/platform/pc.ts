@@ -26,6 +26,34 @@ export const NS_PER_UNIT = 1;
 /** Longest a CPU runs before the scheduler looks at the others and the host event loop. */
 const QUANTUM_NS = 2_000_000;
 
+/**
+ * Keeps virtual time from running ahead of the wall clock, anchored so sleep
+ * overshoot does not accumulate (1000 timer ticks of 1 ms take ~1 s, not 2-3).
+ * When emulation falls behind, it re-anchors instead of racing to catch up.
+ */
+export class RealtimePacer {
+  private wallAnchor = -1;
+  private virtAnchor = 0;
+
+  /** Milliseconds to sleep before virtual time may reach `deadlineNs`. */
+  msUntil(deadlineNs: number, nowNs: number): number {
+    const wall = performance.now();
+    if (this.wallAnchor < 0) this.anchor(wall, nowNs);
+    const due = this.wallAnchor + (deadlineNs - this.virtAnchor) / 1e6;
+    const behindBy = wall - (this.wallAnchor + (nowNs - this.virtAnchor) / 1e6);
+    if (behindBy > 50) {
+      this.anchor(wall, nowNs);
+      return (deadlineNs - nowNs) / 1e6;
+    }
+    return due - wall;
+  }
+
+  private anchor(wall: number, nowNs: number): void {
+    this.wallAnchor = wall;
+    this.virtAnchor = nowNs;
+  }
+}
+
 export type ExitReason = 'debug-exit' | 'halted' | 'triple-fault' | 'timeout' | 'error' | 'stopped';
 
 export interface MachineExit {
@@ -100,6 +128,7 @@ export class PcMachine implements CpuHost {
   private watched = new Set<number>();
   private wakeHost: (() => void) | null = null;
   private pausedFlag = false;
+  private readonly pacer = new RealtimePacer();
   /** Set by a hypervisor at takeover; null while the machine runs its own CPUs. */
   scheduler: CpuScheduler | null = null;
   private readonly config: Required<Omit<PcConfig, 'fwCfgFiles'>> & Pick<PcConfig, 'fwCfgFiles'>;
@@ -234,8 +263,10 @@ export class PcMachine implements CpuHost {
 
   /** Keep the watched-page set equal to the armed monitors; other CPUs must refill their TLBs. */
   private refreshWatches(): void {
+    const cpus = this.scheduler ? this.scheduler.all() : this.cpus;
+    if (this.watched.size === 0 && !cpus.some((c) => c.monitor)) return;
     const pages = new Set<number>();
-    for (const c of this.scheduler ? this.scheduler.all() : this.cpus) if (c.monitor && !c.monitor.triggered) pages.add(c.monitor.paddr - (c.monitor.paddr % 4096));
+    for (const c of cpus) if (c.monitor && !c.monitor.triggered) pages.add(c.monitor.paddr - (c.monitor.paddr % 4096));
     const changed = pages.size !== this.watched.size || [...pages].some((p) => !this.watched.has(p));
     this.watched = pages;
     if (changed && pages.size > 0) for (const c of this.scheduler ? this.scheduler.all() : this.cpus) c.engine.flushTlb();
@@ -286,7 +317,8 @@ export class PcMachine implements CpuHost {
 
   log(kind: string, detail: string, cpu?: number): void {
     const ev: MachineEvent = { atNs: this.now(), kind, detail, ...(cpu !== undefined ? { cpu } : {}) };
-    if (this.events.length >= 10_000) this.events.shift();
+    // Bounded log, trimmed in batches so logging stays O(1) amortised.
+    if (this.events.length >= 12_000) this.events.splice(0, 2_000);
     this.events.push(ev);
     this.onEvent?.(ev);
   }
@@ -419,12 +451,14 @@ export class PcMachine implements CpuHost {
           this.finish({ reason: 'halted', code: 0, detail: allHalted ? 'all CPUs halted with no pending event' : 'all CPUs waiting with no pending event', atNs: this.now() });
           break;
         }
-        // Idle: move virtual time to the next deadline, sleeping that long in real time.
+        // Idle: move virtual time to the next deadline, sleeping until that moment in real time.
         const deadline = this.timeline.nextDeadline();
-        const waitNs = deadline - this.timeline.nowNs();
-        if (this.config.pace === 'realtime' && waitNs > 0) {
-          const interrupted = await this.sleep(waitNs / 1e6);
-          if (interrupted) continue;
+        if (this.config.pace === 'realtime') {
+          const sleepMs = this.pacer.msUntil(deadline, this.timeline.nowNs());
+          if (sleepMs > 0) {
+            const interrupted = await this.sleep(sleepMs);
+            if (interrupted) continue;
+          }
         }
         this.timeline.advanceTo(deadline);
       }
@@ -436,8 +470,20 @@ export class PcMachine implements CpuHost {
     return this.exit!;
   }
 
-  /** Sleeps the host (no spinning); returns true if woken early by an event. */
+  private readonly futex = new Int32Array(new SharedArrayBuffer(4));
+
+  /**
+   * Sleeps the host thread (no spinning); returns true if woken early by an
+   * event. Short waits block in the kernel with Atomics.wait (a futex: about a
+   * third of the host CPU of a timer round trip through the event loop, which
+   * matters for guests that tick at 1 kHz); longer ones use a timer so host
+   * events (monitor, serial input) can end them.
+   */
   private sleep(ms: number): Promise<boolean> {
+    if (ms < 4) {
+      Atomics.wait(this.futex, 0, 0, ms);
+      return Promise.resolve(false);
+    }
     return new Promise((resolve) => {
       const t = setTimeout(() => {
         this.wakeHost = null;
