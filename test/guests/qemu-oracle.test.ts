@@ -218,7 +218,10 @@ describe('golden transcripts agree with independent models', () => {
   it('the manifest matches the oracle command line and covers every guest', () => {
     expect(ORACLE_ARGS).toEqual(['-serial', 'stdio', '-display', 'none', '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04', '-no-reboot', '-m', String(MANIFEST.ramMiB)]);
     const guests = new Set(CASES.map((c) => c.guest));
-    expect([...guests].sort()).toEqual(Object.keys(GUESTS).sort());
+    // scan and crash probe the hypervisor (isolation, triple-fault containment); QEMU reads 0
+    // from unassigned memory and exits 0 on a triple fault, so they have no golden transcript.
+    const probes = ['scan', 'crash'];
+    expect([...guests].sort()).toEqual(Object.keys(GUESTS).filter((g) => !probes.includes(g)).sort());
     // smp and mwait also run with -smp 2
     for (const g of ['smp', 'mwait']) expect(CASES.some((c) => c.guest === g && c.smp === 2)).toBe(true);
   });
