@@ -28,6 +28,14 @@ export interface HandoffMemoryRange {
   type: number;
 }
 
+export interface GuestReport {
+  name: string;
+  exit: VmExit | null;
+  serial: string;
+  exits: Record<string, number>;
+  vcpus: { index: number; state: string; hostMs: number; lastPcpu: number }[];
+}
+
 export class Hypervisor implements CpuScheduler {
   readonly name = 'hypervisor';
   readonly vms: Vm[] = [];
@@ -153,7 +161,7 @@ export class Hypervisor implements CpuScheduler {
   }
 
   /** The per-guest JSON the CLI prints. */
-  guestReports(): { name: string; exit: VmExit | null; serial: string; exits: Record<string, number>; vcpus: { index: number; state: string; hostMs: number; lastPcpu: number }[] }[] {
+  guestReports(): GuestReport[] {
     return this.vms.map((vm) => ({
       name: vm.name,
       exit: vm.exit,

@@ -1,18 +1,37 @@
 /**
- * Boots the default machine: firmware ROM, next stage over fw_cfg, POST codes
- * tracked into stages, and a report that the CLI prints as JSON or text.
+ * The whole boot path: reset vector, firmware POST, the lightweight OS running
+ * the firmware containers, the handoff, and the hypervisor running guests.
+ * POST codes and the handoff mark the stages; the report is what the CLI
+ * prints as JSON or text.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { PcMachine, type MachineExit, type PcConfig } from './pc.js';
 import { describePostCode, hex2, type PostSeverity } from './post-codes.js';
 import { parseBootInfo, BOOT_INFO_DEFAULT_ADDRESS, type BootInfo } from './boot-info.js';
+import { parseHandoff, type Handoff, type HandoffContainer, type HandoffEvent } from './handoff.js';
+import { containerFwCfgFiles, localLayoutFiles, DEFAULT_LAYOUT, type ContainerSource, type FwCfgFile } from './container-source.js';
 import { PROJECT_ROOT } from '../cpu/unicorn/locate.js';
 import type { FaultSpec } from './faults.js';
+import { Hypervisor } from '../../hypervisor/hypervisor.js';
+import { HostMemoryManager } from '../../hypervisor/host-memory.js';
+import type { GuestReport } from '../../hypervisor/hypervisor.js';
 
 export const NEXT_STAGE_FILE = 'opt/firmament/next-stage';
 export const DEFAULT_ROM = join(PROJECT_ROOT, 'images/build/firmware.rom');
-export const DEFAULT_NEXT_STAGE = join(PROJECT_ROOT, 'images/build/payload.elf');
+/** The lightweight OS: the firmware's default next stage. */
+export const DEFAULT_NEXT_STAGE = join(PROJECT_ROOT, 'images/build/os.elf');
+/** The small test payload (firmware tests without the OS). */
+export const TEST_PAYLOAD = join(PROJECT_ROOT, 'images/build/payload.elf');
+
+const MiB = 1024 * 1024;
+
+export interface BootGuest {
+  path: string;
+  memBytes: number;
+  vcpus: number;
+  cmdline?: string;
+}
 
 export interface BootOptions {
   memBytes: number;
@@ -23,6 +42,10 @@ export interface BootOptions {
   pace?: PcConfig['pace'];
   romPath?: string;
   nextStagePath?: string;
+  /** Where the OS pulls its firmware containers from (default: the local OCI layout). */
+  containers?: ContainerSource;
+  /** Guests for the hypervisor after the handoff. */
+  guests?: BootGuest[];
 }
 
 export interface PostCodeRecord {
@@ -47,107 +70,162 @@ export interface MemoryMapEntry {
 }
 
 export interface BootReport {
-  machine: { memBytes: number; cpus: number; faults: string[] };
+  machine: { memBytes: number; cpus: number; faults: string[]; containerSource: string };
   postCodes: PostCodeRecord[];
   postErrors: PostCodeRecord[];
   serial: string;
   debugcon: string;
   stages: StageRecord[];
+  /** The firmware's memory map, as handed to the next stage. */
   memoryMap: MemoryMapEntry[];
   bootInfo: BootInfo | null;
+  containers: HandoffContainer[];
+  eventLog: { pcr: string; events: HandoffEvent[] } | null;
+  handoff: { address: string; result: 'pass' | 'fail'; memoryMap: MemoryMapEntry[]; counts: Handoff['counts'] } | null;
+  guests: GuestReport[];
   exit: { reason: MachineExit['reason']; code: number; detail?: string };
   wallMs: number;
   virtualMs: number;
 }
 
-/** Stage boundaries keyed by the POST code that starts each stage. */
+/** Stage boundaries keyed by the POST code that starts each stage; the handoff starts 'hypervisor'. */
 const STAGE_STARTS: [number, string][] = [
   [0x01, 'real-mode'],
   [0x02, 'protected-mode'],
   [0x03, 'long-mode-init'],
   [0x04, 'post'],
-  [0x5f, 'next-stage'],
+  [0x5f, 'containers'],
 ];
 
-const E820_NAMES: Record<number, string> = { 1: 'usable', 2: 'reserved', 3: 'acpi', 4: 'nvs', 5: 'bad' };
+const E820_NAMES: Record<number, string> = { 1: 'usable', 2: 'reserved', 3: 'acpi', 4: 'nvs', 5: 'bad', 0x1000: 'os' };
 const ms = (ns: number): number => Math.round(ns / 1000) / 1000;
+const mapEntry = (base: number, length: number, type: number): MemoryMapEntry => ({ base: `0x${base.toString(16)}`, length: `0x${length.toString(16)}`, type, typeName: E820_NAMES[type] ?? `type ${type}` });
 
 export interface BootListeners {
   onSerial?: (text: string) => void;
   onPostCode?: (rec: PostCodeRecord) => void;
   onMachine?: (m: PcMachine) => void;
+  onHandoff?: (h: Handoff, hv: Hypervisor | null) => void;
+  onGuestSerial?: (guest: string, text: string) => void;
 }
 
-export function createBootMachine(opts: BootOptions): PcMachine {
+/** Host RAM a boot with guests needs: the OS and hypervisor's own share plus guest RAM. */
+export function machineMemoryFor(guests: readonly BootGuest[], requested?: number): number {
+  if (requested !== undefined) return requested;
+  return guests.length === 0 ? 64 * MiB : 64 * MiB + guests.reduce((n, g) => n + g.memBytes, 0);
+}
+
+/**
+ * Builds the machine with the firmware ROM and, in fw_cfg, the next stage and
+ * the container files (`containerFiles`, already pulled; default: the local layout).
+ */
+export function createBootMachine(opts: BootOptions, containerFiles?: readonly FwCfgFile[]): PcMachine {
   const rom = new Uint8Array(readFileSync(opts.romPath ?? DEFAULT_ROM));
-  const next = new Uint8Array(readFileSync(opts.nextStagePath ?? DEFAULT_NEXT_STAGE));
-  return new PcMachine({
-    memBytes: opts.memBytes,
-    cpus: opts.cpus,
-    rom,
-    faults: opts.faults,
-    seed: opts.seed ?? 0,
-    pace: opts.pace ?? 'realtime',
-    fwCfgFiles: [{ name: NEXT_STAGE_FILE, data: next }],
-  });
+  const nextPath = opts.nextStagePath ?? DEFAULT_NEXT_STAGE;
+  const next = new Uint8Array(readFileSync(nextPath));
+  const files: FwCfgFile[] = [{ name: NEXT_STAGE_FILE, data: next }];
+  // Only the OS reads containers; the test payload does not.
+  if (nextPath !== TEST_PAYLOAD) files.push(...(containerFiles ?? localLayoutFiles(DEFAULT_LAYOUT)));
+  return new PcMachine({ memBytes: opts.memBytes, cpus: opts.cpus, rom, faults: opts.faults, seed: opts.seed ?? 0, pace: opts.pace ?? 'realtime', fwCfgFiles: files });
 }
 
 export async function boot(opts: BootOptions, listeners: BootListeners = {}): Promise<BootReport> {
-  const m = createBootMachine(opts);
+  const files = opts.containers ? await containerFwCfgFiles(opts.containers) : undefined;
+  const m = createBootMachine(opts, files);
   listeners.onMachine?.(m);
   const postCodes: PostCodeRecord[] = [];
   const stages: StageRecord[] = [{ name: 'reset', startMs: 0, endMs: null }];
+  const startStage = (name: string, atMs: number): void => {
+    if (stages[stages.length - 1]!.name === name) return;
+    stages[stages.length - 1]!.endMs = atMs;
+    stages.push({ name, startMs: atMs, endMs: null });
+  };
   let bootInfo: BootInfo | null = null;
+  let handoff: Handoff | null = null;
+  let hv: Hypervisor | null = null;
   m.onSerial = (t) => listeners.onSerial?.(t);
   m.onPostCode = (code, atNs) => {
     const info = describePostCode(code);
     const rec: PostCodeRecord = { code, hex: hex2(code), name: info.name, severity: info.severity, atMs: ms(atNs) };
     postCodes.push(rec);
     const stage = STAGE_STARTS.find(([c]) => c === code);
-    if (stage && stages[stages.length - 1]!.name !== stage[1]) {
-      stages[stages.length - 1]!.endMs = rec.atMs;
-      stages.push({ name: stage[1], startMs: rec.atMs, endMs: null });
-    }
-    if (code === 0x5f) bootInfo = readBootInfo(m, false);
+    if (stage) startStage(stage[1], rec.atMs);
     listeners.onPostCode?.(rec);
+  };
+  m.onHandoff = (address) => {
+    startStage('hypervisor', ms(m.now()));
+    try {
+      handoff = parseHandoff((a, n) => m.memory.read(a, n), address);
+    } catch (e) {
+      m.finish({ reason: 'error', code: 2, detail: (e as Error).message, atNs: m.now() });
+      return;
+    }
+    hv = takeOver(m, handoff, opts.guests ?? [], listeners);
+    listeners.onHandoff?.(handoff, hv);
   };
   const wall0 = performance.now();
   try {
     const exit = await m.run(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
     stages[stages.length - 1]!.endMs = ms(exit.atNs);
-    // The firmware finishes the block (last POST code, checksum) around the handoff; read it again if needed.
-    const handedOff = postCodes.some((p) => p.code === 0x5f);
-    const bi = (bootInfo as BootInfo | null) ?? (handedOff ? readBootInfo(m, true) : null);
+    bootInfo = readBootInfo(m, postCodes.some((p) => p.code === 0x5f));
+    const h = handoff as Handoff | null;
+    const hvNow = hv as Hypervisor | null;
     return {
-      machine: { memBytes: opts.memBytes, cpus: opts.cpus, faults: opts.faults.map((f) => f.text) },
+      machine: { memBytes: opts.memBytes, cpus: opts.cpus, faults: opts.faults.map((f) => f.text), containerSource: opts.containers?.kind === 'registry' ? opts.containers.url : 'local OCI layout' },
       postCodes,
       postErrors: postCodes.filter((p) => p.severity !== 'progress'),
       serial: m.serial,
       debugcon: m.debugcon.text(),
       stages,
-      memoryMap: (bi?.e820 ?? []).map((e) => ({ base: `0x${e.base.toString(16)}`, length: `0x${e.length.toString(16)}`, type: e.type, typeName: E820_NAMES[e.type] ?? `type ${e.type}` })),
-      bootInfo: bi,
+      memoryMap: (bootInfo?.e820 ?? []).map((e) => mapEntry(e.base, e.length, e.type)),
+      bootInfo,
+      containers: h?.containers ?? [],
+      eventLog: h ? { pcr: h.pcr, events: h.events } : null,
+      handoff: h ? { address: `0x${h.address.toString(16)}`, result: h.result, memoryMap: h.memoryMap.map((r) => mapEntry(r.base, r.length, r.type)), counts: h.counts } : null,
+      guests: hvNow?.guestReports() ?? [],
       exit: { reason: exit.reason, code: exit.code, ...(exit.detail ? { detail: exit.detail } : {}) },
       wallMs: Math.round(performance.now() - wall0),
       virtualMs: ms(exit.atNs),
     };
   } finally {
+    (hv as Hypervisor | null)?.close();
     m.close();
   }
 }
 
-function readBootInfo(m: PcMachine, report: boolean): BootInfo | null {
+/**
+ * The hypervisor takes the machine over from the handoff: only usable ranges
+ * of the handed-off map (fenced and OS-held ranges never), then the guests.
+ */
+function takeOver(m: PcMachine, h: Handoff, guests: BootGuest[], listeners: BootListeners): Hypervisor {
+  const map = h.memoryMap.map((r) => ({ base: r.base, length: r.length, type: r.type }));
+  const hv = new Hypervisor(m, map, new HostMemoryManager(m.memory, map));
+  if (guests.length === 0) {
+    m.finish({ reason: 'halted', code: 0, detail: 'handed off to the hypervisor; no guests to run', atNs: m.now() });
+    return hv;
+  }
+  const vms = guests.map((g) => hv.createGuest({ image: new Uint8Array(readFileSync(g.path)), fileName: basename(g.path), memBytes: g.memBytes, vcpus: g.vcpus, ...(g.cmdline !== undefined ? { cmdline: g.cmdline } : {}) }));
+  for (const vm of vms) vm.onSerial = (t) => listeners.onGuestSerial?.(vm.name, t);
+  hv.onAllStopped = () => m.finish({ reason: 'halted', code: 0, detail: 'all guests stopped', atNs: m.now() });
+  return hv;
+}
+
+function readBootInfo(m: PcMachine, handedOff: boolean): BootInfo | null {
+  if (!handedOff) return null;
   try {
-    const bytes = m.memory.read(BOOT_INFO_DEFAULT_ADDRESS, 0x1000);
-    return parseBootInfo(bytes, BOOT_INFO_DEFAULT_ADDRESS);
+    return parseBootInfo(m.memory.read(BOOT_INFO_DEFAULT_ADDRESS, 0x1000), BOOT_INFO_DEFAULT_ADDRESS);
   } catch (e) {
-    if (report) m.log('boot-info', `could not parse the boot-info block: ${(e as Error).message}`);
+    m.log('boot-info', `could not parse the boot-info block: ${(e as Error).message}`);
     return null;
   }
 }
 
-/** Boot succeeded: the next stage reported success through isa-debug-exit (value 0 -> status 1). */
+/**
+ * Boot succeeded: the OS handed off, and every guest (if any) reported success
+ * through isa-debug-exit. `strict` also demands no POST error and no failing container.
+ */
 export function bootSucceeded(r: BootReport, strict = false): boolean {
-  if (r.exit.reason !== 'debug-exit' || r.exit.code !== 1) return false;
-  return !strict || r.postErrors.length === 0;
+  if (!r.handoff) return false;
+  if (!r.guests.every((g) => g.exit?.reason === 'debug-exit' && g.exit.code === 1)) return false;
+  return !strict || (r.postErrors.length === 0 && r.handoff.result === 'pass');
 }

@@ -17,6 +17,8 @@ import { Debugcon } from '../devices/debugcon.js';
 import { FwCfg } from '../devices/fw-cfg.js';
 import { LocalApic, type IpiMessage } from '../devices/lapic.js';
 import type { AccessSize, IrqLine } from '../devices/device.js';
+import { REG } from '../cpu/unicorn/constants.js';
+import { HANDOFF_VMCALL_RAX } from './handoff.js';
 import { hasFault, ramFaults, type FaultSpec } from './faults.js';
 import { checkVersion, stateBytes, stateNumber, stateRecord, stateString, StateError, type StateRecord } from '../state.js';
 
@@ -119,6 +121,8 @@ export class PcMachine implements CpuHost {
   exit: MachineExit | null = null;
 
   onSerial: ((text: string) => void) | undefined;
+  /** The lightweight OS's VMCALL handoff (RAX = 'FIRM', RBX = block); unset means VMCALL raises #UD, as on QEMU. */
+  onHandoff: ((blockAddress: number, cpu: X86Cpu) => void) | undefined;
   onPostCode: ((code: number, atNs: number) => void) | undefined;
   onEvent: ((ev: MachineEvent) => void) | undefined;
 
@@ -147,7 +151,8 @@ export class PcMachine implements CpuHost {
     this.post = new PostPort({ clock, onCode: (code, atNs) => this.postCode(code, atNs) });
     this.debugExit = new DebugExit({ onExit: (status, value) => this.finish({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}`, atNs: this.now() }) });
     this.debugcon = new Debugcon({ onByte: (b) => this.log('debugcon', String.fromCharCode(b)) });
-    this.fwCfg = new FwCfg({ memory: this.memory, ramBytes: config.memBytes, cpus: config.cpus });
+    // Room for a container set well beyond QEMU's default 32 slots.
+    this.fwCfg = new FwCfg({ memory: this.memory, ramBytes: config.memBytes, cpus: config.cpus, fileSlots: 256 });
     for (const f of config.fwCfgFiles ?? []) this.fwCfg.addFile(f.name, f.data);
     this.fwCfg.addFile('etc/e820', this.e820Table());
     for (const d of [this.pic, this.pit, this.uart, this.cmos, this.post, this.debugExit, this.debugcon, this.fwCfg]) this.io.register(d);
@@ -298,6 +303,20 @@ export class PcMachine implements CpuHost {
     if (!cpu) return;
     cpu.startupAt(vector);
     this.log('ipi', `SIPI: CPU ${index} starts at 0x${(vector << 12).toString(16)}`, index);
+  }
+
+  /** VMCALL on bare metal: only the handoff, and only when someone takes the machine over. */
+  hypercall(cpu: X86Cpu): boolean {
+    if (!this.onHandoff) return false;
+    const rax = Number(cpu.engine.readReg(REG.RAX) & 0xffff_ffffn);
+    if (rax !== HANDOFF_VMCALL_RAX) return false;
+    const block = Number(cpu.engine.readReg(REG.RBX));
+    this.log('handoff', `VMCALL handoff from CPU ${cpu.index}: block at 0x${block.toString(16)}`, cpu.index);
+    // The machine's CPUs are parked from here on; whoever takes over schedules its own contexts.
+    for (const c of this.cpus) c.state = 'shutdown';
+    cpu.requestStop();
+    this.onHandoff(block, cpu);
+    return true;
   }
 
   // ---------------------------------------------------------------- outputs

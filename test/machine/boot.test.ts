@@ -22,17 +22,17 @@ describe('default machine boot', () => {
   it('runs the full POST code sequence and hands off to the next stage', () => {
     expect(first.postCodes.map((p) => p.hex)).toEqual(CLEAN_SEQUENCE);
     expect(first.postErrors).toEqual([]);
-    expect(first.exit).toMatchObject({ reason: 'debug-exit', code: 1 });
+    expect(first.exit).toMatchObject({ reason: 'halted', code: 0, detail: 'handed off to the hypervisor; no guests to run' });
     expect(bootSucceeded(first)).toBe(true);
   });
 
   it('prints the documented POST log on COM1', () => {
     expect(first.serial).toBe(expectedSerial);
-    expect(first.serial).toContain('payload: boot-info v1, 64 MiB, 1 CPU');
+    expect(first.serial).toContain('firmament-os 0.1: boot-info v1 at 0x8000, 64 MiB');
   });
 
   it('reports stages in order and the memory map handed to the next stage', () => {
-    expect(first.stages.map((s) => s.name)).toEqual(['reset', 'real-mode', 'protected-mode', 'long-mode-init', 'post', 'next-stage']);
+    expect(first.stages.map((s) => s.name)).toEqual(['reset', 'real-mode', 'protected-mode', 'long-mode-init', 'post', 'containers', 'hypervisor']);
     for (const s of first.stages) expect(s.endMs).toBeGreaterThanOrEqual(s.startMs);
     const usable = first.memoryMap.filter((e) => e.type === 1);
     expect(usable.some((e) => e.base === '0x100000')).toBe(true);
@@ -48,7 +48,7 @@ describe('default machine boot', () => {
 
 describe('fault injection', () => {
   const cases: [string, string, RegExp][] = [
-    ['ram:0x200000+0x1000', '0xE2', /\[POST 0xE2\] memory test FAILED: bad range \[mem 0x0000000000200000-0x0000000000200fff\]/],
+    ['ram:0x800000+0x1000', '0xE2', /\[POST 0xE2\] memory test FAILED: bad range \[mem 0x0000000000800000-0x0000000000800fff\]/],
     ['cmos-checksum', '0xE5', /\[POST 0xE5\] CMOS checksum bad: stored 0x[0-9a-f]+ computed 0x0184, using defaults/],
     ['pit-stuck', '0xE3', /\[POST 0xE3\] PIT stuck: channel 0 counter stays at 0x[0-9a-f]+, skipping timer interrupt test/],
   ];
@@ -57,15 +57,15 @@ describe('fault injection', () => {
       const r = await run([fault]);
       expect(r.postErrors.map((p) => p.hex)).toEqual([code]);
       expect(r.serial).toMatch(line);
-      expect(r.exit).toMatchObject({ reason: 'debug-exit', code: 1 });
+      expect(r.handoff).not.toBeNull();
       expect(bootSucceeded(r)).toBe(true);
       expect(bootSucceeded(r, true)).toBe(false);
     });
   }
 
   it('--fault ram fences the bad range in the handed-off memory map', async () => {
-    const r = await run(['ram:0x200000+0x1000']);
-    expect(r.memoryMap).toContainEqual({ base: '0x200000', length: '0x1000', type: 5, typeName: 'bad' });
+    const r = await run(['ram:0x800000+0x1000']);
+    expect(r.memoryMap).toContainEqual({ base: '0x800000', length: '0x1000', type: 5, typeName: 'bad' });
   });
 
   it('--fault uart-dead moves the log to debugcon and reports 0xE0', async () => {
@@ -73,7 +73,8 @@ describe('fault injection', () => {
     expect(r.postErrors.map((p) => p.hex)).toEqual(['0xE0']);
     expect(r.serial).toBe('');
     expect(r.debugcon).toMatch(/\[POST 0xE0\] UART dead: COM1 scratch register test fail/);
-    expect(r.exit).toMatchObject({ reason: 'debug-exit', code: 1 });
+    expect(r.handoff).not.toBeNull();
+    expect(r.containers.find((c) => c.name === 'uart')?.status).toBe('fail');
   });
 
   it('rejects malformed fault specs with a message naming the problem', () => {

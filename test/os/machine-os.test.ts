@@ -120,10 +120,10 @@ describe('lightweight OS on the Firmament machine with injected faults', () => {
     expect(console_).toContain('[POST 0xE0] UART dead');                    // the log moved to debugcon
     expect(console_).toMatch(/memtest: finding error container 0x0501: bad RAM \[mem 0x3000000-0x3001fff\], lowest bad address 0x3000000, bits 0x[0-9a-f]+/);
     expect(console_).toContain('memtest: finding info os 0x0015: fix applied: [mem 0x3000000-0x3001fff] fenced, handed off as type 5');
-    expect(console_).toContain('container memtest: fixed');
+    expect(console_).toContain('container memtest: fail');
     expect(console_).toContain('container cmos: fixed');
     expect(console_).toMatch(/uart: finding error container 0x0101: COM1 scratch register: wrote 0x55, read 0x[0-9a-f]{2}/);
-    expect(console_).toContain('containers: cmos fixed, fwcfg pass, memtest fixed, timer pass, uart fail');
+    expect(console_).toContain('containers: cmos fixed, fwcfg pass, memtest fail, timer pass, uart fail');
     expect(console_).toContain('  [mem 0x0000000003000000-0x0000000003001fff] bad (fenced)');
     expect(console_.trimEnd().endsWith('handoff: no hypervisor, stopping')).toBe(true);
   });
@@ -138,7 +138,7 @@ describe('lightweight OS on the Firmament machine with injected faults', () => {
     expect(h.bootinfo).toBe(0x8000n);
     expect(h.abi).toBe(1);
     expect(h.result).toBe(1);
-    expect(h.counts).toEqual([2, 1, 2, 0, 0]);             // pass, fail, fixed, rejected, timeout
+    expect(h.counts).toEqual([2, 2, 1, 0, 0]);             // pass, fail, fixed, rejected, timeout
     expect(h.postFlags & 0x21).toBe(0x21);                 // UART dead (bit 0), CMOS checksum (bit 5)
     expect(h.resolved).toBe(0x20);                         // cmos resolved the checksum error
     expect(h.osStart).toBe(0x200000n);
@@ -155,7 +155,7 @@ describe('lightweight OS on the Firmament machine with injected faults', () => {
 
   it('containers and findings tables agree with the layout and the console', () => {
     expect(handoff.containers.map((c) => [c.name, c.status])).toEqual([
-      ['cmos', 'fixed'], ['fwcfg', 'pass'], ['memtest', 'fixed'], ['timer', 'pass'], ['uart', 'fail'],
+      ['cmos', 'fixed'], ['fwcfg', 'pass'], ['memtest', 'fail'], ['timer', 'pass'], ['uart', 'fail'],
     ]);
     for (const [i, c] of handoff.containers.entries()) {
       expect(c.digest).toBe(layout.containers[i]!.manifestDigest);
@@ -163,7 +163,7 @@ describe('lightweight OS on the Firmament machine with injected faults', () => {
       for (let f = c.firstFinding; f < c.firstFinding + c.findingCount; f++) expect(handoff.findings[f]!.container).toBe(i);
     }
     const memtest = handoff.containers[2]!;
-    expect(memtest.exitCode).toBe(2);
+    expect(memtest.exitCode).toBe(1);                      // fail: fenced, not repaired
     expect(memtest.fixes).toBe(1);
     expect(memtest.grants & 1).toBe(1);                   // ram-test
     const bad = handoff.findings.find((f) => f.code === 0x0501)!;

@@ -73,7 +73,10 @@ NORETURN void user_return(struct kctx *ctx, u64 value);
 /* ---- timer (timer.c) ---- */
 #define TIMER_HZ 1000
 #define PIT_DIVISOR 1193
+#define VEC_LAPIC_TIMER 0x40
 void timer_init(void);
+bool timer_uses_lapic(void);
+void timer_lapic_eoi(void);
 void timer_program_pit(void);
 void timer_irq(bool from_user);
 u64 timer_ms(void);

@@ -169,6 +169,11 @@ void interrupt_dispatch(struct int_frame *f)
 		timer_irq(user);
 		return;
 	}
+	if (f->vector == VEC_LAPIC_TIMER) {
+		timer_lapic_eoi();
+		timer_irq(user);
+		return;
+	}
 	if (f->vector == 0xff)
 		return;                     /* LAPIC spurious: no EOI */
 	if (f->vector == VEC_IRQ7 || f->vector == VEC_IRQ15) {

@@ -77,7 +77,10 @@ void kmain(u64 bi_phys)
 	kprintf("os: sha256 self-test: %d known-answer vectors ok\n", SHA256_SELFTEST_VECTORS);
 
 	timer_init();
-	kprintf("os: timer: PIT channel 0 at %u Hz on IRQ0 (container time limits)\n", TIMER_HZ);
+	if (timer_uses_lapic())
+		kprintf("os: timer: PIT stuck (POST 0xE3): LAPIC timer at %u Hz on vector 0x40, uncalibrated (1 GHz bus assumed)\n", TIMER_HZ);
+	else
+		kprintf("os: timer: PIT channel 0 at %u Hz on IRQ0 (container time limits)\n", TIMER_HZ);
 
 	if (fwcfg_init())
 		oci_run_all();
