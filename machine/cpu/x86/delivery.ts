@@ -82,8 +82,9 @@ class Frame {
     this.blob = savedContext ?? cpu.saveContext();
     this.dv = new DataView(this.blob.buffer, this.blob.byteOffset, this.blob.byteLength);
     this.ctl = cpu.readControl();
-    this.rip = cpu.readRip();
-    this.rsp = cpu.readRsp();
+    // RIP and RSP straight from the fresh context; RFLAGS through the API (QEMU computes arithmetic flags lazily).
+    this.rip = this.dv.getBigUint64(this.L.regs + 16 * 8, true);
+    this.rsp = this.dv.getBigUint64(this.L.regs + 4 * 8, true);
     this.rflags = cpu.readRflags();
   }
 
@@ -169,7 +170,14 @@ const le = (v: bigint, n: number): Uint8Array => {
 /** An interrupt frame as it lies on the stack: `pushed[0]` pushed first, so highest. */
 function stackImage(pushed: bigint[], width: number): Uint8Array {
   const out = new Uint8Array(pushed.length * width);
-  pushed.forEach((v, i) => out.set(le(v, width), (pushed.length - 1 - i) * width));
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < pushed.length; i++) {
+    const at = (pushed.length - 1 - i) * width;
+    const v = pushed[i]!;
+    if (width === 8) dv.setBigUint64(at, v, true);
+    else if (width === 4) dv.setUint32(at, Number(v & 0xffff_ffffn), true);
+    else dv.setUint16(at, Number(v & 0xffffn), true);
+  }
   return out;
 }
 
