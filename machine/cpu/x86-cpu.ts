@@ -117,6 +117,8 @@ export class X86Cpu implements DeliveryCpu {
     this.engine = new UnicornEngine(UC_MODE_64);
     this.resetContext = X86Cpu.makeResetContext();
     this.mapMemory();
+    // Host writes (DMA, loaders, debugger pokes) bypass QEMU's self-modifying-code detection.
+    host.memory.onHostWrite((addr, length) => this.invalidateCode(addr, length));
     this.engine.useVirtualTlb();
     this.installHooks();
     this.slice.writeBigUInt64LE(0n, SLICE.limit);

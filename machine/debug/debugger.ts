@@ -101,6 +101,19 @@ interface Watch {
 
 export type StopListener = (stop: StopInfo) => void;
 
+/**
+ * Code translated before a hook was added (or removed) keeps its old
+ * instrumentation: drop the translation of that one address. A full flush
+ * would work too but costs ~100 ms in Unicorn.
+ */
+function dropTranslation(cpu: X86Cpu, linear: bigint): void {
+  try {
+    cpu.engine.invalidateCode(Number(linear), Number(linear) + 1);
+  } catch {
+    // Not mapped now: nothing was translated there under the current mapping.
+  }
+}
+
 export class Debugger {
   private readonly breakpoints = new Map<number, Breakpoint>();
   private readonly watches = new Map<number, Watch>();
@@ -112,8 +125,8 @@ export class Debugger {
   private flushScheduled = false;
   /** While stepping, stops found by hooks are reported as the step's result. */
   private stepping = false;
-  /** CPU index -> linear address whose breakpoint the next instruction must not trigger. */
-  private readonly skip = new Map<number, bigint>();
+  /** CPU -> linear address whose breakpoint the next instruction must not trigger. */
+  private readonly skip = new Map<X86Cpu, bigint>();
   private modeArm: CpuMode[] | null = null;
   private stepWrapped = false;
   /**
@@ -124,7 +137,14 @@ export class Debugger {
   private readonly flushAfterRound = new Set<X86Cpu>();
   lastStop: StopInfo | null = null;
 
-  constructor(readonly machine: PcMachine) {
+  private readonly cpus: () => readonly X86Cpu[];
+
+  /** `cpus`: every CPU to debug, machine CPUs first (default: the machine's); guest vCPUs can follow. */
+  constructor(
+    readonly machine: PcMachine,
+    opts: { cpus?: () => readonly X86Cpu[] } = {},
+  ) {
+    this.cpus = opts.cpus ?? (() => machine.cpus);
     this.detachers.push(chainListener(machine, 'onPostCode', (code) => this.postCodeWritten(code)));
     this.detachers.push(
       chainListener(machine, 'onEvent', (ev) => {
@@ -149,7 +169,7 @@ export class Debugger {
       modeSwitchArmed: this.modeArm !== null,
       exit: exit ? { reason: exit.reason, code: exit.code, ...(exit.detail ? { detail: exit.detail } : {}) } : null,
       nowMs: nsToMs(this.machine.now()),
-      cpus: this.machine.cpus.length,
+      cpus: this.cpus().length,
     };
   }
 
@@ -185,9 +205,10 @@ export class Debugger {
    * halted CPU first waits, in virtual time, for the next timer event.
    */
   step(cpuIndex: number, count = 1): StopInfo {
-    const cpu = this.machine.cpus[cpuIndex];
-    if (!cpu) throw new RangeError(`no CPU ${cpuIndex} (the machine has ${this.machine.cpus.length})`);
+    const cpu = this.cpus()[cpuIndex];
+    if (!cpu) throw new RangeError(`no CPU ${cpuIndex} (there are ${this.cpus().length})`);
     if (this.machine.exit) throw new Error(`the machine has exited (${this.machine.exit.reason})`);
+    if (cpu !== this.machine.cpus[cpuIndex] || this.machine.scheduler) throw new Error(`single-step works on the machine's own CPUs only; CPU ${cpuIndex} is scheduled by the ${this.machine.scheduler?.name ?? 'hypervisor'}`);
     if (!this.machine.paused) this.machine.pause();
     this.pending = null;
     let exit: SliceExit['kind'] = 'preempted';
@@ -202,7 +223,7 @@ export class Debugger {
         this.skipBreakpointAt(cpu);
         exit = this.machine.stepInstruction(cpuIndex).kind;
         this.flushAfterRound.add(cpu);
-        this.skip.delete(cpuIndex);
+        this.skip.delete(cpu);
         this.checkWatches();
         if (this.pending) break;
       }
@@ -225,7 +246,7 @@ export class Debugger {
   addBreakpoint(spec: BreakpointSpec): BreakpointView {
     const bp: Breakpoint = { id: this.nextId++, spec, hits: 0, hooks: [] };
     this.breakpoints.set(bp.id, bp);
-    if (spec.kind === 'linear') for (const cpu of this.machine.cpus) this.hook(bp, cpu, spec.address);
+    if (spec.kind === 'linear') for (const cpu of this.cpus()) this.hook(bp, cpu, spec.address);
     if (spec.kind === 'physical') this.resolvePhysical(bp);
     return this.breakpointView(bp);
   }
@@ -278,14 +299,13 @@ export class Debugger {
   // ------------------------------------------------------------------ internals
   private breakpointView(b: Breakpoint): BreakpointView {
     const v: BreakpointView = { id: b.id, kind: b.spec.kind, text: formatBreakpointSpec(b.spec), hits: b.hits };
-    if (b.spec.kind === 'physical') v.resolved = b.hooks.map((h) => `cpu${h.cpu.index}:${hex(h.linear)}`);
+    if (b.spec.kind === 'physical') v.resolved = b.hooks.map((h) => `cpu${this.cpus().indexOf(h.cpu)}:${hex(h.linear)}`);
     return v;
   }
 
   private hook(bp: Breakpoint, cpu: X86Cpu, linear: bigint): void {
     const handle = cpu.engine.onCode(linear, linear, (addr) => this.codeHit(bp, cpu, addr));
-    // Code translated before the hook existed would not call it.
-    cpu.engine.flushCode();
+    dropTranslation(cpu, linear);
     bp.hooks.push({ cpu, linear, handle });
   }
 
@@ -293,7 +313,7 @@ export class Debugger {
     for (const h of bp.hooks.splice(0)) {
       if (h.cpu.engine.isClosed) continue;
       h.cpu.engine.removeHook(h.handle);
-      h.cpu.engine.flushCode();
+      dropTranslation(h.cpu, h.linear);
     }
   }
 
@@ -302,7 +322,7 @@ export class Debugger {
     if (bp.spec.kind !== 'physical') return;
     const target = bp.spec.address;
     const wanted: { cpu: X86Cpu; linear: bigint }[] = [];
-    for (const cpu of this.machine.cpus) {
+    for (const cpu of this.cpus()) {
       if (cpu.engine.isClosed) continue;
       for (const linear of linearAliases(cpu.memory, cpu.readControl(), target, { limit: MAX_ALIASES })) wanted.push({ cpu, linear });
     }
@@ -318,8 +338,8 @@ export class Debugger {
 
   /** Runs inside Unicorn's code hook: stop before the instruction at `addr`. */
   private codeHit(bp: Breakpoint, cpu: X86Cpu, addr: bigint): void {
-    if (this.skip.get(cpu.index) === addr) {
-      this.skip.delete(cpu.index);
+    if (this.skip.get(cpu) === addr) {
+      this.skip.delete(cpu);
       return;
     }
     if (bp.spec.kind === 'physical') {
@@ -328,7 +348,8 @@ export class Debugger {
       if (!w.ok || w.paddr !== bp.spec.address) return;
     }
     bp.hits++;
-    this.stopLater({ reason: 'breakpoint', breakpoint: bp.id, address: hex64(addr), cpu: cpu.index, message: `breakpoint ${bp.id} (${formatBreakpointSpec(bp.spec)}) hit on CPU ${cpu.index} at ${hex(addr)}` });
+    const n = this.cpus().indexOf(cpu);
+    this.stopLater({ reason: 'breakpoint', breakpoint: bp.id, address: hex64(addr), cpu: n, message: `breakpoint ${bp.id} (${formatBreakpointSpec(bp.spec)}) hit on CPU ${n} at ${hex(addr)}` });
     cpu.requestStop();
     cpu.engine.stop();
   }
@@ -346,7 +367,7 @@ export class Debugger {
   private skipBreakpointAt(cpu: X86Cpu): void {
     if (this.breakpoints.size === 0 || cpu.engine.isClosed) return;
     const rip = cpuLocation(cpu).linearRip;
-    if ([...this.breakpoints.values()].some((b) => b.hooks.some((h) => h.cpu === cpu && h.linear === rip))) this.skip.set(cpu.index, rip);
+    if ([...this.breakpoints.values()].some((b) => b.hooks.some((h) => h.cpu === cpu && h.linear === rip))) this.skip.set(cpu, rip);
   }
 
   /** Before resuming, CPUs sitting on a breakpoint execute that instruction once, so they do not stop again at once. */
@@ -354,15 +375,17 @@ export class Debugger {
     if (this.breakpoints.size === 0) return;
     this.stepping = true;
     try {
-      for (const cpu of this.machine.cpus) {
-        if (cpu.state !== 'running' || this.machine.exit) continue;
+      this.cpus().forEach((cpu, index) => {
+        if (cpu.state !== 'running' || this.machine.exit || cpu.engine.isClosed) return;
         const rip = cpuLocation(cpu).linearRip;
-        if (![...this.breakpoints.values()].some((b) => b.hooks.some((h) => h.cpu === cpu && h.linear === rip))) continue;
-        this.skip.set(cpu.index, rip);
-        this.machine.stepInstruction(cpu.index);
+        if (![...this.breakpoints.values()].some((b) => b.hooks.some((h) => h.cpu === cpu && h.linear === rip))) return;
+        this.skip.set(cpu, rip);
+        // Guest vCPUs are scheduled by the hypervisor: their first hit at this address is skipped instead.
+        if (cpu !== this.machine.cpus[index] || this.machine.scheduler) return;
+        this.machine.stepInstruction(index);
         this.flushAfterRound.add(cpu);
-        this.skip.delete(cpu.index);
-      }
+        this.skip.delete(cpu);
+      });
     } finally {
       this.stepping = false;
     }
@@ -379,7 +402,7 @@ export class Debugger {
   }
 
   private currentModes(): CpuMode[] {
-    return this.machine.cpus.map((c) => (c.engine.isClosed ? 'real' : c.mode()));
+    return this.cpus().map((c) => (c.engine.isClosed ? 'real' : c.mode()));
   }
 
   private checkModes(before: CpuMode[]): void {

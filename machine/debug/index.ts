@@ -2,3 +2,6 @@
 export * from './debugger.js';
 export * from './specs.js';
 export * from './listeners.js';
+export * from './session.js';
+export * from './protocol.js';
+export * from './ndjson.js';

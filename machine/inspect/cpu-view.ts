@@ -112,6 +112,8 @@ export function segmentAttributes(flags: number, mode: CpuMode): string {
   const present = (flags & DESC.P) !== 0;
   const dplText = `DPL${(flags >>> DESC.DPL_SHIFT) & 3}`;
   const parts: string[] = [];
+  // A null selector loads an all-zero, not-present cache (DS/ES/FS/GS in long mode).
+  if (mode !== 'real' && flags === 0) return 'unusable';
   if (mode === 'real') parts.push('real');
   else if ((flags & DESC.S) === 0) parts.push(SYSTEM_TYPES[(flags >>> 8) & 0xf] ?? `system-type${(flags >>> 8) & 0xf}`);
   else if (flags & DESC.CODE) {

@@ -44,6 +44,17 @@ const BACK_WINDOW = 64;
 
 let formatter: Formatter | undefined;
 
+/** Intel syntax with 0x-prefixed lower-case hex and no leading zeros on branch targets: short lines for narrow panes. */
+function newFormatter(): Formatter {
+  const f = new Formatter(FormatterSyntax.Intel);
+  f.hexPrefix = '0x';
+  f.hexSuffix = '';
+  f.uppercaseHex = false;
+  f.branchLeadingZeros = false;
+  f.spaceAfterOperandSeparator = true;
+  return f;
+}
+
 interface Decoded {
   address: bigint;
   bytes: number[];
@@ -56,7 +67,7 @@ export function decodeBytes(bits: 16 | 32 | 64, address: bigint, bytes: readonly
   const usable = Uint8Array.from((firstNull < 0 ? bytes : bytes.slice(0, firstNull)) as number[]);
   const out: Decoded[] = [];
   if (usable.length === 0 || limit <= 0) return out;
-  formatter ??= new Formatter(FormatterSyntax.Intel);
+  formatter ??= newFormatter();
   const decoder = new Decoder(bits, usable, DecoderOptions.None);
   const insn = new Instruction();
   try {

@@ -42,6 +42,8 @@ export interface MemoryView {
 export interface InspectableMachine {
   readonly memory: PhysicalMemory;
   readonly cpus: readonly X86Cpu[];
+  /** Resolves the request's CPU when it is not one of `cpus` (a guest vCPU). */
+  cpuFor?: (index: number) => X86Cpu | undefined;
 }
 
 export const MAX_MEMORY_READ = 64 * 1024;
@@ -116,11 +118,12 @@ export function readMemory(machine: InspectableMachine, req: MemoryRequest): Mem
   const address = parseAddress(req.address);
   const length = Math.max(0, Math.min(req.length, MAX_MEMORY_READ));
   const cpuIndex = req.cpu ?? 0;
+  const cpu = machine.cpuFor ? machine.cpuFor(cpuIndex) : machine.cpus[cpuIndex];
   if (req.space === 'physical') {
-    const bytes = readPhysical(machine.memory, address, length);
+    // A guest vCPU's "physical" is guest-physical: read through its walk memory.
+    const bytes = machine.cpuFor && cpu ? readPhysical(cpu.memory, address, length) : readPhysical(machine.memory, address, length);
     return { space: 'physical', cpu: cpuIndex, address: hex(address), length, bytes, rows: formatRows(address, bytes, req.width) };
   }
-  const cpu = machine.cpus[cpuIndex];
   if (!cpu) throw new RangeError(`no CPU ${cpuIndex} (the machine has ${machine.cpus.length})`);
   const { bytes, pages } = readLinear(cpu, address, length);
   return { space: 'virtual', cpu: cpuIndex, address: hex(address), length, bytes, rows: formatRows(address, bytes, req.width), pages };

@@ -15,7 +15,25 @@ import { consolesView, type ConsoleHooks, type ConsolesView } from './consoles-v
 import { vcpusView, type VcpusHooks, type VcpusView } from './vcpus-view.js';
 import { parseAddress } from './hex.js';
 
-export type InspectHooks = TimelineHooks & ConsoleHooks & VcpusHooks;
+/** A CPU the inspection API can look at: the machine's own, or a VM's vCPU (whose "physical" is guest-physical). */
+export interface CpuEntry {
+  /** 'cpu0', 'vm:hello/vcpu0'. */
+  id: string;
+  kind: 'machine-cpu' | 'vm-vcpu';
+  cpu: X86Cpu;
+}
+
+export interface GuestCpuHooks {
+  /** vCPUs of hypervisor guests, appended after the machine's CPUs in the CPU numbering. */
+  guestCpus?: () => readonly CpuEntry[];
+}
+
+export type InspectHooks = TimelineHooks & ConsoleHooks & VcpusHooks & GuestCpuHooks;
+
+/** Every inspectable CPU: the machine's CPUs first (index = CPU number), then guest vCPUs. */
+export function inspectableCpus(machine: PcMachine, hooks: GuestCpuHooks = {}): CpuEntry[] {
+  return [...machine.cpus.map((cpu) => ({ id: `cpu${cpu.index}`, kind: 'machine-cpu' as const, cpu })), ...(hooks.guestCpus?.() ?? [])];
+}
 
 export const SNAPSHOT_PARTS = ['cpu', 'disassembly', 'memory', 'pageWalk', 'timeline', 'events', 'consoles', 'vcpus'] as const;
 export type SnapshotPart = (typeof SNAPSHOT_PARTS)[number];
@@ -52,9 +70,10 @@ export interface InspectionSnapshot {
 }
 
 /** The CPU to inspect, refusing a machine whose engines were already closed. */
-export function inspectableCpu(machine: PcMachine, index: number): X86Cpu {
-  const cpu = machine.cpus[index];
-  if (!cpu) throw new RangeError(`no CPU ${index} (the machine has ${machine.cpus.length})`);
+export function inspectableCpu(machine: PcMachine, index: number, hooks: GuestCpuHooks = {}): X86Cpu {
+  const all = inspectableCpus(machine, hooks);
+  const cpu = all[index]?.cpu;
+  if (!cpu) throw new RangeError(`no CPU ${index} (CPUs: ${all.map((c, i) => `${i}=${c.id}`).join(', ')})`);
   if (cpu.engine.isClosed) throw new Error('the machine has been shut down; CPU state is gone');
   return cpu;
 }
@@ -71,16 +90,13 @@ export function inspectMachine(machine: PcMachine, req: SnapshotRequest = {}, ho
       out.errors[name] = (e as Error).message;
     }
   };
-  part('cpu', () => cpuView(inspectableCpu(machine, cpuIndex)));
-  part('disassembly', () => disassemble(inspectableCpu(machine, cpuIndex), req.disassembly ?? {}));
-  part('memory', () => {
-    const m = req.memory ?? { space: 'physical', address: 0, length: 256 };
-    if (m.space === 'virtual') inspectableCpu(machine, cpuIndex);
-    return readMemory(machine, { ...m, cpu: cpuIndex });
-  });
+  const cpu = (): X86Cpu => inspectableCpu(machine, cpuIndex, hooks);
+  part('cpu', () => cpuView(cpu()));
+  part('disassembly', () => disassemble(cpu(), req.disassembly ?? {}));
+  part('memory', () => readMemoryFor(machine, { space: 'physical', address: 0, length: 256, ...req.memory, cpu: cpuIndex }, hooks));
   if (req.pageWalk) {
     const w = req.pageWalk;
-    part('pageWalk', () => pageWalkView(inspectableCpu(machine, cpuIndex), parseAddress(w.address), { ...(w.access ? { access: w.access } : {}), ...(w.user !== undefined ? { user: w.user } : {}) }));
+    part('pageWalk', () => pageWalkView(cpu(), parseAddress(w.address), { ...(w.access ? { access: w.access } : {}), ...(w.user !== undefined ? { user: w.user } : {}) }));
   }
   part('timeline', () => timelineView(machine, { ...(req.timeline?.limit !== undefined ? { limit: req.timeline.limit } : {}), hooks }));
   part('events', () => eventsView(machine, req.events ?? {}));
@@ -90,4 +106,16 @@ export function inspectMachine(machine: PcMachine, req: SnapshotRequest = {}, ho
     return vcpusView(machine, hooks);
   });
   return out;
+}
+
+/**
+ * Memory through the selected CPU: physical reads of a guest vCPU are
+ * guest-physical (its walk memory), virtual reads use its page tables.
+ */
+export function readMemoryFor(machine: PcMachine, req: MemoryRequest, hooks: GuestCpuHooks = {}): MemoryView {
+  const index = req.cpu ?? 0;
+  const entry = inspectableCpus(machine, hooks)[index];
+  if (req.space === 'physical' && (!entry || entry.kind === 'machine-cpu')) return readMemory(machine, req);
+  const cpu = inspectableCpu(machine, index, hooks);
+  return readMemory({ memory: machine.memory, cpus: [], cpuFor: () => cpu }, req);
 }

@@ -25,10 +25,11 @@ export interface StageView {
   codes: string[];
 }
 
-export type FirmwareContainerStatus = 'pending' | 'loading' | 'verified' | 'rejected' | 'running' | 'done';
+/** Before the handoff a container is pending or running; the handoff block reports the rest. */
+export type FirmwareContainerStatus = 'pending' | 'running' | 'pass' | 'fail' | 'fixed' | 'rejected' | 'timeout';
 
 export interface FirmwareFinding {
-  severity: 'info' | 'warning' | 'error';
+  severity: 'info' | 'warning' | 'error' | 'critical';
   message: string;
 }
 
@@ -57,33 +58,42 @@ export interface TimelineView {
 
 /**
  * Stage boundaries keyed by the POST code that starts each stage: the same
- * table as machine/platform/boot.ts, which keeps its copy private.
+ * table as machine/platform/boot.ts, which keeps its copy private. The
+ * handoff (a 'handoff' machine event) starts the 'hypervisor' stage.
  */
 export const STAGE_STARTS: readonly (readonly [number, string])[] = [
   [0x01, 'real-mode'],
   [0x02, 'protected-mode'],
   [0x03, 'long-mode-init'],
   [0x04, 'post'],
-  [0x5f, 'next-stage'],
+  [0x5f, 'containers'],
 ];
+export const HANDOFF_STAGE = 'hypervisor';
 
 export function postCodeView(code: number, atNs: number): PostCodeView {
   const info = describePostCode(code);
   return { code, hex: hex2(code), name: info.name, severity: info.severity, description: info.description, atMs: nsToMs(atNs) };
 }
 
-/** Pure: stages from a POST code sequence, as boot() computes them. */
-export function stagesFrom(codes: readonly { code: number; atNs: number }[]): StageView[] {
+/** Pure: stages from a POST code sequence (and the handoff time, if any), as boot() computes them. */
+export function stagesFrom(codes: readonly { code: number; atNs: number }[], handoffAtNs: number | null = null): StageView[] {
   const stages: StageView[] = [{ name: 'reset', startMs: 0, endMs: null, codes: [] }];
+  const start = (name: string, atNs: number): void => {
+    if (stages[stages.length - 1]!.name === name) return;
+    stages[stages.length - 1]!.endMs = nsToMs(atNs);
+    stages.push({ name, startMs: nsToMs(atNs), endMs: null, codes: [] });
+  };
+  let handoffDone = handoffAtNs === null;
   for (const c of codes) {
-    const at = nsToMs(c.atNs);
-    const start = STAGE_STARTS.find(([code]) => code === c.code);
-    if (start && stages[stages.length - 1]!.name !== start[1]) {
-      stages[stages.length - 1]!.endMs = at;
-      stages.push({ name: start[1], startMs: at, endMs: null, codes: [] });
+    if (!handoffDone && c.atNs > handoffAtNs!) {
+      start(HANDOFF_STAGE, handoffAtNs!);
+      handoffDone = true;
     }
+    const s = STAGE_STARTS.find(([code]) => code === c.code);
+    if (s) start(s[1], c.atNs);
     stages[stages.length - 1]!.codes.push(hex2(c.code));
   }
+  if (!handoffDone) start(HANDOFF_STAGE, handoffAtNs!);
   return stages;
 }
 
@@ -91,7 +101,8 @@ export function timelineView(machine: PcMachine, opts: { limit?: number; hooks?:
   const codes = machine.post.codes();
   const limit = opts.limit ?? 256;
   const views = codes.slice(-limit).map((c) => postCodeView(c.code, c.atNs));
-  const stages = stagesFrom(codes);
+  const handoff = machine.events.find((e) => e.kind === 'handoff');
+  const stages = stagesFrom(codes, handoff ? handoff.atNs : null);
   const nowMs = nsToMs(machine.now());
   if (machine.exit) stages[stages.length - 1]!.endMs = nsToMs(machine.exit.atNs);
   return {

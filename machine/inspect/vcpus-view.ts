@@ -3,7 +3,7 @@
  * adds its VMs through the typed hook. Every CPU engine runs on the Node
  * main thread, so "host" names that thread and the process CPU time.
  */
-import type { CpuRunState } from '../cpu/x86-cpu.js';
+import type { CpuRunState, X86Cpu } from '../cpu/x86-cpu.js';
 import type { CpuMode } from '../cpu/x86/registers.js';
 import type { PcMachine } from '../platform/pc.js';
 import { cpuLocation } from './cpu-view.js';
@@ -29,7 +29,12 @@ export interface VcpuView {
 
 export interface VmView {
   name: string;
+  state: string;
+  /** Why the VM stopped, once it has. */
+  exit: string | null;
   vcpus: VcpuView[];
+  /** Exit counters of the VM (hypervisor exits by reason). */
+  exits: Record<string, number>;
 }
 
 export interface VcpusHooks {
@@ -43,6 +48,24 @@ export interface VcpusView {
   hostCpuMs: number;
 }
 
+/** One CPU's line in the view; `index` is its number in the inspection API's CPU list. */
+export function vcpuView(cpu: X86Cpu, index: number, id: string, kind: VcpuView['kind'], events: Record<string, number> = {}, hostThread = 'node main thread'): VcpuView {
+  const loc = cpuLocation(cpu);
+  return {
+    id,
+    kind,
+    index,
+    apicId: cpu.apicId,
+    state: cpu.state,
+    mode: loc.mode,
+    linearRip: hex64(loc.linearRip),
+    counters: { ...cpu.counters },
+    events,
+    units: cpu.units.toString(),
+    host: { thread: hostThread, pid: process.pid },
+  };
+}
+
 export function vcpusView(machine: PcMachine, hooks: VcpusHooks = {}): VcpusView {
   const perCpu = new Map<number, Record<string, number>>();
   for (const e of machine.events) {
@@ -53,22 +76,7 @@ export function vcpusView(machine: PcMachine, hooks: VcpusHooks = {}): VcpusView
   }
   const usage = process.cpuUsage();
   return {
-    cpus: machine.cpus.map((c) => {
-      const loc = cpuLocation(c);
-      return {
-        id: `cpu${c.index}`,
-        kind: 'machine-cpu' as const,
-        index: c.index,
-        apicId: c.apicId,
-        state: c.state,
-        mode: loc.mode,
-        linearRip: hex64(loc.linearRip),
-        counters: { ...c.counters },
-        events: perCpu.get(c.index) ?? {},
-        units: c.units.toString(),
-        host: { thread: 'node main thread', pid: process.pid },
-      };
-    }),
+    cpus: machine.cpus.map((c) => vcpuView(c, c.index, `cpu${c.index}`, 'machine-cpu', perCpu.get(c.index) ?? {})),
     vms: [...(hooks.vms?.() ?? [])],
     hostCpuMs: Math.round((usage.user + usage.system) / 1000),
   };

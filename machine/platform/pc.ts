@@ -261,7 +261,7 @@ export class PcMachine implements CpuHost {
   }
 
   private hostWrote(addr: number, len: number): void {
-    for (const c of this.scheduler ? this.scheduler.all() : this.cpus) c.invalidateCode(addr, len);
+    // Each CPU drops its own translated code (X86Cpu subscribes); the running one must stop to do it.
     this.active?.requestStop();
     this.triggerMonitors(addr, len, 'device write');
   }

@@ -1,12 +1,21 @@
 /** `firmament boot`: power on the default machine, stream COM1 and POST codes, report. */
 import { parseArgs } from 'node:util';
-import { boot, bootSucceeded, type BootReport } from '../../machine/platform/boot.js';
-import { MACHINE_OPTION_SPEC, machineOptions, toJson } from './args.js';
+import { boot, bootSucceeded, machineMemoryFor, type BootGuest, type BootReport, type PostCodeRecord } from '../../machine/platform/boot.js';
+import { parseSize } from '../../machine/platform/faults.js';
+import type { PcMachine } from '../../machine/platform/pc.js';
+import { MACHINE_OPTION_SPEC, machineOptions, toJson, UsageError } from './args.js';
 import { ensureImages } from './images.js';
+import { DebugSession } from '../../machine/debug/session.js';
+import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
+import { bootHooks, type BootHooks } from './boot-hooks.js';
+import type { Handoff } from '../../machine/platform/handoff.js';
+import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 
 export const BOOT_HELP = `firmament boot [options]
-  Powers on the emulated PC: reset vector, firmware POST, next stage.
-  COM1 is shown live on stdout, POST codes on stderr.
+  Powers on the emulated PC and runs the whole path: reset vector, firmware POST, the
+  lightweight OS running the firmware containers (memory test, device probes,
+  remediation), the handoff to the hypervisor, and the guests given with --guest.
+  COM1 is shown live on stdout, POST codes and guest consoles on stderr.
 
   --mem SIZE          RAM size (default 64M; K/M/G suffixes)
   --cpus N            logical CPUs (default 1)
@@ -18,11 +27,20 @@ export const BOOT_HELP = `firmament boot [options]
   --timeout S         stop after S seconds of wall time (exit reason "timeout")
   --seed N            seed for fault patterns (default 0)
   --clock MODE        realtime (idle sleeps in real time, default) or virtual (idle jumps ahead)
-  --strict            fail when POST reported any error, even if the boot completed
+  --guest ELF         a Multiboot guest for the hypervisor after the handoff; repeatable
+  --guest-mem SIZE    RAM per guest (default 64M, as QEMU -m 64)
+  --guest-vcpus N     vCPUs per guest (default 1)
+  --registry URL      pull the firmware containers from an OCI registry instead of the
+                      local layout: http://HOST:PORT/<prefix>[:tag] (every <prefix>/<name>)
+  --strict            fail when POST reported any error or a container did not pass
   --json              print one JSON document on stdout instead of live output
+  --monitor SOCKET    serve the monitor protocol on this Unix socket while the machine
+                      runs (docs/monitor.md); 'firmament tui --attach SOCKET' connects
+  --paused            with --monitor: start paused, resume from a monitor client
 
-  Exit status: 0 boot completed (next stage exited via isa-debug-exit with 0),
-  1 boot failed, 2 emulator error or bad usage, 3 triple fault, 124 timeout.`;
+  Exit status: 0 boot completed (the OS handed off; every guest exited through
+  isa-debug-exit with 0), 1 boot failed, 2 emulator error or bad usage, 3 triple fault,
+  124 timeout.`;
 
 export function exitStatus(r: BootReport, strict: boolean): number {
   if (bootSucceeded(r, strict)) return 0;
@@ -33,29 +51,87 @@ export function exitStatus(r: BootReport, strict: boolean): number {
 }
 
 export async function bootCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { ...MACHINE_OPTION_SPEC, strict: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...MACHINE_OPTION_SPEC,
+      strict: { type: 'boolean' },
+      monitor: { type: 'string' },
+      paused: { type: 'boolean' },
+      guest: { type: 'string', multiple: true },
+      'guest-mem': { type: 'string' },
+      'guest-vcpus': { type: 'string' },
+      registry: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
   if (values.help) {
     console.log(BOOT_HELP);
     return 0;
   }
   const o = machineOptions(values);
+  const guestMem = parseSize(values['guest-mem'] ?? '64M', '--guest-mem');
+  const guestVcpus = Number(values['guest-vcpus'] ?? '1');
+  if (!Number.isInteger(guestVcpus) || guestVcpus < 1 || guestVcpus > 64) throw new UsageError(`--guest-vcpus ${values['guest-vcpus']}: expected 1..64`);
+  const guests: BootGuest[] = (values.guest ?? []).map((path) => ({ path, memBytes: guestMem, vcpus: guestVcpus }));
+  // With guests, the machine needs their RAM on top of what the firmware and OS use.
+  const memBytes = machineMemoryFor(guests, values.mem !== undefined ? o.memBytes : undefined);
+  if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
   await ensureImages(o.json);
   const live = !o.json;
+  const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
+  if (values.monitor !== undefined) await claimSocketPath(values.monitor);
+  // The monitor's views follow the boot: containers and guests appear after the handoff.
+  let monitorHooks: BootHooks | null = null;
+  const attachMonitor = (m: PcMachine): void => {
+    monitorHooks = bootHooks(m);
+    const session = new DebugSession(m, { label: `firmware boot, ${memBytes >> 20} MiB, ${o.cpus} CPU${o.cpus > 1 ? 's' : ''}`, hooks: monitorHooks.hooks });
+    if (values.paused) session.debugger.pause();
+    monitor?.attach(session);
+  };
   const report = await boot(
-    { memBytes: o.memBytes, cpus: o.cpus, faults: o.faults, seed: o.seed, pace: o.pace, ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}) },
-    live
-      ? {
-          onSerial: (t) => process.stdout.write(t),
-          onPostCode: (p) => process.stderr.write(`\x1b[36m[post ${p.hex} ${p.name}]\x1b[0m${p.severity !== 'progress' ? ` \x1b[31m${p.severity}\x1b[0m` : ''}\n`),
-        }
-      : {},
+    {
+      memBytes,
+      cpus: o.cpus,
+      faults: o.faults,
+      seed: o.seed,
+      pace: o.pace,
+      guests,
+      ...(values.registry !== undefined ? { containers: { kind: 'registry' as const, url: values.registry } } : {}),
+      ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+    },
+    {
+      ...(live
+        ? {
+            onSerial: (t: string) => process.stdout.write(t),
+            onPostCode: (p: PostCodeRecord) => process.stderr.write(`\x1b[36m[post ${p.hex} ${p.name}]\x1b[0m${p.severity !== 'progress' ? ` \x1b[31m${p.severity}\x1b[0m` : ''}\n`),
+            onGuestSerial: guestConsole(),
+          }
+        : {}),
+      ...(monitor ? { onMachine: attachMonitor, onHandoff: (h: Handoff, hv: Hypervisor | null) => monitorHooks?.onHandoff(h, hv) } : {}),
+    },
   );
+  await monitor?.close();
   if (o.json) {
     process.stdout.write(toJson(report) + '\n');
   } else {
     const stageText = report.stages.map((s) => `${s.name} ${s.startMs}-${s.endMs ?? '?'}ms`).join(', ');
     process.stderr.write(`\nexit: ${report.exit.reason} (code ${report.exit.code})${report.exit.detail ? `: ${report.exit.detail}` : ''}\nstages: ${stageText}\n`);
     if (report.postErrors.length) process.stderr.write(`POST errors: ${report.postErrors.map((p) => `${p.hex} ${p.name}`).join(', ')}\n`);
+    if (report.containers.length) process.stderr.write(`containers: ${report.containers.map((c) => `${c.name} ${c.status}`).join(', ')}\n`);
+    for (const g of report.guests) process.stderr.write(`guest ${g.name}: ${g.exit?.reason ?? 'running'} (code ${g.exit?.code ?? '-'}), exits ${Object.entries(g.exits).filter(([, n]) => n > 0).map(([k, n]) => `${k}=${n}`).join(' ')}\n`);
   }
   return exitStatus(report, values.strict === true);
+}
+
+/** Guest console lines on stderr, prefixed with the guest's name (COM1 of the machine stays on stdout). */
+function guestConsole(): (guest: string, text: string) => void {
+  const partial = new Map<string, string>();
+  return (guest, text) => {
+    const buf = (partial.get(guest) ?? '') + text;
+    const lines = buf.split('\n');
+    partial.set(guest, lines.pop()!);
+    for (const l of lines) process.stderr.write(`\x1b[33m[${guest}]\x1b[0m ${l.replace(/\r$/, '')}\n`);
+  };
 }

@@ -3,7 +3,10 @@ import { UsageError } from './args.js';
 import { BOOT_HELP, bootCommand } from './boot.js';
 import { BENCH_HELP, benchCommand } from './bench.js';
 import { RUN_HELP, runCommand } from './run.js';
+import { TUI_HELP, tuiCommand } from './tui.js';
+import { INSPECT_HELP, inspectCommand } from './inspect.js';
 import { TRANSLATE_HELP, translateCommand } from './translate.js';
+import { CONTAINERS_HELP, containersCommand } from './containers.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -13,7 +16,10 @@ Commands:
   boot        power on the emulated PC and run firmware POST and the next stage
   run         boot a Multiboot guest image directly (like qemu -kernel)
   translate   show a guest's GVA -> GPA -> HPA walk, every level of both tables
+  containers  list, build or verify the firmware containers (OCI images)
   bench       measure emulation speed, boot time and idle cost (vs QEMU when installed)
+  tui         terminal UI: inspect and debug the machine live (or --attach to a --monitor socket)
+  inspect     run to a stop point (breakpoint, POST code, exit) and print the inspection views as JSON
   help        this text
 
 ${BOOT_HELP}
@@ -22,7 +28,13 @@ ${RUN_HELP}
 
 ${TRANSLATE_HELP}
 
-${BENCH_HELP}`;
+${CONTAINERS_HELP}
+
+${BENCH_HELP}
+
+${TUI_HELP}
+
+${INSPECT_HELP}`;
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -34,8 +46,14 @@ export async function main(argv: string[]): Promise<number> {
         return await runCommand(rest);
       case 'translate':
         return await translateCommand(rest);
+      case 'containers':
+        return await containersCommand(rest);
       case 'bench':
         return await benchCommand(rest);
+      case 'tui':
+        return await tuiCommand(rest);
+      case 'inspect':
+        return await inspectCommand(rest);
       case undefined:
       case 'help':
       case '--help':

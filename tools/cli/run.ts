@@ -3,6 +3,9 @@ import { parseArgs } from 'node:util';
 import { createGuestMachine } from '../../hypervisor/run-guests.js';
 import { parseSize } from '../../machine/platform/faults.js';
 import { toJson, UsageError } from './args.js';
+import { DebugSession } from '../../machine/debug/session.js';
+import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
+import { guestHooks } from './guest-hooks.js';
 
 export const RUN_HELP = `firmament run <guest.elf> [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
@@ -15,19 +18,22 @@ export const RUN_HELP = `firmament run <guest.elf> [options]
   --cmdline S         Multiboot command line (QEMU's -append)
   --timeout S         stop after S seconds of wall time (status 124)
   --clock MODE        realtime (default) or virtual
-  --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits}]}`;
+  --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits}]}
+  --monitor SOCKET    serve the monitor protocol on this Unix socket (docs/monitor.md)
+  --paused            with --monitor: start paused, resume from a monitor client`;
 
 export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, paused: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('run: expected exactly one guest image (firmament run <guest.elf>)');
+  if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
   const vcpus = Number(values.vcpus ?? '1');
   if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 64) throw new UsageError(`--vcpus ${values.vcpus}: expected 1..64`);
   const pace = values.clock ?? 'realtime';
@@ -37,6 +43,13 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (!Number.isInteger(pcpus) || pcpus < 1 || pcpus > 64) throw new UsageError(`--cpus ${values.cpus}: expected 1..64`);
   const { machine: m, hypervisor, vms } = createGuestMachine([{ path: positionals[0]!, memBytes: parseSize(values.mem ?? '64M', '--mem'), vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) }], { pcpus, pace });
   if (!values.json) vms[0]!.onSerial = (t) => process.stdout.write(t);
+  const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
+  if (monitor && values.monitor !== undefined) {
+    await claimSocketPath(values.monitor);
+    const session = new DebugSession(m, { label: `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor) });
+    if (values.paused) session.debugger.pause();
+    monitor.attach(session);
+  }
   try {
     const exit = await m.run(timeoutMs !== undefined ? { timeoutMs } : {});
     if (values.json) {
@@ -46,6 +59,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
     return exit.code;
   } finally {
+    await monitor?.close();
     hypervisor.close();
     m.close();
   }

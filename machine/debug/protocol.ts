@@ -1,0 +1,95 @@
+/**
+ * The monitor protocol: newline-delimited JSON over a Unix socket (see
+ * docs/monitor.md). One table maps each command to its arguments and result,
+ * so the server, the TUI's clients and the tests share the same types.
+ */
+import type { CpuView } from '../inspect/cpu-view.js';
+import type { MemoryRequest, MemoryView } from '../inspect/memory-view.js';
+import type { PageWalkView } from '../inspect/page-walk-view.js';
+import type { DisassemblyRequest, DisassemblyView } from '../inspect/disassembly.js';
+import type { TimelineView, PostCodeView } from '../inspect/timeline-view.js';
+import type { EventsRequest, EventsView, EventView } from '../inspect/events-view.js';
+import type { ConsolesView } from '../inspect/consoles-view.js';
+import type { VcpusView } from '../inspect/vcpus-view.js';
+import type { InspectionSnapshot, SnapshotRequest } from '../inspect/snapshot.js';
+import type { Access } from '../cpu/x86/paging.js';
+import type { BreakpointView, DebuggerStatus, StopInfo, WatchView } from './debugger.js';
+
+export const PROTOCOL_NAME = 'firmament-monitor';
+export const PROTOCOL_VERSION = 1;
+
+export interface HelloResult {
+  protocol: typeof PROTOCOL_NAME;
+  version: typeof PROTOCOL_VERSION;
+  machine: { label: string; cpus: number; memBytes: number };
+  /** Inspectable CPUs by number: the machine's ('cpu0'...), then guest vCPUs ('vm:<name>/vcpu0'...). */
+  cpus: string[];
+  commands: CommandName[];
+}
+
+/** A snapshot plus the debugger status, so one round trip refreshes a whole screen. */
+export interface SessionSnapshot extends InspectionSnapshot {
+  status: DebuggerStatus;
+}
+
+type Empty = Record<string, never>;
+
+/** Every command: its `args` and its `result`. */
+export interface Commands {
+  hello: { args: Empty; result: HelloResult };
+  status: { args: Empty; result: DebuggerStatus };
+  snapshot: { args: SnapshotRequest; result: SessionSnapshot };
+  cpu: { args: { cpu?: number }; result: CpuView };
+  memory: { args: MemoryRequest; result: MemoryView };
+  translate: { args: { address: string; cpu?: number; access?: Access; user?: boolean }; result: PageWalkView };
+  disasm: { args: DisassemblyRequest & { cpu?: number }; result: DisassemblyView };
+  timeline: { args: { limit?: number }; result: TimelineView };
+  events: { args: EventsRequest; result: EventsView };
+  consoles: { args: { tailBytes?: number }; result: ConsolesView };
+  vcpus: { args: Empty; result: VcpusView };
+  pause: { args: Empty; result: DebuggerStatus };
+  resume: { args: Empty; result: DebuggerStatus };
+  step: { args: { cpu?: number; count?: number }; result: StopInfo };
+  'run-to-mode-switch': { args: Empty; result: DebuggerStatus };
+  break: { args: { spec: string }; result: BreakpointView };
+  delete: { args: { id: number }; result: { deleted: boolean } };
+  breakpoints: { args: Empty; result: BreakpointView[] };
+  watch: { args: { spec: string }; result: WatchView };
+  unwatch: { args: { id: number }; result: { deleted: boolean } };
+  'serial-input': { args: { text: string }; result: { bytes: number } };
+  /** Ends the machine (exit reason "stopped"); the process that owns it decides what happens next. */
+  stop: { args: Empty; result: DebuggerStatus };
+}
+
+export type CommandName = keyof Commands;
+export const COMMAND_NAMES: readonly CommandName[] = [
+  'hello', 'status', 'snapshot', 'cpu', 'memory', 'translate', 'disasm', 'timeline', 'events', 'consoles', 'vcpus',
+  'pause', 'resume', 'step', 'run-to-mode-switch', 'break', 'delete', 'breakpoints', 'watch', 'unwatch', 'serial-input', 'stop',
+];
+
+export interface MonitorRequest<K extends CommandName = CommandName> {
+  /** Echoed in the response; lets a client have several requests in flight. */
+  id?: number | string;
+  cmd: K;
+  args?: Commands[K]['args'];
+}
+
+export type MonitorResponse<K extends CommandName = CommandName> =
+  | { id?: number | string; ok: true; result: Commands[K]['result'] }
+  | { id?: number | string; ok: false; error: string };
+
+/** Pushed to every client, unprompted, as `{"event": ..., "data": ...}`. */
+export interface MonitorEvents {
+  /** The machine stopped: breakpoint, POST code, watch, mode switch, step, pause, exit. */
+  stop: StopInfo;
+  resumed: { atMs: number };
+  post: PostCodeView;
+  /** Console output since the last console event (batched, about 20 per second at most). */
+  console: { id: string; text: string };
+  /** Machine events since the last batch (debugcon bytes excluded; see `console`). */
+  'machine-events': { events: EventView[]; dropped: number };
+}
+
+export type MonitorEventName = keyof MonitorEvents;
+
+export type MonitorEvent = { [K in MonitorEventName]: { event: K; data: MonitorEvents[K] } }[MonitorEventName];

@@ -1,0 +1,199 @@
+/**
+ * A debug session: the monitor protocol's commands executed against one
+ * machine and its Debugger, and the event stream. The Unix-socket server
+ * and the in-process TUI both go through this one handler, so what the
+ * TUI can do, a monitor client can do.
+ */
+import type { PcMachine } from '../platform/pc.js';
+import { cpuView } from '../inspect/cpu-view.js';
+import { pageWalkView } from '../inspect/page-walk-view.js';
+import { disassemble } from '../inspect/disassembly.js';
+import { postCodeView, timelineView } from '../inspect/timeline-view.js';
+import { eventsView, eventView, isShownEvent, type EventView } from '../inspect/events-view.js';
+import { consolesView } from '../inspect/consoles-view.js';
+import { vcpusView } from '../inspect/vcpus-view.js';
+import { inspectableCpu, inspectableCpus, inspectMachine, readMemoryFor, type InspectHooks } from '../inspect/snapshot.js';
+import { nsToMs, parseAddress } from '../inspect/hex.js';
+import { Debugger } from './debugger.js';
+import { chainListener } from './listeners.js';
+import { parseBreakpointSpec, parseWatchSpec } from './specs.js';
+import { COMMAND_NAMES, PROTOCOL_NAME, PROTOCOL_VERSION, type CommandName, type Commands, type MonitorEvent, type MonitorRequest, type MonitorResponse } from './protocol.js';
+
+export interface SessionOptions {
+  /** What runs on the machine, for `hello` (e.g. "firmware boot", "guest hello.elf"). */
+  label?: string;
+  hooks?: InspectHooks;
+  /** Reuse a debugger that already exists for this machine. */
+  debugger?: Debugger;
+}
+
+export type EventListener = (ev: MonitorEvent) => void;
+
+/** Console output and machine events are batched: a chatty guest must not flood clients. */
+const BATCH_MS = 50;
+const MAX_EVENTS_PER_BATCH = 200;
+
+type Handlers = { [K in CommandName]: (args: Commands[K]['args']) => Commands[K]['result'] };
+
+export class DebugSession {
+  readonly debugger: Debugger;
+  private readonly listeners = new Set<EventListener>();
+  private readonly detachers: (() => void)[] = [];
+  private readonly consoleBuffers = new Map<string, string>();
+  private eventBuffer: EventView[] = [];
+  private droppedEvents = 0;
+  private batchTimer: NodeJS.Timeout | null = null;
+  private readonly handlers: Handlers;
+
+  constructor(
+    readonly machine: PcMachine,
+    private readonly opts: SessionOptions = {},
+  ) {
+    this.debugger = opts.debugger ?? new Debugger(machine, { cpus: () => inspectableCpus(machine, opts.hooks).map((e) => e.cpu) });
+    this.detachers.push(this.debugger.onStop((stop) => this.emit({ event: 'stop', data: stop })));
+    this.detachers.push(chainListener(machine, 'onPostCode', (code, atNs) => this.emit({ event: 'post', data: postCodeView(code, atNs) })));
+    this.detachers.push(chainListener(machine, 'onSerial', (text) => this.bufferConsole('com1', text)));
+    this.detachers.push(
+      chainListener(machine, 'onEvent', (ev) => {
+        if (ev.kind === 'debugcon') this.bufferConsole('debugcon', ev.detail);
+        else if (isShownEvent(ev)) this.bufferEvent(eventView(ev));
+      }),
+    );
+    this.handlers = this.makeHandlers();
+  }
+
+  onEvent(listener: EventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Executes one request; never throws (errors come back as `ok: false`). */
+  handle(req: MonitorRequest): MonitorResponse {
+    const id = req.id;
+    try {
+      if (!req || typeof req !== 'object' || typeof req.cmd !== 'string') throw new Error('a request is {"id": <n>, "cmd": "<command>", "args": {...}}');
+      const handler = (this.handlers as Record<string, ((args: unknown) => unknown) | undefined>)[req.cmd];
+      if (!handler) throw new Error(`unknown command '${req.cmd}' (commands: ${COMMAND_NAMES.join(', ')})`);
+      const result = handler(req.args ?? {});
+      return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
+    } catch (e) {
+      return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
+    }
+  }
+
+  /** Typed in-process call (throws on error). */
+  call<K extends CommandName>(cmd: K, args: Commands[K]['args']): Commands[K]['result'] {
+    const r = this.handle({ cmd, args } as MonitorRequest);
+    if (!r.ok) throw new Error(r.error);
+    return r.result as Commands[K]['result'];
+  }
+
+  close(): void {
+    this.flushBatches();
+    if (this.batchTimer) clearTimeout(this.batchTimer);
+    for (const d of this.detachers.splice(0)) d();
+    if (!this.opts.debugger) this.debugger.detach();
+    this.listeners.clear();
+  }
+
+  private makeHandlers(): Handlers {
+    const m = this.machine;
+    const d = this.debugger;
+    const hooks = this.opts.hooks ?? {};
+    const cpuOf = (i: number | undefined): number => i ?? 0;
+    return {
+      hello: () => ({ protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, machine: { label: this.opts.label ?? 'machine', cpus: m.cpus.length, memBytes: m.memory.ramSize }, cpus: inspectableCpus(m, hooks).map((e) => e.id), commands: [...COMMAND_NAMES] }),
+      status: () => d.status(),
+      snapshot: (args) => ({ ...inspectMachine(m, args, hooks), status: d.status() }),
+      cpu: (args) => cpuView(inspectableCpu(m, cpuOf(args.cpu), hooks)),
+      memory: (args) => readMemoryFor(m, args, hooks),
+      translate: (args) => pageWalkView(inspectableCpu(m, cpuOf(args.cpu), hooks), parseAddress(args.address), { ...(args.access ? { access: args.access } : {}), ...(args.user !== undefined ? { user: args.user } : {}) }),
+      disasm: (args) => disassemble(inspectableCpu(m, cpuOf(args.cpu), hooks), args),
+      timeline: (args) => timelineView(m, { ...(args.limit !== undefined ? { limit: args.limit } : {}), hooks }),
+      events: (args) => eventsView(m, args),
+      consoles: (args) => consolesView(m, { ...(args.tailBytes !== undefined ? { tailBytes: args.tailBytes } : {}), hooks }),
+      vcpus: () => vcpusView(m, hooks),
+      pause: () => {
+        d.pause();
+        return d.status();
+      },
+      resume: () => {
+        d.resume();
+        this.emit({ event: 'resumed', data: { atMs: nsToMs(m.now()) } });
+        return d.status();
+      },
+      step: (args) => d.step(cpuOf(args.cpu), args.count ?? 1),
+      'run-to-mode-switch': () => {
+        d.runToModeSwitch();
+        this.emit({ event: 'resumed', data: { atMs: nsToMs(m.now()) } });
+        return d.status();
+      },
+      break: (args) => d.addBreakpoint(parseBreakpointSpec(String(args.spec ?? ''))),
+      delete: (args) => ({ deleted: d.removeBreakpoint(Number(args.id)) }),
+      breakpoints: () => d.listBreakpoints(),
+      watch: (args) => d.addWatch(parseWatchSpec(String(args.spec ?? ''))),
+      unwatch: (args) => ({ deleted: d.removeWatch(Number(args.id)) }),
+      'serial-input': (args) => {
+        const bytes = new TextEncoder().encode(String(args.text ?? ''));
+        m.serialInput(bytes);
+        return { bytes: bytes.length };
+      },
+      stop: () => {
+        m.stop('stopped by the monitor');
+        if (m.paused) m.resume();
+        return d.status();
+      },
+    };
+  }
+
+  private emit(ev: MonitorEvent): void {
+    // Console text written before this event belongs before it in the stream.
+    if (ev.event === 'stop' || ev.event === 'post') this.flushBatches();
+    for (const l of this.listeners) l(ev);
+  }
+
+  private bufferConsole(id: string, text: string): void {
+    this.consoleBuffers.set(id, (this.consoleBuffers.get(id) ?? '') + text);
+    this.scheduleBatch();
+  }
+
+  private bufferEvent(ev: EventView): void {
+    this.eventBuffer.push(ev);
+    if (this.eventBuffer.length > MAX_EVENTS_PER_BATCH) {
+      this.eventBuffer.shift();
+      this.droppedEvents++;
+    }
+    this.scheduleBatch();
+  }
+
+  private scheduleBatch(): void {
+    if (this.batchTimer || this.listeners.size === 0) {
+      if (this.listeners.size === 0) this.clearBatches();
+      return;
+    }
+    this.batchTimer = setTimeout(() => {
+      this.batchTimer = null;
+      this.flushBatches();
+    }, BATCH_MS);
+    this.batchTimer.unref();
+  }
+
+  private clearBatches(): void {
+    this.consoleBuffers.clear();
+    this.eventBuffer = [];
+    this.droppedEvents = 0;
+  }
+
+  private flushBatches(): void {
+    if (this.batchTimer) {
+      clearTimeout(this.batchTimer);
+      this.batchTimer = null;
+    }
+    const consoles = [...this.consoleBuffers];
+    const events = this.eventBuffer;
+    const dropped = this.droppedEvents;
+    this.clearBatches();
+    for (const [id, text] of consoles) for (const l of this.listeners) l({ event: 'console', data: { id, text } });
+    if (events.length > 0) for (const l of this.listeners) l({ event: 'machine-events', data: { events, dropped } });
+  }
+}
