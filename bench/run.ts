@@ -68,10 +68,14 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push({ metric: 'reset to POST complete (0x5F)', firmament: fmt(handoffWall, 'ms'), qemu: fmt(qBoot, 'ms'), ratio: qemu ? (handoffWall / qBoot).toFixed(2) : 'n/a', note: `virtual ${handoffVirtual} ms; both run the firmware with the test payload; QEMU: whole process to payload exit` });
 
   // 3. Host CPU time while the guest (under the hypervisor) sits in HLT for 1 s.
-  const idle = await timedRun(timer, 'idle=2000');
+  // The first idle run pays for JIT warm-up (~0.2 s of CPU); the figure that matters for a long-lived
+  // machine is the second, warm one. Both are printed.
+  const cold = await timedRun(timer, 'idle=2000');
+  const warm = [await timedRun(timer, 'idle=2000'), await timedRun(timer, 'idle=2000'), await timedRun(timer, 'idle=2000')].sort((a, b) => a.cpuMs - b.cpuMs);
+  const idle = warm[1]!; // the median of three warm runs
   let qIdle = { cpuMs: NaN, wallMs: NaN };
   if (qemu) qIdle = runQemu(['-kernel', timer, '-append', 'idle=2000', ...QEMU_ARGS]);
-  rows.push({ metric: 'timer guest in HLT for 2 s: host CPU', firmament: `${fmt(idle.cpuMs, 'ms')} of ${fmt(idle.wallMs, 'ms')}`, qemu: `${fmt(qIdle.cpuMs, 'ms', 0)} of ${fmt(qIdle.wallMs, 'ms', 0)}`, ratio: qemu ? (idle.cpuMs / qIdle.cpuMs).toFixed(2) : 'n/a', note: `${((idle.cpuMs / idle.wallMs) * 100).toFixed(1)}% of one core; QEMU includes its process start-up` });
+  rows.push({ metric: 'timer guest in HLT for 2 s: host CPU', firmament: `${fmt(idle.cpuMs, 'ms')} of ${fmt(idle.wallMs, 'ms')}`, qemu: `${fmt(qIdle.cpuMs, 'ms', 0)} of ${fmt(qIdle.wallMs, 'ms', 0)}`, ratio: qemu ? (idle.cpuMs / qIdle.cpuMs).toFixed(2) : 'n/a', note: `${((idle.cpuMs / idle.wallMs) * 100).toFixed(1)}% of one core warm, median of 3 (${((cold.cpuMs / cold.wallMs) * 100).toFixed(1)}% on the first, cold run); 1 kHz PIT ticks, each a HLT wake-up; QEMU includes its start-up` });
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

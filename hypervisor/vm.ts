@@ -191,7 +191,7 @@ export class Vm implements CpuHost {
   }
 
   cpuEvent(v: Vcpu, e: CpuEvent): void {
-    this.machine.log(e.kind, `${this.name} vCPU ${v.index}: ${e.vector !== undefined ? `vector 0x${e.vector.toString(16)} ` : ''}${e.detail ?? ''} rip=0x${e.rip.toString(16)}`);
+    this.machine.logLazy(e.kind, () => `${this.name} vCPU ${v.index}: ${e.vector !== undefined ? `vector 0x${e.vector.toString(16)} ` : ''}${e.detail ?? ''} rip=0x${e.rip.toString(16)}`);
   }
 
   private serialByte(b: number): void {

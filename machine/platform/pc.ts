@@ -101,6 +101,34 @@ export interface MachineEvent {
   detail: string;
 }
 
+/**
+ * An event whose text is built only when someone reads it: a guest idling on a
+ * 1 kHz timer logs two events per tick, and formatting them eagerly cost more
+ * host CPU than delivering the interrupt.
+ */
+class LazyEvent implements MachineEvent {
+  private text: string | undefined;
+  readonly cpu?: number;
+
+  constructor(
+    readonly atNs: number,
+    readonly kind: string,
+    private readonly format: () => string,
+    cpu?: number,
+  ) {
+    if (cpu !== undefined) this.cpu = cpu;
+  }
+
+  get detail(): string {
+    this.text ??= this.format();
+    return this.text;
+  }
+
+  toJSON(): MachineEvent {
+    return { atNs: this.atNs, kind: this.kind, detail: this.detail, ...(this.cpu !== undefined ? { cpu: this.cpu } : {}) };
+  }
+}
+
 export class PcMachine implements CpuHost {
   readonly timeline = new Timeline();
   readonly memory: PhysicalMemory;
@@ -331,11 +359,16 @@ export class PcMachine implements CpuHost {
   }
 
   private cpuEvent(cpu: X86Cpu, e: CpuEvent): void {
-    this.log(e.kind, `${e.vector !== undefined ? `vector 0x${e.vector.toString(16)} ` : ''}${e.detail ?? ''} rip=0x${e.rip.toString(16)}`.trim(), cpu.index);
+    this.logLazy(e.kind, () => `${e.vector !== undefined ? `vector 0x${e.vector.toString(16)} ` : ''}${e.detail ?? ''} rip=0x${e.rip.toString(16)}`.trim(), cpu.index);
   }
 
   log(kind: string, detail: string, cpu?: number): void {
-    const ev: MachineEvent = { atNs: this.now(), kind, detail, ...(cpu !== undefined ? { cpu } : {}) };
+    this.logLazy(kind, () => detail, cpu);
+  }
+
+  /** Logs an event whose text is formatted only if it is ever read. */
+  logLazy(kind: string, detail: () => string, cpu?: number): void {
+    const ev = new LazyEvent(this.now(), kind, detail, cpu);
     // Bounded log, trimmed in batches so logging stays O(1) amortised.
     if (this.events.length >= 12_000) this.events.splice(0, 2_000);
     this.events.push(ev);
@@ -474,7 +507,8 @@ export class PcMachine implements CpuHost {
         const deadline = this.timeline.nextDeadline();
         if (this.config.pace === 'realtime') {
           const sleepMs = this.pacer.msUntil(deadline, this.timeline.nowNs());
-          if (sleepMs > 0) {
+          // Waits shorter than a host timer tick are skipped, not slept: the futex round trip costs more than it saves.
+          if (sleepMs > 0.05) {
             const interrupted = await this.sleep(sleepMs);
             if (interrupted) continue;
           }
