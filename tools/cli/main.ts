@@ -65,11 +65,19 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (e) {
     const err = e as Error & { code?: string };
-    if (err instanceof UsageError || err.name === 'FaultSpecError' || err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    if (err instanceof UsageError || USAGE_CODES.has(err.code ?? '')) {
       console.error(`firmament: ${err.message}`);
+      return 2;
+    }
+    // Bad input (images, blocks, snapshots, registries) gets its message, not a stack trace.
+    if (INPUT_ERRORS.has(err.name)) {
+      console.error(`firmament: ${err.name}: ${err.message}`);
       return 2;
     }
     console.error(`firmament: ${err.stack ?? err.message}`);
     return 2;
   }
 }
+
+const USAGE_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
+const INPUT_ERRORS = new Set(['FaultSpecError', 'MultibootError', 'MultibootInfoError', 'BootInfoParseError', 'HandoffParseError', 'SnapshotFormatError', 'StateError', 'RegistryError', 'MemoryError', 'UnicornLoadError', 'FrameAllocatorError', 'EptError']);
