@@ -7,6 +7,7 @@ import type { PhysicalMemory } from '../machine/memory/physical-memory.js';
 import { HostFrameAllocator, FIRST_MIB_EXCLUSION, LARGE_PAGE_SIZE, FRAME_SIZE, type HostMemoryRange, type ExcludedRange } from './memory/frame-allocator.js';
 import { EptTables } from './ept/ept-tables.js';
 import { GuestPhysicalMemory } from './ept/guest-physical.js';
+import { eptWalk, formatEptFlags } from './ept/ept-walk.js';
 import type { CpuMemory, SecondLevelTranslation } from '../machine/cpu/x86-cpu.js';
 import type { VmMemory } from './vm-memory.js';
 
@@ -127,6 +128,11 @@ class EptBackedVmMemory implements VmMemory {
         } catch {
           return null;
         }
+      },
+      inspect: (gpa, access) => {
+        const r = eptWalk(host.memory, ept.eptp(), gpa, access, { setAccessedDirty: false });
+        const steps = r.steps.map((s) => ({ level: s.level, index: s.index, entryAddr: s.entryAddr, entry: s.entry, flags: formatEptFlags(s.flags) }));
+        return r.ok ? { steps, hpa: r.hpa } : { steps, hpa: null, fault: `${r.kind} at ${r.level}: ${r.reason}` };
       },
     };
   }

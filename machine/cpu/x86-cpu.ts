@@ -47,9 +47,21 @@ export interface CpuMemory extends PhysicalReader {
   writeBytes(paddr: number, data: Uint8Array): void;
 }
 
+/** One level of a second-level (EPT) walk, for inspection. */
+export interface SecondLevelStep {
+  level: string;
+  index: number;
+  entryAddr: number;
+  entry: bigint;
+  /** "R W X PS A D MT=6" style. */
+  flags: string;
+}
+
 /** The EPT step for guests: guest-physical to host-physical, or null on an EPT violation. */
 export interface SecondLevelTranslation {
   translate(gpa: bigint, access: 'read' | 'write' | 'fetch'): { hpa: bigint; writable: boolean; executable: boolean; dirty: boolean } | null;
+  /** Side-effect-free walk with every level, for the inspection views. */
+  inspect(gpa: bigint, access: 'read' | 'write' | 'fetch'): { steps: SecondLevelStep[]; hpa: bigint | null; fault?: string };
 }
 
 export interface CpuHost {
@@ -319,6 +331,11 @@ export class X86Cpu implements DeliveryCpu {
   /** Inspection and `translate`: a side-effect-free walk with the CPU's current control registers. */
   translate(vaddr: bigint, access: 'read' | 'write' | 'fetch' = 'read', user = false): WalkResult {
     return walk(this.memoryView, this.readControl(), vaddr, { access, user, setAccessedDirty: false });
+  }
+
+  /** The EPT part of an inspection walk (null on bare metal). */
+  inspectSecondLevel(gpa: bigint, access: 'read' | 'write' | 'fetch' = 'read'): ReturnType<SecondLevelTranslation['inspect']> | null {
+    return this.host.secondLevel?.inspect(gpa, access) ?? null;
   }
 
   /** The address space seen by walks and delivery: guest-physical for a VM's vCPU. */

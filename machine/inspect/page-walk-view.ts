@@ -33,10 +33,10 @@ export interface PageWalkLevelView {
   fault?: string;
 }
 
-/** EPT (guest-physical to host-physical) part of a nested walk: filled in by the hypervisor later. */
+/** EPT (guest-physical to host-physical) part of a nested walk, for hypervisor guests. */
 export interface EptWalkView {
   guestPhysical: string;
-  levels: PageWalkLevelView[];
+  levels: { level: string; index: number; entryAddress: string; entry: string; flagText: string }[];
   hostPhysical: string | null;
   fault?: string;
 }
@@ -134,7 +134,24 @@ export function pageWalkViewFrom(memory: PhysicalReader, control: PagingControl,
   return { ...base, format: r.format, levels, result: { ok: false, reason: r.reason, errorCode: hex(r.errorCode), faultLevel } };
 }
 
-/** The walk for `vaddr` (a linear address) with the CPU's current CR0/CR3/CR4/EFER. */
+/**
+ * The walk for `vaddr` (a linear address) with the CPU's current CR0/CR3/CR4/EFER.
+ * For a hypervisor guest the levels' addresses are guest-physical, and `ept`
+ * carries the second-level walk of the final guest-physical address.
+ */
 export function pageWalkView(cpu: X86Cpu, vaddr: bigint, opts: PageWalkOptions = {}): PageWalkView {
-  return pageWalkViewFrom(cpu.memory, cpu.readControl(), vaddr, opts);
+  const view = pageWalkViewFrom(cpu.memory, cpu.readControl(), vaddr, opts);
+  if (!view.result.ok) return view;
+  const gpa = BigInt(view.result.physical);
+  const ept = cpu.inspectSecondLevel(gpa, view.access);
+  if (!ept) return view;
+  return {
+    ...view,
+    ept: {
+      guestPhysical: hex64(gpa),
+      levels: ept.steps.map((s) => ({ level: s.level, index: s.index, entryAddress: hex64(s.entryAddr), entry: hex64(s.entry), flagText: s.flags })),
+      hostPhysical: ept.hpa === null ? null : hex64(ept.hpa),
+      ...(ept.fault ? { fault: ept.fault } : {}),
+    },
+  };
 }

@@ -23,6 +23,12 @@ export const pagewalkPane: PaneRenderer = {
       lines.push(l.fault ? `{red-fg}${line}  ✗ ${esc(l.fault)}{/red-fg}` : line);
     }
     if (w.format === 'none') lines.push('paging off: linear = physical');
+    if (w.ept) {
+      // A hypervisor guest: the addresses above are guest-physical; the EPT maps the final one.
+      lines.push(`{cyan-fg}EPT GPA ${shortHex(w.ept.guestPhysical)} -> ${w.ept.hostPhysical ? `HPA ${shortHex(w.ept.hostPhysical)}` : 'no mapping'}{/cyan-fg}`);
+      for (const l of w.ept.levels) lines.push(`${`${l.level}[${l.index.toString().padStart(3, '0')}]`.padEnd(13)} @${shortHex(l.entryAddress)} ${l.entry.replace(/^0x/, '')} ${l.flagText}`);
+      if (w.ept.fault) lines.push(`{red-fg}${esc(w.ept.fault)}{/red-fg}`);
+    }
     return { title: `Page walk ${shortHex(w.virtual)}`, lines, follow: 'top' };
   },
 };
