@@ -17,15 +17,17 @@
  * environment. The same sources and toolchain give byte-identical outputs.
  *
  * Staleness: a stamp file records the sha256 of every input (sources, JSON,
- * link scripts, this script, toolchain versions); when it matches and the
- * outputs still hash to what the stamp recorded, nothing is rebuilt.
+ * link scripts, this script and tools/lib/build-kit.mjs, toolchain
+ * versions); when it matches and the outputs still hash to what the stamp
+ * recorded, nothing is rebuilt.
  */
-import { $ } from 'zx';
-import { createHash } from 'node:crypto';
-import { promises as fsp, existsSync, readFileSync } from 'node:fs';
-import os from 'node:os';
+import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  compileAll, fileSha, inputHasher, KIT_REL, listFiles, publish, readStamp, run as runTool, toolFailure, toolVersions,
+  withTempDir, writeStamp,
+} from './lib/build-kit.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const DEFAULT_OUT_DIR = path.join(ROOT, 'images', 'build');
@@ -139,116 +141,27 @@ export function updatePostCodeDoc(doc, codes) {
 
 // ---------------------------------------------------------------- inputs
 
-async function listFiles(relDir, exts) {
-  const abs = path.join(ROOT, relDir);
-  if (!existsSync(abs)) return [];
-  const out = [];
-  for (const ent of await fsp.readdir(abs, { withFileTypes: true })) {
-    const rel = `${relDir}/${ent.name}`;
-    if (ent.isDirectory()) {
-      if (!EXCLUDED_DIRS.has(rel)) out.push(...(await listFiles(rel, exts)));
-    } else if (ent.isFile() && (!exts || exts.some((e) => ent.name.endsWith(e)))) {
-      out.push(rel);
-    }
-  }
-  return out.sort();
-}
+const run = (cmd, args, what) => runTool(cmd, args, what, { cwd: ROOT, fail: toolFailure('build-firmware', 'FirmwareBuildError') });
 
 async function sourcesOf(spec) {
-  const asm = (await Promise.all(spec.asm.map((d) => listFiles(d, ['.S'])))).flat();
-  const c = (await Promise.all(spec.c.map((d) => listFiles(d, ['.c'])))).flat();
-  return { asm: asm.sort(), c: c.sort() };
-}
-
-const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
-
-async function toolchainId() {
-  const q = $({ cwd: ROOT, quiet: true });
-  const gcc = (await q`gcc --version`).stdout.split('\n')[0];
-  const ld = (await q`ld --version`).stdout.split('\n')[0];
-  const objcopy = (await q`objcopy --version`).stdout.split('\n')[0];
-  return `${gcc}\n${ld}\n${objcopy}`;
+  const list = (dirs, exts) => Promise.all(dirs.map((d) => listFiles(ROOT, d, { exts, skipDirs: EXCLUDED_DIRS })));
+  const asm = (await list(spec.asm, ['.S'])).flat().sort();
+  const c = (await list(spec.c, ['.c'])).flat().sort();
+  return [...asm, ...c];
 }
 
 async function inputsHash() {
   const files = [
-    ...(await listFiles('firmware', null)).filter((f) => !f.startsWith('firmware/host-test/')),
+    ...(await listFiles(ROOT, 'firmware', { skipDirs: EXCLUDED_DIRS })).filter((f) => !f.startsWith('firmware/host-test/')),
     SCRIPT_REL,
+    KIT_REL,
   ].sort();
-  const h = createHash('sha256');
-  for (const f of files) {
-    h.update(`${f}\0`);
-    h.update(await fsp.readFile(path.join(ROOT, f)));
-    h.update('\0');
-  }
-  h.update(await toolchainId());
-  return { hash: h.digest('hex'), files };
+  const h = await inputHasher().addFiles(ROOT, files);
+  h.add('tools', Object.values(await toolVersions(['gcc', 'ld', 'objcopy'])).join('\n'));
+  return { hash: h.digest(), files };
 }
 
 // ---------------------------------------------------------------- build
-
-function toolEnv() {
-  const env = { ...process.env, LC_ALL: 'C', LANG: 'C', TZ: 'UTC' };
-  delete env.SOURCE_DATE_EPOCH;
-  delete env.GCC_EXEC_PREFIX;
-  delete env.COMPILER_PATH;
-  delete env.CPATH;
-  delete env.C_INCLUDE_PATH;
-  return env;
-}
-
-async function run(cmd, args, what) {
-  try {
-    return await $({ cwd: ROOT, quiet: true, env: toolEnv() })`${cmd} ${args}`;
-  } catch (e) {
-    const out = e && typeof e === 'object' && 'stderr' in e ? `${e.stdout ?? ''}${e.stderr ?? ''}` : String(e);
-    const err = new Error(`build-firmware: ${what} failed:\n${out.trimEnd()}`);
-    err.name = 'FirmwareBuildError';
-    throw err;
-  }
-}
-
-async function mapLimit(items, limit, fn) {
-  const results = new Array(items.length);
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i], i);
-    }
-  });
-  await Promise.all(workers);
-  return results;
-}
-
-async function compileAll(srcs, objDir, includeDirs, prefixMaps) {
-  await fsp.mkdir(objDir, { recursive: true });
-  const inc = includeDirs.flatMap((d) => ['-I', d]);
-  const jobs = [...srcs.asm.map((s) => ({ s, asm: true })), ...srcs.c.map((s) => ({ s, asm: false }))];
-  const objs = await mapLimit(jobs, Math.max(1, os.cpus().length), async ({ s, asm }) => {
-    const obj = path.join(objDir, `${s.replace(/^firmware\//, '').replace(/[/.]/g, '_')}.o`);
-    const flags = asm ? [...ASFLAGS, ...prefixMaps, ...inc] : [...CFLAGS, ...prefixMaps, ...inc];
-    await run('gcc', [...flags, '-c', s, '-o', obj], `compiling ${s}`);
-    return obj;
-  });
-  return objs;
-}
-
-async function readStamp(file) {
-  try {
-    return JSON.parse(await fsp.readFile(file, 'utf8'));
-  } catch {
-    return null;
-  }
-}
-
-async function fileSha(file) {
-  try {
-    return sha256(await fsp.readFile(file));
-  } catch {
-    return null;
-  }
-}
 
 /**
  * Build the ROM and the payload (or reuse them when the stamp says they are
@@ -278,15 +191,16 @@ export async function buildFirmware(opts = {}) {
   }
 
   await fsp.mkdir(outDir, { recursive: true });
-  const tmp = await fsp.mkdtemp(path.join(outDir, '.tmp-fw-'));
-  try {
+  return withTempDir(outDir, '.tmp-fw-', async (tmp) => {
     const gen = path.join(tmp, 'gen');
     await fsp.mkdir(gen, { recursive: true });
     await fsp.writeFile(path.join(gen, 'post_codes.h'), renderPostCodesHeader(codes));
-    const prefixMaps = [`-ffile-prefix-map=${tmp}=BUILD`, `-ffile-prefix-map=${ROOT}=.`];
-    const includes = ['firmware/include', gen];
+    const compile = async (spec, objDir) => compileAll(await sourcesOf(spec), {
+      objDir, run, cflags: CFLAGS, asflags: ASFLAGS, includeDirs: ['firmware/include', gen],
+      prefixMaps: [`-ffile-prefix-map=${tmp}=BUILD`, `-ffile-prefix-map=${ROOT}=.`],
+    });
 
-    const fwObjs = await compileAll(await sourcesOf(FW_SOURCES), path.join(tmp, 'obj', 'firmware'), includes, prefixMaps);
+    const fwObjs = await compile(FW_SOURCES, path.join(tmp, 'obj', 'firmware'));
     const fwElf = path.join(tmp, 'firmware.elf');
     await run('ld', [...LDFLAGS_COMMON, '-T', 'firmware/link/firmware.ld', '-o', fwElf, ...fwObjs], 'linking firmware.elf');
     const romTmp = path.join(tmp, 'firmware.rom');
@@ -295,27 +209,21 @@ export async function buildFirmware(opts = {}) {
     if (romBuf.length !== ROM_SIZE) throw new Error(`build-firmware: firmware.rom is ${romBuf.length} bytes, expected ${ROM_SIZE}`);
     if (romBuf[ROM_SIZE - 16] !== 0xe9) throw new Error('build-firmware: reset vector at ROM offset 0x1fff0 is not a near jmp');
 
-    const plObjs = await compileAll(await sourcesOf(PAYLOAD_SOURCES), path.join(tmp, 'obj', 'payload'), includes, prefixMaps);
+    const plObjs = await compile(PAYLOAD_SOURCES, path.join(tmp, 'obj', 'payload'));
     const plTmp = path.join(tmp, 'payload.elf');
     await run('ld', [...LDFLAGS_COMMON, '-z', 'max-page-size=0x1000', '-z', 'noexecstack', '-T', 'firmware/link/payload.ld', '-o', plTmp, ...plObjs], 'linking payload.elf');
 
     // Publish atomically: rename each output into place, stamp last.
     await fsp.mkdir(path.join(outDir, 'gen'), { recursive: true });
-    await fsp.rename(path.join(gen, 'post_codes.h'), path.join(outDir, 'gen', 'post_codes.h'));
-    await fsp.rename(fwElf, path.join(outDir, 'firmware.elf'));
-    await fsp.rename(romTmp, rom);
-    await fsp.rename(plTmp, payload);
-    const romSha256 = sha256(romBuf);
-    const payloadSha256 = sha256(await fsp.readFile(payload));
-    const stampTmp = path.join(tmp, 'stamp.json');
-    await fsp.writeFile(stampTmp, `${JSON.stringify({ inputs: hash, rom: romSha256, payload: payloadSha256 }, null, 2)}\n`);
-    await fsp.rename(stampTmp, stampFile);
+    await publish(path.join(gen, 'post_codes.h'), path.join(outDir, 'gen', 'post_codes.h'));
+    await publish(fwElf, path.join(outDir, 'firmware.elf'));
+    const romSha256 = await publish(romTmp, rom);
+    const payloadSha256 = await publish(plTmp, payload);
+    await writeStamp(stampFile, { inputs: hash, rom: romSha256, payload: payloadSha256 }, tmp);
     log(`build-firmware: built ${path.relative(ROOT, rom)} (${ROM_SIZE} bytes, sha256 ${romSha256})`);
     log(`build-firmware: built ${path.relative(ROOT, payload)} (${(await fsp.stat(payload)).size} bytes, sha256 ${payloadSha256})`);
     return { rom, payload, built: true, romSha256, payloadSha256 };
-  } finally {
-    await fsp.rm(tmp, { recursive: true, force: true });
-  }
+  });
 }
 
 /** Regenerate (write=true) or verify the table in docs/post-codes.md. Returns true when up to date. */

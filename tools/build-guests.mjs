@@ -12,17 +12,19 @@
 //   -ffile-prefix-map, --build-id=none, no timestamps anywhere; the same
 //   sources and toolchain give byte-identical ELFs wherever the repo lives.
 // * Incremental: a guest is rebuilt only when the content hash of its inputs
-//   (sources, headers, link script, this script, tool versions) changes; the
-//   hash is kept in <outDir>/.stamps/<name>.json.
+//   (sources, headers, link script, this script and tools/lib/build-kit.mjs,
+//   tool versions) changes; the hash is kept in <outDir>/.stamps/<name>.json.
 // * 64-bit guests are linked as ELF64 (<name>.elf64, kept for symbols) and
 //   converted with `objcopy -O elf32-i386` to <name>.elf, because QEMU's
 //   Multiboot loader only takes ELF32. The program headers' physical
 //   addresses survive the conversion.
-import { $ } from 'zx';
-import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  compileAll, fileSha, inputHasher, KIT_FILE, listFiles, publish, readStamp, run as runTool, toolVersions, withTempDir,
+  writeStamp,
+} from './lib/build-kit.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const REPO_ROOT = path.resolve(path.dirname(SCRIPT), '..');
@@ -92,8 +94,6 @@ export class GuestBuildError extends Error {
   }
 }
 
-const sha256 = (data) => crypto.createHash('sha256').update(data).digest('hex');
-
 async function exists(p) {
   try {
     await fs.access(p);
@@ -103,43 +103,22 @@ async function exists(p) {
   }
 }
 
-/** Files under dir (relative to root, '/' separated), sorted bytewise. */
-async function listFiles(root, relDir) {
-  const out = [];
-  async function walk(rel) {
-    const entries = await fs.readdir(path.join(root, rel), { withFileTypes: true });
-    for (const e of entries) {
-      const r = `${rel}/${e.name}`;
-      if (e.isDirectory()) await walk(r);
-      else if (e.isFile()) out.push(r);
-    }
-  }
-  await walk(relDir);
-  return out.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
 const isSource = (f) => f.endsWith('.c') || f.endsWith('.S');
 
-async function run(root, cmd, args, what) {
-  try {
-    return await $({ cwd: root, quiet: true, env: { ...process.env, LC_ALL: 'C' } })`${cmd} ${args}`;
-  } catch (err) {
-    const out = err && typeof err === 'object' ? `${err.stderr ?? ''}${err.stdout ?? ''}` : String(err);
-    const exit = err && typeof err === 'object' && 'exitCode' in err ? ` (exit ${err.exitCode})` : '';
-    throw new GuestBuildError(`build-guests: ${what} failed${exit}: ${cmd} ${args.join(' ')}`, out || String(err));
-  }
+/** Failures as GuestBuildError: the command line, the exit status, then the tool's output. */
+function guestFailure(what, err, cmd, args) {
+  const out = err && typeof err === 'object' ? `${err.stderr ?? ''}${err.stdout ?? ''}` : String(err);
+  const exit = err && typeof err === 'object' && 'exitCode' in err ? ` (exit ${err.exitCode})` : '';
+  return new GuestBuildError(`build-guests: ${what} failed${exit}: ${cmd} ${args.join(' ')}`, out || String(err));
 }
+
+/** @returns {import('./lib/build-kit.mjs').Runner} a runner in root */
+const runnerIn = (root) => (cmd, args, what) =>
+  runTool(cmd, args, what, { cwd: root, env: { ...process.env, LC_ALL: 'C' }, fail: guestFailure });
 
 let toolInfoPromise;
 function toolInfo() {
-  toolInfoPromise ??= (async () => {
-    const versions = {};
-    for (const tool of ['gcc', 'ld', 'objcopy']) {
-      const out = await run(REPO_ROOT, tool, ['--version'], `checking ${tool} (is the toolchain installed?)`);
-      versions[tool] = out.stdout.split('\n')[0];
-    }
-    return versions;
-  })();
+  toolInfoPromise ??= toolVersions(['gcc', 'ld', 'objcopy'], runnerIn(REPO_ROOT));
   return toolInfoPromise;
 }
 
@@ -163,33 +142,20 @@ async function guestInputs(root, name, arch) {
 }
 
 async function inputHash(root, name, arch, hashedFiles) {
-  const h = crypto.createHash('sha256');
-  const feed = (label, data) => {
-    h.update(`${label}\0${data.length}\0`);
-    h.update(data);
-  };
-  feed('builder', await fs.readFile(SCRIPT));
-  feed('tools', JSON.stringify(await toolInfo()));
-  feed('guest', `${name}:${arch}`);
-  feed('flags', JSON.stringify([COMMON_CFLAGS, ARCH[arch], LDFLAGS]));
-  for (const f of hashedFiles) feed(`file:${f}`, await fs.readFile(path.join(root, f)));
-  return h.digest('hex');
-}
-
-async function readStamp(stampPath) {
-  try {
-    return JSON.parse(await fs.readFile(stampPath, 'utf8'));
-  } catch {
-    return null;
-  }
+  const h = inputHasher()
+    .add('builder', await fs.readFile(SCRIPT))
+    .add('builder-kit', await fs.readFile(KIT_FILE))
+    .add('tools', JSON.stringify(await toolInfo()))
+    .add('guest', `${name}:${arch}`)
+    .add('flags', JSON.stringify([COMMON_CFLAGS, ARCH[arch], LDFLAGS]));
+  await h.addFiles(root, hashedFiles);
+  return h.digest();
 }
 
 async function upToDate(stamp, hash, outDir) {
   if (!stamp || stamp.inputHash !== hash || typeof stamp.outputs !== 'object') return false;
   for (const [file, digest] of Object.entries(stamp.outputs)) {
-    const p = path.join(outDir, file);
-    if (!(await exists(p))) return false;
-    if (sha256(await fs.readFile(p)) !== digest) return false;
+    if ((await fileSha(path.join(outDir, file))) !== digest) return false;
   }
   return true;
 }
@@ -202,40 +168,34 @@ async function buildOne(root, name, arch, outDir, force) {
   if (!force && (await upToDate(await readStamp(stampPath), hash, outDir))) return { path: elfPath, built: false };
 
   const a = ARCH[arch];
-  const tmp = await fs.mkdtemp(path.join(outDir, `.tmp-${name}-`));
-  try {
-    const cflags = [...COMMON_CFLAGS, ...a.cflags, `-ffile-prefix-map=${root}/=`, `-ffile-prefix-map=${root}=.`];
-    const objects = [];
-    for (const src of sources) {
-      const obj = path.join(tmp, `${src.replace(/\//g, '__').replace(/\.[cS]$/, '')}.o`);
-      await run(root, 'gcc', [...cflags, '-c', src, '-o', obj], `compiling ${src} for ${name}`);
-      objects.push(obj);
-    }
+  const run = runnerIn(root);
+  return withTempDir(outDir, `.tmp-${name}-`, async (tmp) => {
+    const objects = await compileAll(sources, {
+      objDir: tmp,
+      run,
+      cflags: [...COMMON_CFLAGS, ...a.cflags, `-ffile-prefix-map=${root}/=`, `-ffile-prefix-map=${root}=.`],
+      objName: (src) => `${src.replace(/\//g, '__').replace(/\.[cS]$/, '')}.o`,
+      what: (src) => `compiling ${src} for ${name}`,
+      jobs: 1, // guests are built two at a time already
+    });
     const outputs = {};
     if (arch === 'x86_64') {
       const elf64 = path.join(tmp, `${name}.elf64`);
-      await run(root, 'ld', ['-m', a.ldEmulation, ...LDFLAGS, '-T', a.linkScript, '-o', elf64, ...objects], `linking ${name}`);
-      await run(root, 'objcopy', ['-O', 'elf32-i386', elf64, path.join(tmp, `${name}.elf`)], `converting ${name} to ELF32`);
+      await run('ld', ['-m', a.ldEmulation, ...LDFLAGS, '-T', a.linkScript, '-o', elf64, ...objects], `linking ${name}`);
+      await run('objcopy', ['-O', 'elf32-i386', elf64, path.join(tmp, `${name}.elf`)], `converting ${name} to ELF32`);
       outputs[`${name}.elf64`] = elf64;
     } else {
-      await run(root, 'ld', ['-m', a.ldEmulation, ...LDFLAGS, '-T', a.linkScript, '-o', path.join(tmp, `${name}.elf`), ...objects], `linking ${name}`);
+      await run('ld', ['-m', a.ldEmulation, ...LDFLAGS, '-T', a.linkScript, '-o', path.join(tmp, `${name}.elf`), ...objects], `linking ${name}`);
     }
     outputs[`${name}.elf`] = path.join(tmp, `${name}.elf`);
 
     // Move into place atomically (concurrent builders produce identical bytes).
     const digests = {};
-    for (const [file, src] of Object.entries(outputs)) {
-      digests[file] = sha256(await fs.readFile(src));
-      await fs.rename(src, path.join(outDir, file));
-    }
+    for (const [file, src] of Object.entries(outputs)) digests[file] = await publish(src, path.join(outDir, file));
     await fs.mkdir(path.dirname(stampPath), { recursive: true });
-    const stampTmp = path.join(tmp, 'stamp.json');
-    await fs.writeFile(stampTmp, `${JSON.stringify({ guest: name, arch, inputHash: hash, outputs: digests }, null, 2)}\n`);
-    await fs.rename(stampTmp, stampPath);
+    await writeStamp(stampPath, { guest: name, arch, inputHash: hash, outputs: digests }, tmp);
     return { path: elfPath, built: true };
-  } finally {
-    await fs.rm(tmp, { recursive: true, force: true });
-  }
+  });
 }
 
 /** Remove temporary build directories left by killed builders (not recent ones: another builder may own them). */

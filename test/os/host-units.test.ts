@@ -35,7 +35,7 @@ function run(name: string, args: string[] = [], input?: Uint8Array | string): st
 
 beforeAll(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'firmament-os-host-'));
-  cc('sha256_host', ['-DSHA256_HOST', 'firmware/os/host-test/sha256_host.c', 'firmware/os/kernel/sha256.c']);
+  cc('sha256_host', ['-I', 'firmware/os/include', '-I', 'firmware/include', 'firmware/os/host-test/sha256_host.c', 'firmware/os/kernel/sha256.c']);
   cc('json_host', ['-I', 'firmware/os/include', '-I', 'firmware/include', 'firmware/os/host-test/json_host.c', 'firmware/os/kernel/json.c']);
   cc('march_host', ['-DMARCH_HOST', '-I', 'firmware/include', '-I', 'firmware/containers/memtest',
     'firmware/containers/memtest/host/march_host.c', 'firmware/containers/memtest/march.c']);

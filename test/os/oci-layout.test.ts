@@ -4,10 +4,9 @@
  * file contract shared with the TypeScript machine, the corruption helper,
  * and (when skopeo and docker-registry are installed) a registry round trip.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -16,6 +15,7 @@ import {
   buildOciLayout, checkLayout, corruptLayout, defaultContainers, FWCFG_BLOB_PREFIX, FWCFG_INDEX, layoutToFwCfgFiles,
   loadContainerMeta, makeTar, MT_CONFIG, MT_INDEX, MT_LAYER, MT_MANIFEST, readTar, REF_NAME,
 } from '../../tools/oci-layout.mjs';
+import { canRunRegistry, run, startRegistry, type LoopbackRegistry } from '../support/registry.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 interface BuildOsModule {
@@ -23,7 +23,6 @@ interface BuildOsModule {
 }
 const { buildOs } = (await import(pathToFileURL(path.join(ROOT, 'tools/build-os.mjs')).href)) as BuildOsModule;
 const sha256 = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex');
-const has = (cmd: string, arg = '--version') => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0;
 
 let tmp = '';
 let layout = '';
@@ -179,55 +178,15 @@ describe('container metadata validation', () => {
 
 // ---------------------------------------------------------------- registry
 
-const canRegistry = has('skopeo') && has('docker-registry', '--version');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-function run(cmd: string, args: string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    c.stdout.on('data', (d) => (out += d));
-    c.stderr.on('data', (d) => (out += d));
-    const t = setTimeout(() => c.kill('SIGKILL'), 30_000);
-    c.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, out });
-    });
-  });
-}
-
-describe.skipIf(!canRegistry)('registry round trip (skopeo + docker-registry)', () => {
-  let reg: ChildProcess | undefined;
+describe.skipIf(!canRunRegistry)('registry round trip (skopeo + docker-registry)', () => {
+  let reg: LoopbackRegistry | undefined;
   let port = 0;
   beforeAll(async () => {
-    port = await freePort();
-    const dir = mkdtempSync(path.join(tmp, 'registry-'));
-    const cfg = path.join(dir, 'config.yml');
-    writeFileSync(cfg, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`);
-    reg = spawn('docker-registry', ['serve', cfg], { stdio: 'ignore' });
-    for (let i = 0; i < 100; i++) {
-      const ok = await new Promise<boolean>((resolve) => {
-        const s = net.connect(port, '127.0.0.1', () => { s.end(); resolve(true); });
-        s.on('error', () => resolve(false));
-      });
-      if (ok) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error('docker-registry did not start');
+    reg = await startRegistry();
+    port = reg.port;
   }, 30_000);
   afterAll(() => {
-    if (reg?.pid) reg.kill('SIGTERM');
+    reg?.stop();
   });
 
   it('skopeo copies an image to the registry (digests preserved) and back into an OCI layout', async () => {

@@ -1,6 +1,6 @@
 /** A real OCI registry (Debian's docker-registry) on loopback, and skopeo, for tests. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -39,13 +39,21 @@ export interface LoopbackRegistry {
   stop(): void;
 }
 
-/** Starts docker-registry on 127.0.0.1 with storage in a temp dir; resolves once it accepts connections. */
+/** Starts docker-registry on 127.0.0.1 with storage in a temp dir (removed once it has stopped); resolves once it accepts connections. */
 export async function startRegistry(): Promise<LoopbackRegistry> {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'fm-registry-'));
   const cfg = path.join(dir, 'config.yml');
   writeFileSync(cfg, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`);
   const proc: ChildProcess = spawn('docker-registry', ['serve', cfg], { stdio: 'ignore' });
+  const cleanUp = () => rmSync(dir, { recursive: true, force: true });
+  const stop = (signal: NodeJS.Signals) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) cleanUp();
+    else {
+      proc.once('exit', cleanUp);
+      proc.kill(signal);
+    }
+  };
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect(port, '127.0.0.1', () => {
@@ -54,10 +62,10 @@ export async function startRegistry(): Promise<LoopbackRegistry> {
       });
       s.on('error', () => resolve(false));
     });
-    if (ok) return { port, url: `http://127.0.0.1:${port}`, stop: () => proc.kill('SIGTERM') };
+    if (ok) return { port, url: `http://127.0.0.1:${port}`, stop: () => stop('SIGTERM') };
     await new Promise((r) => setTimeout(r, 100));
   }
-  proc.kill('SIGKILL');
+  stop('SIGKILL');
   throw new Error('docker-registry did not start');
 }
 

@@ -1,25 +1,13 @@
 /*
- * Host harness for firmware/os/kernel/sha256.c (test/os/sha256-host.test.ts).
+ * Host harness for firmware/os/kernel/sha256.c (test/os/host-units.test.ts),
+ * built with -I firmware/os/include -I firmware/include against the kernel
+ * source itself (the declarations come from os.h).
  *   sha256_host selftest        -> number of failed built-in vectors
  *   sha256_host CHUNK < data    -> hex digest, fed in CHUNK-byte updates
  */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-typedef uint8_t u8;
-typedef uint32_t u32;
-typedef uint64_t u64;
-struct sha256_ctx {
-	u32 h[8];
-	u64 len;
-	u8 buf[64];
-	u32 fill;
-};
-void sha256_init(struct sha256_ctx *c);
-void sha256_update(struct sha256_ctx *c, const void *data, u64 len);
-void sha256_final(struct sha256_ctx *c, u8 out[32]);
-int sha256_selftest(void);
+#include "os.h"
 
 int main(int argc, char **argv)
 {

@@ -1,28 +1,9 @@
 /*
- * SHA-256 (FIPS 180-4). Freestanding; also compiled for the host by
- * test/os/sha256-host.test.ts (with -DSHA256_HOST) and checked against
- * node:crypto and the FIPS known-answer vectors.
+ * SHA-256 (FIPS 180-4). Freestanding; also compiled for the host, unchanged,
+ * by test/os/host-units.test.ts (with firmware/os/host-test/sha256_host.c)
+ * and checked against node:crypto and the FIPS known-answer vectors.
  */
-#ifdef SHA256_HOST
-#include <stdint.h>
-#include <string.h>
-typedef uint8_t u8;
-typedef uint32_t u32;
-typedef uint64_t u64;
-struct sha256_ctx {
-	u32 h[8];
-	u64 len;
-	u8 buf[64];
-	u32 fill;
-};
-void sha256_init(struct sha256_ctx *c);
-void sha256_update(struct sha256_ctx *c, const void *data, u64 len);
-void sha256_final(struct sha256_ctx *c, u8 out[32]);
-void sha256(const void *data, u64 len, u8 out[32]);
-int sha256_selftest(void);
-#else
 #include "os.h"
-#endif
 
 static const u32 K[64] = {
 	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
