@@ -1,6 +1,6 @@
 /** The CLI as CI pipelines use it: exit statuses, JSON on stdout, clear errors on bad input. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -49,5 +49,19 @@ describe('firmament CLI', () => {
     const r = cli('boot', '--json', '--timeout', '0.2');
     expect(r.status).toBe(124);
     expect(JSON.parse(r.stdout).exit.reason).toBe('timeout');
+  });
+});
+
+describe('JUnit report', () => {
+  it('boot --junit names a failing container and a clean handoff as test cases', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fm-junit-'));
+    const file = path.join(dir, 'boot.xml');
+    const r = cli('boot', '--clock', 'virtual', '--fault', 'uart-dead', '--junit', file);
+    expect(r.status).toBe(0); // the boot completes; JUnit carries the failures
+    const xml = readFileSync(file, 'utf8');
+    expect(xml).toMatch(/<testsuite name="firmament boot" tests="7" failures="2"/);
+    expect(xml).toMatch(/<testcase name="POST" [^>]*><failure message="0xE0 UART_DEAD \(error\)">/);
+    expect(xml).toMatch(/<testcase name="container uart" [^>]*><failure message="uart: fail">/);
+    expect(xml).toMatch(/<testcase name="handoff" [^>]*><\/testcase>|<testcase name="handoff" [^>]*\/?>(?!<failure)/);
   });
 });

@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { boot, bootSucceeded, machineMemoryFor, type BootGuest, type BootReport, type PostCodeRecord } from '../../machine/platform/boot.js';
 import { parseSize } from '../../machine/platform/faults.js';
+import { writeBootJunit } from './junit.js';
 import type { PcMachine } from '../../machine/platform/pc.js';
 import { MACHINE_OPTION_SPEC, machineOptions, toJson, UsageError } from './args.js';
 import { ensureImages } from './images.js';
@@ -34,6 +35,7 @@ export const BOOT_HELP = `firmament boot [options]
                       local layout: http://HOST:PORT/<prefix>[:tag] (every <prefix>/<name>)
   --strict            fail when POST reported any error or a container did not pass
   --json              print one JSON document on stdout instead of live output
+  --junit FILE        also write a JUnit XML report: POST, each container, the handoff, each guest
   --monitor SOCKET    serve the monitor protocol on this Unix socket while the machine
                       runs (docs/monitor.md); 'firmament tui --attach SOCKET' connects
   --paused            with --monitor: start paused, resume from a monitor client
@@ -62,6 +64,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
       'guest-mem': { type: 'string' },
       'guest-vcpus': { type: 'string' },
       registry: { type: 'string' },
+      junit: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -113,6 +116,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
     },
   );
   await monitor?.close();
+  if (values.junit !== undefined) writeBootJunit(values.junit, report);
   if (o.json) {
     process.stdout.write(toJson(report) + '\n');
   } else {

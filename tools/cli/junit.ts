@@ -1,0 +1,63 @@
+/**
+ * JUnit XML for CI systems: one test case per POST check, firmware container,
+ * the handoff and each guest, so a failing boot shows up as named failures.
+ */
+import { writeFileSync } from 'node:fs';
+import type { BootReport } from '../../machine/platform/boot.js';
+
+interface Case {
+  name: string;
+  classname: string;
+  timeMs: number;
+  failure?: { message: string; body: string };
+  output?: string;
+}
+
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, '');
+
+export function bootJunitCases(r: BootReport): Case[] {
+  const cases: Case[] = [];
+  const stage = (name: string): number => {
+    const s = r.stages.find((x) => x.name === name);
+    return s && s.endMs !== null ? s.endMs - s.startMs : 0;
+  };
+  const posted = r.postCodes.map((p) => `${p.hex} ${p.name}`).join('\n');
+  cases.push({
+    name: 'POST',
+    classname: 'firmament.firmware',
+    timeMs: stage('post'),
+    output: posted,
+    ...(r.postErrors.length ? { failure: { message: r.postErrors.map((p) => `${p.hex} ${p.name} (${p.severity})`).join(', '), body: posted } } : {}),
+  });
+  for (const c of r.containers) {
+    const bad = c.status === 'fail' || c.status === 'rejected' || c.status === 'timeout';
+    const findings = c.findings.map((f) => `[${f.severity}] ${f.source} 0x${f.code.toString(16)}: ${f.text}`).join('\n');
+    cases.push({ name: `container ${c.name}`, classname: 'firmament.containers', timeMs: 0, output: `${c.status} ${c.digest}\n${findings}`, ...(bad ? { failure: { message: `${c.name}: ${c.status}`, body: findings } } : {}) });
+  }
+  cases.push({
+    name: 'handoff',
+    classname: 'firmament.os',
+    timeMs: stage('containers'),
+    ...(r.handoff ? {} : { failure: { message: `no handoff: ${r.exit.reason}${r.exit.detail ? `: ${r.exit.detail}` : ''}`, body: r.serial.slice(-4000) } }),
+  });
+  for (const g of r.guests) {
+    const ok = g.exit?.reason === 'debug-exit' && g.exit.code === 1;
+    cases.push({ name: `guest ${g.name}`, classname: 'firmament.guests', timeMs: 0, output: g.serial, ...(ok ? {} : { failure: { message: `${g.name}: ${g.exit?.reason ?? 'still running'} (code ${g.exit?.code ?? '-'})`, body: g.serial.slice(-4000) } }) });
+  }
+  return cases;
+}
+
+export function junitXml(suite: string, cases: Case[], wallMs: number): string {
+  const failures = cases.filter((c) => c.failure).length;
+  const body = cases
+    .map((c) => {
+      const inner = [c.failure ? `<failure message="${esc(c.failure.message)}">${esc(c.failure.body)}</failure>` : '', c.output ? `<system-out>${esc(c.output)}</system-out>` : ''].join('');
+      return `  <testcase name="${esc(c.name)}" classname="${esc(c.classname)}" time="${(c.timeMs / 1000).toFixed(3)}">${inner}</testcase>`;
+    })
+    .join('\n');
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="${esc(suite)}" tests="${cases.length}" failures="${failures}" errors="0" time="${(wallMs / 1000).toFixed(3)}">\n${body}\n</testsuite>\n`;
+}
+
+export function writeBootJunit(file: string, r: BootReport): void {
+  writeFileSync(file, junitXml('firmament boot', bootJunitCases(r), r.wallMs));
+}
