@@ -7,59 +7,15 @@
  * SYSCALL entry switches to it by hand. The kernel itself runs with
  * interrupts disabled; containers run with IF=1.
  */
+#include "isr-stubs.inc"
+
 	.section .text.isr, "ax"
 	.code64
 	.balign	16
 	.globl	isr_stubs
 isr_stubs:
-	.set	vec, 0
-	.rept	256
-	.balign	16, 0xcc
-	.if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
-	.else
-	pushq	$0
-	.endif
-	pushq	$vec
-	jmp	isr_common
-	.set	vec, vec + 1
-	.endr
-	.balign	16, 0xcc
+	ISR_STUBS
 
-.macro	SAVE_GPRS
-	pushq	%rax
-	pushq	%rbx
-	pushq	%rcx
-	pushq	%rdx
-	pushq	%rsi
-	pushq	%rdi
-	pushq	%rbp
-	pushq	%r8
-	pushq	%r9
-	pushq	%r10
-	pushq	%r11
-	pushq	%r12
-	pushq	%r13
-	pushq	%r14
-	pushq	%r15
-.endm
-
-.macro	RESTORE_GPRS
-	popq	%r15
-	popq	%r14
-	popq	%r13
-	popq	%r12
-	popq	%r11
-	popq	%r10
-	popq	%r9
-	popq	%r8
-	popq	%rbp
-	popq	%rdi
-	popq	%rsi
-	popq	%rdx
-	popq	%rcx
-	popq	%rbx
-	popq	%rax
-.endm
 
 isr_common:
 	SAVE_GPRS
