@@ -427,6 +427,11 @@ export class X86Cpu implements DeliveryCpu {
     this.count(`irq:0x${vector.toString(16)}`);
   }
 
+  /** An interrupt is waiting for this CPU (from its LAPIC or the PIC). */
+  hasPendingInterrupt(): boolean {
+    return this.host.interruptPending(this);
+  }
+
   /** Could an interrupt ever wake this CPU? (HLT with IF=0 only wakes on NMI/INIT/SMI.) */
   canBeWokenByInterrupt(): boolean {
     if (this.state === 'running') return true;
