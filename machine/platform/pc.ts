@@ -522,7 +522,7 @@ export class PcMachine implements CpuHost {
         this.timeline.advanceTo(deadline);
         // Device transitions a few microseconds apart (a PIT's OUT pulse: low, then high a clock
         // later) are taken together, so an idle guest costs one scheduling round per tick, not two.
-        while (!this.anyoneWakes() && this.timeline.nextDeadline() - this.timeline.nowNs() < 10_000) this.timeline.advanceTo(this.timeline.nextDeadline());
+        for (let i = 0; i < 16 && !this.anyoneWakes() && this.timeline.nextDeadline() - this.timeline.nowNs() < 10_000; i++) this.timeline.advanceTo(this.timeline.nextDeadline());
       }
       if (performance.now() - lastYield > 15) {
         await new Promise<void>((r) => setImmediate(r));
