@@ -10,7 +10,7 @@ import { Uart16550 } from '../machine/devices/uart16550.js';
 import { CmosRtc } from '../machine/devices/cmos-rtc.js';
 import { DebugExit } from '../machine/devices/debug-exit.js';
 import { Debugcon } from '../machine/devices/debugcon.js';
-import { LocalApic, type IpiMessage } from '../machine/devices/lapic.js';
+import { LocalApic, deliverIpi, type IpiMessage } from '../machine/devices/lapic.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio } from '../machine/cpu/x86-cpu.js';
 import type { PcMachine } from '../machine/platform/pc.js';
 import type { VmMemory } from './vm-memory.js';
@@ -179,14 +179,7 @@ export class Vm implements CpuHost {
 
   // ------------------------------------------------------------ events
   routeIpi(msg: IpiMessage): void {
-    for (const v of this.vcpus) {
-      if (!v.lapic.accepts(msg)) continue;
-      if (msg.mode === 'init') {
-        if (msg.level || msg.trigger === 'edge') v.lapic.acceptInit();
-      } else if (msg.mode === 'startup') v.lapic.acceptStartup(msg.vector);
-      else if (msg.mode === 'nmi') v.lapic.acceptNmi();
-      else if (msg.mode === 'fixed' || msg.mode === 'lowest-priority') v.lapic.acceptIpi(msg.vector, msg.trigger);
-    }
+    deliverIpi(this.vcpus.map((v) => v.lapic), msg);
     this.machine.kick();
   }
 

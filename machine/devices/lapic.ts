@@ -710,3 +710,19 @@ export class LocalApic implements MmioDevice {
     this.lastPending = this.hasInterrupt();
   }
 }
+
+/**
+ * The APIC bus: hand an IPI to every APIC that accepts it. INIT level
+ * de-assert (level 0, level-triggered) is the legacy "INIT deassert" and
+ * resets nothing; SMI, ExtINT and reserved modes are not delivered.
+ */
+export function deliverIpi(lapics: Iterable<LocalApic>, msg: IpiMessage): void {
+  for (const lapic of lapics) {
+    if (!lapic.accepts(msg)) continue;
+    if (msg.mode === 'init') {
+      if (msg.level || msg.trigger === 'edge') lapic.acceptInit();
+    } else if (msg.mode === 'startup') lapic.acceptStartup(msg.vector);
+    else if (msg.mode === 'nmi') lapic.acceptNmi();
+    else if (msg.mode === 'fixed' || msg.mode === 'lowest-priority') lapic.acceptIpi(msg.vector, msg.trigger);
+  }
+}

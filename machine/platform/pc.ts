@@ -15,7 +15,7 @@ import { PostPort } from '../devices/post-port.js';
 import { DebugExit } from '../devices/debug-exit.js';
 import { Debugcon } from '../devices/debugcon.js';
 import { FwCfg } from '../devices/fw-cfg.js';
-import { LocalApic, type IpiMessage } from '../devices/lapic.js';
+import { LocalApic, deliverIpi, type IpiMessage } from '../devices/lapic.js';
 import type { AccessSize, IrqLine } from '../devices/device.js';
 import { REG } from '../cpu/unicorn/constants.js';
 import { HANDOFF_VMCALL_RAX } from './handoff.js';
@@ -307,14 +307,7 @@ export class PcMachine implements CpuHost {
 
   /** The APIC bus: every local APIC that accepts the message gets it. */
   private routeIpi(msg: IpiMessage): void {
-    for (const lapic of this.lapics) {
-      if (!lapic.accepts(msg)) continue;
-      if (msg.mode === 'init') {
-        if (msg.level || msg.trigger === 'edge') lapic.acceptInit();
-      } else if (msg.mode === 'startup') lapic.acceptStartup(msg.vector);
-      else if (msg.mode === 'nmi') lapic.acceptNmi();
-      else if (msg.mode === 'fixed' || msg.mode === 'lowest-priority') lapic.acceptIpi(msg.vector, msg.trigger);
-    }
+    deliverIpi(this.lapics, msg);
     this.kick();
   }
 
