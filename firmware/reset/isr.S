@@ -12,13 +12,3 @@
 	.globl	isr_stubs
 isr_stubs:
 	ISR_STUBS
-isr_stubs_end:
-
-isr_common:
-	SAVE_GPRS
-	cld
-	movq	%rsp, %rdi
-	call	interrupt_dispatch
-	RESTORE_GPRS
-	addq	$16, %rsp
-	iretq

@@ -16,16 +16,6 @@
 isr_stubs:
 	ISR_STUBS
 
-
-isr_common:
-	SAVE_GPRS
-	cld
-	movq	%rsp, %rdi
-	call	interrupt_dispatch
-	RESTORE_GPRS
-	addq	$16, %rsp
-	iretq
-
 /*
  * SYSCALL entry: RCX = user RIP, R11 = user RFLAGS, RSP = user RSP,
  * IF/TF/DF/AC/NT cleared by SFMASK. Build an int_frame on the trap stack
