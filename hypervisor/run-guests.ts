@@ -3,23 +3,15 @@
  * the way `qemu-system-x86_64 -kernel` runs one: `firmament run`.
  */
 import { readFileSync } from 'node:fs';
-import { basename } from 'node:path';
 import { PcMachine, type MachineExit, type PcConfig } from '../machine/platform/pc.js';
 import { DEFAULT_ROM } from '../machine/platform/boot.js';
-import { Hypervisor } from './hypervisor.js';
-import { HostMemoryManager } from './host-memory.js';
+import type { Hypervisor } from './hypervisor.js';
+import { hypervisorWithGuests, type GuestFileSpec } from './guest-files.js';
 import type { Vm } from './vm.js';
 
 const MiB = 1024 * 1024;
 /** Host RAM the hypervisor keeps for EPT tables and its own frames, beyond guest RAM. */
 const HOST_OVERHEAD = 32 * MiB;
-
-export interface GuestRunSpec {
-  path: string;
-  memBytes: number;
-  vcpus: number;
-  cmdline?: string;
-}
 
 export interface GuestMachine {
   machine: PcMachine;
@@ -27,7 +19,7 @@ export interface GuestMachine {
   vms: Vm[];
 }
 
-export function createGuestMachine(guests: GuestRunSpec[], opts: { pcpus: number; pace?: PcConfig['pace'] }): GuestMachine {
+export function createGuestMachine(guests: GuestFileSpec[], opts: { pcpus: number; pace?: PcConfig['pace'] }): GuestMachine {
   const hostBytes = guests.reduce((n, g) => n + g.memBytes, 0) + HOST_OVERHEAD;
   const machine = new PcMachine({ memBytes: hostBytes, cpus: opts.pcpus, rom: new Uint8Array(readFileSync(DEFAULT_ROM)), pace: opts.pace ?? 'realtime' });
   // No firmware ran, so the handoff map is the machine's RAM as the firmware would report it.
@@ -35,8 +27,7 @@ export function createGuestMachine(guests: GuestRunSpec[], opts: { pcpus: number
     { base: 0, length: 0xa0000, type: 1 },
     { base: 0x100000, length: machine.memory.lowRamTop - 0x100000, type: 1 },
   ];
-  const hv = new Hypervisor(machine, map, new HostMemoryManager(machine.memory, map));
-  const vms = guests.map((g) => hv.createGuest({ image: new Uint8Array(readFileSync(g.path)), fileName: basename(g.path), memBytes: g.memBytes, vcpus: g.vcpus, ...(g.cmdline !== undefined ? { cmdline: g.cmdline } : {}) }));
+  const { hypervisor: hv, vms } = hypervisorWithGuests(machine, map, guests);
   hv.onAllStopped = () => {
     const first = vms[0]!.exit!;
     machine.finish({ reason: first.reason === 'stopped' ? 'stopped' : first.reason, code: first.code, ...(first.detail ? { detail: first.detail } : {}), atNs: machine.now() } as MachineExit);

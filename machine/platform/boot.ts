@@ -5,7 +5,7 @@
  * prints as JSON or text.
  */
 import { readFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { PcMachine, type MachineExit, type PcConfig } from './pc.js';
 import { describePostCode, hex2, type PostSeverity } from './post-codes.js';
 import { parseBootInfo, BOOT_INFO_DEFAULT_ADDRESS, type BootInfo } from './boot-info.js';
@@ -13,8 +13,8 @@ import { parseHandoff, type Handoff, type HandoffContainer, type HandoffEvent } 
 import { containerFwCfgFiles, localLayoutFiles, DEFAULT_LAYOUT, type ContainerSource, type FwCfgFile } from './container-source.js';
 import { PROJECT_ROOT } from '../cpu/unicorn/locate.js';
 import type { FaultSpec } from './faults.js';
-import { Hypervisor } from '../../hypervisor/hypervisor.js';
-import { HostMemoryManager } from '../../hypervisor/host-memory.js';
+import type { Hypervisor } from '../../hypervisor/hypervisor.js';
+import { hypervisorWithGuests, type GuestFileSpec } from '../../hypervisor/guest-files.js';
 import type { GuestReport } from '../../hypervisor/hypervisor.js';
 
 export const NEXT_STAGE_FILE = 'opt/firmament/next-stage';
@@ -26,12 +26,7 @@ export const TEST_PAYLOAD = join(PROJECT_ROOT, 'images/build/payload.elf');
 
 const MiB = 1024 * 1024;
 
-export interface BootGuest {
-  path: string;
-  memBytes: number;
-  vcpus: number;
-  cmdline?: string;
-}
+export type BootGuest = GuestFileSpec;
 
 export interface BootOptions {
   memBytes: number;
@@ -199,12 +194,11 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
  */
 function takeOver(m: PcMachine, h: Handoff, guests: BootGuest[], listeners: BootListeners): Hypervisor {
   const map = h.memoryMap.map((r) => ({ base: r.base, length: r.length, type: r.type }));
-  const hv = new Hypervisor(m, map, new HostMemoryManager(m.memory, map));
+  const { hypervisor: hv, vms } = hypervisorWithGuests(m, map, guests);
   if (guests.length === 0) {
     m.finish({ reason: 'halted', code: 0, detail: 'handed off to the hypervisor; no guests to run', atNs: m.now() });
     return hv;
   }
-  const vms = guests.map((g) => hv.createGuest({ image: new Uint8Array(readFileSync(g.path)), fileName: basename(g.path), memBytes: g.memBytes, vcpus: g.vcpus, ...(g.cmdline !== undefined ? { cmdline: g.cmdline } : {}) }));
   for (const vm of vms) vm.onSerial = (t) => listeners.onGuestSerial?.(vm.name, t);
   hv.onAllStopped = () => m.finish({ reason: 'halted', code: 0, detail: 'all guests stopped', atNs: m.now() });
   return hv;
