@@ -5,10 +5,7 @@ export type ExitCounts = Record<ExitReason, number>;
 
 export const emptyExitCounts = (): ExitCounts => Object.fromEntries(EXIT_REASONS.map((r) => [r, 0])) as ExitCounts;
 
-/**
- * Folds a vCPU's CPU-layer counters into exit reasons. Unicorn 2.1 cannot hook
- * RDMSR/WRMSR, so `msr` stays 0: MSR accesses execute inside the engine.
- */
+/** Folds a vCPU's CPU-layer counters into exit reasons. */
 export function exitsFromCounters(counters: Record<string, number>, io: number, mmio: number): ExitCounts {
   const e = emptyExitCounts();
   e.io = io;
@@ -17,6 +14,7 @@ export function exitsFromCounters(counters: Record<string, number>, io: number, 
     if (k === 'hlt') e.hlt += v;
     else if (k === 'mwait' || k === 'monitor') e.mwait += v;
     else if (k === 'cpuid') e.cpuid += v;
+    else if (k === 'rdmsr' || k === 'wrmsr') e.msr += v;
     else if (k === 'vmcall') e.vmcall += v;
     else if (k === 'ept-violation') e['ept-violation'] += v;
     else if (k.startsWith('exception:')) e.exception += v;

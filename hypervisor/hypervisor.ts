@@ -59,7 +59,7 @@ export class Hypervisor implements CpuScheduler {
     const plan = parseMultibootImage(spec.image, spec.fileName, { ramSize: spec.memBytes });
     const id = this.vms.length + 1;
     const memory = createVmMemory(this.host, `vm${id}`, spec.memBytes);
-    const vm = new Vm(this.machine, memory, { id, name: spec.name ?? basename(spec.fileName).replace(/\.elf$/, ''), vcpus: spec.vcpus, memory });
+    const vm = new Vm(this.machine, memory, { id, name: spec.name ?? basename(spec.fileName).replace(/\.elf$/, ''), vcpus: spec.vcpus, memory, host: this.host });
     for (const seg of plan.segments) {
       const bytes = new Uint8Array(seg.memSize);
       bytes.set(seg.fileBytes.subarray(0, Math.min(seg.fileBytes.length, seg.memSize)));

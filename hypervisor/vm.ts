@@ -16,6 +16,8 @@ import type { PcMachine } from '../machine/platform/pc.js';
 import type { VmMemory } from './vm-memory.js';
 import { emptyExitCounts, exitsFromCounters, type ExitCounts } from './exits.js';
 import { handleHypercall } from './hypercalls.js';
+import { VmMsrs } from './msr-exits.js';
+import type { HostMemoryManager } from './host-memory.js';
 
 export const GUEST_LAPIC_GPA = 0xfee00000;
 /** Host-physical windows (above RAM, below 2^40) where vCPU engines map guest device MMIO. */
@@ -34,6 +36,8 @@ export interface VmConfig {
   name: string;
   vcpus: number;
   memory: VmMemory;
+  /** Host frames for the VM's MSR permission map and vCPU control areas. */
+  host: HostMemoryManager;
 }
 
 export class Vcpu {
@@ -81,6 +85,7 @@ export class Vm implements CpuHost {
   readonly debugcon: Debugcon;
   readonly localMmio: LocalMmio[];
   readonly vcpuCount: number;
+  readonly msrExits: VmMsrs;
   state: VmState = 'running';
   exit: VmExit | null = null;
   serial = '';
@@ -122,6 +127,7 @@ export class Vm implements CpuHost {
         },
       },
     ];
+    this.msrExits = new VmMsrs(config.host, `vm${this.id}`, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic);
     for (let i = 0; i < config.vcpus; i++) this.vcpus.push(new Vcpu(this, i, this, machine));
     for (const v of this.vcpus.slice(1)) v.cpu.state = 'wait-for-sipi';
   }

@@ -15,6 +15,7 @@ import { contextLayout, HF, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js'
 import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
 import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { faultAddress } from './x86/fault-address.js';
+import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLifted } from './x86/msr-intercept.js';
 import type { StateRecord } from '../state.js';
 import { stateBytes, stateNumber, stateString, StateError } from '../state.js';
 
@@ -84,10 +85,26 @@ export interface CpuHost {
   onWatchedWrite(cpu: X86Cpu, pagePaddr: number): void;
   /** VMCALL/VMMCALL: returns true if handled (RIP is advanced by the CPU). */
   hypercall?(cpu: X86Cpu): boolean;
+  /** RDMSR/WRMSR exits (hypervisor VMs). Without it MSRs execute inside the CPU model. */
+  readonly msrExits?: MsrExitHandler;
+}
+
+/** Thrown by an MSR exit handler: the instruction raises #GP(0). */
+export class MsrFault extends Error {
+  override name = 'MsrFault';
+}
+
+export interface MsrExitHandler {
+  /** Host-physical address of this CPU's VMCB-format control area (it points at the MSR permission map). */
+  controlArea(cpu: X86Cpu): number;
+  /** RDMSR: the value, or undefined to take the CPU model's. */
+  read(cpu: X86Cpu, index: number): bigint | undefined;
+  /** WRMSR: true if handled, false to let the CPU model take it. */
+  write(cpu: X86Cpu, index: number, value: bigint): boolean;
 }
 
 export interface CpuEvent {
-  kind: 'interrupt' | 'exception' | 'syscall' | 'hlt' | 'mwait' | 'wake' | 'triple-fault' | 'cpuid';
+  kind: 'interrupt' | 'exception' | 'syscall' | 'hlt' | 'mwait' | 'wake' | 'triple-fault' | 'cpuid' | 'msr';
   vector?: number;
   detail?: string;
   rip: bigint;
@@ -160,9 +177,29 @@ export class X86Cpu implements DeliveryCpu {
   reset(): void {
     this.engine.restoreContext(this.resetContext);
     this.engine.writeReg(REG.CR0, 0x60000010n);
+    this.armMsrExits();
     this.engine.flushTlb();
     this.monitor = null;
     this.pendingTlbFault = null;
+  }
+
+  /** Whether RDMSR/WRMSR exit to the host, and if not, why. */
+  get msrExits(): true | string {
+    if (!this.host.msrExits) return 'no MSR exit handler (bare metal)';
+    const layout = svmLayout();
+    return typeof layout === 'string' ? layout : true;
+  }
+
+  /** Every context this CPU loads (reset, snapshot restore) gets the MSR intercepts of its current host. */
+  private armMsrExits(): void {
+    const handler = this.host.msrExits;
+    const layout = svmLayout();
+    if (!handler || typeof layout === 'string') return;
+    const blob = this.engine.saveContext();
+    const area = handler.controlArea(this);
+    armMsrIntercept(blob, layout, area);
+    this.engine.restoreContext(blob);
+    this.engine.msrGuard = (index, write, access) => withInterceptLifted(this.host.memory, area, index, write, access);
   }
 
   /** INIT-SIPI-SIPI: start at vector * 0x1000 in real mode. */
@@ -369,6 +406,9 @@ export class X86Cpu implements DeliveryCpu {
     const dv = new DataView(blob.buffer, blob.byteOffset);
     dv.setBigUint64(L.regs + 4 * 8, rsp, true);
     dv.setBigUint64(L.regs + 16 * 8, rip, true);
+    // Unicorn never clears exception_is_int: left set after an INT n, the next
+    // exception or MSR exit would resume at that INT's return address.
+    dv.setInt32(L.exceptionIsInt, 0, true);
     this.engine.restoreContext(blob);
     this.engine.writeReg(REG.RFLAGS, BigInt(rflags >>> 0));
   }
@@ -509,6 +549,7 @@ export class X86Cpu implements DeliveryCpu {
       this.onEvent?.({ kind: 'syscall', rip });
       return { kind: 'requested' };
     }
+    if (this.pendingIntr !== null && this.pendingIntr >= EXCP_VMEXIT) return this.svmExit(this.pendingIntr - EXCP_VMEXIT);
     if (this.pendingIntr !== null) {
       const vector = this.pendingIntr;
       const info = pendingExceptionInfo(this.engine.saveContext());
@@ -526,6 +567,35 @@ export class X86Cpu implements DeliveryCpu {
     this.count('hlt');
     this.onEvent?.({ kind: 'hlt', rip: this.readRip() });
     return { kind: 'halted' };
+  }
+
+  /** An intercept fired (RIP on the instruction). Only MSR accesses are intercepted. */
+  private svmExit(code: number): SliceExit {
+    const handler = this.host.msrExits;
+    if (code !== SVM_EXIT_MSR || !handler) return { kind: 'error', message: `CPU ${this.index}: unexpected SVM exit 0x${code.toString(16)} at RIP 0x${this.readRip().toString(16)}` };
+    const rip = this.readRip();
+    // EXITINFO1: 0 for RDMSR, 1 for WRMSR.
+    const write = pendingExceptionInfo(this.engine.contextView()).errorCode === 1;
+    const index = this.engine.readReg32(REG.ECX);
+    this.count(write ? 'wrmsr' : 'rdmsr');
+    let value: bigint;
+    try {
+      if (write) {
+        value = (BigInt(this.engine.readReg32(REG.EDX)) << 32n) | BigInt(this.engine.readReg32(REG.EAX));
+        if (!handler.write(this, index, value)) this.engine.writeMsr(index, value);
+      } else {
+        value = handler.read(this, index) ?? this.engine.readMsr(index);
+        this.engine.writeReg(REG.RAX, value & 0xffff_ffffn);
+        this.engine.writeReg(REG.RDX, value >> 32n);
+      }
+    } catch (e) {
+      if (!(e instanceof MsrFault)) throw e;
+      this.onEvent?.({ kind: 'msr', detail: `${write ? 'WRMSR' : 'RDMSR'} 0x${index.toString(16)}: #GP (${e.message})`, rip });
+      return this.raise(VECTOR.GP, 0);
+    }
+    this.onEvent?.({ kind: 'msr', detail: `${write ? 'WRMSR' : 'RDMSR'} 0x${index.toString(16)} ${write ? '<-' : '->'} 0x${value.toString(16)}`, rip });
+    this.completeInstruction(rip + 2n);
+    return { kind: 'requested' };
   }
 
   /** `blob`: a context saved just now, reused by the first delivery attempt. */
@@ -649,6 +719,8 @@ export class X86Cpu implements DeliveryCpu {
     const who = `cpu${this.index}`;
     if (stateNumber(s, 'unicorn', who) !== this.engine.lib.version.raw) throw new StateError(who, 'unicorn', 'snapshot was taken with a different Unicorn build');
     this.engine.restoreContext(stateBytes(s, 'context', who, this.engine.contextSize));
+    // The control area is a host address: the saving machine's may not exist here.
+    this.armMsrExits();
     this.engine.flushTlb();
     this.engine.flushCode();
     const st = stateString(s, 'state', who);

@@ -1,5 +1,5 @@
 /** A CPU host with only memory, a debug console (0xE9) and isa-debug-exit (0xF4): for CPU-layer tests. */
-import { X86Cpu, type CpuHost, type LocalMmio, type SliceExit } from '../../machine/cpu/x86-cpu.js';
+import { X86Cpu, type CpuHost, type LocalMmio, type MsrExitHandler, type SliceExit } from '../../machine/cpu/x86-cpu.js';
 import { PhysicalMemory, MiB } from '../../machine/memory/physical-memory.js';
 
 export class BareHost implements CpuHost {
@@ -9,9 +9,11 @@ export class BareHost implements CpuHost {
   exitValue: number | null = null;
   irqVector: number | null = null;
   readonly cpu: X86Cpu;
+  readonly msrExits: MsrExitHandler | undefined;
 
-  constructor(rom: Uint8Array, ramSize = 16 * MiB) {
+  constructor(rom: Uint8Array, ramSize = 16 * MiB, opts: { msrExits?: MsrExitHandler } = {}) {
     this.memory = new PhysicalMemory(ramSize, rom);
+    this.msrExits = opts.msrExits;
     this.cpu = new X86Cpu(0, 0, this, { apicId: 0, logicalCpus: 1 });
   }
 

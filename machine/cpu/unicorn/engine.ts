@@ -117,14 +117,30 @@ export class UnicornEngine {
     check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
   }
 
+  /**
+   * Set by a CPU whose MSR accesses may be intercepted: runs the API access
+   * with the intercept lifted, or returns undefined (MSR unreachable: the read
+   * gives 0 and the write is dropped, as for an unknown MSR).
+   */
+  msrGuard: (<T>(index: number, write: boolean, access: () => T) => T | undefined) | undefined;
+
   readMsr(index: number): bigint {
+    return this.msrGuard ? (this.msrGuard(index, false, () => this.rawReadMsr(index)) ?? 0n) : this.rawReadMsr(index);
+  }
+
+  writeMsr(index: number, value: bigint): void {
+    if (this.msrGuard) this.msrGuard(index, true, () => this.rawWriteMsr(index, value));
+    else this.rawWriteMsr(index, value);
+  }
+
+  private rawReadMsr(index: number): bigint {
     this.scratch.fill(0, 0, 16);
     this.scratch.writeUInt32LE(index >>> 0, 0);
     check(this.lib, 'uc_reg_read(MSR)', this.lib.fn.regRead(this.uc, 248, this.scratch));
     return this.scratch.readBigUInt64LE(8);
   }
 
-  writeMsr(index: number, value: bigint): void {
+  private rawWriteMsr(index: number, value: bigint): void {
     this.scratch.fill(0, 0, 16);
     this.scratch.writeUInt32LE(index >>> 0, 0);
     this.scratch.writeBigUInt64LE(value, 8);

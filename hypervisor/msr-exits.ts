@@ -1,0 +1,71 @@
+/**
+ * The hypervisor's side of RDMSR/WRMSR exits (the CPU side is
+ * machine/cpu/x86/msr-intercept.ts): a per-VM MSR permission map and a
+ * per-vCPU control area, in host frames no guest can reach, and the MSRs the
+ * hypervisor answers itself.
+ *
+ * IA32_APIC_BASE belongs to the vLAPIC: the BSP flag per vCPU and the global
+ * enable. EFER writes are checked against what our CPUID offers. FS_BASE,
+ * GS_BASE and KERNEL_GS_BASE pass through without exits, as under KVM,
+ * because guest kernels write them on every context switch; so do EFER reads
+ * (see newPermissionMap). Every other access exits, is counted, and is then
+ * carried out by the CPU model.
+ */
+import { MsrFault, type MsrExitHandler, type X86Cpu } from '../machine/cpu/x86-cpu.js';
+import { MSRPM_FRAMES, newPermissionMap, VMCB_MSRPM_BASE_PA } from '../machine/cpu/x86/msr-intercept.js';
+import { MSR } from '../machine/cpu/x86/registers.js';
+import { LAPIC_DEFAULT_BASE, type LocalApic } from '../machine/devices/lapic.js';
+import type { HostMemoryManager } from './host-memory.js';
+
+export const PASS_THROUGH_MSRS: readonly number[] = [MSR.FS_BASE, MSR.GS_BASE, MSR.KERNEL_GS_BASE];
+
+const APIC_BASE_BSP = 1n << 8n;
+const APIC_BASE_X2APIC = 1n << 10n;
+const APIC_BASE_ENABLE = 1n << 11n;
+/** Reserved: bits 0-7, 9, and above the 40-bit physical address width we report. */
+const APIC_BASE_RESERVED = 0xffn | (1n << 9n) | ~((1n << 40n) - 1n);
+/** EFER bits our CPUID offers: SCE, LME, LMA, NXE. The CPU model would also take SVME, which the guest must not get. */
+const EFER_ALLOWED = (1n << 0n) | (1n << 8n) | (1n << 10n) | (1n << 11n);
+
+export class VmMsrs implements MsrExitHandler {
+  readonly permissionMap: number;
+  private readonly controlAreas: number[];
+
+  constructor(
+    host: HostMemoryManager,
+    owner: string,
+    vcpus: number,
+    private readonly lapicOf: (cpu: X86Cpu) => LocalApic,
+  ) {
+    this.permissionMap = host.allocator.allocateContiguous(MSRPM_FRAMES, { owner: `${owner}:msr-map` });
+    host.memory.writeBytes(this.permissionMap, newPermissionMap(PASS_THROUGH_MSRS));
+    this.controlAreas = host.allocator.allocate(vcpus, { owner: `${owner}:vcpu-control` });
+    for (const area of this.controlAreas) host.memory.writeU64(area + VMCB_MSRPM_BASE_PA, BigInt(this.permissionMap));
+  }
+
+  controlArea(cpu: X86Cpu): number {
+    const area = this.controlAreas[cpu.index];
+    if (area === undefined) throw new Error(`no control area for vCPU ${cpu.index}`);
+    return area;
+  }
+
+  read(cpu: X86Cpu, index: number): bigint | undefined {
+    if (index !== MSR.APIC_BASE) return undefined;
+    const lapic = this.lapicOf(cpu);
+    return BigInt(LAPIC_DEFAULT_BASE) | (lapic.bsp ? APIC_BASE_BSP : 0n) | (lapic.hardwareEnabled() ? APIC_BASE_ENABLE : 0n);
+  }
+
+  write(cpu: X86Cpu, index: number, value: bigint): boolean {
+    if (index === MSR.EFER && value & ~EFER_ALLOWED) throw new MsrFault(`reserved bits in EFER 0x${value.toString(16)}`);
+    if (index !== MSR.APIC_BASE) return false;
+    if (value & APIC_BASE_RESERVED) throw new MsrFault(`reserved bits in IA32_APIC_BASE 0x${value.toString(16)}`);
+    if (value & APIC_BASE_X2APIC) throw new MsrFault('x2APIC is not offered (CPUID.1:ECX.x2APIC = 0)');
+    const base = value & ~0xfffn;
+    if (base !== BigInt(LAPIC_DEFAULT_BASE)) {
+      // Not a #GP on hardware: refuse loudly rather than leave the guest talking to the old page.
+      throw new Error(`vCPU ${cpu.index} moved its LAPIC to 0x${base.toString(16)}: LAPIC relocation is not supported`);
+    }
+    this.lapicOf(cpu).setHardwareEnabled((value & APIC_BASE_ENABLE) !== 0n);
+    return true;
+  }
+}
