@@ -14,12 +14,17 @@ export function hasQemu(): boolean {
 
 export const QEMU_ARGS = ['-serial', 'stdio', '-display', 'none', '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04', '-no-reboot', '-m', '64'];
 
-/**
- * Runs QEMU under `sh` and reads the shell's cutime/cstime afterwards, so the
- * CPU time is QEMU's own (user + system, all threads), not a wall-clock guess.
- */
 export function runQemu(args: string[], timeoutMs = 120_000): PeerRun {
-  const quoted = ['qemu-system-x86_64', ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  return runMeasured(['qemu-system-x86_64', ...args], timeoutMs);
+}
+
+/**
+ * Runs a command under `sh` and reads the shell's cutime/cstime afterwards, so
+ * the CPU time is the command's own (user + system, all threads), not a
+ * wall-clock guess.
+ */
+export function runMeasured(command: string[], timeoutMs = 120_000): PeerRun {
+  const quoted = command.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const script = `${quoted}; st=$?; echo; echo "@@STAT $(cat /proc/$$/stat) $st"`;
   const t0 = performance.now();
   const r = spawnSync('sh', ['-c', script], { encoding: 'utf8', timeout: timeoutMs });

@@ -19,9 +19,9 @@ export interface GuestMachine {
   vms: Vm[];
 }
 
-export function createGuestMachine(guests: GuestFileSpec[], opts: { pcpus: number; pace?: PcConfig['pace'] }): GuestMachine {
+export function createGuestMachine(guests: GuestFileSpec[], opts: { pcpus: number; pace?: PcConfig['pace']; timerSlackMs?: number | undefined }): GuestMachine {
   const hostBytes = guests.reduce((n, g) => n + g.memBytes, 0) + HOST_OVERHEAD;
-  const machine = new PcMachine({ memBytes: hostBytes, cpus: opts.pcpus, rom: new Uint8Array(readFileSync(DEFAULT_ROM)), pace: opts.pace ?? 'realtime' });
+  const machine = new PcMachine({ memBytes: hostBytes, cpus: opts.pcpus, rom: new Uint8Array(readFileSync(DEFAULT_ROM)), pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}) });
   // No firmware ran, so the handoff map is the machine's RAM as the firmware would report it.
   const map = [
     { base: 0, length: 0xa0000, type: 1 },

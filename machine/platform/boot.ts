@@ -35,6 +35,7 @@ export interface BootOptions {
   timeoutMs?: number;
   seed?: number;
   pace?: PcConfig['pace'];
+  timerSlackMs?: number | undefined;
   romPath?: string;
   nextStagePath?: string;
   /** Where the OS pulls its firmware containers from (default: the local OCI layout). */
@@ -121,7 +122,7 @@ export function createBootMachine(opts: BootOptions, containerFiles?: readonly F
   const files: FwCfgFile[] = [{ name: NEXT_STAGE_FILE, data: next }];
   // Only the OS reads containers; the test payload does not.
   if (nextPath !== TEST_PAYLOAD) files.push(...(containerFiles ?? localLayoutFiles(DEFAULT_LAYOUT)));
-  return new PcMachine({ memBytes: opts.memBytes, cpus: opts.cpus, rom, faults: opts.faults, seed: opts.seed ?? 0, pace: opts.pace ?? 'realtime', fwCfgFiles: files });
+  return new PcMachine({ memBytes: opts.memBytes, cpus: opts.cpus, rom, faults: opts.faults, seed: opts.seed ?? 0, pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}), fwCfgFiles: files });
 }
 
 export async function boot(opts: BootOptions, listeners: BootListeners = {}): Promise<BootReport> {

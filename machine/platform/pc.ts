@@ -27,15 +27,24 @@ export const LAPIC_BASE = 0xfee00000;
 export const NS_PER_UNIT = 1;
 /** Longest a CPU runs before the scheduler looks at the others and the host event loop. */
 const QUANTUM_NS = 2_000_000;
+export const DEFAULT_TIMER_SLACK_MS = 4;
 
 /**
  * Keeps virtual time from running ahead of the wall clock, anchored so sleep
  * overshoot does not accumulate (1000 timer ticks of 1 ms take ~1 s, not 2-3).
  * When emulation falls behind, it re-anchors instead of racing to catch up.
+ *
+ * Timer slack, as in Linux: wake-ups are rounded up to a multiple of
+ * `slackMs` of wall time, so a guest ticking at 1 kHz costs one host wake-up
+ * per slack period instead of one per tick. The guest cannot tell: its clocks
+ * are virtual, and every tick still arrives at its exact virtual time; only
+ * the wall clock sees the machine up to `slackMs` late.
  */
 export class RealtimePacer {
   private wallAnchor = -1;
   private virtAnchor = 0;
+
+  constructor(private readonly slackMs = 0) {}
 
   /** Milliseconds to sleep before virtual time may reach `deadlineNs`. */
   msUntil(deadlineNs: number, nowNs: number): number {
@@ -47,7 +56,8 @@ export class RealtimePacer {
       this.anchor(wall, nowNs);
       return (deadlineNs - nowNs) / 1e6;
     }
-    return due - wall;
+    if (due <= wall || this.slackMs <= 0) return due - wall;
+    return this.wallAnchor + Math.ceil((due - this.wallAnchor) / this.slackMs) * this.slackMs - wall;
   }
 
   private anchor(wall: number, nowNs: number): void {
@@ -76,6 +86,8 @@ export interface PcConfig {
   fwCfgFiles?: readonly { name: string; data: Uint8Array }[];
   /** 'realtime': an idle machine sleeps until the next timer in wall time. 'virtual': it jumps ahead. */
   pace?: 'realtime' | 'virtual';
+  /** Realtime pacing: host wake-ups are rounded up to this many ms (see RealtimePacer). Default 4; 0 wakes for every timer. */
+  timerSlackMs?: number;
   /** Reset instead of stopping on a triple fault (QEMU's default without -no-reboot). */
   rebootOnTripleFault?: boolean;
 }
@@ -160,13 +172,14 @@ export class PcMachine implements CpuHost {
   private watched = new Set<number>();
   private wakeHost: (() => void) | null = null;
   private pausedFlag = false;
-  private readonly pacer = new RealtimePacer();
+  private readonly pacer: RealtimePacer;
   /** Set by a hypervisor at takeover; null while the machine runs its own CPUs. */
   scheduler: CpuScheduler | null = null;
   private readonly config: Required<Omit<PcConfig, 'fwCfgFiles'>> & Pick<PcConfig, 'fwCfgFiles'>;
 
   constructor(config: PcConfig) {
-    this.config = { faults: [], seed: 0, pace: 'realtime', rebootOnTripleFault: false, ...config };
+    this.config = { faults: [], seed: 0, pace: 'realtime', rebootOnTripleFault: false, timerSlackMs: DEFAULT_TIMER_SLACK_MS, ...config };
+    this.pacer = new RealtimePacer(this.config.timerSlackMs);
     const faults = this.config.faults;
     if (config.cpus < 1 || config.cpus > 64) throw new Error(`--cpus ${config.cpus}: must be between 1 and 64`);
     this.memory = new PhysicalMemory(config.memBytes, config.rom, ramFaults(faults, this.config.seed));

@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { buildRom } from '../support/asm.js';
-import { PcMachine } from '../../machine/platform/pc.js';
+import { PcMachine, RealtimePacer } from '../../machine/platform/pc.js';
 
 const MiB = 1024 * 1024;
 
@@ -40,5 +40,41 @@ describe('idle CPUs', () => {
     const exit = await m.run({ timeoutMs: 30_000 });
     expect(exit.reason).toBe('halted');
     m.close();
+  });
+});
+
+describe('realtime pacing (RealtimePacer)', () => {
+  /** A pacer whose wall clock the test moves by hand. */
+  function pacerAt(slackMs: number): { pacer: RealtimePacer; wall: { ms: number } } {
+    const wall = { ms: 1000 };
+    vi.spyOn(performance, 'now').mockImplementation(() => wall.ms);
+    return { pacer: new RealtimePacer(slackMs), wall };
+  }
+  afterEach(() => vi.restoreAllMocks());
+
+  it('without slack, sleeps until each deadline is due in wall time', () => {
+    const { pacer, wall } = pacerAt(0);
+    expect(pacer.msUntil(1_000_000, 0)).toBeCloseTo(1);
+    wall.ms += 1;
+    expect(pacer.msUntil(2_000_000, 1_000_000)).toBeCloseTo(1);
+  });
+
+  it('with slack, one wake-up covers every deadline inside a slack period, and lateness never accumulates', () => {
+    const { pacer, wall } = pacerAt(4);
+    // The 1 ms tick is slept to the 4 ms boundary...
+    expect(pacer.msUntil(1_000_000, 0)).toBeCloseTo(4);
+    wall.ms += 4;
+    // ...where the ticks at 2, 3 and 4 ms are already due: no sleep between them.
+    for (const t of [2, 3, 4]) expect(pacer.msUntil(t * 1_000_000, (t - 1) * 1_000_000)).toBeLessThanOrEqual(0);
+    // The tick at 5 ms waits for the 8 ms boundary, anchored to the start, not to the late wake-up.
+    wall.ms += 0.3;
+    expect(pacer.msUntil(5_000_000, 4_000_000)).toBeCloseTo(3.7);
+  });
+
+  it('a machine running far behind the wall clock re-anchors instead of racing', () => {
+    const { pacer, wall } = pacerAt(4);
+    pacer.msUntil(0, 0);
+    wall.ms += 500;
+    expect(pacer.msUntil(1_000_000, 0)).toBeCloseTo(1);
   });
 });

@@ -13,6 +13,15 @@ export interface MachineOptions {
   seed: number;
   json: boolean;
   pace: 'realtime' | 'virtual';
+  timerSlackMs: number | undefined;
+}
+
+/** --timer-slack MS: host wake-ups of an idle realtime machine are rounded up to this (0 = every timer). */
+export function parseTimerSlack(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const ms = Number(v);
+  if (!Number.isFinite(ms) || ms < 0 || ms > 100) throw new UsageError(`--timer-slack ${v}: expected milliseconds from 0 to 100`);
+  return ms;
 }
 
 export function machineOptions(values: Record<string, string | boolean | (string | boolean)[] | undefined>): MachineOptions {
@@ -32,7 +41,7 @@ export function machineOptions(values: Record<string, string | boolean | (string
   if (!Number.isInteger(seed)) throw new UsageError(`--seed ${str('seed')}: expected an integer`);
   const pace = str('clock') ?? 'realtime';
   if (pace !== 'realtime' && pace !== 'virtual') throw new UsageError(`--clock ${pace}: expected realtime or virtual`);
-  return { memBytes, cpus, faults, timeoutMs: timeout === undefined ? undefined : timeout * 1000, seed, json: values['json'] === true, pace };
+  return { memBytes, cpus, faults, timeoutMs: timeout === undefined ? undefined : timeout * 1000, seed, json: values['json'] === true, pace, timerSlackMs: parseTimerSlack(str('timer-slack')) };
 }
 
 export const MACHINE_OPTION_SPEC = {
@@ -42,6 +51,7 @@ export const MACHINE_OPTION_SPEC = {
   timeout: { type: 'string' },
   seed: { type: 'string' },
   clock: { type: 'string' },
+  'timer-slack': { type: 'string' },
   json: { type: 'boolean' },
 } as const;
 

@@ -28,6 +28,7 @@ export const BOOT_HELP = `firmament boot [options]
   --timeout S         stop after S seconds of wall time (exit reason "timeout")
   --seed N            seed for fault patterns (default 0)
   --clock MODE        realtime (idle sleeps in real time, default) or virtual (idle jumps ahead)
+  --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
   --guest ELF         a Multiboot guest for the hypervisor after the handoff; repeatable
   --guest-mem SIZE    RAM per guest (default 64M, as QEMU -m 64)
   --guest-vcpus N     vCPUs per guest (default 1)
@@ -100,6 +101,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
       faults: o.faults,
       seed: o.seed,
       pace: o.pace,
+      timerSlackMs: o.timerSlackMs,
       guests,
       ...(values.registry !== undefined ? { containers: { kind: 'registry' as const, url: values.registry } } : {}),
       ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),

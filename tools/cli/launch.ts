@@ -104,7 +104,7 @@ function launchKernel(kernel: string, values: LaunchValues, o: MachineOptions, s
   if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 64) throw new UsageError(`--vcpus ${String(values['vcpus'])}: expected 1..64`);
   const cmdline = str(values['cmdline']);
   const memBytes = str(values['mem']) !== undefined ? o.memBytes : 64 * 1024 * 1024;
-  const g = createGuestMachine([{ path: kernel, memBytes, vcpus, ...(cmdline !== undefined ? { cmdline } : {}) }], { pcpus: o.cpus, pace: o.pace });
+  const g = createGuestMachine([{ path: kernel, memBytes, vcpus, ...(cmdline !== undefined ? { cmdline } : {}) }], { pcpus: o.cpus, pace: o.pace, timerSlackMs: o.timerSlackMs });
   const hooks = guestHooks(g.machine, g.hypervisor);
   const label = `guest ${basename(kernel)}`;
   const session = new DebugSession(g.machine, { label, hooks });
@@ -143,7 +143,7 @@ function launchBoot(values: LaunchValues, o: MachineOptions, setup: DebugSetup):
     let hooksForHandoff: ReturnType<typeof bootHooks> | null = null;
     let releaseHypervisor = (): void => {};
     const finished = boot(
-      { memBytes, cpus: o.cpus, faults: o.faults, seed: o.seed, pace: o.pace, guests, ...(registry !== undefined ? { containers: { kind: 'registry' as const, url: registry } } : {}), ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}) },
+      { memBytes, cpus: o.cpus, faults: o.faults, seed: o.seed, pace: o.pace, timerSlackMs: o.timerSlackMs, guests, ...(registry !== undefined ? { containers: { kind: 'registry' as const, url: registry } } : {}), ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}) },
       {
         // Runs before the first instruction: the debugger is in place from the reset vector on.
         onMachine: (m) => {

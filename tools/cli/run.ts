@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { createGuestMachine } from '../../hypervisor/run-guests.js';
 import { parseSize } from '../../machine/platform/faults.js';
-import { toJson, UsageError } from './args.js';
+import { parseTimerSlack, toJson, UsageError } from './args.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
@@ -18,6 +18,7 @@ export const RUN_HELP = `firmament run <guest.elf> [options]
   --cmdline S         Multiboot command line (QEMU's -append)
   --timeout S         stop after S seconds of wall time (status 124)
   --clock MODE        realtime (default) or virtual
+  --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
   --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits}]}
   --monitor SOCKET    serve the monitor protocol on this Unix socket (docs/monitor.md)
   --paused            with --monitor: start paused, resume from a monitor client`;
@@ -26,7 +27,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, paused: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, paused: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -41,7 +42,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const timeoutMs = values.timeout !== undefined ? Number(values.timeout) * 1000 : undefined;
   const pcpus = Number(values.cpus ?? '1');
   if (!Number.isInteger(pcpus) || pcpus < 1 || pcpus > 64) throw new UsageError(`--cpus ${values.cpus}: expected 1..64`);
-  const { machine: m, hypervisor, vms } = createGuestMachine([{ path: positionals[0]!, memBytes: parseSize(values.mem ?? '64M', '--mem'), vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) }], { pcpus, pace });
+  const { machine: m, hypervisor, vms } = createGuestMachine([{ path: positionals[0]!, memBytes: parseSize(values.mem ?? '64M', '--mem'), vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) }], { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) });
   if (!values.json) vms[0]!.onSerial = (t) => process.stdout.write(t);
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
