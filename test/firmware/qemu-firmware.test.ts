@@ -100,8 +100,9 @@ function runQemu(rom: string, opts: QemuOptions): Promise<QemuRun> {
 }
 
 /** Split console output into lines, asserting every line ends in \r\n. */
-function lines(out: string): string[] {
-  expect(out.endsWith('\r\n')).toBe(true);
+function lines(out: string, stderr = ''): string[] {
+  // The context says what QEMU printed when this fails (a truncated run was seen once in CI).
+  expect(out.endsWith('\r\n'), `console output ends ${JSON.stringify(out.slice(-300))}; QEMU stderr: ${JSON.stringify(stderr)}`).toBe(true);
   const parts = out.slice(0, -2).split('\r\n');
   for (const p of parts) expect(p).not.toMatch(/[\r\n]/);
   return parts;
@@ -330,14 +331,14 @@ describe.skipIf(!hasQemu)(
         'payload: boot-info v1, 64 MiB, 1 CPU, 6 e820 entries, POST flags 0x20, last POST 0x5F',
         'payload: POST error 0xE5 details 0x0 0x1d5 0x0 0x0',
       ];
-      expect(lines(run.out)).toEqual(expected);
+      expect(lines(run.out, run.stderr)).toEqual(expected);
       expect(run.killed).toBe(false);
       expect(run.status).toBe(1);
     });
 
     it('without the next-stage file: documented 0xE8 line, then halts without crashing', async () => {
       const run = await runQemu(rom, { nextStage: null, haltMarker: '[POST 0xE8] halted\r\n' });
-      expect(lines(run.out)).toEqual([
+      expect(lines(run.out, run.stderr)).toEqual([
         ...postPrefix(COM1_READY),
         `[POST 0xE8] next stage missing: fw_cfg file ${NEXT_STAGE} not found, halting`,
         '[POST 0xE8] halted',
@@ -350,7 +351,7 @@ describe.skipIf(!hasQemu)(
       const file = path.join(scratch, 'not-elf.bin');
       writeFileSync(file, 'this is not an ELF file\n'.repeat(4));
       const run = await runQemu(rom, { nextStage: file, haltMarker: 'halted\r\n' });
-      expect(lines(run.out).slice(-3)).toEqual([
+      expect(lines(run.out, run.stderr).slice(-3)).toEqual([
         `[POST 0x50] next stage: fw_cfg file ${NEXT_STAGE}, 96 bytes, via DMA`,
         '[POST 0xE9] next stage invalid: bad ELF magic (reason 2, value 0x73696874), halting',
         '[POST 0xE9] halted',
@@ -362,7 +363,7 @@ describe.skipIf(!hasQemu)(
       const file = path.join(scratch, 'overlap.elf');
       writeFileSync(file, makeElf(0x8000, [{ paddr: 0x8000, flags: 5, data: Uint8Array.from([0xf4]) }]));
       const run = await runQemu(rom, { nextStage: file, haltMarker: 'halted\r\n' });
-      expect(lines(run.out).slice(-2)).toEqual([
+      expect(lines(run.out, run.stderr).slice(-2)).toEqual([
         '[POST 0xE9] next stage invalid: segment not inside usable RAM (firmware, reserved or bad memory) (reason 11, value 0x8000), halting',
         '[POST 0xE9] halted',
       ]);
@@ -372,7 +373,7 @@ describe.skipIf(!hasQemu)(
       const file = path.join(scratch, 'bad-entry.elf');
       writeFileSync(file, makeElf(0x300000, [{ paddr: 0x200000, flags: 5, data: Uint8Array.from([0xf4]) }]));
       const run = await runQemu(rom, { nextStage: file, haltMarker: 'halted\r\n' });
-      expect(lines(run.out).slice(-2)).toEqual([
+      expect(lines(run.out, run.stderr).slice(-2)).toEqual([
         '[POST 0xE9] next stage invalid: entry point not inside an executable PT_LOAD segment (reason 13, value 0x300000), halting',
         '[POST 0xE9] halted',
       ]);
@@ -382,7 +383,7 @@ describe.skipIf(!hasQemu)(
       const file = path.join(scratch, 'ud2.elf');
       writeFileSync(file, makeElf(0x200000, [{ paddr: 0x200000, flags: 5, data: Uint8Array.from([0x0f, 0x0b]) }]));
       const run = await runQemu(rom, { nextStage: file, haltMarker: '[POST 0xEF] halted\r\n' });
-      const out = lines(run.out);
+      const out = lines(run.out, run.stderr);
       expect(out).toContain('[POST 0x5F] handoff: jumping to 0x200000 in long mode, RDI = boot-info 0x8000, interrupts off');
       expect(out).toContain('[POST 0xEF] FATAL: exception 6 (#UD invalid opcode) error 0x0 RIP 0x200000 CR2 0x0');
       expect(out).toContain('  RSI 0x0 RDI 0x8000 RBP 0x0 RSP 0x1fff8');
@@ -395,7 +396,7 @@ describe.skipIf(!hasQemu)(
       // mov eax, 0x1234 ; ret
       writeFileSync(file, makeElf(0x200000, [{ paddr: 0x200000, flags: 5, data: Uint8Array.from([0xb8, 0x34, 0x12, 0, 0, 0xc3]) }]));
       const run = await runQemu(rom, { nextStage: file, haltMarker: '[POST 0xEA] halted\r\n' });
-      expect(lines(run.out).slice(-2)).toEqual([
+      expect(lines(run.out, run.stderr).slice(-2)).toEqual([
         '[POST 0xEA] next stage returned to the firmware (RAX 0x1234), halting',
         '[POST 0xEA] halted',
       ]);
@@ -403,7 +404,7 @@ describe.skipIf(!hasQemu)(
 
     it('falls back to the fw_cfg data port when the DMA interface is disabled', async () => {
       const run = await runQemu(rom, { nextStage: payload, extraArgs: ['-global', 'fw_cfg_io.dma_enabled=off'] });
-      const out = lines(run.out);
+      const out = lines(run.out, run.stderr);
       expect(out).toContain('[POST 0x18] fw_cfg: signature QEMU at ports 0x510/0x511, no DMA interface');
       expect(out).toContain(`[POST 0x50] next stage: fw_cfg file ${NEXT_STAGE}, ${readElf(payload).size} bytes, via data port`);
       expect(out).toContain('payload: boot-info v1, 64 MiB, 1 CPU, 6 e820 entries, POST flags 0x20, last POST 0x5F');
@@ -412,7 +413,7 @@ describe.skipIf(!hasQemu)(
 
     it('sizes RAM above 4 GiB and counts CPUs from fw_cfg (-m 5G -smp 2)', async () => {
       const run = await runQemu(rom, { nextStage: payload, extraArgs: ['-m', '5G', '-smp', '2'] });
-      const out = lines(run.out);
+      const out = lines(run.out, run.stderr);
       expect(out).toContain('[POST 0x20] cpu: AuthenticAMD family 15 model 107 stepping 1, 2 CPUs (fw_cfg NB_CPUS)');
       expect(out).toContain('[POST 0x30] memory sizing: 5120 MiB (CMOS: 65535 KiB above 1 MiB, 3056 MiB above 16 MiB, 2048 MiB above 4 GiB)');
       expect(out).toContain('  fw_cfg RAM_SIZE agrees: 5120 MiB');
@@ -424,7 +425,7 @@ describe.skipIf(!hasQemu)(
 
     it('dead UART (no COM1): UART-dead code, log and payload continue on debugcon 0xE9', async () => {
       const run = await runQemu(rom, { nextStage: payload, consoleArgs: ['-serial', 'none', '-debugcon', 'stdio'] });
-      expect(lines(run.out)).toEqual([
+      expect(lines(run.out, run.stderr)).toEqual([
         ...postPrefix([
           '[POST 0xE0] UART dead: COM1 scratch register test failed (read 0xff), log continues on debugcon 0xE9',
           '[POST 0x05] console: debugcon port 0xE9',
@@ -520,7 +521,7 @@ describe.skipIf(!hasQemu || !hasGdb)(
       const run = await qemu;
       clearTimeout(gdbKill);
       gdb.kill('SIGKILL');
-      const out = lines(run.out);
+      const out = lines(run.out, run.stderr);
       const from = out.indexOf('[POST 0x32] memory test: [mem 0x0000000000100000-0x0000000000ffffff], address-in-address and inverted');
       expect(from).toBeGreaterThan(0);
       expect(out.slice(from + 1, from + 12)).toEqual([
