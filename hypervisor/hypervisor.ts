@@ -96,17 +96,29 @@ export class Hypervisor implements CpuScheduler {
     return this.allCache;
   }
 
-  /** Round-robin: at most one vCPU per pCPU per round; the rest wait for the next round. */
+  private readonly ready: Vcpu[] = [];
+  private readonly picked: X86Cpu[] = [];
+
+  /**
+   * Round-robin: at most one vCPU per pCPU per round; the rest wait for the next round.
+   * The array is reused (valid until the next call): this runs once per timer tick of an idle guest.
+   */
   runnable(): readonly X86Cpu[] {
-    const ready: Vcpu[] = [];
+    const ready = this.ready;
+    const picked = this.picked;
+    ready.length = 0;
+    picked.length = 0;
     for (const vm of this.vms) if (vm.state === 'running') for (const c of vm.vcpus) if (c.cpu.state === 'running') ready.push(c);
-    if (ready.length === 0) return [];
+    if (ready.length === 0) return picked;
     const start = this.rr % ready.length;
-    const picked: Vcpu[] = [];
-    for (let i = 0; i < Math.min(this.pcpus, ready.length); i++) picked.push(ready[(start + i) % ready.length]!);
-    this.rr += picked.length;
-    picked.forEach((v, slot) => (v.lastPcpu = slot));
-    return picked.map((v) => v.cpu);
+    const n = Math.min(this.pcpus, ready.length);
+    for (let slot = 0; slot < n; slot++) {
+      const v = ready[(start + slot) % ready.length]!;
+      v.lastPcpu = slot;
+      picked.push(v.cpu);
+    }
+    this.rr += n;
+    return picked;
   }
 
   private readonly vcpuByCpu = new Map<X86Cpu, Vcpu>();
