@@ -286,7 +286,7 @@ export class X86Cpu implements DeliveryCpu {
     });
     e.onInvalidInstruction(() => false);
     e.onInsn('CPUID', () => this.guarded(() => this.emulateCpuid(), true));
-    e.onInsn('SYSCALL' as 'CPUID', () => {
+    e.onInsn('SYSCALL', () => {
       this.pendingSyscall = true;
       e.stop();
       return true;

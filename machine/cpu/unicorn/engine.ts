@@ -174,8 +174,11 @@ export class UnicornEngine {
     this.addInsnHook(cb, INS.OUT);
   }
 
-  /** CPUID/RDMSR/WRMSR: the handler emulates the instruction; returning true skips Unicorn's own. */
-  onInsn(insn: 'CPUID' | 'RDMSR' | 'WRMSR', h: () => boolean): void {
+  /**
+   * CPUID/SYSCALL: the handler emulates the instruction; returning true skips Unicorn's own.
+   * (Unicorn 2.1 refuses RDMSR/WRMSR/RDTSC hooks with UC_ERR_HOOK; MSR exits come from x86/msr-intercept.ts.)
+   */
+  onInsn(insn: 'CPUID' | 'SYSCALL', h: () => boolean): void {
     const cb = this.register(() => (h() ? 1 : 0), this.lib.proto.cpuid);
     this.addInsnHook(cb, INS[insn]);
   }
