@@ -71,7 +71,7 @@ export async function runBench(argv: string[]): Promise<number> {
   // 3. Host CPU time while the guest (under the hypervisor) sits in HLT for 2 s, 1 kHz PIT ticks.
   // a) A fresh `firmament run` process against a fresh QEMU, each minus the same guest idling 0.1 s:
   //    what a user starting one idle guest pays, start-up excluded, V8's one-time JIT included.
-  const pct = (r: { cpuMs: number; wallMs: number }): string => `${((r.cpuMs / r.wallMs) * 100).toFixed(1)}%`;
+  const pct = (r: { cpuMs: number; wallMs: number }): string => (Number.isFinite(r.cpuMs) ? `${((r.cpuMs / r.wallMs) * 100).toFixed(1)}%` : 'n/a');
   const cli = (idle: string): ReturnType<typeof runMeasured> => runMeasured(['node', join(PROJECT_ROOT, 'tools/firmament.mjs'), 'run', timer, '--cmdline', idle]);
   const marginal = (long: { cpuMs: number; wallMs: number }, short: { cpuMs: number; wallMs: number }): { cpuMs: number; wallMs: number } => ({ cpuMs: long.cpuMs - short.cpuMs, wallMs: long.wallMs - short.wallMs });
   const fresh = marginal(cli('idle=2000'), cli('idle=100'));
