@@ -2,10 +2,10 @@
  * QEMU fw_cfg over I/O ports, shared by the firmware (post/fwcfg.c) and the
  * lightweight OS (os/kernel/fwcfg.c): selector 0x510 (16-bit), data 0x511,
  * DMA address 0x514 (high, big-endian) / 0x518 (low, big-endian, triggers).
- * Each user keeps its own state (present, DMA) and runs its own DMA
- * transfers (the firmware addresses memory by identity, the OS through
- * virt_to_phys); the ports, keys, descriptor layout, port reads and the
- * file directory walk live here.
+ * Each user keeps its own state (present, DMA) and descriptor, and passes
+ * physical addresses (the firmware addresses memory by identity, the OS
+ * through virt_to_phys); the ports, keys, descriptor layout, probe, port
+ * reads, DMA transfer and file directory walk live here.
  */
 #ifndef FW_FWCFG_H
 #define FW_FWCFG_H
@@ -47,6 +47,42 @@ static inline void fwcfg_pio_read(void *buf, u32 len)
 	u8 *p = buf;
 	while (len--)
 		*p++ = inb(FW_CFG_PORT_DATA);
+}
+
+/* The signature probe: true if the device answers "QEMU" (raw bytes in sig);
+ * *dma tells whether it offers DMA. */
+static inline bool fwcfg_detect(u8 sig[4], bool *dma)
+{
+	fwcfg_select(FW_CFG_SIGNATURE);
+	fwcfg_pio_read(sig, 4);
+	*dma = false;
+	if (memcmp(sig, "QEMU", 4) != 0)
+		return false;
+	u32 features = 0;
+	fwcfg_select(FW_CFG_ID);
+	fwcfg_pio_read(&features, 4);         /* little-endian */
+	*dma = (features & FW_CFG_VERSION_DMA) != 0;
+	return true;
+}
+
+/* One DMA transfer through desc (at physical desc_pa) to or from physical
+ * address; false on the device's error bit or a timeout. */
+static inline bool fwcfg_dma_transfer(struct fw_cfg_dma *desc, u64 desc_pa, u32 control, u32 length, u64 address)
+{
+	desc->control = bswap32(control);
+	desc->length = bswap32(length);
+	desc->address = __builtin_bswap64(address);
+	barrier();
+	outl(FW_CFG_PORT_DMA_HI, bswap32((u32)(desc_pa >> 32)));
+	outl(FW_CFG_PORT_DMA_LO, bswap32((u32)desc_pa));
+	for (u32 i = 0; i < 10000000; i++) {
+		u32 ctl = bswap32(*(volatile u32 *)&desc->control);
+		if (ctl & DMA_CTL_ERROR)
+			return false;
+		if (ctl == 0)
+			return true;
+	}
+	return false;
 }
 
 /* Look name up in the file directory (selector and size in host order);

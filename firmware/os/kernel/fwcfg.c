@@ -13,15 +13,7 @@ static struct fw_cfg_dma desc __attribute__((aligned(16)));
 bool fwcfg_init(void)
 {
 	u8 sig[4];
-	fwcfg_select(FW_CFG_SIGNATURE);
-	fwcfg_pio_read(sig, 4);
-	present = memcmp(sig, "QEMU", 4) == 0;
-	if (present) {
-		u32 features = 0;
-		fwcfg_select(FW_CFG_ID);
-		fwcfg_pio_read(&features, 4);
-		dma = (features & FW_CFG_VERSION_DMA) != 0;
-	}
+	present = fwcfg_detect(sig, &dma);
 	return present;
 }
 
@@ -40,19 +32,5 @@ bool fwcfg_read(u16 key, void *dst, u32 len)
 		fwcfg_pio_read(dst, len);
 		return true;
 	}
-	desc.control = bswap32((u32)key << 16 | DMA_CTL_SELECT | DMA_CTL_READ);
-	desc.length = bswap32(len);
-	desc.address = __builtin_bswap64(virt_to_phys(dst));
-	u64 d = virt_to_phys(&desc);
-	barrier();
-	outl(FW_CFG_PORT_DMA_HI, bswap32((u32)(d >> 32)));
-	outl(FW_CFG_PORT_DMA_LO, bswap32((u32)d));
-	for (u32 i = 0; i < 10000000; i++) {
-		u32 ctl = bswap32(*(volatile u32 *)&desc.control);
-		if (ctl & DMA_CTL_ERROR)
-			return false;
-		if (ctl == 0)
-			return true;
-	}
-	return false;
+	return fwcfg_dma_transfer(&desc, virt_to_phys(&desc), (u32)key << 16 | DMA_CTL_SELECT | DMA_CTL_READ, len, virt_to_phys(dst));
 }
