@@ -84,12 +84,14 @@ class GuestCpuMemory implements CpuMemory {
   }
 
   readBytes(gpa: number, length: number): Uint8Array {
+    if ((gpa % 4096) + length <= 4096) return this.host.read(this.hpa(gpa, 0), length);
     const out = new Uint8Array(length);
     this.spans(gpa, length, 0, (hpa, off, n) => out.set(this.host.read(hpa, n), off));
     return out;
   }
 
   writeBytes(gpa: number, data: Uint8Array): void {
+    if ((gpa % 4096) + data.length <= 4096) return this.host.writeBytes(this.hpa(gpa, 1), data);
     const spans: [number, number, number][] = [];
     this.spans(gpa, data.length, 1, (hpa, off, n) => spans.push([hpa, off, n]));
     for (const [hpa, off, n] of spans) this.host.writeBytes(hpa, data.subarray(off, off + n));

@@ -119,6 +119,9 @@ const RESET_SIGNATURE = 0x00060fb1;
 export class X86Cpu implements DeliveryCpu {
   readonly engine: UnicornEngine;
   readonly slice = Buffer.alloc(64);
+  /** Typed views of the slice struct: read and written around every run. */
+  private readonly slice64 = new BigUint64Array(this.slice.buffer, this.slice.byteOffset, 8);
+  private readonly slice32 = new Uint32Array(this.slice.buffer, this.slice.byteOffset, 16);
   state: CpuRunState;
   readonly counters: Record<string, number> = {};
   /** Observers for the inspection API and event log. */
@@ -150,7 +153,7 @@ export class X86Cpu implements DeliveryCpu {
     host.memory.onHostWrite((addr, length) => this.invalidateCode(addr, length));
     this.engine.useVirtualTlb();
     this.installHooks();
-    this.slice.writeBigUInt64LE(0n, SLICE.limit);
+    this.slice64[SLICE.limit / 8] = 0n;
     this.engine.attachSlice(this.slice);
     this.state = index === 0 ? 'running' : 'wait-for-sipi';
     this.reset();
@@ -423,11 +426,11 @@ export class X86Cpu implements DeliveryCpu {
 
   /** Virtual-time units executed so far (code bytes of entered blocks). */
   get units(): bigint {
-    return this.slice.readBigUInt64LE(SLICE.units);
+    return this.slice64[SLICE.units / 8]!;
   }
 
   set units(v: bigint) {
-    this.slice.writeBigUInt64LE(v, SLICE.units);
+    this.slice64[SLICE.units / 8] = v;
   }
 
   /**
@@ -436,7 +439,7 @@ export class X86Cpu implements DeliveryCpu {
    */
   requestStop(): void {
     this.stopRequested = true;
-    this.slice.writeUInt32LE(1, SLICE.request);
+    this.slice32[SLICE.request / 4] = 1;
   }
 
   /** Host code changed guest memory: drop translated code before the next run if it held code. */
@@ -497,9 +500,9 @@ export class X86Cpu implements DeliveryCpu {
       this.engine.flushCode();
       this.flushCodePending = false;
     }
-    this.slice.writeBigUInt64LE(this.units + budget, SLICE.limit);
-    this.slice.writeUInt32LE(0, SLICE.stopped);
-    this.slice.writeUInt32LE(0, SLICE.request);
+    this.slice64[SLICE.limit / 8] = this.units + budget;
+    this.slice32[SLICE.stopped / 4] = 0;
+    this.slice32[SLICE.request / 4] = 0;
     this.stopRequested = false;
     this.pendingTlbFault = null;
     this.pendingEptViolation = null;
@@ -559,7 +562,7 @@ export class X86Cpu implements DeliveryCpu {
       const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode });
       return { kind: 'exception', vector: v };
     }
-    const stopped = this.slice.readUInt32LE(SLICE.stopped);
+    const stopped = this.slice32[SLICE.stopped / 4]!;
     if (stopped === 1 || count > 0) return { kind: 'preempted' };
     if (stopped === 2 || this.stopRequested) return { kind: 'requested' };
     // Nothing of ours stopped it: HLT (Unicorn returns OK with RIP after it).

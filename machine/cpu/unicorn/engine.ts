@@ -46,6 +46,9 @@ export class UnicornEngine {
   private closed = false;
   private readonly callbacks: unknown[] = [];
   private readonly scratch = Buffer.alloc(64);
+  /** Typed views of scratch for the per-register hot path (no Buffer method calls to compile or run). */
+  private readonly scratch64 = new BigUint64Array(this.scratch.buffer, this.scratch.byteOffset, 8);
+  private readonly scratch32 = new Uint32Array(this.scratch.buffer, this.scratch.byteOffset, 16);
   private readonly hookOut = [0n];
   private ctx: unknown = null;
   private ctxSize = 0;
@@ -82,17 +85,18 @@ export class UnicornEngine {
 
   readReg(id: number): bigint {
     check(this.lib, 'uc_reg_read', this.lib.fn.regRead(this.uc, id, this.scratch));
-    return this.scratch.readBigUInt64LE(0);
+    return this.scratch64[0]!;
   }
 
   readReg32(id: number): number {
-    this.scratch.writeBigUInt64LE(0n, 0);
+    this.scratch64[0] = 0n;
     check(this.lib, 'uc_reg_read', this.lib.fn.regRead(this.uc, id, this.scratch));
-    return this.scratch.readUInt32LE(0);
+    return this.scratch32[0]!;
   }
 
   writeReg(id: number, value: bigint | number): void {
-    this.scratch.writeBigUInt64LE(asU64(value) & (U64 - 1n), 0);
+    // BigUint64Array stores modulo 2^64, as the register does.
+    this.scratch64[0] = typeof value === 'bigint' ? value : asU64(value);
     check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
   }
 

@@ -142,13 +142,25 @@ class Frame {
     }
   }
 
+  /** Physical address of [addr, addr+len) when it lies in one page (the usual case: gates, descriptors, frames). */
+  private onePage(addr: bigint, len: number, access: Access): number | null {
+    if (Number(addr & 0xfffn) + len > 4096) return null;
+    const r = walk(this.cpu.memory, this.ctl, addr, { access, user: false, setAccessedDirty: true, recordSteps: false });
+    if (!r.ok) throw new DeliveryFault(VECTOR.PF, r.errorCode, addr, r.reason);
+    return Number(r.paddr);
+  }
+
   read(addr: bigint, len: number): Uint8Array {
+    const p = this.onePage(addr, len, 'read');
+    if (p !== null) return this.cpu.memory.readBytes(p, len);
     const out = new Uint8Array(len);
     this.pages(addr, len, 'read', (p, off, n) => out.set(this.cpu.memory.readBytes(p, n), off));
     return out;
   }
 
   write(addr: bigint, bytes: Uint8Array): void {
+    const p = this.onePage(addr, bytes.length, 'write');
+    if (p !== null) return this.cpu.memory.writeBytes(p, bytes);
     // Translate every page first: a fault must not leave a half-written frame.
     const spans: [number, number, number][] = [];
     this.pages(addr, bytes.length, 'write', (p, off, n) => spans.push([p, off, n]));
