@@ -95,8 +95,7 @@ export class UnicornEngine {
   }
 
   writeReg(id: number, value: bigint | number): void {
-    // BigUint64Array stores modulo 2^64, as the register does.
-    this.scratch64[0] = typeof value === 'bigint' ? value : asU64(value);
+    this.scratch64[0] = asU64(value);
     check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
   }
 

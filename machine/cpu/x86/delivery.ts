@@ -133,21 +133,23 @@ class Frame {
   private pages(addr: bigint, len: number, access: Access, chunk: (paddr: number, offset: number, n: number) => void): void {
     let a = addr;
     for (let done = 0; done < len; ) {
-      const r = walk(this.cpu.memory, this.ctl, a, { access, user: false, setAccessedDirty: true, recordSteps: false });
-      if (!r.ok) throw new DeliveryFault(VECTOR.PF, r.errorCode, a, r.reason);
       const n = Math.min(len - done, 4096 - Number(a & 0xfffn));
-      chunk(Number(r.paddr), done, n);
+      chunk(this.translate(a, access), done, n);
       done += n;
       a += BigInt(n);
     }
   }
 
-  /** Physical address of [addr, addr+len) when it lies in one page (the usual case: gates, descriptors, frames). */
-  private onePage(addr: bigint, len: number, access: Access): number | null {
-    if (Number(addr & 0xfffn) + len > 4096) return null;
+  /** The physical address of a supervisor access by the CPU itself; #PF if the walk fails. */
+  private translate(addr: bigint, access: Access): number {
     const r = walk(this.cpu.memory, this.ctl, addr, { access, user: false, setAccessedDirty: true, recordSteps: false });
     if (!r.ok) throw new DeliveryFault(VECTOR.PF, r.errorCode, addr, r.reason);
     return Number(r.paddr);
+  }
+
+  /** Physical address of [addr, addr+len) when it lies in one page (the usual case: gates, descriptors, frames). */
+  private onePage(addr: bigint, len: number, access: Access): number | null {
+    return Number(addr & 0xfffn) + len > 4096 ? null : this.translate(addr, access);
   }
 
   read(addr: bigint, len: number): Uint8Array {
