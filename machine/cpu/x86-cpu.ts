@@ -16,6 +16,7 @@ import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
 import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { faultAddress } from './x86/fault-address.js';
 import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLifted } from './x86/msr-intercept.js';
+import { CPU_INTERRUPT_VIRQ, nativeIrqLayout, VMCB_V_INTR_VECTOR, type NativeIrqLayout } from './x86/native-irq.js';
 import type { StateRecord } from '../state.js';
 import { stateBytes, stateNumber, stateString, StateError } from '../state.js';
 
@@ -132,6 +133,10 @@ export class X86Cpu implements DeliveryCpu {
   private pendingIntr: number | null = null;
   private pendingSyscall = false;
   private hostError: Error | null = null;
+  /** Native delivery of external interrupts (x86/native-irq.ts): the layout and this CPU's control area. */
+  private virq: { layout: NativeIrqLayout; controlArea: number } | null = null;
+  /** Vector handed to QEMU for delivery at the start of the next run. */
+  private injected: number | null = null;
   private readonly paging = new BigUint64Array(5);
   private flushCodePending = false;
   /** Physical pages this CPU has fetched code from: host writes elsewhere need no code flush. */
@@ -178,6 +183,7 @@ export class X86Cpu implements DeliveryCpu {
 
   /** Processor reset (power-on or INIT): real mode at the reset vector. */
   reset(): void {
+    this.dropInjection();
     this.engine.restoreContext(this.resetContext);
     this.engine.writeReg(REG.CR0, 0x60000010n);
     this.armMsrExits();
@@ -203,6 +209,39 @@ export class X86Cpu implements DeliveryCpu {
     armMsrIntercept(blob, layout, area);
     this.engine.restoreContext(blob);
     this.engine.msrGuard = (index, write, access) => withInterceptLifted(this.host.memory, area, index, write, access);
+    const irq = nativeIrqLayout();
+    this.virq = typeof irq === 'string' ? null : { layout: irq, controlArea: area };
+  }
+
+  /** Whether QEMU delivers this CPU's external interrupts, and if not, why (they then go through delivery.ts). */
+  get nativeInterrupts(): true | string {
+    if (this.virq) return true;
+    const irq = nativeIrqLayout();
+    return typeof irq === 'string' ? irq : 'needs MSR exits (hypervisor vCPUs only)';
+  }
+
+  /**
+   * Hands an acknowledged external interrupt to QEMU: it vectors through the
+   * guest's IDT before the next instruction (IF=1 and no shadow, as checked).
+   */
+  private inject(vector: number): void {
+    const v = this.virq!;
+    this.host.memory.writeU32(v.controlArea + VMCB_V_INTR_VECTOR, vector);
+    this.engine.raiseIrq(v.layout.cpuField, CPU_INTERRUPT_VIRQ);
+    this.injected = vector;
+  }
+
+  /** The injected vector if QEMU did not deliver it (a fault on the way in), withdrawing the request. */
+  private takeUndelivered(): number | null {
+    const vector = this.injected;
+    if (vector === null) return null;
+    this.injected = null;
+    const v = this.virq!;
+    return this.engine.takeIrq(v.layout.cpuField, v.layout.request, CPU_INTERRUPT_VIRQ) ? vector : null;
+  }
+
+  private dropInjection(): void {
+    if (this.injected !== null) this.takeUndelivered();
   }
 
   /** INIT-SIPI-SIPI: start at vector * 0x1000 in real mode. */
@@ -454,7 +493,7 @@ export class X86Cpu implements DeliveryCpu {
 
   /** Wake from HLT/MWAIT when an interrupt is pending, then deliver it if IF allows. */
   serviceInterrupts(): void {
-    if (this.state === 'wait-for-sipi' || this.state === 'shutdown') return;
+    if (this.state === 'wait-for-sipi' || this.state === 'shutdown' || this.injected !== null) return;
     if (!this.host.interruptPending(this)) return;
     const rflags = this.readRflags();
     if (!(rflags & RFLAGS.IF)) {
@@ -466,7 +505,8 @@ export class X86Cpu implements DeliveryCpu {
     const vector = this.host.acknowledgeInterrupt(this);
     if (vector === null) return;
     if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
-    this.deliverEvent({ vector, software: false, external: true }, blob);
+    if (this.virq) this.inject(vector);
+    else this.deliverEvent({ vector, software: false, external: true }, blob);
     this.count(`irq:0x${vector.toString(16)}`);
   }
 
@@ -518,7 +558,17 @@ export class X86Cpu implements DeliveryCpu {
       this.engine.flushCode();
       this.flushCodePending = false;
     }
+    const undelivered = this.takeUndelivered();
     try {
+      if (undelivered !== null) {
+        // QEMU faulted on the way in (a bad gate, IDT or stack page): drop what it raised and
+        // deliver through our code, which applies the SDM's rules for faults during delivery.
+        this.pendingTlbFault = null;
+        this.pendingEptViolation = null;
+        this.pendingIntr = null;
+        this.deliverEvent({ vector: undelivered, software: false, external: true });
+        return { kind: 'requested' };
+      }
       return this.classify(rc, count);
     } catch (e) {
       if (e instanceof TripleFault) return this.tripleFault(e.message);
@@ -708,6 +758,16 @@ export class X86Cpu implements DeliveryCpu {
 
   // --- Snapshottable CPU state (the raw context is build-specific, so the Unicorn version is recorded).
   saveState(): StateRecord {
+    // An interrupt handed to QEMU but not yet delivered is delivered now, so the saved context has it.
+    const undelivered = this.takeUndelivered();
+    if (undelivered !== null) {
+      try {
+        this.deliverEvent({ vector: undelivered, software: false, external: true });
+      } catch (e) {
+        if (!(e instanceof TripleFault)) throw e;
+        this.tripleFault(e.message);
+      }
+    }
     return {
       version: 1,
       unicorn: this.engine.lib.version.raw,
@@ -721,6 +781,7 @@ export class X86Cpu implements DeliveryCpu {
   restoreState(s: StateRecord): void {
     const who = `cpu${this.index}`;
     if (stateNumber(s, 'unicorn', who) !== this.engine.lib.version.raw) throw new StateError(who, 'unicorn', 'snapshot was taken with a different Unicorn build');
+    this.dropInjection();
     this.engine.restoreContext(stateBytes(s, 'context', who, this.engine.contextSize));
     // The control area is a host address: the saving machine's may not exist here.
     this.armMsrExits();

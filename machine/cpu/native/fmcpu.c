@@ -27,10 +27,12 @@ typedef struct {
 static emu_stop_fn p_emu_stop;
 static hook_add_fn p_hook_add;
 static reg_read_fn p_reg_read;
+static void *unicorn;
 
 int fm_init(const char *unicorn_path) {
   void *h = dlopen(unicorn_path, RTLD_NOW | RTLD_NOLOAD);
   if (!h) return -1;
+  unicorn = h;
   p_emu_stop = (emu_stop_fn)dlsym(h, "uc_emu_stop");
   p_hook_add = (hook_add_fn)dlsym(h, "uc_hook_add");
   p_reg_read = (reg_read_fn)dlsym(h, "uc_reg_read");
@@ -91,4 +93,176 @@ static void code_counter(void *uc, uint64_t address, uint32_t size, void *user) 
 int fm_add_code_counter(void *uc, uint64_t *hh, uint64_t *counter) {
   if (!p_hook_add) return -1;
   return p_hook_add(uc, hh, 1 << 2, (void *)code_counter, counter, 1, 0);
+}
+
+/*
+ * Native delivery of external interrupts: QEMU's own hardirq path.
+ *
+ * A vCPU context runs in SVM guest mode (for MSR exits, see
+ * machine/cpu/x86/msr-intercept.ts), so QEMU services a virtual interrupt
+ * request (CPU_INTERRUPT_VIRQ) before the next instruction whenever IF=1 and
+ * no interrupt shadow is active: it reads the vector from the control area's
+ * V_INTR_VECTOR and vectors through the guest's IDT/IVT itself, using its own
+ * TLB. Unicorn has no API to raise the request, but libunicorn exports QEMU's
+ * cpu_interrupt_handler; what it needs is the engine's CPUState, found once by
+ * fm_find_cpu below.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*cpu_interrupt_fn)(void *cpu, int mask);
+typedef int (*pending_fn)(void *cpu, int mask);
+typedef int (*reg_write_fn)(void *uc, int regid, const void *value);
+static cpu_interrupt_fn *p_cpu_interrupt_handler;
+
+static pending_fn p_pending;
+static reg_write_fn p_reg_write;
+
+/* QEMU internals libunicorn exports (it exports all of them). */
+int fm_init_irq(void) {
+  if (!unicorn) return -1;
+  p_cpu_interrupt_handler = (cpu_interrupt_fn *)dlsym(unicorn, "cpu_interrupt_handler");
+  p_pending = (pending_fn)dlsym(unicorn, "x86_cpu_pending_interrupt_x86_64");
+  p_reg_write = (reg_write_fn)dlsym(unicorn, "uc_reg_write");
+  if (!p_pending || !p_reg_write) return -2;
+  return p_cpu_interrupt_handler && *p_cpu_interrupt_handler ? 0 : -2;
+}
+
+/* Readable address ranges of this process, from /proc/self/maps. */
+typedef struct { uintptr_t lo, hi; } range;
+static range *maps;
+static int nmaps;
+
+static void load_maps(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[512];
+  int cap = 0;
+  nmaps = 0;
+  if (!f) return;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    char perms[5];
+    if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) != 3 || perms[0] != 'r') continue;
+    if (nmaps && maps[nmaps - 1].hi == lo) { /* adjacent: one readable range */
+      maps[nmaps - 1].hi = hi;
+      continue;
+    }
+    if (nmaps == cap) {
+      cap = cap ? cap * 2 : 256;
+      maps = realloc(maps, (size_t)cap * sizeof *maps);
+      if (!maps) { nmaps = 0; break; }
+    }
+    maps[nmaps].lo = lo;
+    maps[nmaps].hi = hi;
+    nmaps++;
+  }
+  fclose(f);
+}
+
+/* Bytes readable from p on (0 if p is not mapped readable), at most max. */
+static size_t readable(uintptr_t p, size_t max) {
+  for (int i = 0; i < nmaps; i++)
+    if (p >= maps[i].lo && p < maps[i].hi) {
+      size_t n = maps[i].hi - p;
+      return n < max ? n : max;
+    }
+  return 0;
+}
+
+enum { REG_EFLAGS = 25 };
+
+/* CPUState to env in X86CPU is about 35 KiB in 2.1.1 (tb_jmp_cache, the TLB); accepted up to this. */
+#define MAX_ENV_OFFSET 0x10000u
+/* QEMU's interrupt check reads env fields within this of env's start. */
+#define ENV_FIELDS_READ 0x4000u
+
+/*
+ * Is `v` the CPUState whose env is at `env`? QEMU's own
+ * x86_cpu_pending_interrupt (which finds env at its compiled offset) must
+ * follow EFLAGS.IF as we toggle it. A wrong `v` makes QEMU read at most
+ * MAX_ENV_OFFSET + ENV_FIELDS_READ past it, which must be readable.
+ */
+static int is_cpu_state(void *uc, uintptr_t v, uintptr_t env) {
+  uint64_t on = 0x202, masked_flags = 0x2;
+  if (v >= env || env - v > MAX_ENV_OFFSET || (v & 7)) return 0;
+  if (readable(v, MAX_ENV_OFFSET + ENV_FIELDS_READ) < MAX_ENV_OFFSET + ENV_FIELDS_READ) return 0;
+  p_reg_write(uc, REG_EFLAGS, &masked_flags);
+  int masked = p_pending((void *)v, 0x100);
+  p_reg_write(uc, REG_EFLAGS, &on);
+  int open = p_pending((void *)v, 0x100);
+  return masked == 0 && open == 0x100;
+}
+
+/*
+ * Finds the engine's CPUState. QEMU's X86CPU starts with it and env follows at
+ * a build-specific offset. `regs` are the general registers of a just-saved
+ * context (at `regs_offset` in env), values the caller made distinctive, so they
+ * exist only in env and in saved copies; env is the copy for which a
+ * uc_struct pointer passes is_cpu_state.
+ * out = { offset of `cpu` in uc_struct, env - CPUState }.
+ */
+int fm_find_cpu(void *uc, const uint8_t *regs, uint32_t regs_len, uint32_t regs_offset, uint32_t scan, uint64_t *out) {
+  int rc = -1;
+  if (!p_pending || !p_reg_write) return -3;
+  load_maps();
+  if (readable((uintptr_t)uc, scan) < scan) { rc = -2; goto done; }
+  for (uint32_t off = 0; off + 8 <= scan && rc != 0; off += 8) {
+    uintptr_t p = *(uintptr_t *)((uint8_t *)uc + off);
+    if (!p || (p & 7)) continue;
+    size_t n = readable(p, 1u << 22);
+    for (size_t d = regs_offset + 7 - (regs_offset + 7) % 8; d + regs_len <= n && rc != 0; d += 8) {
+      uintptr_t env = p + d - regs_offset;
+      if (memcmp((void *)(p + d), regs, regs_len) != 0) continue;
+      for (uint32_t f = 0; f + 8 <= scan; f += 8) {
+        uintptr_t v = *(uintptr_t *)((uint8_t *)uc + f);
+        if (!is_cpu_state(uc, v, env)) continue;
+        out[0] = f;
+        out[1] = env - v;
+        rc = 0;
+        break;
+      }
+    }
+  }
+done:
+  free(maps);
+  maps = NULL;
+  nmaps = 0;
+  return rc;
+}
+
+static void *cpu_of(void *uc, uint32_t cpu_field) { return *(void **)((uint8_t *)uc + cpu_field); }
+
+/*
+ * Finds CPUState.interrupt_request: raises a request bit through QEMU's
+ * handler and looks for the one 32-bit field below env that gained it.
+ * Returns its offset in CPUState, or a negative count of candidates.
+ */
+int fm_find_interrupt_request(void *uc, uint32_t cpu_field, uint32_t env_offset, int mask) {
+  uint8_t *cs = cpu_of(uc, cpu_field);
+  uint8_t *before = malloc(env_offset);
+  int found = -1, hits = 0;
+  if (!before) return -100;
+  memcpy(before, cs, env_offset);
+  (*p_cpu_interrupt_handler)(cs, mask);
+  for (uint32_t o = 0; o + 4 <= env_offset; o += 4) {
+    uint32_t a, b;
+    memcpy(&a, before + o, 4);
+    memcpy(&b, cs + o, 4);
+    if (a != b && b == (a | (uint32_t)mask)) { found = (int)o; hits++; }
+  }
+  if (hits == 1) *(uint32_t *)(cs + found) &= ~(uint32_t)mask;
+  free(before);
+  return hits == 1 ? found : -hits - 1;
+}
+
+/* Raises `mask` in the CPU's interrupt requests (serviced at the next instruction boundary of a run). */
+void fm_raise_irq(void *uc, uint32_t cpu_field, int mask) { (*p_cpu_interrupt_handler)(cpu_of(uc, cpu_field), mask); }
+
+/* Clears `mask`; returns the bits of it that were still pending. */
+int fm_take_irq(void *uc, uint32_t cpu_field, uint32_t request_offset, int mask) {
+  uint32_t *r = (uint32_t *)((uint8_t *)cpu_of(uc, cpu_field) + request_offset);
+  int was = (int)(*r & (uint32_t)mask);
+  *r &= ~(uint32_t)mask;
+  return was;
 }

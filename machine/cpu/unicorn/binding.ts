@@ -63,6 +63,11 @@ export interface UnicornLibrary {
     blockHook: Fn;
     pagingState: Fn;
     codeCounter: Fn;
+    initIrq: Fn;
+    findCpu: Fn;
+    findInterruptRequest: Fn;
+    raiseIrq: Fn;
+    takeIrq: Fn;
   };
   readonly proto: {
     in: TypeObject;
@@ -163,6 +168,11 @@ function bind(lib: LibraryHandle, path: string, source: string, version: Unicorn
     blockHook: helper.func('int fm_add_block_hook(void *uc, _Out_ uint64_t *hh, void *slice)'),
     pagingState: helper.func('int fm_paging_state(void *uc, void *out)'),
     codeCounter: helper.func('int fm_add_code_counter(void *uc, _Out_ uint64_t *hh, void *counter)'),
+    initIrq: helper.func('int fm_init_irq(void)'),
+    findCpu: helper.func('int fm_find_cpu(void *uc, const uint8_t *regs, uint32_t len, uint32_t regsOffset, uint32_t scan, _Out_ uint64_t *out)'),
+    findInterruptRequest: helper.func('int fm_find_interrupt_request(void *uc, uint32_t cpuField, uint32_t envOffset, int mask)'),
+    raiseIrq: helper.func('void fm_raise_irq(void *uc, uint32_t cpuField, int mask)'),
+    takeIrq: helper.func('int fm_take_irq(void *uc, uint32_t cpuField, uint32_t requestOffset, int mask)'),
   };
   return { path, source, version, fn: fn as unknown as UnicornLibrary['fn'], proto };
 }

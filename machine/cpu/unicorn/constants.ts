@@ -2,6 +2,7 @@
 
 export const UC_ARCH_X86 = 4;
 export const UC_MODE_16 = 1 << 1;
+export const UC_MODE_32 = 1 << 2;
 export const UC_MODE_64 = 1 << 3;
 
 export const UC_PROT_READ = 1;

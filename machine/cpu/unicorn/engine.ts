@@ -242,6 +242,32 @@ export class UnicornEngine {
     check(this.lib, 'fm_paging_state', this.lib.fn.pagingState(this.uc, out));
   }
 
+  /**
+   * QEMU's CPUState of this engine, for native interrupt requests
+   * (machine/cpu/x86/native-irq.ts): where uc_struct points at it, and how
+   * far its CPUX86State (holding the register bytes `regs` at `regsOffset`) lies beyond it.
+   */
+  findCpuState(regs: Uint8Array, regsOffset: number, scanBytes: number): { cpuField: number; envOffset: number } | number {
+    const out = new BigUint64Array(2);
+    const rc = this.lib.fn.findCpu(this.uc, regs, regs.length, regsOffset, scanBytes, out) as number;
+    return rc === 0 ? { cpuField: Number(out[0]), envOffset: Number(out[1]) } : rc;
+  }
+
+  /** Offset of CPUState.interrupt_request (found by raising `mask`), or a negative count of candidates. */
+  findInterruptRequest(cpuField: number, envOffset: number, mask: number): number {
+    return this.lib.fn.findInterruptRequest(this.uc, cpuField, envOffset, mask) as number;
+  }
+
+  /** cpu_interrupt(cpu, mask): serviced by QEMU at the next instruction boundary of a run. */
+  raiseIrq(cpuField: number, mask: number): void {
+    this.lib.fn.raiseIrq(this.uc, cpuField, mask);
+  }
+
+  /** Clears `mask` from the interrupt requests; returns the bits of it that were still pending. */
+  takeIrq(cpuField: number, requestOffset: number, mask: number): number {
+    return this.lib.fn.takeIrq(this.uc, cpuField, requestOffset, mask) as number;
+  }
+
   /** Runs until HLT, a stop, an error or an exception. `until` 0: see the notes on TLB fills. */
   start(begin: bigint, count = 0): number {
     return this.lib.fn.emuStart(this.uc, begin, 0n, 0n, count) as number;

@@ -1,0 +1,104 @@
+/**
+ * External interrupts delivered by QEMU's own hardirq path instead of ours.
+ *
+ * A hypervisor vCPU runs in SVM guest mode (for MSR exits, msr-intercept.ts).
+ * In that mode QEMU services a virtual interrupt request (CPU_INTERRUPT_VIRQ)
+ * before the next instruction whenever IF=1 and no interrupt shadow is
+ * active: it reads the vector from the control area's V_INTR_VECTOR and
+ * vectors through the guest's IVT or IDT itself (any mode, privilege changes,
+ * IST), through its own TLB. An idle guest ticking at 1 kHz then costs no
+ * JavaScript IDT, GDT and stack walks per tick, and V8 has that much less of
+ * the tick path to compile.
+ *
+ * Unicorn has no API for it; libunicorn exports QEMU's cpu_interrupt_handler,
+ * which needs the engine's CPUState. Where uc_struct keeps that pointer, how
+ * far the CPU registers (the context) lie beyond it, and where its
+ * interrupt_request word is are found once per process on a probe engine,
+ * then checked end to end by delivering an interrupt through a real IDT. If
+ * any step fails, delivery stays in delivery.ts and `nativeIrqLayout()` says
+ * why.
+ */
+import { UnicornEngine } from '../unicorn/engine.js';
+import { REG, UC_MODE_32, UC_PROT_ALL } from '../unicorn/constants.js';
+import { contextLayout } from './context-layout.js';
+import { armMsrIntercept, MSRPM_BYTES, svmLayout, VMCB_MSRPM_BASE_PA } from './msr-intercept.js';
+
+/** QEMU's CPU_INTERRUPT_VIRQ (CPU_INTERRUPT_TGT_INT_0). */
+export const CPU_INTERRUPT_VIRQ = 0x100;
+/** VMCB control area: V_INTR_VECTOR, the vector a virtual interrupt delivers. */
+export const VMCB_V_INTR_VECTOR = 0x64;
+/** How much of uc_struct is searched for the CPUState pointer. */
+const UC_STRUCT_SCAN = 0x4000;
+
+export interface NativeIrqLayout {
+  /** Offset in uc_struct of `CPUState *cpu`. */
+  cpuField: number;
+  /** CPUState.interrupt_request. */
+  request: number;
+}
+
+let cached: NativeIrqLayout | string | undefined;
+
+/** How to raise a virtual interrupt in this Unicorn build, or why it cannot be done. */
+export function nativeIrqLayout(): NativeIrqLayout | string {
+  cached ??= discover();
+  return cached;
+}
+
+const PROBE = { code: 0x1000, handler: 0x2000, idt: 0x3000, gdt: 0x3800, vmcb: 0x4000, msrpm: 0x5000, stack: 0x8000, vector: 0x31 } as const;
+
+function discover(): NativeIrqLayout | string {
+  const svm = svmLayout();
+  if (typeof svm === 'string') return `needs SVM guest mode: ${svm}`;
+  const e = new UnicornEngine(UC_MODE_32);
+  try {
+    if ((e.lib.fn.initIrq() as number) !== 0) return 'libunicorn does not export cpu_interrupt_handler';
+    // Register values nothing else holds: their bytes are found only in CPUX86State and saved copies of it.
+    [REG.EAX, REG.ECX, REG.EDX, REG.EBX, REG.ESP, REG.EBP, REG.ESI, REG.EDI].forEach((r, i) => e.writeReg(r, 0x5eed_0000 + i * 0x1357));
+    const regs = contextLayout().regs;
+    const found = e.findCpuState(e.saveContext().subarray(regs, regs + 64), regs, UC_STRUCT_SCAN);
+    if (typeof found === 'number') return `QEMU's CPUState not found from uc_struct (rc ${found})`;
+    const request = e.findInterruptRequest(found.cpuField, found.envOffset, CPU_INTERRUPT_VIRQ);
+    if (request < 0) return `CPUState.interrupt_request not found (${-request - 1} candidates)`;
+    const layout: NativeIrqLayout = { cpuField: found.cpuField, request };
+    return deliverThroughIdt(e, layout, svm) ?? layout;
+  } finally {
+    e.close();
+  }
+}
+
+/** Flat 32-bit protected mode, one interrupt gate: the interrupt must arrive with the frame the SDM describes. */
+function deliverThroughIdt(e: UnicornEngine, layout: NativeIrqLayout, svm: Exclude<ReturnType<typeof svmLayout>, string>): string | null {
+  const ram = new Uint8Array(new SharedArrayBuffer(0x10000));
+  const dv = new DataView(ram.buffer);
+  e.mapHost(0, ram, UC_PROT_ALL);
+  ram.set([0x90, 0xf4], PROBE.code); // nop; hlt
+  ram[PROBE.handler] = 0xf4; // hlt
+  dv.setBigUint64(PROBE.gdt + 8, 0x00cf9a000000ffffn, true); // 0x08: flat ring-0 code
+  dv.setBigUint64(PROBE.gdt + 16, 0x00cf92000000ffffn, true); // 0x10: flat ring-0 data
+  const gate = PROBE.idt + PROBE.vector * 8;
+  dv.setUint16(gate, PROBE.handler & 0xffff, true);
+  dv.setUint16(gate + 2, 0x08, true);
+  dv.setUint16(gate + 4, 0x8e00, true); // present 32-bit interrupt gate, DPL 0
+  dv.setUint16(gate + 6, PROBE.handler >>> 16, true);
+  dv.setBigUint64(PROBE.vmcb + VMCB_MSRPM_BASE_PA, BigInt(PROBE.msrpm), true);
+  ram.fill(0, PROBE.msrpm, PROBE.msrpm + MSRPM_BYTES);
+  dv.setUint32(PROBE.vmcb + VMCB_V_INTR_VECTOR, PROBE.vector, true);
+  e.writeMmr(REG.GDTR, { selector: 0, base: BigInt(PROBE.gdt), limit: 0x17, flags: 0 });
+  e.writeMmr(REG.IDTR, { selector: 0, base: BigInt(PROBE.idt), limit: 0x7ff, flags: 0 });
+  e.writeReg(REG.ESP, PROBE.stack);
+  e.writeReg(REG.EFLAGS, 0x202);
+  const blob = e.saveContext();
+  armMsrIntercept(blob, svm, PROBE.vmcb);
+  e.restoreContext(blob);
+  e.raiseIrq(layout.cpuField, CPU_INTERRUPT_VIRQ);
+  const rc = e.start(BigInt(PROBE.code));
+  const eip = Number(e.readReg(REG.EIP));
+  if (rc !== 0 || eip !== PROBE.handler + 1) return `probe interrupt not delivered natively (rc ${rc}, EIP 0x${eip.toString(16)})`;
+  if (e.takeIrq(layout.cpuField, layout.request, CPU_INTERRUPT_VIRQ) !== 0) return 'probe interrupt delivered but still requested';
+  const esp = Number(e.readReg(REG.ESP));
+  const frame = [dv.getUint32(esp, true), dv.getUint32(esp + 4, true) & 0xffff, dv.getUint32(esp + 8, true)];
+  if (esp !== PROBE.stack - 12 || frame[0] !== PROBE.code || (frame[2]! & 0x200) === 0) return `probe interrupt frame wrong (ESP 0x${esp.toString(16)}, EIP/CS/EFLAGS ${frame.map((v) => v.toString(16)).join('/')})`;
+  if (Number(e.readReg(REG.EFLAGS)) & 0x200) return 'probe interrupt gate left IF set';
+  return null;
+}
