@@ -137,6 +137,10 @@ export class X86Cpu implements DeliveryCpu {
   private virq: { layout: NativeIrqLayout; controlArea: number } | null = null;
   /** Vector handed to QEMU for delivery at the start of the next run. */
   private injected: number | null = null;
+  /** Vector whose native delivery faulted during the current run. */
+  private faultedInjection: number | null = null;
+  /** A triple fault while delivering an interrupt between runs. */
+  private deferredTripleFault: string | null = null;
   private readonly paging = new BigUint64Array(5);
   private flushCodePending = false;
   /** Physical pages this CPU has fetched code from: host writes elsewhere need no code flush. */
@@ -184,6 +188,7 @@ export class X86Cpu implements DeliveryCpu {
   /** Processor reset (power-on or INIT): real mode at the reset vector. */
   reset(): void {
     this.dropInjection();
+    this.deferredTripleFault = null;
     this.engine.restoreContext(this.resetContext);
     this.engine.writeReg(REG.CR0, 0x60000010n);
     this.armMsrExits();
@@ -324,6 +329,9 @@ export class X86Cpu implements DeliveryCpu {
     e.onOut((port, size, value) => this.guarded(() => this.host.ioWrite(this, port, size, value), undefined));
     e.onInterrupt((intno) => {
       this.pendingIntr = intno;
+      // A fault while QEMU delivers an injected interrupt: withdraw the request now, or QEMU retries
+      // the delivery (and faults again) before it ever looks at the stop request.
+      if (this.injected !== null) this.faultedInjection = this.takeUndelivered();
       e.stop();
     });
     e.onInvalidInstruction(() => false);
@@ -506,7 +514,16 @@ export class X86Cpu implements DeliveryCpu {
     if (vector === null) return;
     if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
     if (this.virq) this.inject(vector);
-    else this.deliverEvent({ vector, software: false, external: true }, blob);
+    else {
+      try {
+        this.deliverEvent({ vector, software: false, external: true }, blob);
+      } catch (e) {
+        if (!(e instanceof TripleFault)) throw e;
+        // Reported by the next runSlice, like every other way a CPU stops.
+        this.deferredTripleFault = e.message;
+        this.state = 'running';
+      }
+    }
     this.count(`irq:0x${vector.toString(16)}`);
   }
 
@@ -535,6 +552,11 @@ export class X86Cpu implements DeliveryCpu {
    * attention. `count` limits instructions (1 = single-step, for debuggers: slow).
    */
   runSlice(budget: bigint, count = 0): SliceExit {
+    if (this.deferredTripleFault !== null) {
+      const reason = this.deferredTripleFault;
+      this.deferredTripleFault = null;
+      return this.tripleFault(reason);
+    }
     if (this.state !== 'running') return { kind: this.state === 'mwait' ? 'mwait' : 'halted' };
     if (this.flushCodePending) {
       this.engine.flushCode();
@@ -558,7 +580,8 @@ export class X86Cpu implements DeliveryCpu {
       this.engine.flushCode();
       this.flushCodePending = false;
     }
-    const undelivered = this.takeUndelivered();
+    const undelivered = this.faultedInjection ?? this.takeUndelivered();
+    this.faultedInjection = null;
     try {
       if (undelivered !== null) {
         // QEMU faulted on the way in (a bad gate, IDT or stack page): drop what it raised and
