@@ -111,6 +111,9 @@ export interface CpuEvent {
   rip: bigint;
 }
 
+/** Counter names of external interrupts by vector, built once (counted on every tick of an idle guest). */
+const IRQ_COUNTER_KEYS: string[] = [];
+
 /** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
 const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24 } as const;
 
@@ -134,7 +137,7 @@ export class X86Cpu implements DeliveryCpu {
   private pendingSyscall = false;
   private hostError: Error | null = null;
   /** Native delivery of external interrupts (x86/native-irq.ts): the layout and this CPU's control area. */
-  private virq: { layout: NativeIrqLayout; controlArea: number } | null = null;
+  private virq: { layout: NativeIrqLayout; controlArea: number; eflagsAt: number; hflagsAt: number } | null = null;
   /** Vector handed to QEMU for delivery at the start of the next run. */
   private injected: number | null = null;
   /** Vector whose native delivery faulted during the current run. */
@@ -215,7 +218,8 @@ export class X86Cpu implements DeliveryCpu {
     this.engine.restoreContext(blob);
     this.engine.msrGuard = (index, write, access) => withInterceptLifted(this.host.memory, area, index, write, access);
     const irq = nativeIrqLayout();
-    this.virq = typeof irq === 'string' ? null : { layout: irq, controlArea: area };
+    const L = contextLayout();
+    this.virq = typeof irq === 'string' ? null : { layout: irq, controlArea: area, eflagsAt: irq.envOffset + L.regs + 136, hflagsAt: irq.envOffset + L.hflags };
   }
 
   /** Whether QEMU delivers this CPU's external interrupts, and if not, why (they then go through delivery.ts). */
@@ -503,17 +507,19 @@ export class X86Cpu implements DeliveryCpu {
   serviceInterrupts(): void {
     if (this.state === 'wait-for-sipi' || this.state === 'shutdown' || this.injected !== null) return;
     if (!this.host.interruptPending(this)) return;
-    const rflags = this.readRflags();
-    if (!(rflags & RFLAGS.IF)) {
+    const virq = this.virq;
+    // Native: IF and the interrupt shadow read straight from QEMU's env (no context copy).
+    const window = virq ? this.engine.irqWindow(virq.layout.cpuField, virq.eflagsAt, virq.hflagsAt) : -1;
+    if (!(virq ? window & 1 : this.readRflags() & RFLAGS.IF)) {
       if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
       return;
     }
-    const blob = this.engine.contextView();
-    if (interruptsInhibited(blob)) return;
+    const blob = virq ? null : this.engine.contextView();
+    if (blob ? interruptsInhibited(blob) : window & 2) return;
     const vector = this.host.acknowledgeInterrupt(this);
     if (vector === null) return;
     if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
-    if (this.virq) this.inject(vector);
+    if (!blob) this.inject(vector);
     else {
       try {
         this.deliverEvent({ vector, software: false, external: true }, blob);
@@ -524,7 +530,7 @@ export class X86Cpu implements DeliveryCpu {
         this.state = 'running';
       }
     }
-    this.count(`irq:0x${vector.toString(16)}`);
+    this.count((IRQ_COUNTER_KEYS[vector] ??= `irq:0x${vector.toString(16)}`));
   }
 
   /** An interrupt is waiting for this CPU (from its LAPIC or the PIC). */

@@ -266,3 +266,12 @@ int fm_take_irq(void *uc, uint32_t cpu_field, uint32_t request_offset, int mask)
   *r &= ~(uint32_t)mask;
   return was;
 }
+
+/* The interrupt window straight from env, without a context copy: bit 0 = EFLAGS.IF, bit 1 = interrupt shadow (HF_INHIBIT_IRQ). */
+int fm_irq_window(void *uc, uint32_t cpu_field, uint32_t eflags_at, uint32_t hflags_at) {
+  const uint8_t *cs = cpu_of(uc, cpu_field);
+  uint32_t eflags, hflags;
+  memcpy(&eflags, cs + eflags_at, 4);
+  memcpy(&hflags, cs + hflags_at, 4);
+  return (int)(((eflags >> 9) & 1) | (((hflags >> 3) & 1) << 1));
+}

@@ -68,6 +68,7 @@ export interface UnicornLibrary {
     findInterruptRequest: Fn;
     raiseIrq: Fn;
     takeIrq: Fn;
+    irqWindow: Fn;
   };
   readonly proto: {
     in: TypeObject;
@@ -173,6 +174,7 @@ function bind(lib: LibraryHandle, path: string, source: string, version: Unicorn
     findInterruptRequest: helper.func('int fm_find_interrupt_request(void *uc, uint32_t cpuField, uint32_t envOffset, int mask)'),
     raiseIrq: helper.func('void fm_raise_irq(void *uc, uint32_t cpuField, int mask)'),
     takeIrq: helper.func('int fm_take_irq(void *uc, uint32_t cpuField, uint32_t requestOffset, int mask)'),
+    irqWindow: helper.func('int fm_irq_window(void *uc, uint32_t cpuField, uint32_t eflagsAt, uint32_t hflagsAt)'),
   };
   return { path, source, version, fn: fn as unknown as UnicornLibrary['fn'], proto };
 }

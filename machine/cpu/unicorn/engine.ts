@@ -263,6 +263,11 @@ export class UnicornEngine {
     this.lib.fn.raiseIrq(this.uc, cpuField, mask);
   }
 
+  /** Bit 0: EFLAGS.IF, bit 1: interrupt shadow (HF_INHIBIT_IRQ), read from QEMU's env at these CPUState offsets. */
+  irqWindow(cpuField: number, eflagsAt: number, hflagsAt: number): number {
+    return this.lib.fn.irqWindow(this.uc, cpuField, eflagsAt, hflagsAt) as number;
+  }
+
   /** Clears `mask` from the interrupt requests; returns the bits of it that were still pending. */
   takeIrq(cpuField: number, requestOffset: number, mask: number): number {
     return this.lib.fn.takeIrq(this.uc, cpuField, requestOffset, mask) as number;

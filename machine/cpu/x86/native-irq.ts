@@ -33,6 +33,8 @@ const UC_STRUCT_SCAN = 0x4000;
 export interface NativeIrqLayout {
   /** Offset in uc_struct of `CPUState *cpu`. */
   cpuField: number;
+  /** From CPUState to CPUX86State (where context offsets start). */
+  envOffset: number;
   /** CPUState.interrupt_request. */
   request: number;
 }
@@ -60,7 +62,7 @@ function discover(): NativeIrqLayout | string {
     if (typeof found === 'number') return `QEMU's CPUState not found from uc_struct (rc ${found})`;
     const request = e.findInterruptRequest(found.cpuField, found.envOffset, CPU_INTERRUPT_VIRQ);
     if (request < 0) return `CPUState.interrupt_request not found (${-request - 1} candidates)`;
-    const layout: NativeIrqLayout = { cpuField: found.cpuField, request };
+    const layout: NativeIrqLayout = { cpuField: found.cpuField, envOffset: found.envOffset, request };
     return deliverThroughIdt(e, layout, svm) ?? layout;
   } finally {
     e.close();
@@ -100,5 +102,9 @@ function deliverThroughIdt(e: UnicornEngine, layout: NativeIrqLayout, svm: Exclu
   const frame = [dv.getUint32(esp, true), dv.getUint32(esp + 4, true) & 0xffff, dv.getUint32(esp + 8, true)];
   if (esp !== PROBE.stack - 12 || frame[0] !== PROBE.code || (frame[2]! & 0x200) === 0) return `probe interrupt frame wrong (ESP 0x${esp.toString(16)}, EIP/CS/EFLAGS ${frame.map((v) => v.toString(16)).join('/')})`;
   if (Number(e.readReg(REG.EFLAGS)) & 0x200) return 'probe interrupt gate left IF set';
+  const L = contextLayout();
+  if (e.irqWindow(layout.cpuField, layout.envOffset + L.regs + 136, layout.envOffset + L.hflags) !== 0) return 'probe: IF read from env disagrees with EFLAGS';
+  e.writeReg(REG.EFLAGS, 0x202);
+  if (e.irqWindow(layout.cpuField, layout.envOffset + L.regs + 136, layout.envOffset + L.hflags) !== 1) return 'probe: IF read from env disagrees with EFLAGS';
   return null;
 }
