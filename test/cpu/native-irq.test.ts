@@ -11,13 +11,16 @@ const PERMISSION_MAP = 0xf0_1000;
 /** A vCPU's MSR exits with nothing intercepted but what the map says: enough for SVM guest mode. */
 const passThrough: MsrExitHandler = { controlArea: () => CONTROL_AREA, read: () => undefined, write: () => false };
 
+function vcpuHost(): BareHost {
+  const host = new BareHost(buildRom('native-irq.S'), 16 * 1024 * 1024, { msrExits: passThrough });
+  host.memory.writeBytes(PERMISSION_MAP, newPermissionMap([]));
+  host.memory.writeU64(CONTROL_AREA + VMCB_MSRPM_BASE_PA, BigInt(PERMISSION_MAP));
+  return host;
+}
+
 /** Runs test/fixtures/native-irq.S, injecting 0x40, 0x41 and 0x42 at its three HLTs; returns the last exit. */
 function runFixture(asVcpu: boolean): { host: BareHost; last: SliceExit | undefined } {
-  const host = new BareHost(buildRom('native-irq.S'), 16 * 1024 * 1024, asVcpu ? { msrExits: passThrough } : {});
-  if (asVcpu) {
-    host.memory.writeBytes(PERMISSION_MAP, newPermissionMap([]));
-    host.memory.writeU64(CONTROL_AREA + VMCB_MSRPM_BASE_PA, BigInt(PERMISSION_MAP));
-  }
+  const host = asVcpu ? vcpuHost() : new BareHost(buildRom('native-irq.S'), 16 * 1024 * 1024);
   let last: SliceExit | undefined;
   for (const vector of [0x40, 0x41, 0x42, null]) {
     last = host.run().at(-1);
@@ -51,5 +54,24 @@ describe('native delivery of external interrupts (test/fixtures/native-irq.S)', 
     expect(host.cpu.nativeInterrupts).not.toBe(true);
     expect(host.console).toBe('AB');
     expect(last).toEqual({ kind: 'triple-fault', reason: TRIPLE });
+  });
+
+  it('an interrupt handed to QEMU but not yet delivered is in the saved state', () => {
+    const host = vcpuHost();
+    expect(host.run().at(-1)?.kind).toBe('halted');
+    host.irqVector = 0x40;
+    host.cpu.serviceInterrupts(); // acknowledged and injected; no run yet
+    const saved = host.cpu.saveState();
+    // The saved context is already inside the handler: a machine restoring it (bare metal here,
+    // so nothing could deliver it a second time) prints A, as if it had never been saved.
+    const other = new BareHost(buildRom('native-irq.S'), 16 * 1024 * 1024);
+    other.memory.writeBytes(0x1000, host.memory.readBytes(0x1000, 0x800)); // the IDT
+    other.memory.writeBytes(0x7_f000, host.memory.readBytes(0x7_f000, 0x1000)); // the stack page
+    other.cpu.restoreState(saved);
+    expect(other.run().at(-1)?.kind).toBe('halted');
+    expect(other.console).toBe('A');
+    // And the original, which withdrew its request, does not deliver it again either.
+    expect(host.run().at(-1)?.kind).toBe('halted');
+    expect(host.console).toBe('A');
   });
 });
