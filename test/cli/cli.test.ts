@@ -20,10 +20,13 @@ describe('firmament CLI', () => {
   it('run exits like QEMU with isa-debug-exit and prints JSON with exit counts', () => {
     const r = cli('run', path.join(GUESTS, 'hello.elf'), '--clock', 'virtual', '--json');
     expect(r.status).toBe(1); // (0 << 1) | 1
-    const doc = JSON.parse(r.stdout) as { exit: { reason: string }; guests: { name: string; exits: Record<string, number> }[] };
+    const doc = JSON.parse(r.stdout) as { exit: { reason: string }; guests: { name: string; exits: Record<string, number> }[]; host: { wallMs: number; cpuMs: number } };
     expect(doc.exit.reason).toBe('debug-exit');
     expect(doc.guests[0]!.name).toBe('hello');
     expect(doc.guests[0]!.exits['io']).toBeGreaterThan(0);
+    // What the run cost the host (CI budgets, the idle bench): present and plausible, never a fixed number.
+    expect(doc.host.wallMs).toBeGreaterThan(0);
+    expect(doc.host.cpuMs).toBeGreaterThan(0);
   });
 
   it('a malformed guest image is a clear error naming file, offset and field, never a crash', () => {

@@ -19,7 +19,8 @@ export const RUN_HELP = `firmament run <guest.elf> [options]
   --timeout S         stop after S seconds of wall time (status 124)
   --clock MODE        realtime (default) or virtual
   --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
-  --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits}]}
+  --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits}], host: {wallMs, cpuMs}}
+                      (host: wall and process CPU time from guest start to exit)
   --monitor SOCKET    serve the monitor protocol on this Unix socket (docs/monitor.md)
   --paused            with --monitor: start paused, resume from a monitor client`;
 
@@ -52,9 +53,14 @@ export async function runCommand(argv: string[]): Promise<number> {
     monitor.attach(session);
   }
   try {
+    const cpu0 = process.cpuUsage();
+    const wall0 = performance.now();
     const exit = await m.run(timeoutMs !== undefined ? { timeoutMs } : {});
+    // What running the guest cost the host, start-up excluded: every thread of this process (V8's compiler threads too).
+    const cpu = process.cpuUsage(cpu0);
+    const host = { wallMs: Math.round((performance.now() - wall0) * 10) / 10, cpuMs: Math.round((cpu.user + cpu.system) / 100) / 10 };
     if (values.json) {
-      process.stdout.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports() }) + '\n');
+      process.stdout.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports(), host }) + '\n');
     } else if (exit.reason !== 'debug-exit') {
       process.stderr.write(`\nfirmament: ${exit.reason}${exit.detail ? `: ${exit.detail}` : ''}\n`);
     }
