@@ -31,6 +31,9 @@ export const UC_CTL_TLB_TYPE_WRITE = 0x4400000c;
 export const UC_CTL_TLB_FLUSH = 0x4000000b;
 export const UC_CTL_TB_REMOVE_CACHE = 0x48000009;
 export const UC_CTL_TB_FLUSH = 0x4000000a;
+/** UC_CTL_WRITE(UC_CTL_TCG_BUFFER_SIZE, 1): the translated-code buffer, set before first use. */
+export const UC_CTL_TCG_BUFFER_SIZE_WRITE = 0x4400000d;
+export const UC_CTL_TCG_BUFFER_SIZE_READ = 0x8400000d;
 export const UC_CTL_CPU_MODEL_WRITE = 0x44000007;
 
 export const UC_CPU_X86_QEMU64 = 0;

@@ -10,6 +10,8 @@ import {
   UC_ARCH_X86,
   UC_CTL_TB_FLUSH,
   UC_CTL_TB_REMOVE_CACHE,
+  UC_CTL_TCG_BUFFER_SIZE_READ,
+  UC_CTL_TCG_BUFFER_SIZE_WRITE,
   UC_CTL_TLB_FLUSH,
   UC_CTL_TLB_TYPE_WRITE,
   UC_HOOK_INSN,
@@ -32,6 +34,9 @@ export type TlbFillHandler = (vaddr: bigint, type: number) => { paddr: bigint; p
 export type MmioReadHandler = (offset: number, size: number) => bigint;
 export type MmioWriteHandler = (offset: number, size: number, value: bigint) => void;
 export type MemInvalidHandler = (type: number, addr: bigint, size: number, value: bigint) => boolean;
+
+/** Translated-code buffer per engine (Unicorn's default is 1 GiB). */
+export const TCG_BUFFER_BYTES = 32 * 1024 * 1024;
 
 /** 2^64 as BigInt: koffi passes uint64 >= 2^63 to callbacks as negative numbers. */
 const U64 = 1n << 64n;
@@ -59,10 +64,22 @@ export class UnicornEngine {
     const out: unknown[] = [null];
     check(this.lib, 'uc_open', this.lib.fn.open(UC_ARCH_X86, mode, out));
     this.uc = out[0];
+    // Unicorn 2.1 memsets the whole translated-code buffer on every TB flush (tcg_region_reset_all):
+    // with the default 1 GiB that is 2.5 s the first time (page faults) and 0.1 s after, and 1 GiB
+    // of RSS per engine. Our firmware, OS and guests translate a few MiB at most; a full buffer only
+    // means QEMU flushes and goes on.
+    check(this.lib, 'uc_ctl(TCG_BUFFER_SIZE)', this.lib.fn.ctl1(this.uc, UC_CTL_TCG_BUFFER_SIZE_WRITE, 'uint32_t', TCG_BUFFER_BYTES));
   }
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** The translated-code buffer size Unicorn settled on (it may adjust what was asked for). */
+  tcgBufferSize(): number {
+    const out = Buffer.alloc(4);
+    check(this.lib, 'uc_ctl(TCG_BUFFER_SIZE)', this.lib.fn.ctl1(this.uc, UC_CTL_TCG_BUFFER_SIZE_READ, 'void *', out));
+    return out.readUInt32LE(0);
   }
 
   /** Software TLB through our fill hook: the guest walk is ours (see machine/cpu/x86/paging.ts). */
