@@ -16,7 +16,7 @@ import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
 import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { faultAddress } from './x86/fault-address.js';
 import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLifted } from './x86/msr-intercept.js';
-import { CPU_INTERRUPT_VIRQ, nativeIrqLayout, VMCB_V_INTR_VECTOR, type NativeIrqLayout } from './x86/native-irq.js';
+import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
 import type { StateRecord } from '../state.js';
 import { stateBytes, stateNumber, stateString, StateError } from '../state.js';
 
@@ -136,12 +136,8 @@ export class X86Cpu implements DeliveryCpu {
   private pendingIntr: number | null = null;
   private pendingSyscall = false;
   private hostError: Error | null = null;
-  /** Native delivery of external interrupts (x86/native-irq.ts): the layout and this CPU's control area. */
-  private virq: { layout: NativeIrqLayout; controlArea: number; eflagsAt: number; hflagsAt: number } | null = null;
-  /** Vector handed to QEMU for delivery at the start of the next run. */
-  private injected: number | null = null;
-  /** Vector whose native delivery faulted during the current run. */
-  private faultedInjection: number | null = null;
+  /** Native delivery of external interrupts (x86/native-irq.ts); null: delivery.ts does it. */
+  private injector: InterruptInjector | null = null;
   /** A triple fault while delivering an interrupt between runs. */
   private deferredTripleFault: string | null = null;
   private readonly paging = new BigUint64Array(5);
@@ -190,7 +186,7 @@ export class X86Cpu implements DeliveryCpu {
 
   /** Processor reset (power-on or INIT): real mode at the reset vector. */
   reset(): void {
-    this.dropInjection();
+    this.injector?.drop();
     this.deferredTripleFault = null;
     this.engine.restoreContext(this.resetContext);
     this.engine.writeReg(REG.CR0, 0x60000010n);
@@ -218,39 +214,14 @@ export class X86Cpu implements DeliveryCpu {
     this.engine.restoreContext(blob);
     this.engine.msrGuard = (index, write, access) => withInterceptLifted(this.host.memory, area, index, write, access);
     const irq = nativeIrqLayout();
-    const L = contextLayout();
-    this.virq = typeof irq === 'string' ? null : { layout: irq, controlArea: area, eflagsAt: irq.envOffset + L.regs + 136, hflagsAt: irq.envOffset + L.hflags };
+    this.injector = typeof irq === 'string' ? null : new InterruptInjector(this.engine, irq, this.host.memory, area);
   }
 
   /** Whether QEMU delivers this CPU's external interrupts, and if not, why (they then go through delivery.ts). */
   get nativeInterrupts(): true | string {
-    if (this.virq) return true;
+    if (this.injector) return true;
     const irq = nativeIrqLayout();
     return typeof irq === 'string' ? irq : 'needs MSR exits (hypervisor vCPUs only)';
-  }
-
-  /**
-   * Hands an acknowledged external interrupt to QEMU: it vectors through the
-   * guest's IDT before the next instruction (IF=1 and no shadow, as checked).
-   */
-  private inject(vector: number): void {
-    const v = this.virq!;
-    this.host.memory.writeU32(v.controlArea + VMCB_V_INTR_VECTOR, vector);
-    this.engine.raiseIrq(v.layout.cpuField, CPU_INTERRUPT_VIRQ);
-    this.injected = vector;
-  }
-
-  /** The injected vector if QEMU did not deliver it (a fault on the way in), withdrawing the request. */
-  private takeUndelivered(): number | null {
-    const vector = this.injected;
-    if (vector === null) return null;
-    this.injected = null;
-    const v = this.virq!;
-    return this.engine.takeIrq(v.layout.cpuField, v.layout.request, CPU_INTERRUPT_VIRQ) ? vector : null;
-  }
-
-  private dropInjection(): void {
-    if (this.injected !== null) this.takeUndelivered();
   }
 
   /** INIT-SIPI-SIPI: start at vector * 0x1000 in real mode. */
@@ -333,9 +304,7 @@ export class X86Cpu implements DeliveryCpu {
     e.onOut((port, size, value) => this.guarded(() => this.host.ioWrite(this, port, size, value), undefined));
     e.onInterrupt((intno) => {
       this.pendingIntr = intno;
-      // A fault while QEMU delivers an injected interrupt: withdraw the request now, or QEMU retries
-      // the delivery (and faults again) before it ever looks at the stop request.
-      if (this.injected !== null) this.faultedInjection = this.takeUndelivered();
+      this.injector?.noteException();
       e.stop();
     });
     e.onInvalidInstruction(() => false);
@@ -505,21 +474,21 @@ export class X86Cpu implements DeliveryCpu {
 
   /** Wake from HLT/MWAIT when an interrupt is pending, then deliver it if IF allows. */
   serviceInterrupts(): void {
-    if (this.state === 'wait-for-sipi' || this.state === 'shutdown' || this.injected !== null) return;
+    const injector = this.injector;
+    if (this.state === 'wait-for-sipi' || this.state === 'shutdown' || injector?.pending) return;
     if (!this.host.interruptPending(this)) return;
-    const virq = this.virq;
-    // Native: IF and the interrupt shadow read straight from QEMU's env (no context copy).
-    const window = virq ? this.engine.irqWindow(virq.layout.cpuField, virq.eflagsAt, virq.hflagsAt) : -1;
-    if (!(virq ? window & 1 : this.readRflags() & RFLAGS.IF)) {
+    // Bit 0: IF, bit 1: interrupt shadow. Natively read straight from QEMU's env (no context copy).
+    const blob = injector ? undefined : this.engine.contextView();
+    const window = blob ? ((this.readRflags() & RFLAGS.IF) !== 0 ? 1 : 0) | (interruptsInhibited(blob) ? 2 : 0) : injector!.window();
+    if (!(window & 1)) {
       if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
       return;
     }
-    const blob = virq ? null : this.engine.contextView();
-    if (blob ? interruptsInhibited(blob) : window & 2) return;
+    if (window & 2) return;
     const vector = this.host.acknowledgeInterrupt(this);
     if (vector === null) return;
     if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
-    if (!blob) this.inject(vector);
+    if (injector) injector.inject(vector);
     else {
       try {
         this.deliverEvent({ vector, software: false, external: true }, blob);
@@ -586,8 +555,7 @@ export class X86Cpu implements DeliveryCpu {
       this.engine.flushCode();
       this.flushCodePending = false;
     }
-    const undelivered = this.faultedInjection ?? this.takeUndelivered();
-    this.faultedInjection = null;
+    const undelivered = this.injector?.takeUndelivered() ?? null;
     try {
       if (undelivered !== null) {
         // QEMU faulted on the way in (a bad gate, IDT or stack page): drop what it raised and
@@ -788,7 +756,7 @@ export class X86Cpu implements DeliveryCpu {
   // --- Snapshottable CPU state (the raw context is build-specific, so the Unicorn version is recorded).
   saveState(): StateRecord {
     // An interrupt handed to QEMU but not yet delivered is delivered now, so the saved context has it.
-    const undelivered = this.takeUndelivered();
+    const undelivered = this.injector?.takeUndelivered() ?? null;
     if (undelivered !== null) {
       try {
         this.deliverEvent({ vector: undelivered, software: false, external: true });
@@ -810,7 +778,7 @@ export class X86Cpu implements DeliveryCpu {
   restoreState(s: StateRecord): void {
     const who = `cpu${this.index}`;
     if (stateNumber(s, 'unicorn', who) !== this.engine.lib.version.raw) throw new StateError(who, 'unicorn', 'snapshot was taken with a different Unicorn build');
-    this.dropInjection();
+    this.injector?.drop();
     this.engine.restoreContext(stateBytes(s, 'context', who, this.engine.contextSize));
     // The control area is a host address: the saving machine's may not exist here.
     this.armMsrExits();

@@ -108,3 +108,75 @@ function deliverThroughIdt(e: UnicornEngine, layout: NativeIrqLayout, svm: Exclu
   if (e.irqWindow(layout.cpuField, layout.envOffset + L.regs + 136, layout.envOffset + L.hflags) !== 1) return 'probe: IF read from env disagrees with EFLAGS';
   return null;
 }
+
+/** Where the injector stores the vector: host memory holding the vCPU's control area. */
+export interface VectorSlot {
+  writeU32(paddr: number, value: number): void;
+}
+
+/**
+ * One vCPU's native injection: the request bit in QEMU's CPUState, the vector
+ * in the control area, and what became of an injected interrupt.
+ */
+export class InterruptInjector {
+  private injected: number | null = null;
+  private faulted: number | null = null;
+  private readonly eflagsAt: number;
+  private readonly hflagsAt: number;
+
+  constructor(
+    private readonly engine: UnicornEngine,
+    private readonly layout: NativeIrqLayout,
+    private readonly memory: VectorSlot,
+    private readonly controlArea: number,
+  ) {
+    const L = contextLayout();
+    this.eflagsAt = layout.envOffset + L.regs + 136;
+    this.hflagsAt = layout.envOffset + L.hflags;
+  }
+
+  /** An interrupt was handed to QEMU and the run that delivers it has not ended yet. */
+  get pending(): boolean {
+    return this.injected !== null;
+  }
+
+  /** Bit 0: EFLAGS.IF, bit 1: interrupt shadow; read from QEMU's env (no context copy). */
+  window(): number {
+    return this.engine.irqWindow(this.layout.cpuField, this.eflagsAt, this.hflagsAt);
+  }
+
+  /** QEMU vectors it through the guest's IDT before the next instruction (the caller checked the window). */
+  inject(vector: number): void {
+    this.memory.writeU32(this.controlArea + VMCB_V_INTR_VECTOR, vector);
+    this.engine.raiseIrq(this.layout.cpuField, CPU_INTERRUPT_VIRQ);
+    this.injected = vector;
+  }
+
+  /**
+   * From the exception hook: if the request is still up, the exception came from
+   * QEMU delivering it. Withdraw it now, or QEMU retries the delivery (and
+   * faults again) before it ever looks at the stop request.
+   */
+  noteException(): void {
+    if (this.injected !== null) this.faulted = this.withdraw();
+  }
+
+  /** After a run or before a save: the vector QEMU did not deliver (withdrawn), or null. */
+  takeUndelivered(): number | null {
+    const faulted = this.faulted;
+    this.faulted = null;
+    return faulted ?? this.withdraw();
+  }
+
+  /** The CPU's state is being replaced (reset, restore): forget any injection. */
+  drop(): void {
+    this.takeUndelivered();
+  }
+
+  private withdraw(): number | null {
+    const vector = this.injected;
+    if (vector === null) return null;
+    this.injected = null;
+    return this.engine.takeIrq(this.layout.cpuField, this.layout.request, CPU_INTERRUPT_VIRQ) ? vector : null;
+  }
+}
