@@ -46,6 +46,10 @@ static void print(const char *fmt, ...)
 
 NORETURN static void finish(u8 value)
 {
+	/* The last byte is out only when TEMT is set (THRE rises earlier): exiting
+	 * before that can lose the end of the transcript under QEMU. */
+	for (u32 i = 0; console == BOOTINFO_CONSOLE_COM1 && i < 50000000 && !(inb(COM1 + 5) & 0x40); i++)
+		__asm__ volatile("pause");
 	outb(DEBUG_EXIT_PORT, value);   /* QEMU exits with status (value << 1) | 1 */
 	halt_forever();
 }

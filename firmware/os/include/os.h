@@ -37,6 +37,7 @@ static inline u64 virt_to_phys(const void *v)
 /* ---- console (console.c) ---- */
 void console_init(u8 kind);
 void console_putc(char c);
+void console_drain(void);
 void kprintf(const char *fmt, ...) PRINTF_LIKE(1, 2);
 void kvprintf(const char *fmt, va_list ap);
 int ksnprintf(char *buf, u32 size, const char *fmt, ...) PRINTF_LIKE(3, 4);

@@ -8,6 +8,7 @@
 #define COM1      0x3f8
 #define UART_LSR  5
 #define LSR_THRE  0x20
+#define LSR_TEMT  0x40
 #define DEBUGCON  0xe9
 
 static u8 console_kind = BOOTINFO_CONSOLE_COM1;
@@ -38,6 +39,18 @@ static void raw_putc(char c)
 	else if (uart_stalled && i < 1000)
 		uart_stalled = false;
 	outb(COM1, (u8)c);
+}
+
+/* Before the machine stops: wait until the UART has sent its last byte. THRE
+ * rises when a byte moves to the shift register, TEMT only once it is out;
+ * QEMU sets TEMT when its stdio write has succeeded, so exiting on THRE alone
+ * can lose the final characters. */
+void console_drain(void)
+{
+	if (console_kind != BOOTINFO_CONSOLE_COM1 || uart_stalled)
+		return;
+	for (u32 i = 0; i < 50000000 && !(inb(COM1 + UART_LSR) & LSR_TEMT); i++)
+		__asm__ volatile("pause");
 }
 
 void console_putc(char c)

@@ -12,6 +12,7 @@ static struct bootinfo_e820 e820[BOOTINFO_MAX_E820];
 NORETURN void os_exit(u8 value)
 {
 	__asm__ volatile("cli");
+	console_drain();
 	outb(0xf4, value);                   /* isa-debug-exit: QEMU exits with (value << 1) | 1 */
 	halt_forever();
 }

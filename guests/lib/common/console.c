@@ -10,6 +10,7 @@
 #define UART_DLL 0
 #define UART_DLM 1
 #define LSR_THRE 0x20
+#define LSR_TEMT 0x40
 
 void serial_init(void)
 {
@@ -31,6 +32,18 @@ static void uart_tx(char c)
         cpu_pause();
     }
     outb(COM1_PORT + UART_THR, (uint8_t)c);
+}
+
+/* Wait until the last byte has left the UART: THRE rises when a byte moves to
+ * the shift register, TEMT once it is out (under QEMU: once its stdio write
+ * succeeded). Exiting before that can lose the end of the transcript. */
+void serial_drain(void)
+{
+    for (uint32_t i = 0; i < 1000000u; i++) {
+        if (inb(COM1_PORT + UART_LSR) & LSR_TEMT)
+            break;
+        cpu_pause();
+    }
 }
 
 void serial_putc(char c)

@@ -3,6 +3,7 @@
 
 __attribute__((noreturn)) void guest_exit(uint32_t code)
 {
+    serial_drain();
     /* QEMU's isa-debug-exit (iobase=0xf4) exits with status (code << 1) | 1. */
     outl(DEBUG_EXIT_PORT, code);
     /* No exit device: say so and stop this CPU for good. */

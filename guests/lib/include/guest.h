@@ -93,6 +93,7 @@ int guest_main(struct boot_info *bi);
 /* ---- console (COM1, 115200 8N1, "\n" is sent as "\r\n") --------------------- */
 void serial_init(void);
 void serial_putc(char c);
+void serial_drain(void);
 void kputs(const char *s);                 /* no newline added */
 void kwrite(const char *s, size_t len);
 void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
