@@ -107,9 +107,12 @@ int fm_add_code_counter(void *uc, uint64_t *hh, uint64_t *counter) {
  * cpu_interrupt_handler; what it needs is the engine's CPUState, found once by
  * fm_find_cpu below.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 typedef void (*cpu_interrupt_fn)(void *cpu, int mask);
 typedef int (*pending_fn)(void *cpu, int mask);
@@ -173,25 +176,32 @@ static size_t readable(uintptr_t p, size_t max) {
 enum { REG_EFLAGS = 25 };
 
 /* CPUState to env in X86CPU is about 35 KiB in 2.1.1 (tb_jmp_cache, the TLB); accepted up to this. */
-#define MAX_ENV_OFFSET 0x10000u
-/* QEMU's interrupt check reads env fields within this of env's start. */
-#define ENV_FIELDS_READ 0x4000u
+#define MAX_ENV_OFFSET 0x100000u
 
 /*
  * Is `v` the CPUState whose env is at `env`? QEMU's own
  * x86_cpu_pending_interrupt (which finds env at its compiled offset) must
- * follow EFLAGS.IF as we toggle it. A wrong `v` makes QEMU read at most
- * MAX_ENV_OFFSET + ENV_FIELDS_READ past it, which must be readable.
+ * follow EFLAGS.IF as we toggle it. A wrong `v` makes QEMU read wherever its
+ * offset lands, which may not be mapped, so the check runs in a forked child:
+ * a fault there only ends the child.
  */
 static int is_cpu_state(void *uc, uintptr_t v, uintptr_t env) {
-  uint64_t on = 0x202, masked_flags = 0x2;
   if (v >= env || env - v > MAX_ENV_OFFSET || (v & 7)) return 0;
-  if (readable(v, MAX_ENV_OFFSET + ENV_FIELDS_READ) < MAX_ENV_OFFSET + ENV_FIELDS_READ) return 0;
-  p_reg_write(uc, REG_EFLAGS, &masked_flags);
-  int masked = p_pending((void *)v, 0x100);
-  p_reg_write(uc, REG_EFLAGS, &on);
-  int open = p_pending((void *)v, 0x100);
-  return masked == 0 && open == 0x100;
+  if (readable(v, env - v) < env - v) return 0;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) return 0;
+  if (pid == 0) {
+    uint64_t on = 0x202, masked_flags = 0x2;
+    p_reg_write(uc, REG_EFLAGS, &masked_flags);
+    int masked = p_pending((void *)v, 0x100);
+    p_reg_write(uc, REG_EFLAGS, &on);
+    int open = p_pending((void *)v, 0x100);
+    _exit(masked == 0 && open == 0x100 ? 0 : 1);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 /*
