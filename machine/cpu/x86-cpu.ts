@@ -477,28 +477,19 @@ export class X86Cpu implements DeliveryCpu {
     const injector = this.injector;
     if (this.state === 'wait-for-sipi' || this.state === 'shutdown' || injector?.pending) return;
     if (!this.host.interruptPending(this)) return;
-    // Bit 0: IF, bit 1: interrupt shadow. Natively read straight from QEMU's env (no context copy).
-    const blob = injector ? undefined : this.engine.contextView();
-    const window = blob ? ((this.readRflags() & RFLAGS.IF) !== 0 ? 1 : 0) | (interruptsInhibited(blob) ? 2 : 0) : injector!.window();
+    // Native: IF (bit 0) and the interrupt shadow (bit 1) straight from QEMU's env, no context copy.
+    const window = injector ? injector.window() : this.readRflags() & RFLAGS.IF ? 1 : 0;
     if (!(window & 1)) {
       if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
       return;
     }
-    if (window & 2) return;
+    const blob = injector ? undefined : this.engine.contextView();
+    if (blob ? interruptsInhibited(blob) : window & 2) return;
     const vector = this.host.acknowledgeInterrupt(this);
     if (vector === null) return;
     if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
     if (injector) injector.inject(vector);
-    else {
-      try {
-        this.deliverEvent({ vector, software: false, external: true }, blob);
-      } catch (e) {
-        if (!(e instanceof TripleFault)) throw e;
-        // Reported by the next runSlice, like every other way a CPU stops.
-        this.deferredTripleFault = e.message;
-        this.state = 'running';
-      }
-    }
+    else this.deliverExternal(vector, blob);
     this.count((IRQ_COUNTER_KEYS[vector] ??= `irq:0x${vector.toString(16)}`));
   }
 
@@ -527,11 +518,8 @@ export class X86Cpu implements DeliveryCpu {
    * attention. `count` limits instructions (1 = single-step, for debuggers: slow).
    */
   runSlice(budget: bigint, count = 0): SliceExit {
-    if (this.deferredTripleFault !== null) {
-      const reason = this.deferredTripleFault;
-      this.deferredTripleFault = null;
-      return this.tripleFault(reason);
-    }
+    const deferred = this.takeDeferredTripleFault();
+    if (deferred) return deferred;
     if (this.state !== 'running') return { kind: this.state === 'mwait' ? 'mwait' : 'halted' };
     if (this.flushCodePending) {
       this.engine.flushCode();
@@ -563,8 +551,8 @@ export class X86Cpu implements DeliveryCpu {
         this.pendingTlbFault = null;
         this.pendingEptViolation = null;
         this.pendingIntr = null;
-        this.deliverEvent({ vector: undelivered, software: false, external: true });
-        return { kind: 'requested' };
+        this.deliverExternal(undelivered);
+        return this.takeDeferredTripleFault() ?? { kind: 'requested' };
       }
       return this.classify(rc, count);
     } catch (e) {
@@ -646,6 +634,27 @@ export class X86Cpu implements DeliveryCpu {
     this.onEvent?.({ kind: 'msr', detail: `${write ? 'WRMSR' : 'RDMSR'} 0x${index.toString(16)} ${write ? '<-' : '->'} 0x${value.toString(16)}`, rip });
     this.completeInstruction(rip + 2n);
     return { kind: 'requested' };
+  }
+
+  /**
+   * An external interrupt through delivery.ts, between runs. A triple fault is
+   * reported by the next runSlice, like every other way a CPU stops.
+   */
+  private deliverExternal(vector: number, blob?: Uint8Array): void {
+    try {
+      this.deliverEvent({ vector, software: false, external: true }, blob);
+    } catch (e) {
+      if (!(e instanceof TripleFault)) throw e;
+      this.deferredTripleFault = e.message;
+      this.state = 'running';
+    }
+  }
+
+  private takeDeferredTripleFault(): SliceExit | null {
+    const reason = this.deferredTripleFault;
+    if (reason === null) return null;
+    this.deferredTripleFault = null;
+    return this.tripleFault(reason);
   }
 
   /** `blob`: a context saved just now, reused by the first delivery attempt. */
@@ -757,19 +766,13 @@ export class X86Cpu implements DeliveryCpu {
   saveState(): StateRecord {
     // An interrupt handed to QEMU but not yet delivered is delivered now, so the saved context has it.
     const undelivered = this.injector?.takeUndelivered() ?? null;
-    if (undelivered !== null) {
-      try {
-        this.deliverEvent({ vector: undelivered, software: false, external: true });
-      } catch (e) {
-        if (!(e instanceof TripleFault)) throw e;
-        this.tripleFault(e.message);
-      }
-    }
+    if (undelivered !== null) this.deliverExternal(undelivered);
     return {
       version: 1,
       unicorn: this.engine.lib.version.raw,
       context: this.engine.saveContext(),
-      state: this.state,
+      // A triple fault still to be reported by the next runSlice is where this CPU already is.
+      state: this.deferredTripleFault !== null ? 'shutdown' : this.state,
       units: Number(this.units),
       monitor: this.monitor ? this.monitor.paddr : -1,
     };

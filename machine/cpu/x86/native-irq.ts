@@ -27,6 +27,8 @@ import { armMsrIntercept, MSRPM_BYTES, svmLayout, VMCB_MSRPM_BASE_PA } from './m
 export const CPU_INTERRUPT_VIRQ = 0x100;
 /** VMCB control area: V_INTR_VECTOR, the vector a virtual interrupt delivers. */
 export const VMCB_V_INTR_VECTOR = 0x64;
+/** env->eflags, after regs[16] and eip in QEMU's CPUX86State. */
+const EFLAGS_IN_REGS = 17 * 8;
 /** How much of uc_struct is searched for the CPUState pointer. */
 const UC_STRUCT_SCAN = 0x4000;
 
@@ -69,7 +71,11 @@ function discover(): NativeIrqLayout | string {
   }
 }
 
-/** Flat 32-bit protected mode, one interrupt gate: the interrupt must arrive with the frame the SDM describes. */
+/**
+ * Flat 32-bit protected mode, one interrupt gate: an interrupt injected the
+ * way vCPUs inject (InterruptInjector) must arrive with the frame the SDM
+ * describes, and the window read from env must follow EFLAGS.IF.
+ */
 function deliverThroughIdt(e: UnicornEngine, layout: NativeIrqLayout, svm: Exclude<ReturnType<typeof svmLayout>, string>): string | null {
   const ram = new Uint8Array(new SharedArrayBuffer(0x10000));
   const dv = new DataView(ram.buffer);
@@ -85,7 +91,6 @@ function deliverThroughIdt(e: UnicornEngine, layout: NativeIrqLayout, svm: Exclu
   dv.setUint16(gate + 6, PROBE.handler >>> 16, true);
   dv.setBigUint64(PROBE.vmcb + VMCB_MSRPM_BASE_PA, BigInt(PROBE.msrpm), true);
   ram.fill(0, PROBE.msrpm, PROBE.msrpm + MSRPM_BYTES);
-  dv.setUint32(PROBE.vmcb + VMCB_V_INTR_VECTOR, PROBE.vector, true);
   e.writeMmr(REG.GDTR, { selector: 0, base: BigInt(PROBE.gdt), limit: 0x17, flags: 0 });
   e.writeMmr(REG.IDTR, { selector: 0, base: BigInt(PROBE.idt), limit: 0x7ff, flags: 0 });
   e.writeReg(REG.ESP, PROBE.stack);
@@ -93,19 +98,18 @@ function deliverThroughIdt(e: UnicornEngine, layout: NativeIrqLayout, svm: Exclu
   const blob = e.saveContext();
   armMsrIntercept(blob, svm, PROBE.vmcb);
   e.restoreContext(blob);
-  e.raiseIrq(layout.cpuField, CPU_INTERRUPT_VIRQ);
+  const injector = new InterruptInjector(e, layout, { writeU32: (paddr, value) => dv.setUint32(paddr, value, true) }, PROBE.vmcb);
+  if (injector.window() !== 1) return 'probe: IF read from env disagrees with EFLAGS';
+  injector.inject(PROBE.vector);
   const rc = e.start(BigInt(PROBE.code));
   const eip = Number(e.readReg(REG.EIP));
   if (rc !== 0 || eip !== PROBE.handler + 1) return `probe interrupt not delivered natively (rc ${rc}, EIP 0x${eip.toString(16)})`;
-  if (e.takeIrq(layout.cpuField, layout.request, CPU_INTERRUPT_VIRQ) !== 0) return 'probe interrupt delivered but still requested';
+  if (injector.takeUndelivered() !== null) return 'probe interrupt delivered but still requested';
   const esp = Number(e.readReg(REG.ESP));
   const frame = [dv.getUint32(esp, true), dv.getUint32(esp + 4, true) & 0xffff, dv.getUint32(esp + 8, true)];
   if (esp !== PROBE.stack - 12 || frame[0] !== PROBE.code || (frame[2]! & 0x200) === 0) return `probe interrupt frame wrong (ESP 0x${esp.toString(16)}, EIP/CS/EFLAGS ${frame.map((v) => v.toString(16)).join('/')})`;
   if (Number(e.readReg(REG.EFLAGS)) & 0x200) return 'probe interrupt gate left IF set';
-  const L = contextLayout();
-  if (e.irqWindow(layout.cpuField, layout.envOffset + L.regs + 136, layout.envOffset + L.hflags) !== 0) return 'probe: IF read from env disagrees with EFLAGS';
-  e.writeReg(REG.EFLAGS, 0x202);
-  if (e.irqWindow(layout.cpuField, layout.envOffset + L.regs + 136, layout.envOffset + L.hflags) !== 1) return 'probe: IF read from env disagrees with EFLAGS';
+  if (injector.window() !== 0) return 'probe: IF read from env disagrees with EFLAGS';
   return null;
 }
 
@@ -131,7 +135,7 @@ export class InterruptInjector {
     private readonly controlArea: number,
   ) {
     const L = contextLayout();
-    this.eflagsAt = layout.envOffset + L.regs + 136;
+    this.eflagsAt = layout.envOffset + L.regs + EFLAGS_IN_REGS;
     this.hflagsAt = layout.envOffset + L.hflags;
   }
 
