@@ -12,7 +12,7 @@ import { DebugExit } from '../machine/devices/debug-exit.js';
 import { Debugcon } from '../machine/devices/debugcon.js';
 import { LocalApic, deliverIpi, type IpiMessage } from '../machine/devices/lapic.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio } from '../machine/cpu/x86-cpu.js';
-import type { PcMachine } from '../machine/platform/pc.js';
+import { GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
 import type { VmMemory } from './vm-memory.js';
 import { emptyExitCounts, exitsFromCounters, type ExitCounts } from './exits.js';
 import { handleHypercall } from './hypercalls.js';
@@ -20,8 +20,6 @@ import { VmMsrs } from './msr-exits.js';
 import type { HostMemoryManager } from './host-memory.js';
 
 export const GUEST_LAPIC_GPA = 0xfee00000;
-/** Host-physical windows (above RAM, below 2^40) where vCPU engines map guest device MMIO. */
-export const MMIO_WINDOW_BASE = 0xf0_0000_0000;
 
 export type VmState = 'running' | 'stopped';
 
@@ -67,7 +65,7 @@ export class Vcpu {
         onStartup: (vector) => this.cpu.startupAt(vector),
       },
     });
-    this.cpu = new X86Cpu(index, index, host, { apicId: index, logicalCpus: vm.vcpuCount, hypervisor: true });
+    this.cpu = new X86Cpu(index, index, host, { apicId: index, logicalCpus: vm.vcpuCount, hypervisor: true }, machine.hostCpus[0]);
     this.cpu.onEvent = (e: CpuEvent) => vm.cpuEvent(this, e);
   }
 }
@@ -111,7 +109,7 @@ export class Vm implements CpuHost {
     this.debugcon = new Debugcon({});
     for (const d of [this.pic, this.pit, this.uart, this.cmos, this.debugExit, this.debugcon]) this.io.register(d);
     // The guest's LAPIC page: EPT maps it to a host MMIO window that each vCPU engine routes to its own LAPIC.
-    const lapicWindow = MMIO_WINDOW_BASE + this.id * 0x10000;
+    const lapicWindow = GUEST_LAPIC_WINDOW;
     vmMemory.mapMmioWindow(GUEST_LAPIC_GPA, lapicWindow);
     this.localMmio = [
       {

@@ -7,6 +7,7 @@
  * 16-bit IP and cannot resume protected-mode code above 64 KiB.
  */
 import { UnicornEngine } from './unicorn/engine.js';
+import { HostCpu, SLICE } from './host-cpu.js';
 import { REG, UC_MEM_FETCH, UC_MEM_WRITE, UC_MODE_16, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcErr } from './unicorn/constants.js';
 import { cpuid, type CpuidConfig } from './x86/cpuid.js';
 import { walk, type PagingControl, type PhysicalReader, type WalkResult } from './x86/paging.js';
@@ -114,18 +115,20 @@ export interface CpuEvent {
 /** Counter names of external interrupts by vector, built once (counted on every tick of an idle guest). */
 const IRQ_COUNTER_KEYS: string[] = [];
 
-/** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
-const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24 } as const;
-
 /** EDX after reset holds the CPUID signature (leaf 1 EAX). */
 const RESET_SIGNATURE = 0x00060fb1;
 
+/** Power-on context, made once per process from a MODE_16 engine (see the file comment). */
+let resetContext: Uint8Array | undefined;
+
 export class X86Cpu implements DeliveryCpu {
-  readonly engine: UnicornEngine;
-  readonly slice = Buffer.alloc(64);
-  /** Typed views of the slice struct: read and written around every run. */
-  private readonly slice64 = new BigUint64Array(this.slice.buffer, this.slice.byteOffset, 8);
-  private readonly slice32 = new Uint32Array(this.slice.buffer, this.slice.byteOffset, 16);
+  /** The host CPU this context runs on next (host-cpu.ts); the scheduler may move it between slices. */
+  private hostCpu: HostCpu;
+  /** A host CPU this context made for itself (CPU-layer tests); closed with it. */
+  private readonly ownHostCpu: HostCpu | null;
+  /** The context while it is not loaded in an engine. */
+  private readonly parked: Uint8Array;
+  private parkedUnits = 0n;
   state: CpuRunState;
   readonly counters: Record<string, number> = {};
   /** Observers for the inspection API and event log. */
@@ -138,62 +141,93 @@ export class X86Cpu implements DeliveryCpu {
   private hostError: Error | null = null;
   /** Native delivery of external interrupts (x86/native-irq.ts); null: delivery.ts does it. */
   private injector: InterruptInjector | null = null;
+  /** RDMSR/WRMSR through the API on an intercepting context (UnicornEngine.msrGuard). */
+  private msrGuard: UnicornEngine['msrGuard'] = undefined;
   /** A triple fault while delivering an interrupt between runs. */
   private deferredTripleFault: string | null = null;
   private readonly paging = new BigUint64Array(5);
-  private flushCodePending = false;
-  /** Physical pages this CPU has fetched code from: host writes elsewhere need no code flush. */
-  private readonly codePages = new Set<number>();
   monitor: { paddr: number; armed: boolean; triggered: boolean } | null = null;
   private mwaitBreakOnMaskedIrq = false;
-  private readonly resetContext: Uint8Array;
 
   constructor(
     readonly index: number,
     readonly apicId: number,
     private readonly host: CpuHost,
     private readonly cpuidConfig: CpuidConfig,
+    hostCpu?: HostCpu,
   ) {
-    this.engine = new UnicornEngine(UC_MODE_64);
-    this.resetContext = X86Cpu.makeResetContext();
-    this.mapMemory();
-    // Host writes (DMA, loaders, debugger pokes) bypass QEMU's self-modifying-code detection.
-    host.memory.onHostWrite((addr, length) => this.invalidateCode(addr, length));
-    this.engine.useVirtualTlb();
-    this.installHooks();
-    this.slice64[SLICE.limit / 8] = 0n;
-    this.engine.attachSlice(this.slice);
+    resetContext ??= makeResetContext();
+    this.parked = resetContext.slice();
+    this.ownHostCpu = hostCpu ? null : new HostCpu(index, host.memory, host.localMmio);
+    this.hostCpu = hostCpu ?? this.ownHostCpu!;
     this.state = index === 0 ? 'running' : 'wait-for-sipi';
     this.reset();
   }
 
-  /** Power-on state from a MODE_16 engine: CS=F000 (base F0000, the ROM alias), IP=FFF0. */
-  private static makeResetContext(): Uint8Array {
-    const e16 = new UnicornEngine(UC_MODE_16);
-    try {
-      e16.writeReg(REG.CS, 0xf000);
-      e16.writeReg(REG.IP, 0xfff0);
-      e16.writeReg(REG.EDX, RESET_SIGNATURE);
-      e16.writeReg(REG.EFLAGS, 2);
-      // Reset values per the SDM: IDTR/GDTR base 0, limit 0xFFFF.
-      e16.writeMmr(REG.IDTR, { selector: 0, base: 0n, limit: 0xffff, flags: 0 });
-      e16.writeMmr(REG.GDTR, { selector: 0, base: 0n, limit: 0xffff, flags: 0 });
-      return e16.saveContext();
-    } finally {
-      e16.close();
+  /**
+   * The engine with this context loaded. Binding is lazy: touching the engine
+   * of a parked context loads it into its host CPU (parking the one there).
+   */
+  get engine(): UnicornEngine {
+    const h = this.hostCpu;
+    if (h.resident !== this && !h.engine.isClosed) {
+      if (h.running) throw new Error(`CPU ${this.index}: its host CPU ${h.index} is running another context (a hook touched a parked CPU's engine)`);
+      h.bind(this);
     }
+    return h.engine;
+  }
+
+  /** Run on another host CPU from the next slice on. */
+  placeOn(hostCpu: HostCpu): void {
+    if (hostCpu === this.hostCpu) return;
+    this.hostCpu.unbind(this);
+    this.hostCpu = hostCpu;
+  }
+
+  /** Loaded in an engine right now (hooks on that engine fire for this context). */
+  get isResident(): boolean {
+    return this.hostCpu.resident === this;
+  }
+
+  /** Called by HostCpu.bind: load this context into its engine. */
+  load(h: HostCpu): void {
+    h.engine.restoreContext(this.parked);
+    h.slice64[SLICE.units / 8] = this.parkedUnits;
+    h.engine.msrGuard = this.msrGuard;
+  }
+
+  /**
+   * Called by HostCpu before another context takes the engine. An interrupt
+   * handed to QEMU but not yet delivered is delivered into the context first:
+   * the request bit lives in the engine, not in the context.
+   */
+  park(): void {
+    const undelivered = this.injector?.takeUndelivered() ?? null;
+    if (undelivered !== null) this.deliverExternal(undelivered);
+    const h = this.hostCpu;
+    this.parked.set(h.engine.contextView());
+    this.parkedUnits = h.slice64[SLICE.units / 8]!;
+    h.engine.msrGuard = undefined;
   }
 
   /** Processor reset (power-on or INIT): real mode at the reset vector. */
   reset(): void {
     this.injector?.drop();
     this.deferredTripleFault = null;
-    this.engine.restoreContext(this.resetContext);
+    this.monitor = null;
+    this.pendingTlbFault = null;
+    if (!this.isResident) {
+      // INIT from another CPU's ICR write arrives while that CPU runs on the engine:
+      // a parked context is reset in place (CR0 = CD|NW|ET touches no hflags).
+      this.parked.set(resetContext!);
+      new DataView(this.parked.buffer).setBigUint64(contextLayout().cr, 0x60000010n, true);
+      this.armMsrExits(this.parked);
+      return;
+    }
+    this.engine.restoreContext(resetContext!);
     this.engine.writeReg(REG.CR0, 0x60000010n);
     this.armMsrExits();
     this.engine.flushTlb();
-    this.monitor = null;
-    this.pendingTlbFault = null;
   }
 
   /** Whether RDMSR/WRMSR exit to the host, and if not, why. */
@@ -204,17 +238,22 @@ export class X86Cpu implements DeliveryCpu {
   }
 
   /** Every context this CPU loads (reset, snapshot restore) gets the MSR intercepts of its current host. */
-  private armMsrExits(): void {
+  private armMsrExits(parked?: Uint8Array): void {
     const handler = this.host.msrExits;
     const layout = svmLayout();
     if (!handler || typeof layout === 'string') return;
-    const blob = this.engine.saveContext();
     const area = handler.controlArea(this);
-    armMsrIntercept(blob, layout, area);
-    this.engine.restoreContext(blob);
-    this.engine.msrGuard = (index, write, access) => withInterceptLifted(this.host.memory, area, index, write, access);
+    if (parked) {
+      armMsrIntercept(parked, layout, area);
+    } else {
+      const blob = this.engine.saveContext();
+      armMsrIntercept(blob, layout, area);
+      this.engine.restoreContext(blob);
+    }
+    this.msrGuard = (index, write, access) => withInterceptLifted(this.host.memory, area, index, write, access);
+    if (!parked) this.engine.msrGuard = this.msrGuard;
     const irq = nativeIrqLayout();
-    this.injector = typeof irq === 'string' ? null : new InterruptInjector(this.engine, irq, this.host.memory, area);
+    this.injector = typeof irq === 'string' ? null : new InterruptInjector(this, irq, this.host.memory, area);
   }
 
   /** Whether QEMU delivers this CPU's external interrupts, and if not, why (they then go through delivery.ts). */
@@ -227,14 +266,15 @@ export class X86Cpu implements DeliveryCpu {
   /** INIT-SIPI-SIPI: start at vector * 0x1000 in real mode. */
   startupAt(vector: number): void {
     this.reset();
-    const blob = this.engine.saveContext();
+    const resident = this.isResident;
+    const blob = resident ? this.engine.saveContext() : this.parked;
     const L = contextLayout();
-    const dv = new DataView(blob.buffer);
+    const dv = new DataView(blob.buffer, blob.byteOffset);
     const o = L.segs + SEG.CS * SEG_CACHE_SIZE;
     dv.setUint32(o, (vector << 8) & 0xffff, true);
     dv.setBigUint64(o + 8, BigInt(vector << 12), true);
-    this.engine.restoreContext(blob);
-    this.engine.writeReg(REG.RIP, 0n);
+    dv.setBigUint64(L.regs + 16 * 8, 0n, true);
+    if (resident) this.engine.restoreContext(blob);
     this.state = 'running';
   }
 
@@ -271,22 +311,6 @@ export class X86Cpu implements DeliveryCpu {
     this.state = 'running';
   }
 
-  private mapMemory(): void {
-    const m = this.host.memory;
-    for (const r of m.regions) {
-      if (r.kind === 'ram') this.engine.mapHost(r.base, r.view!, UC_PROT_ALL);
-      else if (r.kind === 'rom' || r.kind === 'rom-alias') this.engine.mapHost(r.base, r.view!, UC_PROT_READ | UC_PROT_EXEC);
-      else if (r.kind === 'open-bus') this.engine.mapMmio(r.base, r.size, (_o, size) => (1n << BigInt(size * 8)) - 1n, () => {});
-      else if (r.kind === 'bad-ram') {
-        const f = r.faulty!;
-        this.engine.mapMmio(r.base, r.size, (o, size) => f.read(o, size), (o, size, v) => f.write(o, size, v));
-      }
-    }
-    for (const d of this.host.localMmio) {
-      this.engine.mapMmio(d.base, d.size, (o, size) => this.guarded(() => d.read(this, o, size), 0n), (o, size, v) => this.guarded(() => d.write(this, o, size, v), undefined));
-    }
-  }
-
   /** Exceptions thrown in hooks do not stop the guest; catch them, stop, and report. */
   private guarded<T>(fn: () => T, fallback: T): T {
     try {
@@ -298,24 +322,49 @@ export class X86Cpu implements DeliveryCpu {
     }
   }
 
-  private installHooks(): void {
-    const e = this.engine;
-    e.onIn((port, size) => this.guarded(() => this.host.ioRead(this, port, size), 0xffffffff));
-    e.onOut((port, size, value) => this.guarded(() => this.host.ioWrite(this, port, size, value), undefined));
-    e.onInterrupt((intno) => {
-      this.pendingIntr = intno;
-      this.injector?.noteException();
-      e.stop();
-    });
-    e.onInvalidInstruction(() => false);
-    e.onInsn('CPUID', () => this.guarded(() => this.emulateCpuid(), true));
-    e.onInsn('SYSCALL', () => {
-      this.pendingSyscall = true;
-      e.stop();
-      return true;
-    });
-    e.onTlbFill((vaddr, type) => this.guarded(() => this.tlbFill(vaddr, type), null));
-    e.onMemInvalid(() => false);
+  // --- Engine hooks, dispatched by the host CPU to the context bound to it.
+  hookIn(port: number, size: 1 | 2 | 4): number {
+    return this.guarded(() => this.host.ioRead(this, port, size), 0xffffffff);
+  }
+
+  hookOut(port: number, size: 1 | 2 | 4, value: number): void {
+    this.guarded(() => this.host.ioWrite(this, port, size, value), undefined);
+  }
+
+  hookInterrupt(intno: number): void {
+    this.pendingIntr = intno;
+    this.injector?.noteException();
+    this.hostCpu.engine.stop();
+  }
+
+  hookCpuid(): boolean {
+    return this.guarded(() => this.emulateCpuid(), true);
+  }
+
+  hookSyscall(): boolean {
+    this.pendingSyscall = true;
+    this.hostCpu.engine.stop();
+    return true;
+  }
+
+  hookTlbFill(vaddr: bigint, type: number): { paddr: bigint; perms: number } | null {
+    return this.guarded(() => this.tlbFill(vaddr, type), null);
+  }
+
+  /** A per-CPU MMIO window (LAPIC) of the host CPU: routed to this context's host devices. */
+  localMmioRead(base: number, offset: number, size: number): bigint {
+    const d = this.localDevice(base);
+    return d ? this.guarded(() => d.read(this, offset, size), 0n) : (1n << BigInt(size * 8)) - 1n;
+  }
+
+  localMmioWrite(base: number, offset: number, size: number, value: bigint): void {
+    const d = this.localDevice(base);
+    if (d) this.guarded(() => d.write(this, offset, size, value), undefined);
+  }
+
+  private localDevice(base: number): LocalMmio | undefined {
+    for (const d of this.host.localMmio) if (d.base === base) return d;
+    return undefined;
   }
 
   private emulateCpuid(): boolean {
@@ -372,7 +421,7 @@ export class X86Cpu implements DeliveryCpu {
     let perms = UC_PROT_READ;
     if (access === 'fetch' && r.executable) {
       perms |= UC_PROT_EXEC;
-      this.codePages.add(page);
+      this.hostCpu.noteCodePage(page);
     }
     // Grant write only on a write (so the D bit and watchers see the first store)
     // or when the page is already dirty and nobody watches it.
@@ -408,7 +457,15 @@ export class X86Cpu implements DeliveryCpu {
   }
 
   readRip(): bigint {
+    // A parked context answers from its bytes: looking must not move contexts between engines.
+    if (!this.isResident) return new DataView(this.parked.buffer).getBigUint64(contextLayout().regs + 16 * 8, true);
     return this.engine.readReg(REG.RIP);
+  }
+
+  /** EFLAGS.IF (kept in env->eflags itself, not in QEMU's lazy condition codes). */
+  private interruptFlag(): boolean {
+    if (!this.isResident) return (new DataView(this.parked.buffer).getUint32(contextLayout().regs + 17 * 8, true) & RFLAGS.IF) !== 0;
+    return (this.readRflags() & RFLAGS.IF) !== 0;
   }
 
   readRsp(): bigint {
@@ -446,11 +503,12 @@ export class X86Cpu implements DeliveryCpu {
 
   /** Virtual-time units executed so far (code bytes of entered blocks). */
   get units(): bigint {
-    return this.slice64[SLICE.units / 8]!;
+    return this.isResident ? this.hostCpu.slice64[SLICE.units / 8]! : this.parkedUnits;
   }
 
   set units(v: bigint) {
-    this.slice64[SLICE.units / 8] = v;
+    if (this.isResident) this.hostCpu.slice64[SLICE.units / 8] = v;
+    else this.parkedUnits = v;
   }
 
   /**
@@ -459,17 +517,7 @@ export class X86Cpu implements DeliveryCpu {
    */
   requestStop(): void {
     this.stopRequested = true;
-    this.slice32[SLICE.request / 4] = 1;
-  }
-
-  /** Host code changed guest memory: drop translated code before the next run if it held code. */
-  invalidateCode(addr: number, length: number): void {
-    for (let p = addr - (addr % 4096); p < addr + length; p += 4096) {
-      if (this.codePages.has(p)) {
-        this.flushCodePending = true;
-        return;
-      }
-    }
+    if (this.isResident) this.hostCpu.slice32[SLICE.request / 4] = 1;
   }
 
   /** Wake from HLT/MWAIT when an interrupt is pending, then deliver it if IF allows. */
@@ -478,7 +526,7 @@ export class X86Cpu implements DeliveryCpu {
     if (this.state === 'wait-for-sipi' || this.state === 'shutdown' || injector?.pending) return;
     if (!this.host.interruptPending(this)) return;
     // Native: IF (bit 0) and the interrupt shadow (bit 1) straight from QEMU's env, no context copy.
-    const window = injector ? injector.window() : this.readRflags() & RFLAGS.IF ? 1 : 0;
+    const window = injector ? injector.window() : this.interruptFlag() ? 1 : 0;
     if (!(window & 1)) {
       if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
       return;
@@ -502,7 +550,7 @@ export class X86Cpu implements DeliveryCpu {
   canBeWokenByInterrupt(): boolean {
     if (this.state === 'running') return true;
     if (this.state !== 'halted' && this.state !== 'mwait') return false;
-    return (this.readRflags() & RFLAGS.IF) !== 0 || (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq);
+    return this.interruptFlag() || (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq);
   }
 
   wake(why: string): void {
@@ -521,28 +569,30 @@ export class X86Cpu implements DeliveryCpu {
     const deferred = this.takeDeferredTripleFault();
     if (deferred) return deferred;
     if (this.state !== 'running') return { kind: this.state === 'mwait' ? 'mwait' : 'halted' };
-    if (this.flushCodePending) {
-      this.engine.flushCode();
-      this.flushCodePending = false;
-    }
-    this.slice64[SLICE.limit / 8] = this.units + budget;
-    this.slice32[SLICE.stopped / 4] = 0;
-    this.slice32[SLICE.request / 4] = 0;
+    const engine = this.engine;
+    const h = this.hostCpu;
+    h.running = true;
+    h.flushCodeIfPending();
+    h.slice64[SLICE.limit / 8] = h.slice64[SLICE.units / 8]! + budget;
+    h.slice32[SLICE.stopped / 4] = 0;
+    h.slice32[SLICE.request / 4] = 0;
     this.stopRequested = false;
     this.pendingTlbFault = null;
     this.pendingEptViolation = null;
     this.pendingIntr = null;
     this.pendingSyscall = false;
-    const rc = this.engine.start(this.readRip(), count);
+    let rc: number;
+    try {
+      rc = engine.start(this.readRip(), count);
+    } finally {
+      h.running = false;
+    }
     if (this.hostError) {
       const err = this.hostError;
       this.hostError = null;
       return { kind: 'error', message: `${err.message} (at RIP 0x${this.readRip().toString(16)})` };
     }
-    if (this.flushCodePending) {
-      this.engine.flushCode();
-      this.flushCodePending = false;
-    }
+    h.flushCodeIfPending();
     const undelivered = this.injector?.takeUndelivered() ?? null;
     try {
       if (undelivered !== null) {
@@ -597,7 +647,7 @@ export class X86Cpu implements DeliveryCpu {
       const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode });
       return { kind: 'exception', vector: v };
     }
-    const stopped = this.slice32[SLICE.stopped / 4]!;
+    const stopped = this.hostCpu.slice32[SLICE.stopped / 4]!;
     if (stopped === 1 || count > 0) return { kind: 'preempted' };
     if (stopped === 2 || this.stopRequested) return { kind: 'requested' };
     // Nothing of ours stopped it: HLT (Unicorn returns OK with RIP after it).
@@ -795,7 +845,26 @@ export class X86Cpu implements DeliveryCpu {
     this.monitor = mon >= 0 ? { paddr: mon, armed: true, triggered: false } : null;
   }
 
+  /** The context is thrown away (its VM or machine is gone); an engine it made for itself is closed. */
   close(): void {
-    this.engine.close();
+    if (this.ownHostCpu) this.ownHostCpu.close();
+    else if (this.isResident && !this.hostCpu.engine.isClosed) this.hostCpu.unbind(this);
+  }
+}
+
+/** Power-on state from a MODE_16 engine: CS=F000 (base F0000, the ROM alias), IP=FFF0. */
+function makeResetContext(): Uint8Array {
+  const e16 = new UnicornEngine(UC_MODE_16);
+  try {
+    e16.writeReg(REG.CS, 0xf000);
+    e16.writeReg(REG.IP, 0xfff0);
+    e16.writeReg(REG.EDX, RESET_SIGNATURE);
+    e16.writeReg(REG.EFLAGS, 2);
+    // Reset values per the SDM: IDTR/GDTR base 0, limit 0xFFFF.
+    e16.writeMmr(REG.IDTR, { selector: 0, base: 0n, limit: 0xffff, flags: 0 });
+    e16.writeMmr(REG.GDTR, { selector: 0, base: 0n, limit: 0xffff, flags: 0 });
+    return e16.saveContext();
+  } finally {
+    e16.close();
   }
 }

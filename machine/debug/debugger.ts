@@ -338,6 +338,8 @@ export class Debugger {
 
   /** Runs inside Unicorn's code hook: stop before the instruction at `addr`. */
   private codeHit(bp: Breakpoint, cpu: X86Cpu, addr: bigint): void {
+    // Hooks live on the host engine, which runs other contexts too (vCPUs of other VMs).
+    if (!cpu.isResident) return;
     if (this.skip.get(cpu) === addr) {
       this.skip.delete(cpu);
       return;

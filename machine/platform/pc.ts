@@ -6,6 +6,7 @@
 import { Timeline } from '../clock.js';
 import { PhysicalMemory } from '../memory/physical-memory.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio, type SliceExit } from '../cpu/x86-cpu.js';
+import { HostCpu } from '../cpu/host-cpu.js';
 import { IoBus } from '../devices/io-bus.js';
 import { Pic8259 } from '../devices/pic8259.js';
 import { Pit8254 } from '../devices/pit8254.js';
@@ -23,6 +24,11 @@ import { hasFault, ramFaults, type FaultSpec } from './faults.js';
 import { checkVersion, stateBytes, stateNumber, stateRecord, stateString, StateError, type StateRecord } from '../state.js';
 
 export const LAPIC_BASE = 0xfee00000;
+/**
+ * Host-physical page (above any RAM, below 2^40) where a VM's EPT maps its LAPIC page. Every VM uses
+ * the same window: the host CPU routes an access to the devices of the vCPU bound to it.
+ */
+export const GUEST_LAPIC_WINDOW = 0xf0_0000_0000;
 /** Virtual nanoseconds per unit of executed code (one byte of an entered block). */
 export const NS_PER_UNIT = 1;
 /** Longest a CPU runs before the scheduler looks at the others and the host event loop. */
@@ -155,6 +161,8 @@ export class PcMachine implements CpuHost {
   readonly fwCfg: FwCfg;
   readonly lapics: LocalApic[] = [];
   readonly cpus: X86Cpu[] = [];
+  /** One engine per logical CPU; the machine's CPUs and, later, a hypervisor's vCPUs run on them. */
+  readonly hostCpus: HostCpu[] = [];
   readonly localMmio: LocalMmio[];
   readonly events: MachineEvent[] = [];
   serial = '';
@@ -221,7 +229,8 @@ export class PcMachine implements CpuHost {
           },
         }),
       );
-      const cpu = new X86Cpu(i, i, this, { apicId: i, logicalCpus: config.cpus });
+      this.hostCpus.push(new HostCpu(i, this.memory, [{ base: LAPIC_BASE, size: 0x1000 }, { base: GUEST_LAPIC_WINDOW, size: 0x1000 }]));
+      const cpu = new X86Cpu(i, i, this, { apicId: i, logicalCpus: config.cpus }, this.hostCpus[i]);
       cpu.onEvent = (e) => this.cpuEvent(cpu, e);
       this.cpus.push(cpu);
     }
@@ -433,8 +442,10 @@ export class PcMachine implements CpuHost {
     for (const c of sched ? sched.all() : this.cpus) c.serviceInterrupts();
     this.refreshWatches();
     let ran = false;
+    let slot = 0;
     for (const cpu of sched ? sched.runnable() : this.cpus) {
       if (this.exit) break;
+      if (sched) cpu.placeOn(this.hostCpus[slot++ % this.hostCpus.length]!);
       if (cpu.state !== 'running') continue;
       ran = true;
       const deadline = Math.min(this.timeline.nextDeadline(), this.timeline.nowNs() + maxNs);
@@ -617,5 +628,6 @@ export class PcMachine implements CpuHost {
 
   close(): void {
     for (const c of this.cpus) c.close();
+    for (const h of this.hostCpus) h.close();
   }
 }

@@ -98,7 +98,7 @@ function deliverThroughIdt(e: UnicornEngine, layout: NativeIrqLayout, svm: Exclu
   const blob = e.saveContext();
   armMsrIntercept(blob, svm, PROBE.vmcb);
   e.restoreContext(blob);
-  const injector = new InterruptInjector(e, layout, { writeU32: (paddr, value) => dv.setUint32(paddr, value, true) }, PROBE.vmcb);
+  const injector = new InterruptInjector({ engine: e }, layout, { writeU32: (paddr, value) => dv.setUint32(paddr, value, true) }, PROBE.vmcb);
   if (injector.window() !== 1) return 'probe: IF read from env disagrees with EFLAGS';
   injector.inject(PROBE.vector);
   const rc = e.start(BigInt(PROBE.code));
@@ -129,7 +129,8 @@ export class InterruptInjector {
   private readonly hflagsAt: number;
 
   constructor(
-    private readonly engine: UnicornEngine,
+    /** The CPU whose engine this injects into (a getter: a vCPU may move between host engines). */
+    private readonly cpu: { readonly engine: UnicornEngine },
     private readonly layout: NativeIrqLayout,
     private readonly memory: VectorSlot,
     private readonly controlArea: number,
@@ -146,13 +147,13 @@ export class InterruptInjector {
 
   /** Bit 0: EFLAGS.IF, bit 1: interrupt shadow; read from QEMU's env (no context copy). */
   window(): number {
-    return this.engine.irqWindow(this.layout.cpuField, this.eflagsAt, this.hflagsAt);
+    return this.cpu.engine.irqWindow(this.layout.cpuField, this.eflagsAt, this.hflagsAt);
   }
 
   /** QEMU vectors it through the guest's IDT before the next instruction (the caller checked the window). */
   inject(vector: number): void {
     this.memory.writeU32(this.controlArea + VMCB_V_INTR_VECTOR, vector);
-    this.engine.raiseIrq(this.layout.cpuField, CPU_INTERRUPT_VIRQ);
+    this.cpu.engine.raiseIrq(this.layout.cpuField, CPU_INTERRUPT_VIRQ);
     this.injected = vector;
   }
 
@@ -181,6 +182,6 @@ export class InterruptInjector {
     const vector = this.injected;
     if (vector === null) return null;
     this.injected = null;
-    return this.engine.takeIrq(this.layout.cpuField, this.layout.request, CPU_INTERRUPT_VIRQ) ? vector : null;
+    return this.cpu.engine.takeIrq(this.layout.cpuField, this.layout.request, CPU_INTERRUPT_VIRQ) ? vector : null;
   }
 }
