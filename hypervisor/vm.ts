@@ -3,14 +3,16 @@
  * models (the same classes the machine uses), and vCPUs that are X86Cpu
  * execution contexts of their own, scheduled onto the machine's CPUs.
  */
-import { IoBus } from '../machine/devices/io-bus.js';
-import { Pic8259 } from '../machine/devices/pic8259.js';
-import { Pit8254 } from '../machine/devices/pit8254.js';
-import { Uart16550 } from '../machine/devices/uart16550.js';
-import { CmosRtc } from '../machine/devices/cmos-rtc.js';
-import { DebugExit } from '../machine/devices/debug-exit.js';
-import { Debugcon } from '../machine/devices/debugcon.js';
-import { LocalApic, deliverIpi, type IpiMessage } from '../machine/devices/lapic.js';
+import type { IoBus } from '../machine/devices/io-bus.js';
+import type { Pic8259 } from '../machine/devices/pic8259.js';
+import type { Pit8254 } from '../machine/devices/pit8254.js';
+import type { Uart16550 } from '../machine/devices/uart16550.js';
+import type { CmosRtc } from '../machine/devices/cmos-rtc.js';
+import type { DebugExit } from '../machine/devices/debug-exit.js';
+import type { Debugcon } from '../machine/devices/debugcon.js';
+import type { LocalApic } from '../machine/devices/lapic.js';
+import { PcBoard } from '../machine/platform/board.js';
+import { ChildClock } from '../machine/clock.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio } from '../machine/cpu/x86-cpu.js';
 import { GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
 import type { VmMemory } from './vm-memory.js';
@@ -36,6 +38,8 @@ export interface VmConfig {
   memory: VmMemory;
   /** Host frames for the VM's MSR permission map and vCPU control areas. */
   host: HostMemoryManager;
+  /** Where the VM's own clock starts (a restored VM goes on from its saved time). */
+  clockNs?: number;
 }
 
 export class Vcpu {
@@ -51,20 +55,7 @@ export class Vcpu {
     host: CpuHost,
     machine: PcMachine,
   ) {
-    this.lapic = new LocalApic({
-      clock: machine.timeline,
-      apicId: index,
-      bsp: index === 0,
-      onIpi: (msg) => vm.routeIpi(msg),
-      cpu: {
-        onInterruptChange: (pending) => pending && machine.kick(),
-        onInit: () => {
-          this.cpu.reset();
-          this.cpu.state = 'wait-for-sipi';
-        },
-        onStartup: (vector) => this.cpu.startupAt(vector),
-      },
-    });
+    this.lapic = vm.board.lapics[index]!;
     this.cpu = new X86Cpu(index, index, host, { apicId: index, logicalCpus: vm.vcpuCount, hypervisor: true }, machine.hostCpus[0]);
     this.cpu.onEvent = (e: CpuEvent) => vm.cpuEvent(this, e);
   }
@@ -74,7 +65,10 @@ export class Vm implements CpuHost {
   readonly id: number;
   readonly name: string;
   readonly vcpus: Vcpu[] = [];
-  readonly io = new IoBus();
+  readonly board: PcBoard;
+  /** The VM's own virtual time: it stands still while the VM is paused and moves with it to another machine. */
+  readonly clock: ChildClock;
+  readonly io: IoBus;
   readonly pic: Pic8259;
   readonly pit: Pit8254;
   readonly uart: Uart16550;
@@ -100,14 +94,25 @@ export class Vm implements CpuHost {
     this.id = config.id;
     this.name = config.name;
     this.vcpuCount = config.vcpus;
-    const clock = machine.timeline;
-    this.pic = new Pic8259({ onIntrChange: (level) => level && machine.kick() });
-    this.pit = new Pit8254({ clock, irq0: this.pic.irqLine(0) });
-    this.uart = new Uart16550({ clock, irq: this.pic.irqLine(4), base: 0x3f8, onTransmit: (b) => this.serialByte(b) });
-    this.cmos = new CmosRtc({ clock, irq: this.pic.irqLine(8), memoryBytes: vmMemory.ramBytes, lowMemoryBytes: vmMemory.ramBytes, cpus: config.vcpus });
-    this.debugExit = new DebugExit({ onExit: (status, value) => this.stop({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}` }) });
-    this.debugcon = new Debugcon({});
-    for (const d of [this.pic, this.pit, this.uart, this.cmos, this.debugExit, this.debugcon]) this.io.register(d);
+    this.clock = new ChildClock(machine.timeline, config.clockNs ?? 0);
+    this.board = new PcBoard({
+      clock: this.clock,
+      cpus: config.vcpus,
+      memoryBytes: vmMemory.ramBytes,
+      lowMemoryBytes: vmMemory.ramBytes,
+      kick: () => machine.kick(),
+      control: {
+        onInit: (i) => {
+          const cpu = this.vcpus[i]!.cpu;
+          cpu.reset();
+          cpu.state = 'wait-for-sipi';
+        },
+        onStartup: (i, vector) => this.vcpus[i]!.cpu.startupAt(vector),
+      },
+      onSerialByte: (b) => this.serialByte(b),
+      onDebugExit: (status, value) => this.stop({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}` }),
+    });
+    ({ io: this.io, pic: this.pic, pit: this.pit, uart: this.uart, cmos: this.cmos, debugExit: this.debugExit, debugcon: this.debugcon } = this.board);
     // The guest's LAPIC page: EPT maps it to a host MMIO window that each vCPU engine routes to its own LAPIC.
     const lapicWindow = GUEST_LAPIC_WINDOW;
     vmMemory.mapMmioWindow(GUEST_LAPIC_GPA, lapicWindow);
@@ -156,16 +161,11 @@ export class Vm implements CpuHost {
   }
 
   interruptPending(cpu: X86Cpu): boolean {
-    const lapic = this.vcpus[cpu.index]!.lapic;
-    if (lapic.extIntEnabled() && this.pic.hasInterrupt()) return true;
-    return lapic.hasInterrupt();
+    return this.board.interruptPending(cpu.index);
   }
 
   acknowledgeInterrupt(cpu: X86Cpu): number | null {
-    const lapic = this.vcpus[cpu.index]!.lapic;
-    if (lapic.extIntEnabled() && this.pic.hasInterrupt()) return this.pic.acknowledge();
-    if (lapic.hasInterrupt()) return lapic.acknowledge();
-    return null;
+    return this.board.acknowledgeInterrupt(cpu.index);
   }
 
   isWatchedPage(page: number): boolean {
@@ -182,11 +182,6 @@ export class Vm implements CpuHost {
   }
 
   // ------------------------------------------------------------ events
-  routeIpi(msg: IpiMessage): void {
-    deliverIpi(this.vcpus.map((v) => v.lapic), msg);
-    this.machine.kick();
-  }
-
   cpuEvent(v: Vcpu, e: CpuEvent): void {
     this.machine.logLazy(e.kind, () => `${this.name} vCPU ${v.index}: ${e.vector !== undefined ? `vector 0x${e.vector.toString(16)} ` : ''}${e.detail ?? ''} rip=0x${e.rip.toString(16)}`);
   }
@@ -201,6 +196,8 @@ export class Vm implements CpuHost {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
     this.exit = exit;
+    // A stopped VM's timers never wake the machine again.
+    this.clock.pause();
     for (const v of this.vcpus) v.cpu.requestStop();
     this.machine.log('vm-exit', `${this.name}: ${exit.reason} code ${exit.code}${exit.detail ? `: ${exit.detail}` : ''}`);
     this.machine.kick();
@@ -219,6 +216,7 @@ export class Vm implements CpuHost {
   }
 
   close(): void {
+    this.clock.detach();
     for (const v of this.vcpus) v.cpu.close();
   }
 }

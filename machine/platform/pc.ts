@@ -7,7 +7,7 @@ import { Timeline } from '../clock.js';
 import { PhysicalMemory } from '../memory/physical-memory.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio, type SliceExit } from '../cpu/x86-cpu.js';
 import { HostCpu } from '../cpu/host-cpu.js';
-import { IoBus } from '../devices/io-bus.js';
+import type { IoBus } from '../devices/io-bus.js';
 import { Pic8259 } from '../devices/pic8259.js';
 import { Pit8254 } from '../devices/pit8254.js';
 import { Uart16550 } from '../devices/uart16550.js';
@@ -16,8 +16,9 @@ import { PostPort } from '../devices/post-port.js';
 import { DebugExit } from '../devices/debug-exit.js';
 import { Debugcon } from '../devices/debugcon.js';
 import { FwCfg } from '../devices/fw-cfg.js';
-import { LocalApic, deliverIpi, type IpiMessage } from '../devices/lapic.js';
-import type { AccessSize, IrqLine } from '../devices/device.js';
+import type { LocalApic } from '../devices/lapic.js';
+import { PcBoard } from './board.js';
+import type { AccessSize } from '../devices/device.js';
 import { REG } from '../cpu/unicorn/constants.js';
 import { HANDOFF_VMCALL_RAX } from './handoff.js';
 import { hasFault, ramFaults, type FaultSpec } from './faults.js';
@@ -150,7 +151,8 @@ class LazyEvent implements MachineEvent {
 export class PcMachine implements CpuHost {
   readonly timeline = new Timeline();
   readonly memory: PhysicalMemory;
-  readonly io = new IoBus();
+  readonly board: PcBoard;
+  readonly io: IoBus;
   readonly pic: Pic8259;
   readonly pit: Pit8254;
   readonly uart: Uart16550;
@@ -159,7 +161,7 @@ export class PcMachine implements CpuHost {
   readonly debugExit: DebugExit;
   readonly debugcon: Debugcon;
   readonly fwCfg: FwCfg;
-  readonly lapics: LocalApic[] = [];
+  readonly lapics: LocalApic[];
   readonly cpus: X86Cpu[] = [];
   /** One engine per logical CPU; the machine's CPUs and, later, a hypervisor's vCPUs run on them. */
   readonly hostCpus: HostCpu[] = [];
@@ -192,19 +194,26 @@ export class PcMachine implements CpuHost {
     if (config.cpus < 1 || config.cpus > 64) throw new Error(`--cpus ${config.cpus}: must be between 1 and 64`);
     this.memory = new PhysicalMemory(config.memBytes, config.rom, ramFaults(faults, this.config.seed));
     const clock = this.timeline;
-    this.pic = new Pic8259({ onIntrChange: (level) => level && this.kick() });
-    const irq = (n: number): IrqLine => this.pic.irqLine(n);
-    this.pit = new Pit8254({ clock, irq0: irq(0), stuck: hasFault(faults, 'pit-stuck') });
-    this.uart = new Uart16550({ clock, irq: irq(4), base: 0x3f8, dead: hasFault(faults, 'uart-dead'), onTransmit: (b) => this.serialByte(b) });
-    this.cmos = new CmosRtc({ clock, irq: irq(8), memoryBytes: config.memBytes, lowMemoryBytes: this.memory.lowRamTop, cpus: config.cpus, badChecksum: hasFault(faults, 'cmos-checksum') });
+    this.board = new PcBoard({
+      clock,
+      cpus: config.cpus,
+      memoryBytes: config.memBytes,
+      lowMemoryBytes: this.memory.lowRamTop,
+      kick: () => this.kick(),
+      control: { onInit: (i) => this.initCpu(i), onStartup: (i, vector) => this.startCpu(i, vector) },
+      onSerialByte: (b) => this.serialByte(b),
+      onDebugExit: (status, value) => this.finish({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}`, atNs: this.now() }),
+      onDebugconByte: (b) => this.log('debugcon', String.fromCharCode(b)),
+      faults: { pitStuck: hasFault(faults, 'pit-stuck'), uartDead: hasFault(faults, 'uart-dead'), cmosBadChecksum: hasFault(faults, 'cmos-checksum') },
+    });
+    ({ io: this.io, pic: this.pic, pit: this.pit, uart: this.uart, cmos: this.cmos, debugExit: this.debugExit, debugcon: this.debugcon, lapics: this.lapics } = this.board);
     this.post = new PostPort({ clock, onCode: (code, atNs) => this.postCode(code, atNs) });
-    this.debugExit = new DebugExit({ onExit: (status, value) => this.finish({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}`, atNs: this.now() }) });
-    this.debugcon = new Debugcon({ onByte: (b) => this.log('debugcon', String.fromCharCode(b)) });
     // Room for a container set well beyond QEMU's default 32 slots.
     this.fwCfg = new FwCfg({ memory: this.memory, ramBytes: config.memBytes, cpus: config.cpus, fileSlots: 256 });
     for (const f of config.fwCfgFiles ?? []) this.fwCfg.addFile(f.name, f.data);
     this.fwCfg.addFile('etc/e820', this.e820Table());
-    for (const d of [this.pic, this.pit, this.uart, this.cmos, this.post, this.debugExit, this.debugcon, this.fwCfg]) this.io.register(d);
+    this.board.addDevice(this.post);
+    this.board.addDevice(this.fwCfg);
 
     this.localMmio = [
       {
@@ -215,20 +224,6 @@ export class PcMachine implements CpuHost {
       },
     ];
     for (let i = 0; i < config.cpus; i++) {
-      const index = i;
-      this.lapics.push(
-        new LocalApic({
-          clock,
-          apicId: i,
-          bsp: i === 0,
-          onIpi: (msg) => this.routeIpi(msg),
-          cpu: {
-            onInterruptChange: (pending) => pending && this.kick(),
-            onInit: () => this.initCpu(index),
-            onStartup: (vector) => this.startCpu(index, vector),
-          },
-        }),
-      );
       this.hostCpus.push(new HostCpu(i, this.memory, [{ base: LAPIC_BASE, size: 0x1000 }, { base: GUEST_LAPIC_WINDOW, size: 0x1000 }]));
       const cpu = new X86Cpu(i, i, this, { apicId: i, logicalCpus: config.cpus }, this.hostCpus[i]);
       cpu.onEvent = (e) => this.cpuEvent(cpu, e);
@@ -280,16 +275,11 @@ export class PcMachine implements CpuHost {
   }
 
   interruptPending(cpu: X86Cpu): boolean {
-    const lapic = this.lapics[cpu.index]!;
-    if (lapic.hasInterrupt()) return true;
-    return lapic.extIntEnabled() && this.pic.hasInterrupt();
+    return this.board.interruptPending(cpu.index);
   }
 
   acknowledgeInterrupt(cpu: X86Cpu): number | null {
-    const lapic = this.lapics[cpu.index]!;
-    if (lapic.hasInterrupt()) return lapic.acknowledge();
-    if (lapic.extIntEnabled() && this.pic.hasInterrupt()) return this.pic.acknowledge();
-    return null;
+    return this.board.acknowledgeInterrupt(cpu.index);
   }
 
   isWatchedPage(page: number): boolean {
@@ -325,12 +315,6 @@ export class PcMachine implements CpuHost {
     const changed = pages.size !== this.watched.size || [...pages].some((p) => !this.watched.has(p));
     this.watched = pages;
     if (changed && pages.size > 0) for (const c of this.scheduler ? this.scheduler.all() : this.cpus) c.engine.flushTlb();
-  }
-
-  /** The APIC bus: every local APIC that accepts the message gets it. */
-  private routeIpi(msg: IpiMessage): void {
-    deliverIpi(this.lapics, msg);
-    this.kick();
   }
 
   private initCpu(index: number): void {

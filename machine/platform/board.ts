@@ -1,0 +1,124 @@
+/**
+ * The PC board: the legacy device set at its ISA addresses, one local APIC per
+ * CPU, and the interrupt routing between them. The bare machine and every VM
+ * are built by this one builder, so both acknowledge interrupts the same way
+ * (LAPIC first, then ExtINT from the 8259A through LINT0, as QEMU's
+ * cpu_get_pic_interrupt does) and save the same device records.
+ */
+import { IoBus } from '../devices/io-bus.js';
+import { Pic8259 } from '../devices/pic8259.js';
+import { Pit8254 } from '../devices/pit8254.js';
+import { Uart16550 } from '../devices/uart16550.js';
+import { CmosRtc } from '../devices/cmos-rtc.js';
+import { DebugExit } from '../devices/debug-exit.js';
+import { Debugcon } from '../devices/debugcon.js';
+import { LocalApic, deliverIpi, type IpiMessage } from '../devices/lapic.js';
+import type { PortIoDevice, VirtualClock } from '../devices/device.js';
+import { StateError, type StateRecord } from '../state.js';
+
+export interface BoardCpuControl {
+  /** INIT: the CPU resets and waits for a SIPI. */
+  onInit(cpu: number): void;
+  /** SIPI: the CPU starts in real mode at vector << 12. */
+  onStartup(cpu: number, vector: number): void;
+}
+
+export interface BoardConfig {
+  clock: VirtualClock;
+  cpus: number;
+  memoryBytes: number;
+  /** RAM below the PCI hole (CMOS 0x30/0x34 report it). */
+  lowMemoryBytes: number;
+  /** Something needs a CPU's attention (an interrupt line rose, an IPI was sent). */
+  kick: () => void;
+  control: BoardCpuControl;
+  onSerialByte: (byte: number) => void;
+  /** isa-debug-exit: `status` is what QEMU would pass to exit(). */
+  onDebugExit: (status: number, value: number) => void;
+  onDebugconByte?: (byte: number) => void;
+  faults?: { pitStuck?: boolean; uartDead?: boolean; cmosBadChecksum?: boolean };
+}
+
+export class PcBoard {
+  readonly io = new IoBus();
+  readonly pic: Pic8259;
+  readonly pit: Pit8254;
+  readonly uart: Uart16550;
+  readonly cmos: CmosRtc;
+  readonly debugExit: DebugExit;
+  readonly debugcon: Debugcon;
+  readonly lapics: LocalApic[] = [];
+
+  constructor(config: BoardConfig) {
+    const { clock, kick } = config;
+    const faults = config.faults ?? {};
+    this.pic = new Pic8259({ onIntrChange: (level) => level && kick() });
+    const irq = (n: number) => this.pic.irqLine(n);
+    this.pit = new Pit8254({ clock, irq0: irq(0), stuck: faults.pitStuck ?? false });
+    this.uart = new Uart16550({ clock, irq: irq(4), base: 0x3f8, dead: faults.uartDead ?? false, onTransmit: config.onSerialByte });
+    this.cmos = new CmosRtc({ clock, irq: irq(8), memoryBytes: config.memoryBytes, lowMemoryBytes: config.lowMemoryBytes, cpus: config.cpus, badChecksum: faults.cmosBadChecksum ?? false });
+    this.debugExit = new DebugExit({ onExit: config.onDebugExit });
+    this.debugcon = new Debugcon(config.onDebugconByte ? { onByte: config.onDebugconByte } : {});
+    for (const d of [this.pic, this.pit, this.uart, this.cmos, this.debugExit, this.debugcon]) this.io.register(d);
+    for (let i = 0; i < config.cpus; i++) {
+      const index = i;
+      this.lapics.push(
+        new LocalApic({
+          clock,
+          apicId: i,
+          bsp: i === 0,
+          onIpi: (msg) => this.routeIpi(msg, kick),
+          cpu: {
+            onInterruptChange: (pending) => pending && kick(),
+            onInit: () => config.control.onInit(index),
+            onStartup: (vector) => config.control.onStartup(index, vector),
+          },
+        }),
+      );
+    }
+  }
+
+  /** Board-specific extras (POST port, fw_cfg) on the same I/O bus. */
+  addDevice(device: PortIoDevice): void {
+    this.io.register(device);
+  }
+
+  /** The APIC bus: every local APIC that accepts the message gets it. */
+  private routeIpi(msg: IpiMessage, kick: () => void): void {
+    deliverIpi(this.lapics, msg);
+    kick();
+  }
+
+  interruptPending(cpu: number): boolean {
+    const lapic = this.lapics[cpu]!;
+    if (lapic.hasInterrupt()) return true;
+    return lapic.extIntEnabled() && this.pic.hasInterrupt();
+  }
+
+  /** INTA: the LAPIC's highest pending vector, else the PIC's through LINT0 (ExtINT); null if it went away. */
+  acknowledgeInterrupt(cpu: number): number | null {
+    const lapic = this.lapics[cpu]!;
+    if (lapic.hasInterrupt()) return lapic.acknowledge();
+    if (lapic.extIntEnabled() && this.pic.hasInterrupt()) return this.pic.acknowledge();
+    return null;
+  }
+
+  /** Device and LAPIC records, keyed by the devices' snapshot ids. */
+  saveState(): StateRecord {
+    return {
+      devices: Object.fromEntries(this.io.devices().map((d) => [d.snapshotId, d.saveState()])),
+      lapics: this.lapics.map((l) => l.saveState()),
+    };
+  }
+
+  /** Restores after the clock has been set (devices re-arm their timers against it). */
+  restoreState(devices: StateRecord, lapics: unknown, who: string): void {
+    if (!Array.isArray(lapics) || lapics.length !== this.lapics.length) throw new StateError(who, 'lapics', `expected ${this.lapics.length} LAPIC records`);
+    for (const d of this.io.devices()) {
+      const rec = devices[d.snapshotId];
+      if (rec === null || typeof rec !== 'object' || Array.isArray(rec) || rec instanceof Uint8Array) throw new StateError(who, `devices.${d.snapshotId}`, 'missing or not a record');
+      d.restoreState(rec);
+    }
+    this.lapics.forEach((l, i) => l.restoreState(lapics[i] as StateRecord));
+  }
+}
