@@ -6,8 +6,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildImages } from '../tools/build-images.mjs';
-import { createGuestMachine } from '../hypervisor/run-guests.js';
-import { boot, DEFAULT_ROM, TEST_PAYLOAD } from '../machine/platform/boot.js';
+import { createGuestMachine } from '../vmm/run-guests.js';
+import { boot, DEFAULT_ROM, TEST_PAYLOAD } from '../vmm/boot.js';
 import { DEFAULT_TIMER_SLACK_MS } from '../machine/platform/pc.js';
 import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import { hasQemu, QEMU_ARGS, runMeasured, runQemu } from './qemu.js';

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { createGuestMachine } from '../../hypervisor/run-guests.js';
+import { createGuestMachine } from '../../vmm/run-guests.js';
 import { buildImages } from '../../tools/build-images.mjs';
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createGuestMachine } from '../../hypervisor/run-guests.js';
+import { createGuestMachine } from '../../vmm/run-guests.js';
 import { buildImages } from '../../tools/build-images.mjs';
 import { MsrFault } from '../../machine/cpu/x86-cpu.js';
 import { MSR } from '../../machine/cpu/x86/registers.js';

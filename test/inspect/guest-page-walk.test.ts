@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createGuestMachine } from '../../hypervisor/run-guests.js';
+import { createGuestMachine } from '../../vmm/run-guests.js';
 import { translateForVcpu } from '../../hypervisor/translate.js';
 import { pageWalkView } from '../../machine/inspect/page-walk-view.js';
 import { buildImages } from '../../tools/build-images.mjs';

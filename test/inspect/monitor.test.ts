@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImages } from '../../tools/build-images.mjs';
-import { createBootMachine } from '../../machine/platform/boot.js';
+import { createBootMachine } from '../../vmm/boot.js';
 import type { PcMachine } from '../../machine/platform/pc.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import type { MonitorEvent } from '../../machine/debug/protocol.js';

@@ -1,5 +1,5 @@
 /** A firmware machine under the debugger for inspection tests; always torn down so no run loop outlives its engines. */
-import { createBootMachine } from '../../machine/platform/boot.js';
+import { createBootMachine } from '../../vmm/boot.js';
 import type { PcMachine } from '../../machine/platform/pc.js';
 import { Debugger, type StopInfo } from '../../machine/debug/debugger.js';
 

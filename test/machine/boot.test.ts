@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { boot, bootSucceeded, type BootReport } from '../../machine/platform/boot.js';
+import { boot, bootSucceeded, type BootReport } from '../../vmm/boot.js';
 import { parseFault } from '../../machine/platform/faults.js';
 import { buildImages } from '../../tools/build-images.mjs';
 

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { boot, DEFAULT_ROM, TEST_PAYLOAD } from '../../machine/platform/boot.js';
+import { boot, DEFAULT_ROM, TEST_PAYLOAD } from '../../vmm/boot.js';
 import { buildImages } from '../../tools/build-images.mjs';
 
 const hasQemu = spawnSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' }).status === 0;

@@ -7,7 +7,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { boot, bootSucceeded, type BootOptions, type BootReport } from '../../machine/platform/boot.js';
+import { boot, bootSucceeded, type BootOptions, type BootReport } from '../../vmm/boot.js';
 import { parseFault } from '../../machine/platform/faults.js';
 import { buildImages } from '../../tools/build-images.mjs';
 import { buildOciLayout, corruptLayout } from '../../tools/oci-layout.mjs';

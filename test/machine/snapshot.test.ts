@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createBootMachine } from '../../machine/platform/boot.js';
+import { createBootMachine } from '../../vmm/boot.js';
 import { decodeSnapshot, encodeSnapshot, SnapshotFormatError } from '../../machine/snapshot/codec.js';
 import { buildImages } from '../../tools/build-images.mjs';
 import { StateError } from '../../machine/state.js';

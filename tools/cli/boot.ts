@@ -1,6 +1,6 @@
 /** `firmament boot`: power on the default machine, stream COM1 and POST codes, report. */
 import { parseArgs } from 'node:util';
-import { boot, bootSucceeded, machineMemoryFor, type BootGuest, type BootReport, type PostCodeRecord } from '../../machine/platform/boot.js';
+import { boot, bootSucceeded, machineMemoryFor, type BootGuest, type BootReport, type PostCodeRecord } from '../../vmm/boot.js';
 import { parseSize } from '../../machine/platform/faults.js';
 import { writeBootJunit } from './junit.js';
 import type { PcMachine } from '../../machine/platform/pc.js';

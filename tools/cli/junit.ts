@@ -3,7 +3,7 @@
  * the handoff and each guest, so a failing boot shows up as named failures.
  */
 import { writeFileSync } from 'node:fs';
-import type { BootReport } from '../../machine/platform/boot.js';
+import type { BootReport } from '../../vmm/boot.js';
 
 interface Case {
   name: string;

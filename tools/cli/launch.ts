@@ -7,10 +7,10 @@
  * its final state can still be inspected; close() releases them.
  */
 import { basename } from 'node:path';
-import { boot, machineMemoryFor, type BootGuest } from '../../machine/platform/boot.js';
+import { boot, machineMemoryFor, type BootGuest } from '../../vmm/boot.js';
 import type { PcMachine } from '../../machine/platform/pc.js';
 import { parseSize } from '../../machine/platform/faults.js';
-import { createGuestMachine } from '../../hypervisor/run-guests.js';
+import { createGuestMachine } from '../../vmm/run-guests.js';
 import type { InspectHooks } from '../../machine/inspect/snapshot.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { parseBreakpointSpec, parseWatchSpec, type BreakpointSpec, type WatchSpec } from '../../machine/debug/specs.js';

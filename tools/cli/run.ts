@@ -1,6 +1,6 @@
 /** `firmament run <guest.elf>`: boot a Multiboot image directly, like `qemu-system-x86_64 -kernel`. */
 import { parseArgs } from 'node:util';
-import { createGuestMachine } from '../../hypervisor/run-guests.js';
+import { createGuestMachine } from '../../vmm/run-guests.js';
 import { parseSize } from '../../machine/platform/faults.js';
 import { parseTimerSlack, toJson, UsageError } from './args.js';
 import { DebugSession } from '../../machine/debug/session.js';

@@ -1,6 +1,6 @@
 /** `firmament translate <guest.elf> <gva>`: run a guest, then show its GVA -> GPA -> HPA walk. */
 import { parseArgs } from 'node:util';
-import { createGuestMachine } from '../../hypervisor/run-guests.js';
+import { createGuestMachine } from '../../vmm/run-guests.js';
 import { translateForVcpu, formatTranslation } from '../../hypervisor/translate.js';
 import { parseSize } from '../../machine/platform/faults.js';
 import { toJson, UsageError } from './args.js';

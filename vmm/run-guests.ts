@@ -4,10 +4,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { PcMachine, type MachineExit, type PcConfig } from '../machine/platform/pc.js';
-import { DEFAULT_ROM } from '../machine/platform/boot.js';
-import type { Hypervisor } from './hypervisor.js';
-import { hypervisorWithGuests, type GuestFileSpec } from './guest-files.js';
-import type { Vm } from './vm.js';
+import { DEFAULT_ROM } from './boot.js';
+import type { Hypervisor } from '../hypervisor/hypervisor.js';
+import { hypervisorWithGuests, type GuestFileSpec } from '../hypervisor/guest-files.js';
+import type { Vm } from '../hypervisor/vm.js';
 
 const MiB = 1024 * 1024;
 /** Host RAM the hypervisor keeps for EPT tables and its own frames, beyond guest RAM. */

@@ -6,16 +6,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PcMachine, type MachineExit, type PcConfig } from './pc.js';
-import { describePostCode, hex2, type PostSeverity } from './post-codes.js';
-import { parseBootInfo, BOOT_INFO_DEFAULT_ADDRESS, type BootInfo } from './boot-info.js';
-import { parseHandoff, type Handoff, type HandoffContainer, type HandoffEvent } from './handoff.js';
-import { containerFwCfgFiles, localLayoutFiles, DEFAULT_LAYOUT, type ContainerSource, type FwCfgFile } from './container-source.js';
-import { PROJECT_ROOT } from '../cpu/unicorn/locate.js';
-import type { FaultSpec } from './faults.js';
-import type { Hypervisor } from '../../hypervisor/hypervisor.js';
-import { hypervisorWithGuests, type GuestFileSpec } from '../../hypervisor/guest-files.js';
-import type { GuestReport } from '../../hypervisor/hypervisor.js';
+import { PcMachine, type MachineExit, type PcConfig } from '../machine/platform/pc.js';
+import { describePostCode, hex2, type PostSeverity } from '../machine/platform/post-codes.js';
+import { parseBootInfo, BOOT_INFO_DEFAULT_ADDRESS, type BootInfo } from '../machine/platform/boot-info.js';
+import { parseHandoff, type Handoff, type HandoffContainer, type HandoffEvent } from '../machine/platform/handoff.js';
+import { containerFwCfgFiles, localLayoutFiles, DEFAULT_LAYOUT, type ContainerSource, type FwCfgFile } from '../machine/platform/container-source.js';
+import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
+import type { FaultSpec } from '../machine/platform/faults.js';
+import type { Hypervisor } from '../hypervisor/hypervisor.js';
+import { hypervisorWithGuests, type GuestFileSpec } from '../hypervisor/guest-files.js';
+import type { GuestReport } from '../hypervisor/hypervisor.js';
 
 export const NEXT_STAGE_FILE = 'opt/firmament/next-stage';
 export const DEFAULT_ROM = join(PROJECT_ROOT, 'images/build/firmware.rom');
