@@ -19,7 +19,8 @@ import { faultAddress } from './x86/fault-address.js';
 import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLifted } from './x86/msr-intercept.js';
 import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
 import type { StateRecord } from '../state.js';
-import { stateBytes, stateNumber, stateString, StateError } from '../state.js';
+import { checkVersion, stateBoolean, stateBytes, stateNumber, stateRecord, stateString, StateError } from '../state.js';
+import { applyPortable, capturePortable } from './x86/portable-state.js';
 
 export type CpuRunState = 'running' | 'halted' | 'mwait' | 'wait-for-sipi' | 'shutdown';
 
@@ -812,37 +813,74 @@ export class X86Cpu implements DeliveryCpu {
     this.counters[what] = (this.counters[what] ?? 0) + 1;
   }
 
-  // --- Snapshottable CPU state (the raw context is build-specific, so the Unicorn version is recorded).
+  // --- Snapshottable CPU state: the raw context (fast, this Unicorn build only) plus the portable record.
+  static readonly STATE_VERSION = 2;
+
+  /** Identifies the raw context's layout: a raw context restores only where this matches. */
+  static contextFingerprint(engine: UnicornEngine): string {
+    const L = contextLayout();
+    return `unicorn ${engine.lib.version.raw.toString(16)} size ${L.size} regs ${L.regs} segs ${L.segs} hflags ${L.hflags} cr ${L.cr}`;
+  }
+
   saveState(): StateRecord {
     // An interrupt handed to QEMU but not yet delivered is delivered now, so the saved context has it.
     const undelivered = this.injector?.takeUndelivered() ?? null;
     if (undelivered !== null) this.deliverExternal(undelivered);
+    const engine = this.engine;
     return {
-      version: 1,
-      unicorn: this.engine.lib.version.raw,
-      context: this.engine.saveContext(),
+      version: X86Cpu.STATE_VERSION,
+      fingerprint: X86Cpu.contextFingerprint(engine),
+      context: engine.saveContext(),
+      portable: capturePortable(engine),
       // A triple fault still to be reported by the next runSlice is where this CPU already is.
       state: this.deferredTripleFault !== null ? 'shutdown' : this.state,
       units: Number(this.units),
       monitor: this.monitor ? this.monitor.paddr : -1,
+      monitorTriggered: this.monitor?.triggered ?? false,
+      mwaitBreakOnMaskedIrq: this.mwaitBreakOnMaskedIrq,
     };
   }
 
-  restoreState(s: StateRecord): void {
+  /**
+   * Restores a record from saveState(). The raw context is used when it came
+   * from this build's layout; otherwise (or with `portable`) the portable record.
+   * Every field is checked before anything changes.
+   */
+  restoreState(s: StateRecord, opts: { portable?: boolean } = {}): void {
     const who = `cpu${this.index}`;
-    if (stateNumber(s, 'unicorn', who) !== this.engine.lib.version.raw) throw new StateError(who, 'unicorn', 'snapshot was taken with a different Unicorn build');
-    this.injector?.drop();
-    this.engine.restoreContext(stateBytes(s, 'context', who, this.engine.contextSize));
-    // The control area is a host address: the saving machine's may not exist here.
-    this.armMsrExits();
-    this.engine.flushTlb();
-    this.engine.flushCode();
+    checkVersion(s, X86Cpu.STATE_VERSION, who);
     const st = stateString(s, 'state', who);
     if (!['running', 'halted', 'mwait', 'wait-for-sipi', 'shutdown'].includes(st)) throw new StateError(who, 'state', `unknown run state '${st}'`);
-    this.state = st as CpuRunState;
-    this.units = BigInt(stateNumber(s, 'units', who));
+    const units = stateNumber(s, 'units', who);
+    if (!Number.isSafeInteger(units) || units < 0) throw new StateError(who, 'units', `${units} is not a count of executed units`);
     const mon = stateNumber(s, 'monitor', who);
-    this.monitor = mon >= 0 ? { paddr: mon, armed: true, triggered: false } : null;
+    const triggered = stateBoolean(s, 'monitorTriggered', who);
+    const mwaitBreak = stateBoolean(s, 'mwaitBreakOnMaskedIrq', who);
+    const portable = stateRecord(s, 'portable', who);
+    const engine = this.engine;
+    const raw = !opts.portable && stateString(s, 'fingerprint', who) === X86Cpu.contextFingerprint(engine) ? stateBytes(s, 'context', who, engine.contextSize) : null;
+    this.injector?.drop();
+    this.deferredTripleFault = null;
+    if (raw) {
+      engine.restoreContext(raw);
+    } else {
+      const before = engine.saveContext();
+      engine.restoreContext(resetContext!);
+      try {
+        applyPortable(engine, portable, who);
+      } catch (e) {
+        engine.restoreContext(before);
+        throw e;
+      }
+    }
+    // The control area is a host address: the saving machine's may not exist here.
+    this.armMsrExits();
+    engine.flushTlb();
+    engine.flushCode();
+    this.state = st as CpuRunState;
+    this.units = BigInt(units);
+    this.monitor = mon >= 0 ? { paddr: mon, armed: true, triggered } : null;
+    this.mwaitBreakOnMaskedIrq = mwaitBreak;
   }
 
   /** The context is thrown away (its VM or machine is gone); an engine it made for itself is closed. */

@@ -116,6 +116,19 @@ export class UnicornEngine {
     check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
   }
 
+  /** A register wider than 64 bits (x87 ST: 10 bytes, XMM: 16 bytes). */
+  readRegBytes(id: number, length: number): Uint8Array {
+    this.scratch.fill(0, 0, 32);
+    check(this.lib, 'uc_reg_read', this.lib.fn.regRead(this.uc, id, this.scratch));
+    return Uint8Array.from(this.scratch.subarray(0, length));
+  }
+
+  writeRegBytes(id: number, bytes: Uint8Array): void {
+    this.scratch.fill(0, 0, 32);
+    this.scratch.set(bytes, 0);
+    check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
+  }
+
   /** GDTR/IDTR/LDTR/TR as uc_x86_mmr {selector u16 @0, base u64 @8, limit u32 @16, flags u32 @20}. */
   readMmr(id: number): { selector: number; base: bigint; limit: number; flags: number } {
     this.scratch.fill(0, 0, 24);

@@ -14,6 +14,8 @@ export interface ContextLayout {
   /** regs[0] (RAX). eip, eflags follow at +128, +136. */
   regs: number;
   hflags: number;
+  /** QEMU's hflags2 (GIF, NMI blocking), right after hflags. */
+  hflags2: number;
   /** segs[0..5] = ES, CS, SS, DS, FS, GS; then LDT, TR, GDT, IDT; 24 bytes each. */
   segs: number;
   cr: number;
@@ -104,7 +106,7 @@ function discover(): ContextLayout {
     }
     if (oldException < 0) throw new LayoutError('old_exception not found by the #DE self-test');
     // error_code and exception_is_int sit together; find them with a #GP that has an error code.
-    const layout: ContextLayout = { size: after.length, regs, hflags, segs, cr, errorCode: -1, exceptionIsInt: -1, oldException };
+    const layout: ContextLayout = { size: after.length, regs, hflags, hflags2: hflags + 4, segs, cr, errorCode: -1, exceptionIsInt: -1, oldException };
     const fixed = e.saveContext();
     new DataView(fixed.buffer).setInt32(oldException, -1, true);
     e.restoreContext(fixed);
