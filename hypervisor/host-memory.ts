@@ -6,10 +6,9 @@
 import type { PhysicalMemory } from '../machine/memory/physical-memory.js';
 import { HostFrameAllocator, FIRST_MIB_EXCLUSION, LARGE_PAGE_SIZE, FRAME_SIZE, type HostMemoryRange, type ExcludedRange } from './memory/frame-allocator.js';
 import { EptTables } from './ept/ept-tables.js';
-import { GuestPhysicalMemory } from './ept/guest-physical.js';
+import { EptViolation, GuestPhysicalMemory } from './ept/guest-physical.js';
 import { eptWalk, formatEptFlags } from './ept/ept-walk.js';
 import type { CpuMemory, SecondLevelTranslation } from '../machine/cpu/x86-cpu.js';
-import type { VmMemory } from './vm-memory.js';
 
 export class HostMemoryManager {
   readonly allocator: HostFrameAllocator;
@@ -22,6 +21,30 @@ export class HostMemoryManager {
     exclude: readonly ExcludedRange[] = [FIRST_MIB_EXCLUSION],
   ) {
     this.allocator = new HostFrameAllocator(memory, { memoryMap: map, exclude });
+  }
+
+  /** References on shared frames (a clone's base image, frames mapped by several VMs). */
+  private readonly refs = new Map<number, number>();
+
+  /** One more user of the frame at `hpa` (allocated by the caller). */
+  retain(hpa: number): void {
+    this.refs.set(hpa, (this.refs.get(hpa) ?? 0) + 1);
+  }
+
+  /** One user fewer; the last one frees the frame. */
+  release(hpa: number): void {
+    const n = this.refs.get(hpa);
+    if (n === undefined) throw new Error(`release of frame 0x${hpa.toString(16)} that nobody holds`);
+    if (n > 1) this.refs.set(hpa, n - 1);
+    else {
+      this.refs.delete(hpa);
+      this.allocator.free(hpa);
+    }
+  }
+
+  /** How many users hold the frame at `hpa` (0: not reference-counted). */
+  references(hpa: number): number {
+    return this.refs.get(hpa) ?? 0;
   }
 
   openBus(): number {
@@ -40,13 +63,15 @@ export class HostMemoryManager {
  * tables (setting EPT A/D); any change to the tables (generation bump) drops
  * the cache, so the tables stay authoritative.
  */
-class GuestCpuMemory implements CpuMemory {
+export class GuestCpuMemory implements CpuMemory {
   private readonly cache = new Map<number, number>();
 
   constructor(
     private readonly gpm: GuestPhysicalMemory,
     private readonly host: PhysicalMemory,
     ept: EptTables,
+    /** An EPT violation (lazy or copy-on-write page): true if the guest memory manager fixed it. */
+    private readonly resolve: (gpa: number, write: boolean) => boolean = () => false,
   ) {
     ept.onInvalidate(() => this.cache.clear());
   }
@@ -58,7 +83,14 @@ class GuestCpuMemory implements CpuMemory {
     let base = this.cache.get(key);
     if (base === undefined) {
       const linear = kind >= 2 ? 'paging-structure' : 'none';
-      const r = this.gpm.translate(page, kind & 1 ? 'write' : 'read', linear);
+      const access = kind & 1 ? 'write' : 'read';
+      let r;
+      try {
+        r = this.gpm.translate(page, access, linear);
+      } catch (e) {
+        if (!(e instanceof EptViolation) || !this.resolve(page, access === 'write')) throw e;
+        r = this.gpm.translate(page, access, linear);
+      }
       base = Number(r.pageBase) + (page % r.pageSize);
       this.cache.set(key, base);
     }
@@ -105,77 +137,4 @@ class GuestCpuMemory implements CpuMemory {
       done += n;
     }
   }
-}
-
-class EptBackedVmMemory implements VmMemory {
-  readonly walkMemory: GuestCpuMemory;
-  readonly secondLevel: SecondLevelTranslation;
-  /** Inspection view: no A/D side effects. */
-  readonly inspectMemory: GuestPhysicalMemory;
-
-  constructor(
-    private readonly host: HostMemoryManager,
-    readonly ept: EptTables,
-    readonly ramBytes: number,
-  ) {
-    const data = new GuestPhysicalMemory(host.memory, ept, { pagingStructureAccesses: false });
-    this.walkMemory = new GuestCpuMemory(new GuestPhysicalMemory(host.memory, ept), host.memory, ept);
-    this.inspectMemory = new GuestPhysicalMemory(host.memory, ept, { setAccessedDirty: false });
-    this.loader = data;
-    this.secondLevel = {
-      translate: (gpa, access) => {
-        try {
-          const r = data.translate(gpa, access);
-          return { hpa: r.hpa, writable: r.perms.w, executable: r.perms.x, dirty: r.dirty };
-        } catch {
-          return null;
-        }
-      },
-      inspect: (gpa, access) => {
-        const r = eptWalk(host.memory, ept.eptp(), gpa, access, { setAccessedDirty: false });
-        const steps = r.steps.map((s) => ({ level: s.level, index: s.index, entryAddr: s.entryAddr, entry: s.entry, flags: formatEptFlags(s.flags) }));
-        return r.ok ? { steps, hpa: r.hpa } : { steps, hpa: null, fault: `${r.kind} at ${r.level}: ${r.reason}` };
-      },
-    };
-  }
-
-  private readonly loader: GuestPhysicalMemory;
-
-  /** Loader writes (DMA semantics: translated code over those pages is dropped). */
-  write(gpa: number, data: Uint8Array): void {
-    this.loader.write(gpa, data);
-  }
-
-  read(gpa: number, length: number): Uint8Array {
-    return this.inspectMemory.read(gpa, length);
-  }
-
-  mapMmioWindow(gpa: number, hpa: number): void {
-    this.ept.map(gpa, hpa, FRAME_SIZE, { r: true, w: true, x: false, memType: 0 });
-    this.ept.invalidate();
-  }
-
-  mapOpenBus(gpaPage: number): void {
-    if (this.ept.lookup(gpaPage)) return;
-    this.ept.map(gpaPage, this.host.openBus(), FRAME_SIZE, { r: true, w: false, x: true, memType: 0 });
-    this.ept.invalidate();
-  }
-
-  isRam(gpa: number): boolean {
-    return gpa >= 0 && gpa < this.ramBytes;
-  }
-}
-
-/** Guest RAM from host frames (2 MiB pages where possible), mapped 1:1 in guest-physical from 0. */
-export function createVmMemory(host: HostMemoryManager, owner: string, ramBytes: number): VmMemory & { ept: EptTables } {
-  if (ramBytes % FRAME_SIZE !== 0 || ramBytes < 2 * 1024 * 1024) throw new Error(`${owner}: guest RAM ${ramBytes} must be a multiple of 4 KiB and at least 2 MiB`);
-  const ept = new EptTables(host.memory, host.allocator, { owner: `${owner}:ept` });
-  const large = Math.floor(ramBytes / LARGE_PAGE_SIZE);
-  const pages = large > 0 ? host.allocator.allocateLargePages(large, { owner: `${owner}:ram` }) : [];
-  pages.forEach((hpa, i) => ept.map(i * LARGE_PAGE_SIZE, hpa, LARGE_PAGE_SIZE, { r: true, w: true, x: true, largePages: true }));
-  const rest = (ramBytes - large * LARGE_PAGE_SIZE) / FRAME_SIZE;
-  if (rest > 0) {
-    host.allocator.allocate(rest, { owner: `${owner}:ram` }).forEach((hpa, i) => ept.map(large * LARGE_PAGE_SIZE + i * FRAME_SIZE, hpa, FRAME_SIZE, { r: true, w: true, x: true }));
-  }
-  return new EptBackedVmMemory(host, ept, ramBytes);
 }

@@ -8,7 +8,9 @@ import { basename } from 'node:path';
 import type { CpuScheduler, PcMachine } from '../machine/platform/pc.js';
 import type { SliceExit, X86Cpu } from '../machine/cpu/x86-cpu.js';
 import { Vm, type Vcpu, type VmExit } from './vm.js';
-import { createVmMemory, type HostMemoryManager } from './host-memory.js';
+import type { HostMemoryManager } from './host-memory.js';
+import { GuestMemory, type GuestMemoryOptions } from './memory/guest-memory.js';
+import { MsrExitFrames } from './msr-exits.js';
 import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, DEFAULT_MBI_REGION, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';
 import { seabiosDeviceState } from './legacy-state.js';
 import { skipInstruction } from './instruction-length.js';
@@ -40,7 +42,9 @@ export class Hypervisor implements CpuScheduler {
   readonly name = 'hypervisor';
   readonly vms: Vm[] = [];
   readonly host: HostMemoryManager;
+  readonly msrFrames: MsrExitFrames;
   private rr = 0;
+  private nextVmId = 1;
   onAllStopped: (() => void) | undefined;
 
   constructor(
@@ -49,6 +53,7 @@ export class Hypervisor implements CpuScheduler {
     host: HostMemoryManager,
   ) {
     this.host = host;
+    this.msrFrames = new MsrExitFrames(host);
     // From now on the machine's CPUs run our vCPUs; the machine's own CPUs stay parked.
     machine.scheduler = this;
     machine.log('hypervisor', `took over: ${handoffMap.filter((r) => r.type === 1).length} usable ranges, ${handoffMap.filter((r) => r.type === 5).length} fenced`);
@@ -57,9 +62,8 @@ export class Hypervisor implements CpuScheduler {
   /** Builds a VM from a Multiboot image, as qemu -kernel does. Errors name the file and field. */
   createGuest(spec: GuestSpec): Vm {
     const plan = parseMultibootImage(spec.image, spec.fileName, { ramSize: spec.memBytes });
-    const id = this.vms.length + 1;
-    const memory = createVmMemory(this.host, `vm${id}`, spec.memBytes);
-    const vm = new Vm(this.machine, memory, { id, name: spec.name ?? basename(spec.fileName).replace(/\.elf$/, ''), vcpus: spec.vcpus, memory, host: this.host });
+    const vm = this.newVm({ name: spec.name ?? basename(spec.fileName).replace(/\.elf$/, ''), vcpus: spec.vcpus, memBytes: spec.memBytes });
+    const memory = vm.vmMemory;
     for (const seg of plan.segments) {
       const bytes = new Uint8Array(seg.memSize);
       bytes.set(seg.fileBytes.subarray(0, Math.min(seg.fileBytes.length, seg.memSize)));
@@ -71,12 +75,50 @@ export class Hypervisor implements CpuScheduler {
     memory.write(mbi.base, mbi.bytes);
     seabiosDeviceState(vm.io);
     vm.vcpus[0]!.cpu.enterFlatProtectedMode(plan.entry, MULTIBOOT_BOOTLOADER_MAGIC, mbi.address);
+    this.addVm(vm);
+    this.machine.log('hypervisor', `${vm.name}: ${spec.memBytes >> 20} MiB, ${spec.vcpus} vCPU, entry 0x${plan.entry.toString(16)}`);
+    return vm;
+  }
+
+  /**
+   * An empty VM: guest memory (populated as `memory` says), board, vCPUs at
+   * reset. Not scheduled until addVm(). Creation and snapshot restore both build here.
+   */
+  newVm(opts: { name: string; vcpus: number; memBytes: number; clockNs?: number; memory?: GuestMemoryOptions }): Vm {
+    const id = this.nextVmId++;
+    const memory = new GuestMemory(this.host, `vm${id}`, opts.memBytes, opts.memory ?? {});
+    memory.shootdown = () => this.shootdown();
+    memory.engineRunning = () => this.machine.hostCpus.some((h) => h.running);
+    try {
+      return new Vm(this.machine, memory, { id, name: opts.name, vcpus: opts.vcpus, memory, msrFrames: this.msrFrames, ...(opts.clockNs !== undefined ? { clockNs: opts.clockNs } : {}) });
+    } catch (e) {
+      memory.destroy();
+      throw e;
+    }
+  }
+
+  /** Starts scheduling a VM built by newVm(). */
+  addVm(vm: Vm): void {
     vm.onStop = () => this.vmStopped();
     this.vms.push(vm);
     this.allCache = null;
     this.vcpuByCpu.clear();
-    this.machine.log('hypervisor', `${vm.name}: ${spec.memBytes >> 20} MiB, ${spec.vcpus} vCPU, entry 0x${plan.entry.toString(16)}`);
-    return vm;
+  }
+
+  /** Takes a VM off the machine and frees everything it holds (after migration, or a clone's end). */
+  removeVm(vm: Vm): void {
+    const i = this.vms.indexOf(vm);
+    if (i < 0) return;
+    this.vms.splice(i, 1);
+    this.allCache = null;
+    this.vcpuByCpu.clear();
+    vm.close();
+    if (this.vms.length > 0 && this.vms.every((v) => v.state === 'stopped')) this.onAllStopped?.();
+  }
+
+  /** Every host engine drops its TLB (and its virtual-PC code cache): mappings lost permissions. */
+  shootdown(): void {
+    for (const h of this.machine.hostCpus) if (!h.engine.isClosed) h.engine.flushTlb();
   }
 
   private vmStopped(): void {
@@ -160,7 +202,13 @@ export class Hypervisor implements CpuScheduler {
   private eptViolation(v: Vcpu, exit: Extract<SliceExit, { kind: 'ept-violation' }>): void {
     const vm = v.vm;
     const page = Number(exit.gpa & ~0xfffn);
-    if (vm.vmMemory.isRam(page)) {
+    const r = vm.vmMemory.handleViolation(page);
+    if (r === 'populated' || r === 'copied') {
+      // The access retries; a populated page had no translation anywhere, a copied one was shot down.
+      v.cpu.engine.flushTlb();
+      return;
+    }
+    if (r === 'fault') {
       vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: EPT violation on guest RAM at GPA 0x${exit.gpa.toString(16)} (${exit.access})` });
       return;
     }

@@ -27,20 +27,62 @@ const APIC_BASE_RESERVED = 0xffn | (1n << 9n) | ~((1n << 40n) - 1n);
 /** EFER bits our CPUID offers: SCE, LME, LMA, NXE. The CPU model would also take SVME, which the guest must not get. */
 const EFER_ALLOWED = (1n << 0n) | (1n << 8n) | (1n << 10n) | (1n << 11n);
 
+/**
+ * The MSR permission map is one policy for every VM, so the hypervisor keeps
+ * one (2 frames); vCPU control areas use the first 0x100 bytes of a VMCB, so
+ * sixteen share a frame. A VM then costs no frames of its own for MSR exits.
+ */
+export class MsrExitFrames {
+  private permissionMap = -1;
+  private readonly freeSlots: number[] = [];
+
+  constructor(private readonly host: HostMemoryManager) {}
+
+  get map(): number {
+    if (this.permissionMap < 0) {
+      this.permissionMap = this.host.allocator.allocateContiguous(MSRPM_FRAMES, { owner: 'hv:msr-map' });
+      this.host.memory.writeBytes(this.permissionMap, newPermissionMap(PASS_THROUGH_MSRS));
+    }
+    return this.permissionMap;
+  }
+
+  controlArea(): number {
+    if (this.freeSlots.length === 0) {
+      const [frame] = this.host.allocator.allocate(1, { owner: 'hv:vcpu-control' });
+      for (let off = 4096 - CONTROL_AREA_BYTES; off >= 0; off -= CONTROL_AREA_BYTES) this.freeSlots.push(frame! + off);
+    }
+    const area = this.freeSlots.pop()!;
+    this.host.memory.writeBytes(area, new Uint8Array(CONTROL_AREA_BYTES));
+    this.host.memory.writeU64(area + VMCB_MSRPM_BASE_PA, BigInt(this.map));
+    return area;
+  }
+
+  freeControlArea(area: number): void {
+    this.freeSlots.push(area);
+  }
+}
+
+/** The part of a VMCB control area QEMU reads for MSR exits and virtual interrupts (+0x48, +0x64). */
+const CONTROL_AREA_BYTES = 0x100;
+
 export class VmMsrs implements MsrExitHandler {
-  readonly permissionMap: number;
   private readonly controlAreas: number[];
 
   constructor(
-    host: HostMemoryManager,
-    owner: string,
+    private readonly frames: MsrExitFrames,
     vcpus: number,
     private readonly lapicOf: (cpu: X86Cpu) => LocalApic,
   ) {
-    this.permissionMap = host.allocator.allocateContiguous(MSRPM_FRAMES, { owner: `${owner}:msr-map` });
-    host.memory.writeBytes(this.permissionMap, newPermissionMap(PASS_THROUGH_MSRS));
-    this.controlAreas = host.allocator.allocate(vcpus, { owner: `${owner}:vcpu-control` });
-    for (const area of this.controlAreas) host.memory.writeU64(area + VMCB_MSRPM_BASE_PA, BigInt(this.permissionMap));
+    this.controlAreas = Array.from({ length: vcpus }, () => frames.controlArea());
+  }
+
+  get permissionMap(): number {
+    return this.frames.map;
+  }
+
+  /** The VM is gone: its control areas go back to the hypervisor. */
+  release(): void {
+    for (const a of this.controlAreas.splice(0)) this.frames.freeControlArea(a);
   }
 
   controlArea(cpu: X86Cpu): number {

@@ -15,11 +15,10 @@ import { PcBoard } from '../machine/platform/board.js';
 import { ChildClock } from '../machine/clock.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio } from '../machine/cpu/x86-cpu.js';
 import { GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
-import type { VmMemory } from './vm-memory.js';
+import type { GuestMemory } from './memory/guest-memory.js';
 import { emptyExitCounts, exitsFromCounters, type ExitCounts } from './exits.js';
 import { handleHypercall } from './hypercalls.js';
-import { VmMsrs } from './msr-exits.js';
-import type { HostMemoryManager } from './host-memory.js';
+import { VmMsrs, type MsrExitFrames } from './msr-exits.js';
 
 export const GUEST_LAPIC_GPA = 0xfee00000;
 
@@ -35,9 +34,9 @@ export interface VmConfig {
   id: number;
   name: string;
   vcpus: number;
-  memory: VmMemory;
-  /** Host frames for the VM's MSR permission map and vCPU control areas. */
-  host: HostMemoryManager;
+  memory: GuestMemory;
+  /** Where the VM's vCPU control areas (and the shared MSR permission map) come from. */
+  msrFrames: MsrExitFrames;
   /** Where the VM's own clock starts (a restored VM goes on from its saved time). */
   clockNs?: number;
 }
@@ -88,7 +87,7 @@ export class Vm implements CpuHost {
 
   constructor(
     readonly machine: PcMachine,
-    readonly vmMemory: VmMemory,
+    readonly vmMemory: GuestMemory,
     config: VmConfig,
   ) {
     this.id = config.id;
@@ -130,7 +129,7 @@ export class Vm implements CpuHost {
         },
       },
     ];
-    this.msrExits = new VmMsrs(config.host, `vm${this.id}`, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic);
+    this.msrExits = new VmMsrs(config.msrFrames, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic);
     for (let i = 0; i < config.vcpus; i++) this.vcpus.push(new Vcpu(this, i, this, machine));
     for (const v of this.vcpus.slice(1)) v.cpu.state = 'wait-for-sipi';
   }
@@ -140,11 +139,11 @@ export class Vm implements CpuHost {
     return this.machine.memory;
   }
 
-  get walkMemory(): VmMemory['walkMemory'] {
+  get walkMemory(): GuestMemory['walkMemory'] {
     return this.vmMemory.walkMemory;
   }
 
-  get secondLevel(): VmMemory['secondLevel'] {
+  get secondLevel(): GuestMemory['secondLevel'] {
     return this.vmMemory.secondLevel;
   }
 
@@ -215,8 +214,11 @@ export class Vm implements CpuHost {
     return total;
   }
 
+  /** Frees everything the VM holds: vCPU contexts, timers, guest memory and its control areas. */
   close(): void {
     this.clock.detach();
     for (const v of this.vcpus) v.cpu.close();
+    this.msrExits.release();
+    this.vmMemory.destroy();
   }
 }

@@ -28,11 +28,14 @@ describe('RDMSR/WRMSR exits under the hypervisor', () => {
       // Both vCPUs enter long mode through an EFER write that exits.
       expect(msrEvents.filter((e) => e.endsWith('WRMSR 0xc0000080 <- 0x100'))).toHaveLength(2);
       expect(hypervisor.guestReports()[0]!.exits['msr']).toBe(msrEvents.length);
-      // The permission map and control areas are hypervisor frames, not guest RAM.
+      // The permission map (one for every VM) and the control areas (packed, 16 to a frame) are hypervisor frames, not guest RAM.
       const owners = hypervisor.host.allocator.allocations().map((a) => a.owner);
-      expect(owners).toEqual(expect.arrayContaining(['vm1:msr-map', 'vm1:vcpu-control']));
-      for (const hpa of [vm.msrExits.permissionMap, vm.msrExits.controlArea(vm.vcpus[1]!.cpu)]) {
-        expect(hypervisor.host.allocator.ownerOf(hpa)).not.toBe('vm1:ram');
+      expect(owners).toEqual(expect.arrayContaining(['hv:msr-map', 'hv:vcpu-control']));
+      const areas = vm.vcpus.map((c) => vm.msrExits.controlArea(c.cpu));
+      expect(new Set(areas).size).toBe(vm.vcpus.length);
+      for (const hpa of [vm.msrExits.permissionMap, ...areas]) {
+        expect(hypervisor.host.allocator.ownerOf(hpa)).toMatch(/^hv:/);
+        for (const m of vm.vmMemory.ept.mappings()) expect(hpa >= m.hpa && hpa < m.hpa + m.size).toBe(false);
       }
       // What the guest may not set: SVM (not in our CPUID), x2APIC, a moved LAPIC.
       const cpu = vm.vcpus[0]!.cpu;

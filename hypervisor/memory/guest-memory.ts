@@ -1,0 +1,415 @@
+/**
+ * The guest memory manager: one VM's guest-physical address space. Snapshot,
+ * clones, the VM pool and migration all go through it.
+ *
+ * - A range table of guest RAM (GPA ranges), behind the VM's EPT tables.
+ * - Population: "eager" maps every RAM page when the VM is built (2 MiB leaves
+ *   where frames allow); "lazy" maps a page when the guest first touches it
+ *   (an EPT violation), filling it from a content source (a snapshot) or zeros;
+ *   prepopulate() maps a list of ranges in one call.
+ * - Copy-on-write: a linked clone maps its base image's frames read-only; the
+ *   first write to such a page is an EPT violation that copies it into a frame
+ *   of the clone's own. Frames are reference-counted across VMs.
+ * - Exact dirty logging: harvesting clears the EPT dirty bits *and* withdraws
+ *   write permission from every host engine's TLB (a shootdown), so a page
+ *   written again after a harvest is dirty again. 2 MiB leaves are split to
+ *   4 KiB while logging is on.
+ */
+import { EptTables } from '../ept/ept-tables.js';
+import { GuestPhysicalMemory } from '../ept/guest-physical.js';
+import { eptWalk, formatEptFlags } from '../ept/ept-walk.js';
+import { FRAME_SIZE, LARGE_PAGE_SIZE } from './frame-allocator.js';
+import { GuestCpuMemory, type HostMemoryManager } from '../host-memory.js';
+import type { SecondLevelTranslation } from '../../machine/cpu/x86-cpu.js';
+
+
+export interface GpaRange {
+  gpa: number;
+  length: number;
+}
+
+/** Guest memory bytes by guest-physical address (snapshots, migration, clones). */
+export interface MemoryRange {
+  gpa: number;
+  bytes: Uint8Array;
+}
+
+export type PopulateMode = 'eager' | 'lazy';
+
+/** Where lazily populated pages get their bytes; null means zeros. */
+export type PageSource = (gpaPage: number) => Uint8Array | null;
+
+/** What an EPT violation on guest RAM turned out to be. */
+export type ViolationResult = 'populated' | 'copied' | 'not-ram' | 'fault';
+
+export interface GuestMemoryStats {
+  ramBytes: number;
+  /** RAM pages mapped to frames shared with other VMs (read-only, copy-on-write). */
+  sharedBytes: number;
+  /** RAM pages in frames of this VM's own. */
+  privateBytes: number;
+  /** RAM pages not populated yet (lazy). */
+  unpopulatedBytes: number;
+  eptViolations: number;
+  lazyFaults: number;
+  cowCopies: number;
+  eptTableFrames: number;
+}
+
+const ZERO_PAGE = new Uint8Array(FRAME_SIZE);
+const RWX = { r: true, w: true, x: true } as const;
+const RX = { r: true, w: false, x: true } as const;
+
+/**
+ * A set of host frames holding a VM's memory image that clones map read-only
+ * (a linked clone's base). Frames stay allocated while any clone maps them.
+ */
+export class SharedImage {
+  /** GPA page -> HPA of the frame holding it. */
+  readonly frames = new Map<number, number>();
+
+  private constructor(
+    private readonly host: HostMemoryManager,
+    readonly name: string,
+    readonly ramBytes: number,
+  ) {}
+
+  /** Copies `memory` into fresh frames (2 MiB runs where the RAM size allows). Pages not given are zero. */
+  static create(host: HostMemoryManager, name: string, ramBytes: number, memory: readonly MemoryRange[]): SharedImage {
+    const img = new SharedImage(host, name, ramBytes);
+    const owner = `image:${name}`;
+    const large = Math.floor(ramBytes / LARGE_PAGE_SIZE);
+    const runs = large > 0 ? host.allocator.allocateLargePages(large, { owner }) : [];
+    runs.forEach((hpa, i) => {
+      for (let off = 0; off < LARGE_PAGE_SIZE; off += FRAME_SIZE) img.frames.set(i * LARGE_PAGE_SIZE + off, hpa + off);
+    });
+    const rest = (ramBytes - large * LARGE_PAGE_SIZE) / FRAME_SIZE;
+    if (rest > 0) host.allocator.allocate(rest, { owner }).forEach((hpa, i) => img.frames.set(large * LARGE_PAGE_SIZE + i * FRAME_SIZE, hpa));
+    for (const hpa of img.frames.values()) host.retain(hpa);
+    for (const r of memory) writeRange(host, r, (page) => img.frames.get(page));
+    return img;
+  }
+
+  /** The image itself lets go of its frames; clones keep theirs until they are destroyed. */
+  release(): void {
+    for (const hpa of this.frames.values()) this.host.release(hpa);
+    this.frames.clear();
+  }
+}
+
+function writeRange(host: HostMemoryManager, r: MemoryRange, frameOf: (page: number) => number | undefined): void {
+  for (let off = 0; off < r.bytes.length; ) {
+    const gpa = r.gpa + off;
+    const page = gpa - (gpa % FRAME_SIZE);
+    const n = Math.min(r.bytes.length - off, page + FRAME_SIZE - gpa);
+    const hpa = frameOf(page);
+    if (hpa === undefined) throw new RangeError(`guest-physical 0x${gpa.toString(16)} is outside guest RAM`);
+    host.memory.write(hpa + (gpa - page), r.bytes.subarray(off, off + n));
+    off += n;
+  }
+}
+
+export interface GuestMemoryOptions {
+  populate?: PopulateMode;
+  /** Lazy population fills pages from here (a snapshot's memory). */
+  source?: PageSource;
+  /** Map this image's frames read-only and copy on write (a linked clone). */
+  base?: SharedImage;
+  /** With `base`: ranges that get private frames from the start (the clone's private writable range). */
+  privateRanges?: readonly GpaRange[];
+}
+
+export class GuestMemory {
+  readonly ept: EptTables;
+  readonly walkMemory: GuestCpuMemory;
+  readonly secondLevel: SecondLevelTranslation;
+  /** Inspection view: no A/D side effects. */
+  readonly inspectMemory: GuestPhysicalMemory;
+  readonly ranges: readonly GpaRange[];
+  private readonly loader: GuestPhysicalMemory;
+  /** RAM pages mapped to shared frames (copy-on-write): GPA page -> HPA. */
+  private readonly shared = new Map<number, number>();
+  /** Frames this VM holds a reference on (its own and shared ones), by GPA page; large runs by their first page. */
+  private readonly held = new Map<number, { hpa: number; size: number }>();
+  private source: PageSource | null;
+  private logging = false;
+  eptViolations = 0;
+  lazyFaults = 0;
+  cowCopies = 0;
+  /** Called after mappings lose permissions: every host engine must drop its TLB (set by the hypervisor). */
+  shootdown: () => void = () => {};
+  /** Whether a host engine is inside a run (then CPU-side accesses must not remap pages themselves). */
+  engineRunning: () => boolean = () => false;
+
+  constructor(
+    private readonly host: HostMemoryManager,
+    readonly owner: string,
+    readonly ramBytes: number,
+    options: GuestMemoryOptions = {},
+  ) {
+    if (!Number.isSafeInteger(ramBytes) || ramBytes % FRAME_SIZE !== 0 || ramBytes < 2 * 1024 * 1024) throw new RangeError(`${owner}: guest RAM ${ramBytes} must be a multiple of 4 KiB and at least 2 MiB`);
+    this.ranges = [{ gpa: 0, length: ramBytes }];
+    this.ept = new EptTables(host.memory, host.allocator, { owner: `${owner}:ept` });
+    this.source = options.source ?? null;
+    this.loader = new GuestPhysicalMemory(host.memory, this.ept, { pagingStructureAccesses: false });
+    this.walkMemory = new GuestCpuMemory(new GuestPhysicalMemory(host.memory, this.ept), host.memory, this.ept, (gpa, write) => this.resolveFromCpu(gpa, write));
+    this.inspectMemory = new GuestPhysicalMemory(host.memory, this.ept, { setAccessedDirty: false });
+    const data = this.loader;
+    const ept = this.ept;
+    this.secondLevel = {
+      translate: (gpa, access) => {
+        try {
+          const r = data.translate(gpa, access);
+          return { hpa: r.hpa, writable: r.perms.w, executable: r.perms.x, dirty: r.dirty };
+        } catch {
+          return null;
+        }
+      },
+      inspect: (gpa, access) => {
+        const r = eptWalk(host.memory, ept.eptp(), gpa, access, { setAccessedDirty: false });
+        const steps = r.steps.map((s) => ({ level: s.level, index: s.index, entryAddr: s.entryAddr, entry: s.entry, flags: formatEptFlags(s.flags) }));
+        return r.ok ? { steps, hpa: r.hpa } : { steps, hpa: null, fault: `${r.kind} at ${r.level}: ${r.reason}` };
+      },
+    };
+    try {
+      if (options.base) this.mapClone(options.base, options.privateRanges ?? []);
+      else if ((options.populate ?? 'eager') === 'eager') this.prepopulate(this.ranges);
+    } catch (e) {
+      this.destroy();
+      throw e;
+    }
+  }
+
+  // ------------------------------------------------------------ population
+
+  isRam(gpa: number): boolean {
+    return gpa >= 0 && gpa < this.ramBytes;
+  }
+
+  /** Maps every unmapped RAM page in `ranges` now (2 MiB leaves where a whole aligned run is unmapped). Returns bytes mapped. */
+  prepopulate(ranges: readonly GpaRange[]): number {
+    let mapped = 0;
+    for (const r of ranges) {
+      const start = Math.max(0, r.gpa - (r.gpa % FRAME_SIZE));
+      const end = Math.min(this.ramBytes, r.gpa + r.length);
+      for (let page = start; page < end; ) {
+        if (!this.logging && page % LARGE_PAGE_SIZE === 0 && page + LARGE_PAGE_SIZE <= end && this.unmappedRun(page, LARGE_PAGE_SIZE)) {
+          this.populateLarge(page);
+          page += LARGE_PAGE_SIZE;
+          mapped += LARGE_PAGE_SIZE;
+          continue;
+        }
+        if (!this.ept.lookup(page)) {
+          this.populatePage(page);
+          mapped += FRAME_SIZE;
+        }
+        page += FRAME_SIZE;
+      }
+    }
+    return mapped;
+  }
+
+  private unmappedRun(gpa: number, length: number): boolean {
+    return this.ept.mappings(gpa, length).next().done === true;
+  }
+
+  private populateLarge(gpa: number): void {
+    const [hpa] = this.host.allocator.allocateLargePages(1, { owner: `${this.owner}:ram` });
+    for (let off = 0; off < LARGE_PAGE_SIZE; off += FRAME_SIZE) this.host.retain(hpa! + off);
+    this.held.set(gpa, { hpa: hpa!, size: LARGE_PAGE_SIZE });
+    if (this.source) for (let off = 0; off < LARGE_PAGE_SIZE; off += FRAME_SIZE) this.fill(hpa! + off, gpa + off);
+    this.ept.map(gpa, hpa!, LARGE_PAGE_SIZE, { ...RWX, largePages: true });
+  }
+
+  private populatePage(gpa: number): void {
+    const [hpa] = this.host.allocator.allocate(1, { owner: `${this.owner}:ram` });
+    this.host.retain(hpa!);
+    this.held.set(gpa, { hpa: hpa!, size: FRAME_SIZE });
+    if (this.source) this.fill(hpa!, gpa);
+    this.ept.map(gpa, hpa!, FRAME_SIZE, RWX);
+  }
+
+  private fill(hpa: number, gpa: number): void {
+    const bytes = this.source!(gpa);
+    if (bytes && bytes !== ZERO_PAGE) this.host.memory.write(hpa, bytes.subarray(0, FRAME_SIZE));
+  }
+
+  /** Stop filling from the content source: pages not populated yet become zero pages. */
+  detachSource(): void {
+    this.source = null;
+  }
+
+  private mapClone(base: SharedImage, privateRanges: readonly GpaRange[]): void {
+    if (base.ramBytes !== this.ramBytes) throw new RangeError(`${this.owner}: base image '${base.name}' has ${base.ramBytes} bytes of RAM, this VM ${this.ramBytes}`);
+    const isPrivate = (page: number): boolean => privateRanges.some((r) => page >= r.gpa - (r.gpa % FRAME_SIZE) && page < r.gpa + r.length);
+    for (let gpa = 0; gpa < this.ramBytes; ) {
+      const hpa = base.frames.get(gpa)!;
+      // A whole 2 MiB run of the image that stays shared gets one read-only 2 MiB leaf.
+      const largeShared =
+        gpa % LARGE_PAGE_SIZE === 0 && hpa % LARGE_PAGE_SIZE === 0 && gpa + LARGE_PAGE_SIZE <= this.ramBytes && base.frames.get(gpa + LARGE_PAGE_SIZE - FRAME_SIZE) === hpa + LARGE_PAGE_SIZE - FRAME_SIZE && ![...Array(LARGE_PAGE_SIZE / FRAME_SIZE).keys()].some((i) => isPrivate(gpa + i * FRAME_SIZE));
+      const size = largeShared ? LARGE_PAGE_SIZE : FRAME_SIZE;
+      if (!largeShared && isPrivate(gpa)) {
+        const [own] = this.host.allocator.allocate(1, { owner: `${this.owner}:ram` });
+        this.host.retain(own!);
+        this.held.set(gpa, { hpa: own!, size: FRAME_SIZE });
+        this.host.memory.write(own!, this.host.memory.read(hpa, FRAME_SIZE));
+        this.ept.map(gpa, own!, FRAME_SIZE, RWX);
+      } else {
+        for (let off = 0; off < size; off += FRAME_SIZE) {
+          this.host.retain(hpa + off);
+          this.shared.set(gpa + off, hpa + off);
+        }
+        this.ept.map(gpa, hpa, size, { ...RX, largePages: largeShared });
+      }
+      gpa += size;
+    }
+  }
+
+  // ------------------------------------------------------------ violations
+
+  /**
+   * An EPT violation on guest RAM: populate a lazy page or copy a shared one.
+   * The caller flushes the faulting engine's TLB and retries the access.
+   */
+  handleViolation(gpa: number): ViolationResult {
+    this.eptViolations++;
+    const page = gpa - (gpa % FRAME_SIZE);
+    if (!this.isRam(page)) return 'not-ram';
+    return this.resolve(page);
+  }
+
+  private resolve(page: number): ViolationResult {
+    if (!this.ept.lookup(page)) {
+      this.populatePage(page);
+      this.lazyFaults++;
+      return 'populated';
+    }
+    const sharedHpa = this.shared.get(page);
+    if (sharedHpa === undefined) return 'fault';
+    this.copyOnWrite(page, sharedHpa);
+    return 'copied';
+  }
+
+  private copyOnWrite(page: number, sharedHpa: number): void {
+    const [own] = this.host.allocator.allocate(1, { owner: `${this.owner}:ram` });
+    this.host.retain(own!);
+    this.host.memory.writeBytes(own!, this.host.memory.read(sharedHpa, FRAME_SIZE));
+    // protect() splits a shared 2 MiB leaf around this page; then the page moves to its own frame.
+    this.ept.unmap(page, FRAME_SIZE);
+    this.ept.map(page, own!, FRAME_SIZE, RWX);
+    this.shared.delete(page);
+    this.host.release(sharedHpa);
+    this.held.set(page, { hpa: own!, size: FRAME_SIZE });
+    this.cowCopies++;
+    // Other engines may hold read-only translations of the old frame for this page.
+    this.shootdown();
+  }
+
+  /**
+   * A page-walk or event-delivery access by the CPU layer hit an EPT
+   * violation. Between runs it is resolved here (and the engines' TLBs shot
+   * down); inside a run it must become a VM exit instead, so return false.
+   */
+  private resolveFromCpu(gpa: number, _write: boolean): boolean {
+    if (this.engineRunning()) return false;
+    const page = gpa - (gpa % FRAME_SIZE);
+    if (!this.isRam(page)) return false;
+    this.eptViolations++;
+    const r = this.resolve(page);
+    if (r === 'populated') this.shootdown();
+    return r === 'populated' || r === 'copied';
+  }
+
+  // ------------------------------------------------------------ dirty log
+
+  get dirtyLogging(): boolean {
+    return this.logging;
+  }
+
+  /** Starts exact dirty logging: 2 MiB leaves are split, dirty bits cleared, every engine's TLB shot down. */
+  startDirtyLog(): void {
+    for (const m of [...this.ept.mappings(0, this.ramBytes)]) if (m.size > FRAME_SIZE) this.ept.protect(m.gpa, FRAME_SIZE, m.perms);
+    this.logging = true;
+    this.ept.clearDirty(0, this.ramBytes);
+    this.ept.invalidate();
+    this.shootdown();
+  }
+
+  /** GPA pages written since the last harvest (or since logging started); re-arms the log. */
+  harvestDirty(): number[] {
+    if (!this.logging) throw new Error(`${this.owner}: dirty logging is not on`);
+    const pages: number[] = [];
+    for (const d of this.ept.collectDirty(0, this.ramBytes, { clear: true })) for (let off = 0; off < d.size; off += FRAME_SIZE) pages.push(d.gpa + off);
+    // Engines that cached a writable translation must take a write fill (and set D) again.
+    this.ept.invalidate();
+    this.shootdown();
+    return pages;
+  }
+
+  stopDirtyLog(): void {
+    this.logging = false;
+  }
+
+  // ------------------------------------------------------------ access
+
+  /** Loader writes (DMA semantics: translated code over those pages is dropped). Populates and copies as needed. */
+  write(gpa: number, data: Uint8Array): void {
+    for (let page = gpa - (gpa % FRAME_SIZE); page < gpa + data.length; page += FRAME_SIZE) {
+      if (!this.isRam(page)) continue;
+      if (!this.ept.lookup(page)) this.resolve(page);
+      const s = this.shared.get(page);
+      if (s !== undefined) this.copyOnWrite(page, s);
+    }
+    this.loader.write(gpa, data);
+  }
+
+  read(gpa: number, length: number): Uint8Array {
+    return this.inspectMemory.read(gpa, length);
+  }
+
+  /** Guest RAM as ranges of populated pages (unpopulated pages read as zero and are left out). */
+  *populatedRanges(): Generator<MemoryRange> {
+    for (const m of this.ept.mappings(0, this.ramBytes)) yield { gpa: m.gpa, bytes: this.host.memory.read(m.hpa, m.size) };
+  }
+
+  /** The bytes of one RAM page (zeros if it was never populated). */
+  readPage(page: number): Uint8Array {
+    const m = this.ept.lookup(page);
+    if (!m) return ZERO_PAGE;
+    return this.host.memory.read(m.hpa + (page - m.gpa), FRAME_SIZE);
+  }
+
+  mapMmioWindow(gpa: number, hpa: number): void {
+    this.ept.map(gpa, hpa, FRAME_SIZE, { r: true, w: true, x: false, memType: 0 });
+  }
+
+  mapOpenBus(gpaPage: number): void {
+    if (this.ept.lookup(gpaPage)) return;
+    this.ept.map(gpaPage, this.host.openBus(), FRAME_SIZE, { r: true, w: false, x: true, memType: 0 });
+  }
+
+  stats(): GuestMemoryStats {
+    let mapped = 0;
+    for (const m of this.ept.mappings(0, this.ramBytes)) mapped += m.size;
+    const sharedBytes = this.shared.size * FRAME_SIZE;
+    return {
+      ramBytes: this.ramBytes,
+      sharedBytes,
+      privateBytes: mapped - sharedBytes,
+      unpopulatedBytes: this.ramBytes - mapped,
+      eptViolations: this.eptViolations,
+      lazyFaults: this.lazyFaults,
+      cowCopies: this.cowCopies,
+      eptTableFrames: this.ept.tableFrames().length,
+    };
+  }
+
+  /** Unmaps everything and gives back every frame reference and table. */
+  destroy(): void {
+    for (const f of this.held.values()) for (let off = 0; off < f.size; off += FRAME_SIZE) this.host.release(f.hpa + off);
+    this.held.clear();
+    for (const hpa of this.shared.values()) this.host.release(hpa);
+    this.shared.clear();
+    this.ept.destroy();
+  }
+}
