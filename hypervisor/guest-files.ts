@@ -18,13 +18,17 @@ export interface GuestFileSpec {
   cmdline?: string;
 }
 
-/** Installs the hypervisor over `map`'s usable RAM and creates one VM per guest file. */
+/** Installs the hypervisor over `map`'s usable RAM (the handoff's memory map). */
+export function installHypervisor(machine: PcMachine, map: readonly HandoffMemoryRange[]): Hypervisor {
+  return new Hypervisor(machine, map, new HostMemoryManager(machine.memory, map));
+}
+
+/** Creates one VM per guest file on `hypervisor`. */
 export function hypervisorWithGuests(
-  machine: PcMachine,
-  map: readonly HandoffMemoryRange[],
+  _machine: PcMachine,
+  hypervisor: Hypervisor,
   guests: readonly GuestFileSpec[],
 ): { hypervisor: Hypervisor; vms: Vm[] } {
-  const hypervisor = new Hypervisor(machine, map, new HostMemoryManager(machine.memory, map));
   const vms = guests.map((g) =>
     hypervisor.createGuest({
       image: new Uint8Array(readFileSync(g.path)),

@@ -9,7 +9,24 @@ import type { CpuScheduler, PcMachine } from '../machine/platform/pc.js';
 import type { SliceExit, X86Cpu } from '../machine/cpu/x86-cpu.js';
 import { Vm, type Vcpu, type VmExit } from './vm.js';
 import type { HostMemoryManager } from './host-memory.js';
-import { GuestMemory, type GuestMemoryOptions } from './memory/guest-memory.js';
+import { GuestMemory, type GpaRange, type GuestMemoryOptions, type MemoryRange, type PageSource, type SharedImage } from './memory/guest-memory.js';
+import { checkVersion, stateNumber, stateString, StateError, type StateRecord } from '../machine/state.js';
+
+/** A VM's state record plus its guest memory: what a VM snapshot holds. */
+export interface VmImage {
+  state: StateRecord;
+  memory: MemoryRange[];
+}
+
+/** Where a restored VM's memory comes from. */
+export type VmMemorySource = { ranges: readonly MemoryRange[]; populate?: 'eager' | 'lazy' } | { base: SharedImage; privateRanges?: readonly GpaRange[] };
+
+/** Page lookup over snapshot ranges, for lazy population (pages not covered are zero). */
+function pageSource(ranges: readonly MemoryRange[]): PageSource {
+  const pages = new Map<number, Uint8Array>();
+  for (const r of ranges) for (let off = 0; off < r.bytes.length; off += 4096) pages.set(r.gpa + off, r.bytes.subarray(off, off + 4096));
+  return (page) => pages.get(page) ?? null;
+}
 import { MsrExitFrames } from './msr-exits.js';
 import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, DEFAULT_MBI_REGION, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';
 import { seabiosDeviceState } from './legacy-state.js';
@@ -218,6 +235,52 @@ export class Hypervisor implements CpuScheduler {
     }
     vm.vmMemory.mapOpenBus(page);
     v.cpu.engine.flushTlb();
+  }
+
+  // ------------------------------------------------------------ VM state
+
+  /** One VM's state record and guest memory, between slices (the machine must not be inside a run). */
+  snapshotVm(vm: Vm): VmImage {
+    if (this.machine.hostCpus.some((h) => h.running)) throw new StateError('hypervisor', 'running', 'cannot save a VM while a CPU is running');
+    return { state: vm.saveState(), memory: [...vm.vmMemory.populatedRanges()] };
+  }
+
+  /**
+   * Builds a VM from a record of Vm.saveState() and its memory, and starts
+   * scheduling it. Memory comes as ranges (copied now, or on first touch with
+   * `populate: 'lazy'`), or as a shared image that a linked clone maps
+   * copy-on-write. Every check runs before the VM exists; a refused record
+   * leaves the hypervisor as it was.
+   */
+  restoreVm(state: StateRecord, memory: VmMemorySource, opts: { name?: string; portable?: boolean; start?: boolean } = {}): Vm {
+    const who = 'vm';
+    checkVersion(state, Vm.STATE_VERSION, who);
+    const name = opts.name ?? stateString(state, 'name', who);
+    const vcpus = stateNumber(state, 'vcpus', who);
+    if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 64) throw new StateError(who, 'vcpus', `${vcpus} is not 1..64`);
+    const memBytes = stateNumber(state, 'memBytes', who);
+    if (!Number.isSafeInteger(memBytes) || memBytes < 2 * 1024 * 1024 || memBytes % 4096 !== 0) throw new StateError(who, 'memBytes', `${memBytes} is not a guest RAM size (a multiple of 4 KiB, at least 2 MiB)`);
+    const clockNs = stateNumber(state, 'clockNs', who);
+    // Virtual time must stay exact in a double; past 2^50 ns (13 days) timer arithmetic would round.
+    if (!Number.isSafeInteger(clockNs) || clockNs < 0 || clockNs > 2 ** 50) throw new StateError(who, 'clockNs', `${clockNs} is not a virtual time in 0..2^50 ns`);
+    let memOpts: GuestMemoryOptions;
+    if ('base' in memory) memOpts = { base: memory.base, ...(memory.privateRanges ? { privateRanges: memory.privateRanges } : {}) };
+    else {
+      for (const [i, r] of memory.ranges.entries()) {
+        if (!Number.isSafeInteger(r.gpa) || r.gpa < 0 || r.gpa % 4096 !== 0 || r.gpa + r.bytes.length > memBytes) throw new StateError(who, `memory[${i}]`, `range 0x${r.gpa.toString(16)}+0x${r.bytes.length.toString(16)} is not page-aligned guest RAM of ${memBytes} bytes`);
+      }
+      memOpts = memory.populate === 'lazy' ? { populate: 'lazy', source: pageSource(memory.ranges) } : { populate: 'eager' };
+    }
+    const vm = this.newVm({ name, vcpus, memBytes, clockNs, memory: memOpts });
+    try {
+      if (!('base' in memory) && memory.populate !== 'lazy') for (const r of memory.ranges) vm.vmMemory.write(r.gpa, r.bytes);
+      vm.restoreState(state, opts.portable ? { portable: true } : {});
+    } catch (e) {
+      vm.close();
+      throw e;
+    }
+    if (opts.start !== false) this.addVm(vm);
+    return vm;
   }
 
   /** The per-guest JSON the CLI prints. */

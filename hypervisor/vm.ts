@@ -13,6 +13,7 @@ import type { Debugcon } from '../machine/devices/debugcon.js';
 import type { LocalApic } from '../machine/devices/lapic.js';
 import { PcBoard } from '../machine/platform/board.js';
 import { ChildClock } from '../machine/clock.js';
+import { checkVersion, stateNumber, stateRecord, stateString, StateError, type StateRecord } from '../machine/state.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio } from '../machine/cpu/x86-cpu.js';
 import { GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
 import type { GuestMemory } from './memory/guest-memory.js';
@@ -28,6 +29,8 @@ export interface VmExit {
   reason: 'debug-exit' | 'halted' | 'triple-fault' | 'error' | 'stopped';
   code: number;
   detail?: string;
+  /** The VM's own virtual time when it stopped. */
+  atNs?: number;
 }
 
 export interface VmConfig {
@@ -194,7 +197,7 @@ export class Vm implements CpuHost {
   stop(exit: VmExit): void {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
-    this.exit = exit;
+    this.exit = { ...exit, atNs: exit.atNs ?? this.clock.nowNs() };
     // A stopped VM's timers never wake the machine again.
     this.clock.pause();
     for (const v of this.vcpus) v.cpu.requestStop();
@@ -212,6 +215,74 @@ export class Vm implements CpuHost {
     total.io = this.ioExits;
     total.mmio = this.mmioExits;
     return total;
+  }
+
+  // ------------------------------------------------------------ state
+  static readonly STATE_VERSION = 1;
+
+  /**
+   * The VM's state tree without its memory (that goes as ranges, see
+   * GuestMemory.populatedRanges): clock, board devices and vLAPICs, every vCPU
+   * in portable form plus its raw context, console, counters and run state.
+   * Taken between slices; restore it with Hypervisor.restoreVm().
+   */
+  saveState(): StateRecord {
+    return {
+      version: Vm.STATE_VERSION,
+      name: this.name,
+      vcpus: this.vcpuCount,
+      memBytes: this.vmMemory.ramBytes,
+      memory: { ranges: this.vmMemory.ranges.map((r) => ({ gpa: r.gpa, length: r.length })) },
+      clockNs: this.clock.nowNs(),
+      board: this.board.saveState(),
+      cpus: this.vcpus.map((v) => v.cpu.saveState()),
+      counters: this.vcpus.map((v) => ({ ...v.cpu.counters })),
+      serial: this.serial,
+      ioExits: this.ioExits,
+      mmioExits: this.mmioExits,
+      state: this.state,
+      exit: this.exit ? { reason: this.exit.reason, code: this.exit.code, detail: this.exit.detail ?? '' } : null,
+    };
+  }
+
+  /**
+   * Loads a record into this freshly built VM (same shape; the clock was
+   * started at the record's time by the builder). Devices come after the clock,
+   * so their timers re-arm against it.
+   */
+  restoreState(rec: StateRecord, opts: { portable?: boolean } = {}): void {
+    const who = `vm ${this.name}`;
+    checkVersion(rec, Vm.STATE_VERSION, who);
+    if (stateNumber(rec, 'vcpus', who) !== this.vcpuCount) throw new StateError(who, 'vcpus', `record has ${rec['vcpus']} vCPUs, this VM ${this.vcpuCount}`);
+    if (stateNumber(rec, 'memBytes', who) !== this.vmMemory.ramBytes) throw new StateError(who, 'memBytes', `record has ${rec['memBytes']} bytes of RAM, this VM ${this.vmMemory.ramBytes}`);
+    const cpus = rec['cpus'];
+    const counters = rec['counters'];
+    if (!Array.isArray(cpus) || cpus.length !== this.vcpuCount) throw new StateError(who, 'cpus', `expected ${this.vcpuCount} vCPU records`);
+    if (!Array.isArray(counters) || counters.length !== this.vcpuCount) throw new StateError(who, 'counters', `expected ${this.vcpuCount} counter records`);
+    const board = stateRecord(rec, 'board', who);
+    const state = stateString(rec, 'state', who);
+    if (state !== 'running' && state !== 'stopped') throw new StateError(who, 'state', `unknown VM state '${state}'`);
+    const exitRec = rec['exit'];
+    const serial = stateString(rec, 'serial', who);
+    const ioExits = stateNumber(rec, 'ioExits', who);
+    const mmioExits = stateNumber(rec, 'mmioExits', who);
+    this.board.restoreState(stateRecord(board, 'devices', `${who}.board`), board['lapics'], `${who}.board`);
+    this.vcpus.forEach((v, i) => {
+      v.cpu.restoreState(cpus[i] as StateRecord, opts);
+      const c = counters[i];
+      if (c === null || typeof c !== 'object' || Array.isArray(c) || c instanceof Uint8Array) throw new StateError(who, `counters[${i}]`, 'not a record');
+      for (const k of Object.keys(v.cpu.counters)) delete v.cpu.counters[k];
+      for (const [k, n] of Object.entries(c)) if (typeof n === 'number') v.cpu.counters[k] = n;
+    });
+    this.serial = serial;
+    this.ioExits = ioExits;
+    this.mmioExits = mmioExits;
+    if (state === 'stopped') {
+      const e = exitRec !== null && typeof exitRec === 'object' && !Array.isArray(exitRec) && !(exitRec instanceof Uint8Array) ? exitRec : null;
+      this.state = 'stopped';
+      this.exit = e ? { reason: stateString(e, 'reason', `${who}.exit`) as VmExit['reason'], code: stateNumber(e, 'code', `${who}.exit`), ...(e['detail'] ? { detail: String(e['detail']) } : {}) } : null;
+      this.clock.pause();
+    }
   }
 
   /** Frees everything the VM holds: vCPU contexts, timers, guest memory and its control areas. */

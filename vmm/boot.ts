@@ -14,7 +14,7 @@ import { containerFwCfgFiles, localLayoutFiles, DEFAULT_LAYOUT, type ContainerSo
 import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import type { FaultSpec } from '../machine/platform/faults.js';
 import type { Hypervisor } from '../hypervisor/hypervisor.js';
-import { hypervisorWithGuests, type GuestFileSpec } from '../hypervisor/guest-files.js';
+import { hypervisorWithGuests, installHypervisor, type GuestFileSpec } from '../hypervisor/guest-files.js';
 import type { GuestReport } from '../hypervisor/hypervisor.js';
 
 export const NEXT_STAGE_FILE = 'opt/firmament/next-stage';
@@ -195,7 +195,7 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
  */
 function takeOver(m: PcMachine, h: Handoff, guests: BootGuest[], listeners: BootListeners): Hypervisor {
   const map = h.memoryMap.map((r) => ({ base: r.base, length: r.length, type: r.type }));
-  const { hypervisor: hv, vms } = hypervisorWithGuests(m, map, guests);
+  const { hypervisor: hv, vms } = hypervisorWithGuests(m, installHypervisor(m, map), guests);
   if (guests.length === 0) {
     m.finish({ reason: 'halted', code: 0, detail: 'handed off to the hypervisor; no guests to run', atNs: m.now() });
     return hv;

@@ -1,11 +1,13 @@
 /**
  * Runs Multiboot guests under the hypervisor on a fresh machine (no firmware),
- * the way `qemu-system-x86_64 -kernel` runs one: `firmament run`.
+ * the way `qemu-system-x86_64 -kernel` runs one: `firmament run`. A VM can
+ * also come from a snapshot (`run --restore`) or be a linked clone of one.
  */
 import { readFileSync } from 'node:fs';
 import { PcMachine, type MachineExit, type PcConfig } from '../machine/platform/pc.js';
 import { DEFAULT_ROM } from './boot.js';
-import type { Hypervisor } from '../hypervisor/hypervisor.js';
+import { Hypervisor, type VmImage } from '../hypervisor/hypervisor.js';
+import { HostMemoryManager } from '../hypervisor/host-memory.js';
 import { hypervisorWithGuests, type GuestFileSpec } from '../hypervisor/guest-files.js';
 import type { Vm } from '../hypervisor/vm.js';
 
@@ -19,18 +21,52 @@ export interface GuestMachine {
   vms: Vm[];
 }
 
-export function createGuestMachine(guests: GuestFileSpec[], opts: { pcpus: number; pace?: PcConfig['pace']; timerSlackMs?: number | undefined }): GuestMachine {
-  const hostBytes = guests.reduce((n, g) => n + g.memBytes, 0) + HOST_OVERHEAD;
+export interface GuestMachineOptions {
+  pcpus: number;
+  pace?: PcConfig['pace'];
+  timerSlackMs?: number | undefined;
+  /** Host RAM beyond what the guests need (clones, images, a VM migrating in). */
+  extraHostBytes?: number;
+}
+
+/** The machine `run` builds: RAM for the guests plus the hypervisor's own, handed to the hypervisor as the firmware would. */
+export function guestHost(guestBytes: number, opts: GuestMachineOptions): { machine: PcMachine; hypervisor: Hypervisor } {
+  const hostBytes = Math.ceil((guestBytes + HOST_OVERHEAD + (opts.extraHostBytes ?? 0)) / (2 * MiB)) * 2 * MiB;
   const machine = new PcMachine({ memBytes: hostBytes, cpus: opts.pcpus, rom: new Uint8Array(readFileSync(DEFAULT_ROM)), pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}) });
   // No firmware ran, so the handoff map is the machine's RAM as the firmware would report it.
   const map = [
     { base: 0, length: 0xa0000, type: 1 },
     { base: 0x100000, length: machine.memory.lowRamTop - 0x100000, type: 1 },
   ];
-  const { hypervisor: hv, vms } = hypervisorWithGuests(machine, map, guests);
+  return { machine, hypervisor: new Hypervisor(machine, map, new HostMemoryManager(machine.memory, map)) };
+}
+
+/** The machine ends with the first VM's exit once every VM has stopped, at that VM's own virtual time. */
+function finishWithFirstVm(machine: PcMachine, hv: Hypervisor, vms: readonly Vm[]): void {
   hv.onAllStopped = () => {
     const first = vms[0]!.exit!;
-    machine.finish({ reason: first.reason === 'stopped' ? 'stopped' : first.reason, code: first.code, ...(first.detail ? { detail: first.detail } : {}), atNs: machine.now() } as MachineExit);
+    machine.finish({ reason: first.reason === 'stopped' ? 'stopped' : first.reason, code: first.code, ...(first.detail ? { detail: first.detail } : {}), atNs: first.atNs ?? machine.now() } as MachineExit);
   };
-  return { machine, hypervisor: hv, vms };
+}
+
+export function createGuestMachine(guests: GuestFileSpec[], opts: GuestMachineOptions): GuestMachine {
+  const { machine, hypervisor } = guestHost(guests.reduce((n, g) => n + g.memBytes, 0), opts);
+  const { vms } = hypervisorWithGuests(machine, hypervisor, guests);
+  finishWithFirstVm(machine, hypervisor, vms);
+  return { machine, hypervisor, vms };
+}
+
+/** A machine whose VM continues from a snapshot (`run --restore`): same serial, exit and virtual time as the run it came from. */
+export function restoreGuestMachine(image: VmImage, opts: GuestMachineOptions & { populate?: 'eager' | 'lazy'; portable?: boolean }): GuestMachine {
+  const memBytes = typeof image.state['memBytes'] === 'number' ? image.state['memBytes'] : 0;
+  const { machine, hypervisor } = guestHost(memBytes, opts);
+  try {
+    const vm = hypervisor.restoreVm(image.state, { ranges: image.memory, populate: opts.populate ?? 'eager' }, opts.portable ? { portable: true } : {});
+    finishWithFirstVm(machine, hypervisor, [vm]);
+    return { machine, hypervisor, vms: [vm] };
+  } catch (e) {
+    hypervisor.close();
+    machine.close();
+    throw e;
+  }
 }
