@@ -206,6 +206,11 @@ export class SnapshotStore {
     return this.readState(await this.resolve(ref));
   }
 
+  /** Names of the snapshots in the index, without reading them. */
+  async names(): Promise<string[]> {
+    return (await this.layout.readIndex()).filter(isSnapshotEntry).map((e) => e.ref);
+  }
+
   async list(): Promise<SnapshotSummary[]> {
     const out: SnapshotSummary[] = [];
     for (const e of (await this.layout.readIndex()).filter(isSnapshotEntry)) out.push(summary(await this.resolve(e.ref)));
