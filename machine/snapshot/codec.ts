@@ -89,11 +89,15 @@ export function decodeSnapshot(bytes: Uint8Array): StateRecord {
   if (!magic.startsWith(MAGIC_PREFIX.slice(0, magicLen)) || (magicLen === 8 && !/^FMSNAP\d\d$/.test(magic))) {
     throw new SnapshotFormatError(0, 'magic', `expected ${SNAPSHOT_MAGIC}, found ${JSON.stringify(magic)}: not a Firmament snapshot`);
   }
+  // The version in the magic is judged first: a v1 file is refused as old, whatever its length.
+  if (magicLen === 8) {
+    const magicVersion = Number(magic.slice(6));
+    if (magicVersion === 1) throw new SnapshotFormatError(0, 'magic', `FMSNAP01 is the old format version 1 (no CRCs); ${readable()}: save the snapshot again with this build`);
+    if (!READABLE_FORMAT_VERSIONS.includes(magicVersion)) throw new SnapshotFormatError(0, 'magic', `${magic} is unknown format version ${magicVersion}; ${readable()}`);
+  }
   if (bytes.length < HEADER_BYTES) throw new SnapshotFormatError(bytes.length, 'header', `file is ${bytes.length} bytes, shorter than the ${HEADER_BYTES}-byte header (truncated)`);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const magicVersion = Number(magic.slice(6));
-  if (magicVersion === 1) throw new SnapshotFormatError(0, 'magic', `FMSNAP01 is the old format version 1 (no CRCs); ${readable()}: save the snapshot again with this build`);
-  if (!READABLE_FORMAT_VERSIONS.includes(magicVersion)) throw new SnapshotFormatError(0, 'magic', `${magic} is unknown format version ${magicVersion}; ${readable()}`);
   const headerCrc = dv.getUint32(16, true);
   const actualHeaderCrc = crc32(bytes.subarray(0, 16));
   if (headerCrc !== actualHeaderCrc) throw new SnapshotFormatError(16, 'header CRC', `stored 0x${hex32(headerCrc)}, computed 0x${hex32(actualHeaderCrc)} over bytes 0..15 (corrupt header)`);
