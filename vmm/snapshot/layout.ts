@@ -91,8 +91,7 @@ export class Layout {
   }
 
   /** Creates oci-layout, index.json and blobs/sha256 when absent; refuses a folder that is something else. */
-  async ensure(): Promise<void> {
-    await fsp.mkdir(path.join(this.dir, 'blobs', 'sha256'), { recursive: true });
+  private async ensure(): Promise<void> {
     const marker = path.join(this.dir, 'oci-layout');
     if (existsSync(marker)) {
       const v = parseJson(await fsp.readFile(marker), marker) as { imageLayoutVersion?: unknown } | null;
@@ -102,12 +101,13 @@ export class Layout {
       if (others.length > 0) throw new SnapshotStoreError(`${this.dir}: not an OCI image layout (no oci-layout file) and not empty (${others.slice(0, 3).join(', ')}); give an empty or new folder`);
       await atomicWrite(marker, Buffer.from(OCI_LAYOUT));
     }
+    await fsp.mkdir(path.join(this.dir, 'blobs', 'sha256'), { recursive: true });
     if (!existsSync(path.join(this.dir, 'index.json'))) await this.writeIndex([]);
   }
 
   /** Runs fn holding the store's lock (one writer at a time; a crashed holder's lock goes stale). */
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
-    await this.ensure();
+    await fsp.mkdir(this.dir, { recursive: true });
     let release: () => Promise<void>;
     try {
       release = await lockfile.lock(this.dir, { lockfilePath: path.join(this.dir, LOCK_FILE), realpath: false, stale: 30_000, retries: { retries: 60, factor: 1.3, minTimeout: 50, maxTimeout: 1000 } });
@@ -115,6 +115,7 @@ export class Layout {
       throw new SnapshotStoreError(`${this.dir}: the store is locked by another writer (${(e as Error).message})`);
     }
     try {
+      await this.ensure(); // under the lock: two first writers must not both create the layout
       return await fn();
     } finally {
       await release();
