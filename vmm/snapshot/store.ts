@@ -362,6 +362,7 @@ export class SnapshotStore {
   /** Uploads the snapshot to http://HOST:PORT/REPO[:TAG] (default tag: the snapshot's name); blobs the registry has are skipped. */
   async push(ref: string, registry: string, opts: RegistryOptions = {}): Promise<TransferReport> {
     const r = await this.resolve(ref);
+    await this.readState(r); // its CRCs: a record the codec refuses is never published
     return pushSnapshot(this.layout, { ref, manifest: r.manifest, manifestDigest: r.entry.digest, manifestSize: r.entry.size }, registry, opts);
   }
 
