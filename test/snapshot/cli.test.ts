@@ -30,6 +30,13 @@ beforeAll(async () => {
 });
 
 describe('firmament snapshot', () => {
+  it('is in the top-level help, with its options', () => {
+    const r = spawnSync('node', [CLI, '--help'], { encoding: 'utf8' });
+    expect(r.stdout).toMatch(/^  snapshot +list, inspect, verify, diff, push or pull VM snapshots/m);
+    expect(r.stdout).toContain('firmament snapshot <list|inspect|verify|diff|push|pull|delete|gc>');
+    expect(r.stdout).toContain('--store DIR');
+  });
+
   it('list and inspect, as text and as JSON', () => {
     const l = cli('list', '--store', dir, '--json');
     expect(l.status).toBe(0);

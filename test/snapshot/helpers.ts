@@ -71,7 +71,11 @@ interface Manifest {
  * Rewrites a stored snapshot with consistent digests all the way up (as a buggy or hostile writer
  * would), so the store's own checks below the digests are what must catch the change.
  */
-export function rewriteSnapshot(dir: string, ref: string, edit: { state?: (b: Uint8Array) => Uint8Array; config?: (c: Record<string, unknown>) => void }): void {
+export function rewriteSnapshot(
+  dir: string,
+  ref: string,
+  edit: { state?: (b: Uint8Array) => Uint8Array; config?: (c: Record<string, unknown>) => void; configBytes?: (b: Buffer) => Buffer; manifestBytes?: (b: Buffer) => Buffer },
+): void {
   const indexFile = path.join(dir, 'index.json');
   const index = JSON.parse(readFileSync(indexFile, 'utf8')) as { manifests: { digest: string; size: number; annotations: Record<string, string> }[] };
   const entry = index.manifests.find((m) => m.annotations['org.opencontainers.image.ref.name'] === ref)!;
@@ -87,8 +91,10 @@ export function rewriteSnapshot(dir: string, ref: string, edit: { state?: (b: Ui
     config.state = s;
   }
   edit.config?.(config);
-  manifest.config = { ...manifest.config, ...put(Buffer.from(JSON.stringify(config))) };
-  const m = put(Buffer.from(JSON.stringify(manifest)));
+  const configBytes = Buffer.from(JSON.stringify(config));
+  manifest.config = { ...manifest.config, ...put(edit.configBytes ? edit.configBytes(configBytes) : configBytes) };
+  const manifestBytes = Buffer.from(JSON.stringify(manifest));
+  const m = put(edit.manifestBytes ? edit.manifestBytes(manifestBytes) : manifestBytes);
   entry.digest = m.digest;
   entry.size = m.size;
   writeFileSync(indexFile, JSON.stringify(index));

@@ -226,6 +226,38 @@ describe('snapshot store: corrupt, missing, truncated and mismatched snapshots',
     expect((await refusal(store.load('vm3'))).message).toMatch(/layer sha256:[0-9a-f]{64} is not used by any memory chunk/);
   });
 
+  it('every flipped byte of a rehashed manifest or config is refused with a store error, or changes nothing that is loaded', async () => {
+    const { store, dir } = await storeWith(1);
+    const indexFile = path.join(dir, 'index.json');
+    const original = readFileSync(indexFile);
+    const vm = syntheticVm(1);
+    let refused = 0;
+    for (const which of ['configBytes', 'manifestBytes'] as const) {
+      for (let i = 0; ; i += 5) {
+        let inRange = true;
+        writeFileSync(indexFile, original);
+        rewriteSnapshot(dir, 'vm1', {
+          [which]: (b: Buffer) => {
+            if (i >= b.length) inRange = false;
+            const bad = Buffer.from(b);
+            if (inRange) bad[i]! ^= 0x01;
+            return bad;
+          },
+        });
+        if (!inRange) break;
+        try {
+          const back = await store.load('vm1');
+          expect(back.state).toEqual(vm.state);
+          expect(memoryEquals(back.memory, vm.memory)).toBe(true);
+        } catch (e) {
+          expect(['SnapshotStoreError', 'SnapshotFormatError']).toContain((e as Error).name);
+          refused++;
+        }
+      }
+    }
+    expect(refused).toBeGreaterThan(200);
+  });
+
   it('a corrupt index.json is named, not a crash', async () => {
     const { store, dir } = await storeWith(1);
     writeFileSync(path.join(dir, 'index.json'), '{"schemaVersion": 2, "manifests": [');

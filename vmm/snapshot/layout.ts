@@ -109,17 +109,28 @@ export class Layout {
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
     await fsp.mkdir(this.dir, { recursive: true });
     let release: () => Promise<void>;
+    // proper-lockfile's default is to throw from a timer (a host crash) when the lock is lost; record it instead.
+    let lost: Error | null = null;
     try {
-      release = await lockfile.lock(this.dir, { lockfilePath: path.join(this.dir, LOCK_FILE), realpath: false, stale: 30_000, retries: { retries: 60, factor: 1.3, minTimeout: 50, maxTimeout: 1000 } });
+      release = await lockfile.lock(this.dir, {
+        lockfilePath: path.join(this.dir, LOCK_FILE),
+        realpath: false,
+        stale: 30_000,
+        retries: { retries: 60, factor: 1.3, minTimeout: 50, maxTimeout: 1000 },
+        onCompromised: (e) => (lost = e),
+      });
     } catch (e) {
       throw new SnapshotStoreError(`${this.dir}: the store is locked by another writer (${(e as Error).message})`);
     }
+    let result: T;
     try {
       await this.ensure(); // under the lock: two first writers must not both create the layout
-      return await fn();
+      result = await fn();
     } finally {
-      await release();
+      if (!lost) await release();
     }
+    if (lost) throw new SnapshotStoreError(`${this.dir}: the store's lock was lost while writing (${(lost as Error).message}); run verify`);
+    return result;
   }
 
   async newStaging(): Promise<Staging> {
