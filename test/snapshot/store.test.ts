@@ -188,6 +188,10 @@ describe('snapshot store: corrupt, missing, truncated and mismatched snapshots',
     const index = JSON.parse(readFileSync(path.join(dir, 'index.json'), 'utf8'));
     truncateSync(path.join(dir, 'blobs/sha256', index.manifests[0].digest.slice(7)), 50);
     expect((await refusal(store.load('vm1'))).message).toMatch(/snapshot 'vm1': manifest: blob .* \(truncated\)/);
+    // list still lists: the unreadable one with its reason (the state is only read by load/verify).
+    const listed = await store.list();
+    expect(listed.map((x) => [x.ref, x.ok])).toEqual([['vm1', false], ['vm2', true]]);
+    expect(listed[0]!.ok === false && listed[0]!.error).toMatch(/manifest: blob .* \(truncated\)/);
     const all = await Promise.all(['vm1', 'vm2'].map((r) => store.verify(r)));
     expect(all.map((v) => v.ok)).toEqual([false, false]);
     expect((await refusal(store.gc())).message).toMatch(/gc refused: snapshot 'vm1': manifest/);

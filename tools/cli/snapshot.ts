@@ -1,6 +1,6 @@
 /** `firmament snapshot ...`: the VM snapshot store (docs/snapshots.md). */
 import { parseArgs } from 'node:util';
-import { defaultStoreDir, SnapshotStore, type VerifyReport } from '../../vmm/snapshot/index.js';
+import { defaultStoreDir, SnapshotStore, type SnapshotListEntry, type VerifyReport } from '../../vmm/snapshot/index.js';
 import { toJson, UsageError } from './args.js';
 
 export const SNAPSHOT_HELP = `firmament snapshot <list|inspect|verify|diff|push|pull|delete|gc> [options]
@@ -51,7 +51,9 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
     case 'list': {
       want(0, 'no arguments');
       const rows = await store.list();
-      out(rows, () => (rows.length === 0 ? `${store.dir}: no snapshots` : rows.map((r) => `${r.ref.padEnd(24)} ${size(r.memoryBytes).padStart(9)} memory  ${size(r.storedBytes).padStart(9)} stored  ${r.created}  ${r.digest.slice(0, 19)}…`).join('\n')));
+      const line = (r: SnapshotListEntry) =>
+        r.ok ? `${r.ref.padEnd(24)} ${size(r.memoryBytes).padStart(9)} memory  ${size(r.storedBytes).padStart(9)} stored  ${r.created}  ${r.digest.slice(0, 19)}…` : `${r.ref.padEnd(24)} UNREADABLE: ${r.error}`;
+      out(rows, () => (rows.length === 0 ? `${store.dir}: no snapshots` : rows.map(line).join('\n')));
       return 0;
     }
     case 'inspect': {

@@ -1,6 +1,6 @@
 /** The snapshot store (docs/snapshots.md): what the VMM and the CLI import. */
 export { SnapshotStore, defaultStoreDir } from './store.js';
-export type { SaveOptions, SaveReport, SnapshotSummary, SnapshotDetails, VerifyReport, ChunkDiff, GcReport } from './store.js';
+export type { SaveOptions, SaveReport, SnapshotSummary, SnapshotListEntry, SnapshotDetails, VerifyReport, ChunkDiff, GcReport } from './store.js';
 export { SnapshotStoreError } from './errors.js';
 export { CHUNK_SIZE, PAGE_SIZE, chunkIndexOf, type MemoryRange, type VmSnapshotData } from './format.js';
 export { hashMemory, type ChunkEntry } from './chunks.js';

@@ -57,6 +57,9 @@ export interface SnapshotSummary {
   meta: Record<string, string>;
 }
 
+/** A line of list(): a readable snapshot, or one whose manifest or config cannot be read (the reason named). */
+export type SnapshotListEntry = (SnapshotSummary & { ok: true }) | { ok: false; ref: string; digest: string; error: string };
+
 export interface SnapshotDetails extends SnapshotSummary {
   chunkSize: number;
   ranges: { gpa: number; length: number }[];
@@ -211,9 +214,17 @@ export class SnapshotStore {
     return (await this.layout.readIndex()).filter(isSnapshotEntry).map((e) => e.ref);
   }
 
-  async list(): Promise<SnapshotSummary[]> {
-    const out: SnapshotSummary[] = [];
-    for (const e of (await this.layout.readIndex()).filter(isSnapshotEntry)) out.push(summary(await this.resolve(e.ref)));
+  /** Every snapshot in the index; one that cannot be read is listed with the reason, not dropped and not fatal. */
+  async list(): Promise<SnapshotListEntry[]> {
+    const out: SnapshotListEntry[] = [];
+    for (const e of (await this.layout.readIndex()).filter(isSnapshotEntry)) {
+      try {
+        out.push({ ok: true, ...summary(await this.resolve(e.ref)) });
+      } catch (err) {
+        if (!(err instanceof SnapshotStoreError)) throw err;
+        out.push({ ok: false, ref: e.ref, digest: e.digest, error: err.message });
+      }
+    }
     return out;
   }
 
