@@ -76,6 +76,7 @@ describe('snapshot store: save and load', () => {
     expect(d.changed.map((c) => c.gpa)).toEqual([0, 0x10000, 0x20000, 0x200000]);
     expect(d.changedRanges).toEqual([{ gpa: 0, length: 0x30000 }, { gpa: 0x200000, length: CHUNK_SIZE }]);
     expect(d.changedBytes).toBe(4 * CHUNK_SIZE);
+    expect(d.chunks).toBe(42);
     expect(d.sameBytes).toBe(38 * CHUNK_SIZE);
     expect(d.state.paths).toEqual(['$.clock.ns', '$.cpu.msrs', '$.cpu.rip']);
     const same = await store.diff('vm1', 'vm1');

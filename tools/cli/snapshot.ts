@@ -89,7 +89,7 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
       const d = await store.diff(args[0]!, args[1]!);
       out(d, () =>
         [
-          `memory: ${d.changed.length} of ${Math.max(d.memoryBytes.a, d.memoryBytes.b) / d.chunkSize} chunks differ, ${size(d.changedBytes)} (${size(d.sameBytes)} the same)`,
+          `memory: ${d.changed.length} of ${d.chunks} chunks differ, ${size(d.changedBytes)} (${size(d.sameBytes)} the same)`,
           ...d.changedRanges.map((r) => `  [${hex(r.gpa)}, ${hex(r.gpa + r.length)})  ${size(r.length)}`),
           d.state.same ? 'state: identical' : `state: ${d.state.paths.length} field(s) differ`,
           ...d.state.paths.map((p) => `  ${p}`),

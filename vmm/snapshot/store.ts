@@ -82,6 +82,8 @@ export interface ChunkDiff {
   a: string;
   b: string;
   chunkSize: number;
+  /** Chunk positions (GPAs) in either snapshot. */
+  chunks: number;
   /** Chunks whose content differs, or that only one side has (digest undefined = absent, null = zero). */
   changed: { gpa: number; length: number; a: string | null | undefined; b: string | null | undefined }[];
   /** Changed chunks merged into contiguous GPA ranges. */
@@ -320,7 +322,7 @@ export class SnapshotStore {
     const paths = sameState ? [] : stateDiffPaths(await this.readState(ra), await this.readState(rb));
     const total = (c: SnapshotConfig) => c.memory.ranges.reduce((n, r) => n + r.length, 0);
     return {
-      a, b, chunkSize: CHUNK_SIZE, changed, changedRanges, changedBytes: changed.reduce((n, c) => n + c.length, 0), sameBytes,
+      a, b, chunkSize: CHUNK_SIZE, chunks: gpas.length, changed, changedRanges, changedBytes: changed.reduce((n, c) => n + c.length, 0), sameBytes,
       memoryBytes: { a: total(ra.config), b: total(rb.config) }, state: { same: sameState, paths },
     };
   }
