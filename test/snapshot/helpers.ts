@@ -1,6 +1,6 @@
 /** Synthetic VMs and store surgery for the snapshot store tests. */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { StateRecord } from '../../machine/state.js';
@@ -9,7 +9,15 @@ import type { MemoryRange, VmSnapshotData } from '../../vmm/snapshot/index.js';
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
 
-export const tempStoreDir = () => path.join(mkdtempSync(path.join(tmpdir(), 'fm-snapstore-')), 'store');
+const temps: string[] = [];
+process.on('exit', () => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** A store path in a fresh temp folder (removed when the test process exits). */
+export function tempStoreDir(): string {
+  const d = mkdtempSync(path.join(tmpdir(), 'fm-snapstore-'));
+  temps.push(d);
+  return path.join(d, 'store');
+}
 
 /** Deterministic pseudo-random bytes (xorshift32): the same seed gives the same memory. */
 export function noise(length: number, seed: number): Uint8Array {
