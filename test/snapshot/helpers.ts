@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { afterAll } from 'vitest';
 import type { StateRecord } from '../../machine/state.js';
 import type { MemoryRange, VmSnapshotData } from '../../vmm/snapshot/index.js';
 
@@ -10,9 +11,10 @@ export const KiB = 1024;
 export const MiB = 1024 * 1024;
 
 const temps: string[] = [];
-process.on('exit', () => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
+// Registered while the importing test file is collected, so it runs after that file's tests.
+afterAll(() => temps.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-/** A store path in a fresh temp folder (removed when the test process exits). */
+/** A store path in a fresh temp folder (removed after the test file). */
 export function tempStoreDir(): string {
   const d = mkdtempSync(path.join(tmpdir(), 'fm-snapstore-'));
   temps.push(d);
