@@ -10,16 +10,16 @@
  */
 import { createHash } from 'node:crypto';
 import type { FwCfgFile } from './container-source.js';
+import { RegistryError } from './registry-error.js';
+import { DEFAULT_REGISTRY_TIMEOUT_MS, registryRequest } from './registry-http.js';
+
+export { RegistryError };
 
 const MT_INDEX = 'application/vnd.oci.image.index.v1+json';
 const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const REF_NAME = 'org.opencontainers.image.ref.name';
 const FWCFG_INDEX = 'opt/fm/oci/index.json';
 const FWCFG_BLOB_PREFIX = 'opt/fm/blob/';
-
-export class RegistryError extends Error {
-  override name = 'RegistryError';
-}
 
 const sha256 = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -48,15 +48,13 @@ export function parseRegistryUrl(url: string): RegistryTarget {
   return { base: u.origin, prefix: path, tag };
 }
 
+/** Firmware container blobs are small; anything near this is not one of ours. */
+const MAX_BLOB_BYTES = 256 * 1024 * 1024;
+
 async function get(url: string, accept?: string): Promise<{ body: Uint8Array; digestHeader: string | null }> {
-  let res: Response;
-  try {
-    res = await fetch(url, accept ? { headers: { Accept: accept } } : {});
-  } catch (e) {
-    throw new RegistryError(`GET ${url}: ${(e as Error).message}`);
-  }
-  if (!res.ok) throw new RegistryError(`GET ${url}: HTTP ${res.status} ${res.statusText}`);
-  return { body: new Uint8Array(await res.arrayBuffer()), digestHeader: res.headers.get('docker-content-digest') };
+  const res = await registryRequest(url, { ...(accept ? { headers: { Accept: accept } } : {}), timeoutMs: DEFAULT_REGISTRY_TIMEOUT_MS, maxBytes: MAX_BLOB_BYTES });
+  if (res.status < 200 || res.status > 299) throw new RegistryError(`GET ${url}: HTTP ${res.status} ${res.statusText}`);
+  return { body: res.body, digestHeader: res.headers.get('docker-content-digest') };
 }
 
 function json<T>(bytes: Uint8Array, what: string): T {

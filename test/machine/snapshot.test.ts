@@ -42,6 +42,10 @@ describe('machine snapshot and restore', () => {
     const bad = bytes.slice();
     bad[0] = 0x58;
     expect(() => decodeSnapshot(bad)).toThrow(/magic/);
+    // A flipped bit in the middle of guest RAM (a byte section) is caught by that section's CRC.
+    const flipped = bytes.slice();
+    flipped[bytes.length >> 1]! ^= 0x10;
+    expect(() => decodeSnapshot(flipped)).toThrow(/CRC mismatch in section \d+/);
     const other = createBootMachine({ ...config, memBytes: 32 * MiB });
     expect(() => other.restoreState(decodeSnapshot(bytes))).toThrow(StateError);
     expect(() => other.restoreState(decodeSnapshot(bytes))).toThrow(/memBytes/);

@@ -7,6 +7,7 @@ import { TUI_HELP, tuiCommand } from './tui.js';
 import { INSPECT_HELP, inspectCommand } from './inspect.js';
 import { TRANSLATE_HELP, translateCommand } from './translate.js';
 import { CONTAINERS_HELP, containersCommand } from './containers.js';
+import { SNAPSHOT_HELP, snapshotCommand } from './snapshot.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -17,6 +18,7 @@ Commands:
   run         boot a Multiboot guest image directly (like qemu -kernel)
   translate   show a guest's GVA -> GPA -> HPA walk, every level of both tables
   containers  list, build or verify the firmware containers (OCI images)
+  snapshot    list, inspect, verify, diff, push or pull VM snapshots (OCI artifacts)
   bench       measure emulation speed, boot time and idle cost (vs QEMU when installed)
   tui         terminal UI: inspect and debug the machine live (or --attach to a --monitor socket)
   inspect     run to a stop point (breakpoint, POST code, exit) and print the inspection views as JSON
@@ -29,6 +31,8 @@ ${RUN_HELP}
 ${TRANSLATE_HELP}
 
 ${CONTAINERS_HELP}
+
+${SNAPSHOT_HELP}
 
 ${BENCH_HELP}
 
@@ -48,6 +52,8 @@ export async function main(argv: string[]): Promise<number> {
         return await translateCommand(rest);
       case 'containers':
         return await containersCommand(rest);
+      case 'snapshot':
+        return await snapshotCommand(rest);
       case 'bench':
         return await benchCommand(rest);
       case 'tui':
@@ -80,4 +86,4 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 const USAGE_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
-const INPUT_ERRORS = new Set(['FaultSpecError', 'MultibootError', 'MultibootInfoError', 'BootInfoParseError', 'HandoffParseError', 'SnapshotFormatError', 'StateError', 'RegistryError', 'MemoryError', 'UnicornLoadError', 'FrameAllocatorError', 'EptError']);
+const INPUT_ERRORS = new Set(['FaultSpecError', 'MultibootError', 'MultibootInfoError', 'BootInfoParseError', 'HandoffParseError', 'SnapshotFormatError', 'SnapshotStoreError', 'StateError', 'RegistryError', 'MemoryError', 'UnicornLoadError', 'FrameAllocatorError', 'EptError']);

@@ -1,0 +1,136 @@
+/** `firmament snapshot ...`: the VM snapshot store (docs/snapshots.md). */
+import { parseArgs } from 'node:util';
+import { defaultStoreDir, SnapshotStore, type SnapshotListEntry, type VerifyReport } from '../../vmm/snapshot/index.js';
+import { toJson, UsageError } from './args.js';
+
+export const SNAPSHOT_HELP = `firmament snapshot <list|inspect|verify|diff|push|pull|delete|gc> [options]
+  VM snapshots (state record + guest memory in 64 KiB content-addressed chunks) kept as
+  OCI artifacts in a local OCI image layout; chunks shared by snapshots are stored once.
+
+  list                          name, memory size, stored bytes, creation time
+  inspect REF                   layout, chunk counts (zero, stored, shared), state fields, digests
+  verify [REF...]               re-hash every blob and check every CRC (all snapshots when no REF);
+                                exit 1 when a problem is found
+  diff A B                      which GPA chunks and state fields differ; exit 1 when they differ
+  push REF URL                  upload to http://HOST:PORT/REPO[:TAG] (tag default: REF); blobs the
+                                registry has are skipped
+  pull URL [REF]                download http://HOST:PORT/REPO:TAG as REF (default: TAG), fetching
+                                only the blobs the store lacks; --force replaces an existing REF
+  delete REF                    forget a snapshot (its blobs stay until gc)
+  gc                            delete blobs no snapshot uses
+
+  --store DIR                   the store (default $FIRMAMENT_SNAPSHOTS, else
+                                ~/.local/share/firmament/snapshots)
+  --timeout S                   deadline of each registry request (default 30)
+  --json                        one JSON document on stdout`;
+
+export async function snapshotCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { store: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, timeout: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  const [sub, ...args] = positionals;
+  if (values.help || sub === undefined) {
+    console.log(SNAPSHOT_HELP);
+    return values.help ? 0 : 2;
+  }
+  const store = SnapshotStore.open(values.store ?? defaultStoreDir());
+  const json = values.json === true;
+  const out = (doc: unknown, text: () => string) => console.log(json ? toJson(doc) : text());
+  const want = (n: number, usage: string) => {
+    if (args.length !== n) throw new UsageError(`snapshot ${sub}: expected ${usage}`);
+  };
+  const timeoutMs = values.timeout === undefined ? undefined : Number(values.timeout) * 1000;
+  if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new UsageError(`--timeout ${values.timeout}: expected seconds > 0`);
+  const net = timeoutMs === undefined ? {} : { timeoutMs };
+
+  switch (sub) {
+    // `save` and `restore` need a running VM: they belong here, calling store.save() and
+    // store.load() / planIncrementalRestore() (vmm/snapshot) from the VM restore path.
+    case 'list': {
+      want(0, 'no arguments');
+      const rows = await store.list();
+      const line = (r: SnapshotListEntry) =>
+        r.ok ? `${r.ref.padEnd(24)} ${size(r.memoryBytes).padStart(9)} memory  ${size(r.storedBytes).padStart(9)} stored  ${r.created}  ${r.digest.slice(0, 19)}…` : `${r.ref.padEnd(24)} UNREADABLE: ${r.error}`;
+      out(rows, () => (rows.length === 0 ? `${store.dir}: no snapshots` : rows.map(line).join('\n')));
+      return 0;
+    }
+    case 'inspect': {
+      want(1, 'inspect REF');
+      const d = await store.inspect(args[0]!);
+      out(d, () =>
+        [
+          `snapshot   ${d.ref}`,
+          `digest     ${d.digest}`,
+          `created    ${d.created}`,
+          `memory     ${size(d.memoryBytes)} in ${d.ranges.map((r) => `[${hex(r.gpa)}, ${hex(r.gpa + r.length)})`).join(' ')}`,
+          `chunks     ${d.chunks} of ${size(d.chunkSize)}: ${d.zeroChunks} zero (not stored), ${d.storedChunks} distinct stored, ${d.sharedChunks} shared with other snapshots`,
+          `stored     ${size(d.storedBytes)}`,
+          `state      ${size(d.state.size)}, format v${d.state.formatVersion}, fields: ${d.state.fields.join(', ')}`,
+          ...Object.entries(d.meta).map(([k, v]) => `meta       ${k}=${v}`),
+        ].join('\n'),
+      );
+      return 0;
+    }
+    case 'verify': {
+      // By name, not through list(): list() stops at the first broken snapshot, verify reports every one.
+      const names = args.length > 0 ? args : await store.names();
+      const reports: VerifyReport[] = [];
+      for (const r of names) reports.push(await store.verify(r));
+      const ok = reports.every((r) => r.ok);
+      out({ ok, snapshots: reports }, () =>
+        reports.length === 0 ? `${store.dir}: no snapshots` : reports.map((r) => (r.ok ? `${r.ref}: OK (${r.blobsChecked} blobs, ${size(r.bytesChecked)})` : r.problems.map((p) => `${r.ref}: ${p}`).join('\n'))).join('\n'),
+      );
+      return ok ? 0 : 1;
+    }
+    case 'diff': {
+      want(2, 'diff A B');
+      const d = await store.diff(args[0]!, args[1]!);
+      out(d, () =>
+        [
+          `memory: ${d.changed.length} of ${d.chunks} chunks differ, ${size(d.changedBytes)} (${size(d.sameBytes)} the same)`,
+          ...d.changedRanges.map((r) => `  [${hex(r.gpa)}, ${hex(r.gpa + r.length)})  ${size(r.length)}`),
+          d.state.same ? 'state: identical' : `state: ${d.state.paths.length} field(s) differ`,
+          ...d.state.paths.map((p) => `  ${p}`),
+        ].join('\n'),
+      );
+      return d.changed.length === 0 && d.state.same ? 0 : 1;
+    }
+    case 'push': {
+      want(2, 'push REF http://HOST:PORT/REPO[:TAG]');
+      const r = await store.push(args[0]!, args[1]!, net);
+      out(r, () => `pushed ${r.ref} to ${r.remote}: ${r.transferredBlobs} blob(s) uploaded, ${r.skippedBlobs} already there; ${size(r.bytesTransferred)} sent of ${size(r.bytesTotal)}`);
+      return 0;
+    }
+    case 'pull': {
+      if (args.length < 1 || args.length > 2) throw new UsageError('snapshot pull: expected pull http://HOST:PORT/REPO:TAG [REF]');
+      const r = await store.pull(args[0]!, args[1], { ...net, force: values.force === true });
+      out(r, () => `pulled ${r.remote} as ${r.ref}: ${r.transferredBlobs} blob(s) downloaded, ${r.skippedBlobs} already in the store; ${size(r.bytesTransferred)} received of ${size(r.bytesTotal)}`);
+      return 0;
+    }
+    case 'delete': {
+      want(1, 'delete REF');
+      const r = await store.delete(args[0]!);
+      out(r, () => `deleted ${r.ref} (${r.digest}); run 'firmament snapshot gc' to free blobs no other snapshot uses`);
+      return 0;
+    }
+    case 'gc': {
+      want(0, 'no arguments');
+      const r = await store.gc();
+      out(r, () => `removed ${r.removedBlobs} blob(s), ${size(r.freedBytes)} freed`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`snapshot: unknown subcommand '${sub}' (list, inspect, verify, diff, push, pull, delete or gc)`);
+  }
+}
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+function size(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(n % 1024 ? 1 : 0)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(n % 1024 ** 2 ? 1 : 0)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
