@@ -160,23 +160,32 @@ export class Hypervisor implements CpuScheduler {
 
   /**
    * Round-robin: at most one vCPU per pCPU per round; the rest wait for the next round.
-   * The array is reused (valid until the next call): this runs once per timer tick of an idle guest.
+   * VMs take turns being first, and each VM rotates its own vCPUs with a cursor
+   * that is part of its saved state, so a restored VM interleaves its vCPUs
+   * exactly as it would have. The array is reused (valid until the next call):
+   * this runs once per timer tick of an idle guest.
    */
   runnable(): readonly X86Cpu[] {
-    const ready = this.ready;
     const picked = this.picked;
-    ready.length = 0;
     picked.length = 0;
-    for (const vm of this.vms) if (vm.state === 'running') for (const c of vm.vcpus) if (c.cpu.state === 'running') ready.push(c);
-    if (ready.length === 0) return picked;
-    const start = this.rr % ready.length;
-    const n = Math.min(this.pcpus, ready.length);
-    for (let slot = 0; slot < n; slot++) {
-      const v = ready[(start + slot) % ready.length]!;
-      v.lastPcpu = slot;
-      picked.push(v.cpu);
+    const nVms = this.vms.length;
+    for (let k = 0; k < nVms && picked.length < this.pcpus; k++) {
+      const vm = this.vms[(this.rr + k) % nVms]!;
+      if (vm.state !== 'running') continue;
+      const ready = this.ready;
+      ready.length = 0;
+      for (const c of vm.vcpus) if (c.cpu.state === 'running') ready.push(c);
+      if (ready.length === 0) continue;
+      const start = vm.scheduleCursor % ready.length;
+      const n = Math.min(this.pcpus - picked.length, ready.length);
+      for (let i = 0; i < n; i++) {
+        const v = ready[(start + i) % ready.length]!;
+        v.lastPcpu = picked.length;
+        picked.push(v.cpu);
+      }
+      vm.scheduleCursor += n;
     }
-    this.rr += n;
+    if (nVms > 0) this.rr = (this.rr + 1) % nVms;
     return picked;
   }
 

@@ -85,6 +85,8 @@ export class Vm implements CpuHost {
   serial = '';
   ioExits = 0;
   mmioExits = 0;
+  /** Which of its ready vCPUs the scheduler runs first next round (saved: it decides the interleaving). */
+  scheduleCursor = 0;
   onSerial: ((text: string) => void) | undefined;
   onStop: ((vm: Vm) => void) | undefined;
 
@@ -240,6 +242,7 @@ export class Vm implements CpuHost {
       serial: this.serial,
       ioExits: this.ioExits,
       mmioExits: this.mmioExits,
+      scheduleCursor: this.scheduleCursor,
       state: this.state,
       exit: this.exit ? { reason: this.exit.reason, code: this.exit.code, detail: this.exit.detail ?? '' } : null,
     };
@@ -266,6 +269,8 @@ export class Vm implements CpuHost {
     const serial = stateString(rec, 'serial', who);
     const ioExits = stateNumber(rec, 'ioExits', who);
     const mmioExits = stateNumber(rec, 'mmioExits', who);
+    const scheduleCursor = stateNumber(rec, 'scheduleCursor', who);
+    if (!Number.isSafeInteger(scheduleCursor) || scheduleCursor < 0) throw new StateError(who, 'scheduleCursor', `${scheduleCursor} is not a count`);
     this.board.restoreState(stateRecord(board, 'devices', `${who}.board`), board['lapics'], `${who}.board`);
     this.vcpus.forEach((v, i) => {
       v.cpu.restoreState(cpus[i] as StateRecord, opts);
@@ -277,6 +282,7 @@ export class Vm implements CpuHost {
     this.serial = serial;
     this.ioExits = ioExits;
     this.mmioExits = mmioExits;
+    this.scheduleCursor = scheduleCursor;
     if (state === 'stopped') {
       const e = exitRec !== null && typeof exitRec === 'object' && !Array.isArray(exitRec) && !(exitRec instanceof Uint8Array) ? exitRec : null;
       this.state = 'stopped';

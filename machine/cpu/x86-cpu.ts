@@ -147,7 +147,8 @@ export class X86Cpu implements DeliveryCpu {
   /** A triple fault while delivering an interrupt between runs. */
   private deferredTripleFault: string | null = null;
   private readonly paging = new BigUint64Array(5);
-  monitor: { paddr: number; armed: boolean; triggered: boolean } | null = null;
+  /** The MONITORed line: `paddr` host-physical (what writes are compared with), `gpa` as the guest named it (what a snapshot keeps). */
+  monitor: { paddr: number; gpa: number; armed: boolean; triggered: boolean } | null = null;
   private mwaitBreakOnMaskedIrq = false;
 
   constructor(
@@ -195,6 +196,7 @@ export class X86Cpu implements DeliveryCpu {
     h.engine.restoreContext(this.parked);
     h.slice64[SLICE.units / 8] = this.parkedUnits;
     h.engine.msrGuard = this.msrGuard;
+    this.injector?.rearm();
   }
 
   /**
@@ -203,8 +205,9 @@ export class X86Cpu implements DeliveryCpu {
    * the request bit lives in the engine, not in the context.
    */
   park(): void {
-    const undelivered = this.injector?.takeUndelivered() ?? null;
-    if (undelivered !== null) this.deliverExternal(undelivered);
+    const faulted = this.injector?.afterRun() ?? null;
+    if (faulted !== null) this.deliverExternal(faulted);
+    this.injector?.park();
     const h = this.hostCpu;
     this.parked.set(h.engine.contextView());
     this.parkedUnits = h.slice64[SLICE.units / 8]!;
@@ -438,6 +441,14 @@ export class X86Cpu implements DeliveryCpu {
     return { paddr: r.paddr, perms };
   }
 
+  /** Where a (guest-)physical address lives in the machine: through the EPT for a vCPU (-1 if unmapped). */
+  private hostPhysical(paddr: number): number {
+    const sl = this.host.secondLevel;
+    if (!sl) return paddr;
+    const t = sl.inspect(BigInt(paddr), 'read');
+    return t.hpa === null ? -1 : Number(t.hpa);
+  }
+
   /** Inspection and `translate`: a side-effect-free walk with the CPU's current control registers. */
   translate(vaddr: bigint, access: 'read' | 'write' | 'fetch' = 'read', user = false): WalkResult {
     return walk(this.memoryView, this.readControl(), vaddr, { access, user, setAccessedDirty: false });
@@ -524,21 +535,38 @@ export class X86Cpu implements DeliveryCpu {
   /** Wake from HLT/MWAIT when an interrupt is pending, then deliver it if IF allows. */
   serviceInterrupts(): void {
     const injector = this.injector;
-    if (this.state === 'wait-for-sipi' || this.state === 'shutdown' || injector?.pending) return;
+    if (this.state === 'wait-for-sipi' || this.state === 'shutdown') return;
+    if (injector?.pending) {
+      // Held by QEMU until the window opens; a CPU that went to sleep with the window open wakes to take it.
+      if (this.state !== 'running' && injector.window() === 1) this.wake(`interrupt 0x${injector.pendingVector!.toString(16)}`);
+      return;
+    }
     if (!this.host.interruptPending(this)) return;
-    // Native: IF (bit 0) and the interrupt shadow (bit 1) straight from QEMU's env, no context copy.
-    const window = injector ? injector.window() : this.interruptFlag() ? 1 : 0;
-    if (!(window & 1)) {
+    if (injector) {
+      // Handed over only with the window open (IF=1, no shadow): QEMU then delivers it before the next instruction.
+      const open = injector.window() === 1;
+      if (!open) {
+        if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
+        return;
+      }
+      const vector = this.host.acknowledgeInterrupt(this);
+      if (vector === null) return;
+      if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
+      injector.inject(vector);
+      this.count((IRQ_COUNTER_KEYS[vector] ??= `irq:0x${vector.toString(16)}`));
+      return;
+    }
+    // delivery.ts, between runs: only with IF=1 and no interrupt shadow.
+    if (!this.interruptFlag()) {
       if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
       return;
     }
-    const blob = injector ? undefined : this.engine.contextView();
-    if (blob ? interruptsInhibited(blob) : window & 2) return;
+    const blob = this.engine.contextView();
+    if (interruptsInhibited(blob)) return;
     const vector = this.host.acknowledgeInterrupt(this);
     if (vector === null) return;
     if (this.state !== 'running') this.wake(`interrupt 0x${vector.toString(16)}`);
-    if (injector) injector.inject(vector);
-    else this.deliverExternal(vector, blob);
+    this.deliverExternal(vector, blob);
     this.count((IRQ_COUNTER_KEYS[vector] ??= `irq:0x${vector.toString(16)}`));
   }
 
@@ -594,7 +622,7 @@ export class X86Cpu implements DeliveryCpu {
       return { kind: 'error', message: `${err.message} (at RIP 0x${this.readRip().toString(16)})` };
     }
     h.flushCodeIfPending();
-    const undelivered = this.injector?.takeUndelivered() ?? null;
+    const undelivered = this.injector?.afterRun() ?? null;
     try {
       if (undelivered !== null) {
         // QEMU faulted on the way in (a bad gate, IDT or stack page): drop what it raised and
@@ -731,7 +759,8 @@ export class X86Cpu implements DeliveryCpu {
         const lin = this.engine.readReg(REG.RAX) + (this.mode() === 'long' ? 0n : this.segBase(SEG.DS));
         const r = this.translate(lin, 'read');
         if (!r.ok) return this.raise(VECTOR.PF, r.errorCode, lin);
-        this.monitor = { paddr: Number(r.paddr & ~63n), armed: true, triggered: false };
+        const gpa = Number(r.paddr & ~63n);
+        this.monitor = { paddr: this.hostPhysical(gpa), gpa, armed: true, triggered: false };
         this.completeInstruction(rip + 3n);
         this.count('monitor');
         return { kind: 'requested' };
@@ -823,10 +852,10 @@ export class X86Cpu implements DeliveryCpu {
   }
 
   saveState(): StateRecord {
-    // An interrupt handed to QEMU but not yet delivered is delivered now, so the saved context has it.
-    const undelivered = this.injector?.takeUndelivered() ?? null;
-    if (undelivered !== null) this.deliverExternal(undelivered);
     const engine = this.engine;
+    // An interrupt QEMU faulted on is delivered now; one it holds for an interrupt window stays pending in the record.
+    const faulted = this.injector?.afterRun() ?? null;
+    if (faulted !== null) this.deliverExternal(faulted);
     return {
       version: X86Cpu.STATE_VERSION,
       fingerprint: X86Cpu.contextFingerprint(engine),
@@ -835,8 +864,9 @@ export class X86Cpu implements DeliveryCpu {
       // A triple fault still to be reported by the next runSlice is where this CPU already is.
       state: this.deferredTripleFault !== null ? 'shutdown' : this.state,
       units: Number(this.units),
-      monitor: this.monitor ? this.monitor.paddr : -1,
+      monitor: this.monitor ? this.monitor.gpa : -1,
       monitorTriggered: this.monitor?.triggered ?? false,
+      pendingInterrupt: this.injector?.pendingVector ?? -1,
       mwaitBreakOnMaskedIrq: this.mwaitBreakOnMaskedIrq,
     };
   }
@@ -856,6 +886,8 @@ export class X86Cpu implements DeliveryCpu {
     const mon = stateNumber(s, 'monitor', who);
     const triggered = stateBoolean(s, 'monitorTriggered', who);
     const mwaitBreak = stateBoolean(s, 'mwaitBreakOnMaskedIrq', who);
+    const pendingInterrupt = stateNumber(s, 'pendingInterrupt', who);
+    if (!Number.isInteger(pendingInterrupt) || pendingInterrupt < -1 || pendingInterrupt > 255) throw new StateError(who, 'pendingInterrupt', `${pendingInterrupt} is not a vector (or -1)`);
     const portable = stateRecord(s, 'portable', who);
     const engine = this.engine;
     const raw = !opts.portable && stateString(s, 'fingerprint', who) === X86Cpu.contextFingerprint(engine) ? stateBytes(s, 'context', who, engine.contextSize) : null;
@@ -879,8 +911,13 @@ export class X86Cpu implements DeliveryCpu {
     engine.flushCode();
     this.state = st as CpuRunState;
     this.units = BigInt(units);
-    this.monitor = mon >= 0 ? { paddr: mon, armed: true, triggered } : null;
+    this.monitor = mon >= 0 ? { paddr: this.hostPhysical(mon), gpa: mon, armed: true, triggered } : null;
     this.mwaitBreakOnMaskedIrq = mwaitBreak;
+    if (pendingInterrupt >= 0) {
+      // Handed to the CPU before the save: QEMU delivers it when the window opens (delivery.ts at once without native injection).
+      if (this.injector) this.injector.rearm(pendingInterrupt);
+      else this.deliverExternal(pendingInterrupt);
+    }
   }
 
   /** The context is thrown away (its VM or machine is gone); an engine it made for itself is closed. */

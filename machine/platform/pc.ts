@@ -390,9 +390,21 @@ export class PcMachine implements CpuHost {
     return this.pausedFlag;
   }
 
+  /** Stops at the next block boundary of the running CPU (debuggers, the monitor). */
   pause(): void {
     this.pausedFlag = true;
     this.kick();
+  }
+
+  /**
+   * Stops at the end of the current scheduling round without cutting the
+   * running slice short. Where slices end decides where an interrupt held back
+   * by IF=0 is delivered and which vCPU runs next, so a run paused this way
+   * (and snapshotted in the pause) goes on exactly as if it never stopped.
+   */
+  pauseAfterRound(): void {
+    this.pausedFlag = true;
+    this.wakeHost?.();
   }
 
   resume(): void {

@@ -140,9 +140,46 @@ export class InterruptInjector {
     this.hflagsAt = layout.envOffset + L.hflags;
   }
 
-  /** An interrupt was handed to QEMU and the run that delivers it has not ended yet. */
+  /** An interrupt was handed to QEMU (or is held while the context is parked) and has not been delivered yet. */
   get pending(): boolean {
     return this.injected !== null;
+  }
+
+  /** The vector handed over and not delivered yet, or null. */
+  get pendingVector(): number | null {
+    return this.injected;
+  }
+
+  /**
+   * After a run: the vector QEMU faulted on while delivering (withdrawn, for
+   * delivery.ts to deliver with the SDM's rules), or null. An interrupt that
+   * QEMU is still holding because IF=0 or an interrupt shadow kept the window
+   * shut stays requested: QEMU delivers it at the first instruction boundary
+   * where the window opens, as hardware does.
+   */
+  afterRun(): number | null {
+    const faulted = this.faulted;
+    this.faulted = null;
+    if (faulted !== null) return faulted;
+    const vector = this.injected;
+    if (vector === null) return null;
+    // QEMU clears the request when it delivers; test-and-clear, and put it back if it is still waiting.
+    if (this.cpu.engine.takeIrq(this.layout.cpuField, this.layout.request, CPU_INTERRUPT_VIRQ)) this.cpu.engine.raiseIrq(this.layout.cpuField, CPU_INTERRUPT_VIRQ);
+    else this.injected = null;
+    return null;
+  }
+
+  /** The context leaves its engine: take a waiting request out of QEMU's CPU (the vector stays pending here). */
+  park(): void {
+    const vector = this.injected;
+    if (vector === null) return;
+    if (!this.cpu.engine.takeIrq(this.layout.cpuField, this.layout.request, CPU_INTERRUPT_VIRQ)) this.injected = null;
+  }
+
+  /** The context is loaded into an engine (or restored): raise a pending vector in it again. */
+  rearm(vector: number | null = this.injected): void {
+    if (vector === null) return;
+    this.inject(vector);
   }
 
   /** Bit 0: EFLAGS.IF, bit 1: interrupt shadow; read from QEMU's env (no context copy). */
