@@ -67,7 +67,10 @@ function bootVariants(spec: TestSpec, cliFaults: readonly string[]): { suffix: s
   const own = spec.faultMatrix ? spec.faultMatrix.map((m) => [...spec.faults, ...m]) : [spec.faults];
   const matrix = spec.faultMatrix !== null || cliFaults.length > 0;
   const sets = cliFaults.length ? own.flatMap((f) => cliFaults.map((c) => (c === 'none' ? f : [...f, c]))) : own;
-  return sets.map((faults) => ({ suffix: matrix ? variantLabel(faults) : null, faults: [...new Set(faults)] }));
+  return sets.map((f) => {
+    const faults = [...new Set(f)];
+    return { suffix: matrix ? variantLabel(faults) : null, faults };
+  });
 }
 
 /** Run i of the expanded list belongs to shard (i mod M) + 1: deterministic, and balanced to within one run. */
