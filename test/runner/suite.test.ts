@@ -82,7 +82,7 @@ containers = { memtest = "pass", cmos = "fixed" }
       [t('retries = -1'), /inline\.toml:4: test 't': retries: expected a whole number from 0 to 10, got number -1/],
       [t('clock = "fast"'), /inline\.toml:4: test 't': clock: expected one of "virtual", "realtime", got string "fast"/],
       [t('mem = "64Q"'), /inline\.toml:4: test 't': mem: size '64Q' is not a size/],
-      [t('\n[test.expect]\nserial = ["ok", "(unclosed"]'), /inline\.toml:7: test 't': expect\.serial\[1\]: bad regular expression \/\(unclosed\/: /],
+      [t('\n[test.expect]\nserial = ["ok", "(unclosed"]'), /inline\.toml:6: test 't': expect\.serial\[1\]: bad regular expression \/\(unclosed\/: Unterminated group$/],
       [t('expect = { exitt = 1 }'), /inline\.toml:4: test 't': expect\.exitt: unknown key \(did you mean 'exit'\?\)/],
       [t('expect.serial = "one"'), /inline\.toml:4: test 't': expect\.serial: expected a list \[\.\.\.\], got string "one"/],
       [t('faults = ["uart-dead"]'), /inline\.toml:4: test 't': faults: only for boot tests/],

@@ -393,7 +393,7 @@ class SuiteReader {
       // 'm': ^ and $ match at line ends, as in a log.
       return new RegExp(s, 'm');
     } catch (e) {
-      this.fail(path, label, `bad regular expression /${s}/: ${(e as Error).message.replace(/^Invalid regular expression: /, '')}`);
+      this.fail(path, label, `bad regular expression /${s}/: ${(e as Error).message.replace(/^Invalid regular expression: \/.*\/[a-z]*: /s, '')}`);
     }
   }
 
