@@ -6,8 +6,8 @@
  * saved by the worker when the run ended unexpectedly).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { PROJECT_ROOT } from '../../machine/cpu/unicorn/locate.js';
 import type { PlannedTest } from './plan.js';
 import { consoleText, judge, type Verdict, type WorkerOutcome, type WorkerReport } from './verdict.js';
@@ -172,6 +172,15 @@ function keepArtifacts(dir: string, t: PlannedTest, command: string[], o: Worker
   writeFileSync(join(dir, 'result.txt'), lines.join('\n') + '\n');
 }
 
+/** A suite's artefact folder goes when nothing failed in it (sync, so no other lane is writing into it meanwhile). */
+function removeIfEmpty(dir: string): void {
+  try {
+    if (readdirSync(dir).length === 0) rmdirSync(dir);
+  } catch {
+    // Already gone, or someone else's files: leave it.
+  }
+}
+
 async function runTest(t: PlannedTest, opts: RunOptions, worker: (t: PlannedTest, s: string | null) => WorkerCommand): Promise<TestResult> {
   if (t.spec.skip !== null) return { test: t, outcome: 'skipped', flaky: false, attempts: [], durationMs: 0 };
   const attempts: Attempt[] = [];
@@ -196,7 +205,10 @@ async function runTest(t: PlannedTest, opts: RunOptions, worker: (t: PlannedTest
   }
   const last = attempts[attempts.length - 1]!;
   const outcome = last.verdict.kind === 'passed' ? 'passed' : last.verdict.kind === 'error' ? 'error' : 'failed';
-  if (attempts.every((a) => a.artifacts === null)) rmSync(testDir, { recursive: true, force: true });
+  if (attempts.every((a) => a.artifacts === null)) {
+    rmSync(testDir, { recursive: true, force: true });
+    removeIfEmpty(dirname(testDir));
+  }
   return { test: t, outcome, flaky: outcome === 'passed' && attempts.length > 1, attempts, durationMs: attempts.reduce((n, a) => n + a.durationMs, 0) };
 }
 
