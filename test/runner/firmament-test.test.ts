@@ -83,7 +83,7 @@ describe.skipIf(!hasXmllint)('firmament test', () => {
     expect(suite!.cases.find((c) => c.name === 'hello')!.systemOut).toBe(readFileSync(join(ROOT, 'test/guests/expected/hello.txt'), 'latin1').replace(/\r\n/g, '\n'));
     // Passing tests leave no artefacts.
     expect(existsSync(join(dir, 'art-guests', 'guests'))).toBe(false);
-  });
+  }, 600_000);
 
   it('guests.toml describes every guest golden case of cases.json (the QEMU oracle list)', () => {
     const manifest = JSON.parse(readFileSync(join(ROOT, 'test/guests/expected/cases.json'), 'utf8')) as { cases: { guest: string; expected: string; append?: string; smp?: number; cpu?: string; exitCode: number }[] };
@@ -96,7 +96,7 @@ describe.skipIf(!hasXmllint)('firmament test', () => {
     const suiteFile = 'test/fixtures/suites/mixed.toml';
     const art = () => join(dir, 'art-mixed');
     let merged: JunitCase[] = [];
-    let json: JsonTest[] = [];
+    const json: JsonTest[] = [];
     let listed: string[] = [];
 
     beforeAll(async () => {

@@ -158,7 +158,12 @@ function progressPrinter(out: NodeJS.WriteStream): ((p: Progress) => void) & { f
   const t0 = performance.now();
   let shown: TestResult | null = null;
   const tty = out.isTTY === true;
+  let latest: Progress | null = null;
+  // On a terminal the line's clock moves once a second even while every worker is busy.
+  const ticker = tty ? setInterval(() => latest && fn(latest), 1000) : null;
+  ticker?.unref();
   const fn = (p: Progress): void => {
+    latest = p;
     const elapsed = ((performance.now() - t0) / 1000).toFixed(1);
     const head = `[${p.done}/${p.total}] ${p.passed} passed, ${p.failed} failed${p.skipped ? `, ${p.skipped} skipped` : ''}`;
     if (tty) {
@@ -173,6 +178,7 @@ function progressPrinter(out: NodeJS.WriteStream): ((p: Progress) => void) & { f
   };
   return Object.assign(fn, {
     finish: () => {
+      if (ticker) clearInterval(ticker);
       if (tty) out.write('\r\x1b[K');
     },
   });

@@ -19,7 +19,7 @@ export class SuiteError extends Error {
     readonly field: string,
     message: string,
   ) {
-    super(`${file}:${line}: ${field}: ${message}`);
+    super(line > 0 ? `${file}:${line}: ${field}: ${message}` : `${file}: ${message}`);
   }
 }
 
@@ -128,7 +128,7 @@ export function loadSuite(file: string, opts: { checkFiles?: boolean } = {}): Su
   try {
     source = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new SuiteError(file, 0, 'file', (e as Error).message);
+    throw new SuiteError(file, 0, 'file', `cannot read the suite file: ${(e as Error).message}`);
   }
   return parseSuite(source, file, opts);
 }
