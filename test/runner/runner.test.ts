@@ -106,6 +106,21 @@ else report(1, 'ok\\n');`),
     expect(r!.attempts[0]!.verdict).toEqual({ kind: 'error', type: 'worker', messages: ['the worker printed no JSON report (exit status 2): nothing on stdout; stderr: firmament: --vcpus 0: expected 1..64'] });
   });
 
+  it("records a snapshot the machine could not save in the artefacts, and judges the run as usual", async () => {
+    const tests = plan('[[test]]\nname = "nosave"\nimage = "x.elf"\n');
+    const art = join(dir, 'art-nosave');
+    const [r] = await runTests(tests, {
+      jobs: 1,
+      artifactsDir: art,
+      snapshots: 'always',
+      worker: fakeWorker(`process.stdout.write(JSON.stringify({ serial: 'x', exit: { reason: 'triple-fault', code: 0 }, snapshot: { file: 'f', error: 'saving the machine state failed: hypervisor: not yet' } }));`),
+    });
+    expect(r!.attempts[0]!.verdict).toEqual({ kind: 'failure', type: 'expectation', messages: ['exit status 0 (triple-fault), expected 1'] });
+    const attempt = join(art, 'suite', 'nosave', 'attempt-1');
+    expect(readFileSync(join(attempt, 'snapshot-error.txt'), 'utf8')).toBe('saving the machine state failed: hypervisor: not yet\n');
+    expect(readFileSync(join(attempt, 'result.txt'), 'utf8')).toContain('snapshot: not saved: saving the machine state failed: hypervisor: not yet');
+  });
+
   it('runs at most --jobs workers at once, and returns results in suite order', async () => {
     const names = ['a', 'b', 'c', 'd', 'e', 'f'];
     const tests = plan(names.map((n) => `[[test]]\nname = "${n}"\nimage = "x.elf"\n`).join(''));
