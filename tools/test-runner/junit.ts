@@ -7,7 +7,7 @@
  */
 import { hostname } from 'node:os';
 import { XMLBuilder, XMLParser, XMLValidator } from 'fast-xml-parser';
-import type { TestResult } from './runner.js';
+import { shellWord, type TestResult } from './runner.js';
 
 export type CaseOutcome = { kind: 'passed' } | { kind: 'failure' | 'error'; message: string; type: string; text: string } | { kind: 'skipped'; message: string };
 
@@ -63,7 +63,7 @@ export function junitCase(r: TestResult): JunitCase {
   if (r.outcome === 'skipped') outcome = { kind: 'skipped', message: r.test.spec.skip ?? 'skipped' };
   else if (!last || last.verdict.kind === 'passed') outcome = { kind: 'passed' };
   else {
-    const text = [...last.verdict.messages, '', `command: ${last.command.join(' ')}`, ...(last.artifacts ? [`artefacts: ${last.artifacts}`] : [])].join('\n');
+    const text = [...last.verdict.messages, '', `command: ${last.command.map(shellWord).join(' ')}`, ...(last.artifacts ? [`artefacts: ${last.artifacts}`] : [])].join('\n');
     outcome = { kind: last.verdict.kind, message: last.verdict.messages[0] ?? 'failed', type: last.verdict.type, text };
   }
   return { name: r.test.id, classname, timeS: seconds(r.durationMs), outcome, systemOut: last ? last.console : null, systemErr };

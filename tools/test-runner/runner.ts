@@ -96,6 +96,11 @@ function defaultWorker(policy: SnapshotPolicy): (t: PlannedTest, snapshotFile: s
   };
 }
 
+/** A word a POSIX shell reads back as itself: the command lines in result.txt are meant to be pasted. */
+export function shellWord(s: string): string {
+  return /^[\w./:=+,@%-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
 /** A folder name from a test id ("boot[uart-dead+ram:0x3000000+0x1000]" keeps its meaning, loses '/' and ':'). */
 export function safeName(id: string): string {
   return id.replace(/[^\w.+[\]=-]+/g, '_');
@@ -155,13 +160,13 @@ function keepArtifacts(dir: string, t: PlannedTest, command: string[], o: Worker
   if (o.report) writeFileSync(join(dir, 'report.json'), JSON.stringify(o.report, null, 2) + '\n');
   if (o.stderr) writeFileSync(join(dir, 'stderr.log'), o.stderr);
   const messages = verdict.kind === 'passed' ? [] : verdict.messages;
-  const lines = [`test: ${t.suite}/${t.id}`, `command: ${command.map((a) => (/^[\w./:=+-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`, `exit status: ${o.status ?? `signal ${o.signal}`}`, '', ...messages];
+  const lines = [`test: ${t.suite}/${t.id}`, `command: ${command.map(shellWord).join(' ')}`, `exit status: ${o.status ?? `signal ${o.signal}`}`, '', ...messages];
   const snap = o.report?.snapshot;
   if (snap && 'error' in snap) {
     writeFileSync(join(dir, 'snapshot-error.txt'), snap.error + '\n');
     lines.push('', `snapshot: not saved: ${snap.error}`);
   } else if (snapshotFile && existsSync(snapshotFile)) {
-    lines.push('', `snapshot: ${snapshotFile}`, `  open it: firmament tui --restore ${snapshotFile}`);
+    lines.push('', `snapshot: ${snapshotFile}`, `  open it: firmament tui --restore ${shellWord(snapshotFile)}`);
   } else if (policy === 'never') {
     lines.push('', 'snapshot: none (--snapshots never)');
   } else if (o.killed || !o.report) {
