@@ -1,4 +1,5 @@
 /** `firmament boot`: power on the default machine, stream COM1 and POST codes, report. */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { boot, bootSucceeded, machineMemoryFor, type BootGuest, type BootReport, type PostCodeRecord } from '../../machine/platform/boot.js';
 import { parseSize } from '../../machine/platform/faults.js';
@@ -73,7 +74,8 @@ export async function bootCommand(argv: string[]): Promise<number> {
       'guest-vcpus': { type: 'string' },
       registry: { type: 'string' },
       junit: { type: 'string' },
-      'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' },
+      'snapshot-on-exit': { type: 'string' },
+      'snapshot-unless-status': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -107,7 +109,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
   let snapshot: SnapshotOutcome | undefined;
   const saveOnExit = (m: PcMachine, r: BootReport): void => {
     if (snapshotFile === undefined || exitStatus(r, values.strict === true) === snapshotUnless) return;
-    snapshot = writeMachineSnapshot(snapshotFile, m, { command: 'boot', memBytes, cpus: o.cpus, faults: o.faults.map((f) => f.text), seed: o.seed, guests, handedOff: r.handoff !== null });
+    snapshot = writeMachineSnapshot(snapshotFile, m, { command: 'boot', memBytes, cpus: o.cpus, faults: o.faults.map((f) => f.text), seed: o.seed, guests: guests.map((g) => ({ ...g, path: resolve(g.path) })), handedOff: r.handoff !== null });
   };
   const report = await boot(
     {

@@ -1,4 +1,5 @@
 /** `firmament run <guest.elf>`: boot a Multiboot image directly, like `qemu-system-x86_64 -kernel`. */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createGuestMachine } from '../../hypervisor/run-guests.js';
 import { parseSize } from '../../machine/platform/faults.js';
@@ -67,7 +68,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     const cpu = process.cpuUsage(cpu0);
     const host = { wallMs: Math.round((performance.now() - wall0) * 10) / 10, cpuMs: Math.round((cpu.user + cpu.system) / 100) / 10 };
     const snapshotFile = values['snapshot-on-exit'];
-    const snapshot: SnapshotOutcome | undefined = snapshotFile !== undefined && exit.code !== snapshotUnless ? writeMachineSnapshot(snapshotFile, m, { command: 'run', pcpus, guests: [guest] }) : undefined;
+    const snapshot: SnapshotOutcome | undefined = snapshotFile !== undefined && exit.code !== snapshotUnless ? writeMachineSnapshot(snapshotFile, m, { command: 'run', pcpus, guests: [{ ...guest, path: resolve(guest.path) }] }) : undefined;
     if (values.json) {
       process.stdout.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports(), host, ...(snapshot ? { snapshot } : {}) }) + '\n');
     } else {
