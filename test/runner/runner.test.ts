@@ -93,7 +93,8 @@ else report(1, 'ok\\n');`),
     expect(results[0]).toMatchObject({ outcome: 'error' });
     const v = results[0]!.attempts[0]!.verdict;
     expect(v.kind === 'error' && v.type).toBe('killed');
-    expect(v.kind === 'error' && v.messages[0]).toMatch(/^the worker did not exit within 0\.2 s plus the grace period and was killed; stderr: stuck in a native call$/);
+    // Its stderr is quoted when it got to write any before the kill (a loaded host may not even have started it).
+    expect(v.kind === 'error' && v.messages[0]).toMatch(/^the worker did not exit within 0\.2 s plus the grace period and was killed(; stderr: stuck in a native call)?$/);
     expect(results[0]!.attempts[0]!.status).toBeNull();
     expect(readFileSync(join(dir, 'art-kill', 'suite', 'hangs', 'attempt-1', 'result.txt'), 'utf8')).toContain('snapshot: none (the worker ended without a report)');
     expect(results[1]).toMatchObject({ outcome: 'passed' });
