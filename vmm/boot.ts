@@ -103,6 +103,8 @@ export interface BootListeners {
   onMachine?: (m: PcMachine) => void;
   onHandoff?: (h: Handoff, hv: Hypervisor | null) => void;
   onGuestSerial?: (guest: string, text: string) => void;
+  /** The machine stopped and its report is complete; its engines are still open (e.g. to save its state). */
+  onExit?: (m: PcMachine, report: BootReport) => void;
 }
 
 /** Host RAM a boot with guests needs: the OS and hypervisor's own share plus guest RAM. */
@@ -166,7 +168,7 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
     bootInfo = readBootInfo(m, postCodes.some((p) => p.code === 0x5f));
     const h = handoff as Handoff | null;
     const hvNow = hv as Hypervisor | null;
-    return {
+    const report: BootReport = {
       machine: { memBytes: opts.memBytes, cpus: opts.cpus, faults: opts.faults.map((f) => f.text), containerSource: opts.containers?.kind === 'registry' ? opts.containers.url : 'local OCI layout' },
       postCodes,
       postErrors: postCodes.filter((p) => p.severity !== 'progress'),
@@ -183,6 +185,8 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
       wallMs: Math.round(performance.now() - wall0),
       virtualMs: ms(exit.atNs),
     };
+    listeners.onExit?.(m, report);
+    return report;
   } finally {
     (hv as Hypervisor | null)?.close();
     m.close();

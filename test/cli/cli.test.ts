@@ -13,7 +13,7 @@ describe('firmament CLI', () => {
   it('--help documents every command', () => {
     const r = cli('--help');
     expect(r.status).toBe(0);
-    for (const c of ['boot', 'run', 'translate', 'containers', 'bench', 'tui', 'inspect']) expect(r.stdout).toMatch(new RegExp(`^  ${c} `, 'm'));
+    for (const c of ['boot', 'run', 'translate', 'containers', 'bench', 'tui', 'inspect', 'test']) expect(r.stdout).toMatch(new RegExp(`^  ${c} `, 'm'));
     for (const o of ['--fault', '--guest', '--registry', '--json', '--timeout', '--cpus', '--mem']) expect(r.stdout).toContain(o);
   });
 

@@ -1,4 +1,5 @@
 /** `firmament boot`: power on the default machine, stream COM1 and POST codes, report. */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { boot, bootSucceeded, machineMemoryFor, type BootGuest, type BootReport, type PostCodeRecord } from '../../vmm/boot.js';
 import { parseSize } from '../../machine/platform/faults.js';
@@ -11,6 +12,7 @@ import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { bootHooks, type BootHooks } from './boot-hooks.js';
 import type { Handoff } from '../../machine/platform/handoff.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
+import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
 
 export const BOOT_HELP = `firmament boot [options]
   Powers on the emulated PC and runs the whole path: reset vector, firmware POST, the
@@ -37,6 +39,12 @@ export const BOOT_HELP = `firmament boot [options]
   --strict            fail when POST reported any error or a container did not pass
   --json              print one JSON document on stdout instead of live output
   --junit FILE        also write a JUnit XML report: POST, each container, the handoff, each guest
+  --snapshot-on-exit FILE
+                      when the machine stops (any reason, timeout included), save its state to FILE;
+                      'firmament tui --restore FILE' opens it
+  --snapshot-unless-status N
+                      with --snapshot-on-exit: skip the snapshot when the exit status is N
+                      (a test runner keeps snapshots of unexpected endings only)
   --monitor SOCKET    serve the monitor protocol on this Unix socket while the machine
                       runs (docs/monitor.md); 'firmament tui --attach SOCKET' connects
   --paused            with --monitor: start paused, resume from a monitor client
@@ -66,6 +74,8 @@ export async function bootCommand(argv: string[]): Promise<number> {
       'guest-vcpus': { type: 'string' },
       registry: { type: 'string' },
       junit: { type: 'string' },
+      'snapshot-on-exit': { type: 'string' },
+      'snapshot-unless-status': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -94,6 +104,13 @@ export async function bootCommand(argv: string[]): Promise<number> {
     if (values.paused) session.debugger.pause();
     monitor?.attach(session);
   };
+  const snapshotFile = values['snapshot-on-exit'];
+  const snapshotUnless = snapshotSkipStatus(values['snapshot-unless-status']);
+  let snapshot: SnapshotOutcome | undefined;
+  const saveOnExit = (m: PcMachine, r: BootReport): void => {
+    if (snapshotFile === undefined || exitStatus(r, values.strict === true) === snapshotUnless) return;
+    snapshot = writeMachineSnapshot(snapshotFile, m, { command: 'boot', memBytes, cpus: o.cpus, faults: o.faults.map((f) => f.text), seed: o.seed, guests: guests.map((g) => ({ ...g, path: resolve(g.path) })), handedOff: r.handoff !== null });
+  };
   const report = await boot(
     {
       memBytes,
@@ -115,13 +132,15 @@ export async function bootCommand(argv: string[]): Promise<number> {
           }
         : {}),
       ...(monitor ? { onMachine: attachMonitor, onHandoff: (h: Handoff, hv: Hypervisor | null) => monitorHooks?.onHandoff(h, hv) } : {}),
+      onExit: saveOnExit,
     },
   );
   await monitor?.close();
   if (values.junit !== undefined) writeBootJunit(values.junit, report);
   if (o.json) {
-    process.stdout.write(toJson(report) + '\n');
+    process.stdout.write(toJson(snapshot ? { ...report, snapshot } : report) + '\n');
   } else {
+    if (snapshot) process.stderr.write('error' in snapshot ? `snapshot: ${snapshot.error}\n` : `snapshot: ${snapshot.file} (${snapshot.bytes} bytes)\n`);
     const stageText = report.stages.map((s) => `${s.name} ${s.startMs}-${s.endMs ?? '?'}ms`).join(', ');
     process.stderr.write(`\nexit: ${report.exit.reason} (code ${report.exit.code})${report.exit.detail ? `: ${report.exit.detail}` : ''}\nstages: ${stageText}\n`);
     if (report.postErrors.length) process.stderr.write(`POST errors: ${report.postErrors.map((p) => `${p.hex} ${p.name}`).join(', ')}\n`);

@@ -8,6 +8,7 @@ import { INSPECT_HELP, inspectCommand } from './inspect.js';
 import { TRANSLATE_HELP, translateCommand } from './translate.js';
 import { CONTAINERS_HELP, containersCommand } from './containers.js';
 import { SNAPSHOT_HELP, snapshotCommand } from './snapshot.js';
+import { TEST_HELP, testCommand } from './test.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -22,6 +23,7 @@ Commands:
   bench       measure emulation speed, boot time and idle cost (vs QEMU when installed)
   tui         terminal UI: inspect and debug the machine live (or --attach to a --monitor socket)
   inspect     run to a stop point (breakpoint, POST code, exit) and print the inspection views as JSON
+  test        run suites of boot tests in parallel workers; JUnit and JSON reports, shards, --merge
   help        this text
 
 ${BOOT_HELP}
@@ -38,7 +40,9 @@ ${BENCH_HELP}
 
 ${TUI_HELP}
 
-${INSPECT_HELP}`;
+${INSPECT_HELP}
+
+${TEST_HELP}`;
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -60,6 +64,8 @@ export async function main(argv: string[]): Promise<number> {
         return await tuiCommand(rest);
       case 'inspect':
         return await inspectCommand(rest);
+      case 'test':
+        return await testCommand(rest);
       case undefined:
       case 'help':
       case '--help':
@@ -86,4 +92,4 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 const USAGE_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
-const INPUT_ERRORS = new Set(['FaultSpecError', 'MultibootError', 'MultibootInfoError', 'BootInfoParseError', 'HandoffParseError', 'SnapshotFormatError', 'SnapshotStoreError', 'StateError', 'RegistryError', 'MemoryError', 'UnicornLoadError', 'FrameAllocatorError', 'EptError']);
+const INPUT_ERRORS = new Set(['FaultSpecError', 'MultibootError', 'MultibootInfoError', 'BootInfoParseError', 'HandoffParseError', 'SnapshotFormatError', 'SnapshotStoreError', 'StateError', 'RegistryError', 'MemoryError', 'UnicornLoadError', 'FrameAllocatorError', 'EptError', 'SuiteError', 'JunitError']);

@@ -6,6 +6,7 @@ import { MonitorClient } from '../../tui/monitor-client.js';
 import { UsageError } from './args.js';
 import { LAUNCH_HELP, LAUNCH_OPTION_SPEC, launchMachine } from './launch.js';
 import { claimSocketPath, startMonitorServer, type MonitorServer } from './monitor-server.js';
+import { restoreMachine } from './restore.js';
 
 export const TUI_HELP = `firmament tui [options]
   Terminal UI: boot timeline, consoles, CPU, disassembly, memory, page walk, vCPUs and
@@ -15,20 +16,23 @@ export const TUI_HELP = `firmament tui [options]
 ${LAUNCH_HELP}
   --monitor SOCKET    also serve the monitor protocol on SOCKET (docs/monitor.md)
   --attach SOCKET     attach to a machine started with 'boot --monitor' or 'run --monitor'
-                      instead of starting one (q detaches; the machine keeps running)`;
+                      instead of starting one (q detaches; the machine keeps running)
+  --restore FILE      open a snapshot written by 'boot|run --snapshot-on-exit' (a failing
+                      'firmament test' run keeps one): a machine of the same shape, paused on it`;
 
 export async function tuiCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { ...LAUNCH_OPTION_SPEC, attach: { type: 'string' }, monitor: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  const { values } = parseArgs({ args: argv, options: { ...LAUNCH_OPTION_SPEC, attach: { type: 'string' }, restore: { type: 'string' }, monitor: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
   if (values.help) {
     console.log(TUI_HELP);
     return 0;
   }
   if (!process.stdout.isTTY || !process.stdin.isTTY) throw new UsageError('tui needs a terminal (stdin and stdout must be a TTY); use `firmament inspect --json` for scripts');
   if (values.attach !== undefined) return attach(values.attach);
+  if (values.restore !== undefined && (values.kernel !== undefined || values.guest !== undefined || values.fault !== undefined)) throw new UsageError('--restore builds the machine the snapshot describes; leave out --kernel, --guest and --fault');
 
   if (values.monitor !== undefined) await claimSocketPath(values.monitor);
   // The machine runs in the background from here on; its exit leaves the TUI up on the final state.
-  const launched = await launchMachine(values);
+  const launched = values.restore !== undefined ? restoreMachine(values.restore) : await launchMachine(values);
   let server: MonitorServer | null = null;
   try {
     if (values.monitor !== undefined) server = await startMonitorServer(launched.session, values.monitor);

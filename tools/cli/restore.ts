@@ -1,0 +1,69 @@
+/**
+ * Builds a machine of the shape recorded in a `--snapshot-on-exit` file,
+ * restores the saved state into it and holds it paused under a debug session:
+ * what `firmament tui --restore FILE` opens (a failing test's snapshot, say).
+ */
+import { basename } from 'node:path';
+import { createBootMachine } from '../../vmm/boot.js';
+import { parseFault } from '../../machine/platform/faults.js';
+import { createGuestMachine } from '../../vmm/run-guests.js';
+import { DebugSession } from '../../machine/debug/session.js';
+import type { PcMachine } from '../../machine/platform/pc.js';
+import type { InspectHooks } from '../../machine/inspect/snapshot.js';
+import { readMachineSnapshot } from './snapshot-file.js';
+import { guestHooks } from './guest-hooks.js';
+
+export interface RestoredMachine {
+  machine: PcMachine;
+  session: DebugSession;
+  label: string;
+  initialCpu: number;
+  initialConsole(): string;
+  close(): Promise<void>;
+}
+
+export function restoreMachine(file: string): RestoredMachine {
+  const { shape, machine: state } = readMachineSnapshot(file);
+  let machine: PcMachine;
+  let hooks: InspectHooks = {};
+  let release = (): void => {};
+  let what: string;
+  if (shape.command === 'run') {
+    const g = createGuestMachine(shape.guests, { pcpus: shape.pcpus, pace: 'realtime' });
+    machine = g.machine;
+    hooks = guestHooks(g.machine, g.hypervisor);
+    release = () => g.hypervisor.close();
+    what = `guest ${shape.guests.map((x) => basename(x.path)).join(', ')}`;
+  } else {
+    // Fault specs were checked when the machine first ran; a bad one here means a hand-edited file.
+    machine = createBootMachine({ memBytes: shape.memBytes, cpus: shape.cpus, faults: shape.faults.map(parseFault), seed: shape.seed, pace: 'realtime' });
+    what = `firmware boot, ${shape.memBytes >> 20} MiB, ${shape.cpus} CPU${shape.cpus > 1 ? 's' : ''}${shape.handedOff ? ', after the handoff' : ''}`;
+  }
+  try {
+    machine.restoreState(state);
+  } catch (e) {
+    release();
+    machine.close();
+    throw e;
+  }
+  const label = `${what}, restored from ${basename(file)}`;
+  const session = new DebugSession(machine, { label, hooks });
+  session.debugger.pause();
+  // Paused until the user continues; the run loop sleeps meanwhile (no busy wait).
+  const finished = machine.run().then(() => undefined);
+  return {
+    machine,
+    session,
+    label,
+    initialCpu: shape.command === 'run' ? machine.cpus.length : 0,
+    initialConsole: () => hooks.vmConsoles?.()[0]?.id ?? 'com1',
+    close: async () => {
+      if (!machine.exit) machine.stop('closed by the user');
+      if (machine.paused) machine.resume();
+      await finished;
+      session.close();
+      release();
+      machine.close();
+    },
+  };
+}
