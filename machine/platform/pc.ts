@@ -588,6 +588,9 @@ export class PcMachine implements CpuHost {
    */
   saveState(): StateRecord {
     if (this.active) throw new StateError('pc', 'active', 'cannot save while a CPU is running');
+    // The machine record covers RAM, CPUs and devices; a hypervisor's VMs (vCPU contexts, per-VM
+    // devices and clocks) live outside it, and a restore would silently restart them.
+    if (this.scheduler) throw new StateError('pc', 'scheduler', `the ${this.scheduler.name} has taken this machine over, and its VMs are not part of the machine record; save each VM instead (firmament snapshot save, Hypervisor.snapshotVm)`);
     return {
       version: this.stateVersion,
       memBytes: this.config.memBytes,
