@@ -292,6 +292,33 @@ export class Hypervisor implements CpuScheduler {
     return vm;
   }
 
+  /**
+   * Puts a running VM back at a snapshot in place (monitor `snapshot-load`):
+   * the same VM object, vCPUs and guest frames, with the snapshot's memory,
+   * devices, vCPUs and clock. The record is first checked whole by building a
+   * throwaway VM from it (lazy memory: nothing copied), so a refused record
+   * changes nothing.
+   */
+  loadVmInPlace(vm: Vm, image: VmImage, opts: { portable?: boolean } = {}): void {
+    if (!this.vms.includes(vm)) throw new StateError('hypervisor', 'vm', `${vm.name} is not a VM of this hypervisor`);
+    const probe = this.restoreVm(image.state, { ranges: image.memory, populate: 'lazy' }, { ...opts, start: false });
+    probe.close();
+    if (probe.vcpuCount !== vm.vcpuCount) throw new StateError(`vm ${vm.name}`, 'vcpus', `snapshot has ${probe.vcpuCount} vCPUs, this VM ${vm.vcpuCount}`);
+    if (probe.vmMemory.ramBytes !== vm.vmMemory.ramBytes) throw new StateError(`vm ${vm.name}`, 'memBytes', `snapshot has ${probe.vmMemory.ramBytes} bytes of RAM, this VM ${vm.vmMemory.ramBytes}`);
+    const given = new Set<number>();
+    for (const r of image.memory) for (let off = 0; off < r.bytes.length; off += 4096) given.add(r.gpa + off);
+    const zero = new Uint8Array(4096);
+    for (const m of [...vm.vmMemory.ept.mappings(0, vm.vmMemory.ramBytes)]) {
+      for (let off = 0; off < m.size; off += 4096) if (!given.has(m.gpa + off)) vm.vmMemory.write(m.gpa + off, zero);
+    }
+    for (const r of image.memory) vm.vmMemory.write(r.gpa, r.bytes);
+    vm.clock.reset(stateNumber(image.state, 'clockNs', 'vm'));
+    vm.restoreState(image.state, opts);
+    this.allCache = null;
+    this.vcpuByCpu.clear();
+    this.machine.kick();
+  }
+
   /** The per-guest JSON the CLI prints. */
   guestReports(): GuestReport[] {
     return this.vms.map((vm) => ({

@@ -283,7 +283,12 @@ export class Vm implements CpuHost {
     this.ioExits = ioExits;
     this.mmioExits = mmioExits;
     this.scheduleCursor = scheduleCursor;
-    if (state === 'stopped') {
+    if (state === 'running') {
+      // Loaded in place over a VM that had stopped: it runs again.
+      this.state = 'running';
+      this.exit = null;
+      this.clock.resume();
+    } else {
       const e = exitRec !== null && typeof exitRec === 'object' && !Array.isArray(exitRec) && !(exitRec instanceof Uint8Array) ? exitRec : null;
       this.state = 'stopped';
       this.exit = e ? { reason: stateString(e, 'reason', `${who}.exit`) as VmExit['reason'], code: stateNumber(e, 'code', `${who}.exit`), ...(e['detail'] ? { detail: String(e['detail']) } : {}) } : null;

@@ -59,12 +59,37 @@ export interface Commands {
   'serial-input': { args: { text: string }; result: { bytes: number } };
   /** Ends the machine (exit reason "stopped"); the process that owns it decides what happens next. */
   stop: { args: Empty; result: DebuggerStatus };
+  /** Saves a VM (default: the first) into the snapshot store under NAME; the VM keeps running. */
+  'snapshot-save': { args: { name: string; vm?: string; force?: boolean }; result: SnapshotSaved };
+  /** Puts a VM (default: the first) back at snapshot NAME from the store, in place. */
+  'snapshot-load': { args: { name: string; vm?: string }; result: SnapshotLoaded };
 }
+
+export interface SnapshotSaved {
+  vm: string;
+  ref: string;
+  digest: string;
+  /** Guest memory in the snapshot, and what this save added to the store (shared chunks are stored once). */
+  memoryBytes: number;
+  bytesWritten: number;
+  /** The VM's own virtual time in the snapshot. */
+  clockNs: number;
+}
+
+export interface SnapshotLoaded {
+  vm: string;
+  ref: string;
+  clockNs: number;
+}
+
+/** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */
+export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load'] as const satisfies readonly CommandName[];
 
 export type CommandName = keyof Commands;
 export const COMMAND_NAMES: readonly CommandName[] = [
   'hello', 'status', 'snapshot', 'cpu', 'memory', 'translate', 'disasm', 'timeline', 'events', 'consoles', 'vcpus',
   'pause', 'resume', 'step', 'run-to-mode-switch', 'break', 'delete', 'breakpoints', 'watch', 'unwatch', 'serial-input', 'stop',
+  'snapshot-save', 'snapshot-load',
 ];
 
 export interface MonitorRequest<K extends CommandName = CommandName> {

@@ -17,7 +17,7 @@ import { nsToMs, parseAddress } from '../inspect/hex.js';
 import { Debugger } from './debugger.js';
 import { chainListener } from './listeners.js';
 import { parseBreakpointSpec, parseWatchSpec } from './specs.js';
-import { COMMAND_NAMES, PROTOCOL_NAME, PROTOCOL_VERSION, type CommandName, type Commands, type MonitorEvent, type MonitorRequest, type MonitorResponse } from './protocol.js';
+import { ASYNC_COMMANDS, COMMAND_NAMES, PROTOCOL_NAME, PROTOCOL_VERSION, type CommandName, type Commands, type MonitorEvent, type MonitorRequest, type MonitorResponse } from './protocol.js';
 
 export interface SessionOptions {
   /** What runs on the machine, for `hello` (e.g. "firmware boot", "guest hello.elf"). */
@@ -25,6 +25,13 @@ export interface SessionOptions {
   hooks?: InspectHooks;
   /** Reuse a debugger that already exists for this machine. */
   debugger?: Debugger;
+  /** The VM snapshot commands, from the layer that owns the hypervisor and the store. */
+  snapshots?: SnapshotCommands;
+}
+
+export interface SnapshotCommands {
+  save(args: Commands['snapshot-save']['args']): Promise<Commands['snapshot-save']['result']>;
+  load(args: Commands['snapshot-load']['args']): Promise<Commands['snapshot-load']['result']>;
 }
 
 export type EventListener = (ev: MonitorEvent) => void;
@@ -33,7 +40,8 @@ export type EventListener = (ev: MonitorEvent) => void;
 const BATCH_MS = 50;
 const MAX_EVENTS_PER_BATCH = 200;
 
-type Handlers = { [K in CommandName]: (args: Commands[K]['args']) => Commands[K]['result'] };
+type AsyncCommand = (typeof ASYNC_COMMANDS)[number];
+type Handlers = { [K in Exclude<CommandName, AsyncCommand>]: (args: Commands[K]['args']) => Commands[K]['result'] };
 
 export class DebugSession {
   readonly debugger: Debugger;
@@ -73,8 +81,27 @@ export class DebugSession {
     try {
       if (!req || typeof req !== 'object' || typeof req.cmd !== 'string') throw new Error('a request is {"id": <n>, "cmd": "<command>", "args": {...}}');
       const handler = (this.handlers as Record<string, ((args: unknown) => unknown) | undefined>)[req.cmd];
+      if ((ASYNC_COMMANDS as readonly string[]).includes(req.cmd)) throw new Error(`'${req.cmd}' answers asynchronously (handleAsync; over the socket it just works)`);
       if (!handler) throw new Error(`unknown command '${req.cmd}' (commands: ${COMMAND_NAMES.join(', ')})`);
       const result = handler(req.args ?? {});
+      return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
+    } catch (e) {
+      return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
+    }
+  }
+
+  /** Executes one request, including the asynchronous ones (snapshot save and load); never rejects. */
+  async handleAsync(req: MonitorRequest): Promise<MonitorResponse> {
+    const id = req?.id;
+    if (!req || typeof req !== 'object' || (req.cmd !== 'snapshot-save' && req.cmd !== 'snapshot-load')) return this.handle(req);
+    try {
+      const s = this.opts.snapshots;
+      if (!s) throw new Error(`'${req.cmd}' needs a machine running VMs under the hypervisor (firmament run, or boot with --guest)`);
+      const args = (req.args ?? {}) as Record<string, unknown>;
+      if (typeof args['name'] !== 'string' || args['name'] === '') throw new Error(`'${req.cmd}' needs args.name, the snapshot's name in the store`);
+      if (args['vm'] !== undefined && typeof args['vm'] !== 'string') throw new Error(`'${req.cmd}': args.vm must be a VM name`);
+      const common = { name: args['name'], ...(typeof args['vm'] === 'string' ? { vm: args['vm'] } : {}) };
+      const result = req.cmd === 'snapshot-save' ? await s.save({ ...common, ...(args['force'] === true ? { force: true } : {}) }) : await s.load(common);
       return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
     } catch (e) {
       return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };

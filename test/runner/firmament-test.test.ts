@@ -169,7 +169,7 @@ describe.skipIf(!hasXmllint)('firmament test', () => {
       reference.close();
       const restored = createBootMachine(shape);
       try {
-        restored.restoreState(snap.machine);
+        restored.restoreState(snap.machine!);
         const savedSerial = restored.serial;
         expect(refSerial.startsWith(savedSerial)).toBe(true);
         const exit = await restored.run({ timeoutMs: 120_000 });

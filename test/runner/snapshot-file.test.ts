@@ -47,7 +47,7 @@ describe('machine snapshot files', () => {
   it('refuses files that are not machine snapshots, naming the file and the field', () => {
     const notSnap = join(dir, 'report.json');
     writeFileSync(notSnap, '{"exit": {}}\n');
-    expect(() => readMachineSnapshot(notSnap)).toThrow(/snapshot: offset 0: magic: expected FMSNAP01/);
+    expect(() => readMachineSnapshot(notSnap)).toThrow(/snapshot: offset 0: magic: expected FMSNAP02/);
     const bare = join(dir, 'bare.fmsnap');
     writeFileSync(bare, encodeSnapshot({ version: 1, ram: new Uint8Array(4) }));
     expect(() => readMachineSnapshot(bare)).toThrow(new StateError(bare, 'format', "expected 'firmament-machine-snapshot' (a file written by --snapshot-on-exit), got null"));

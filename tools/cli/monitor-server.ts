@@ -55,7 +55,7 @@ export async function startMonitorServer(session: DebugSession, path: string): P
           send({ ok: false, error: `bad JSON: ${(e as Error).message}` }, false);
           return;
         }
-        send(session.handle(req), false);
+        void session.handleAsync(req).then((res) => send(res, false));
       }),
     );
     const gone = (): void => {

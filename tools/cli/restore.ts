@@ -6,7 +6,8 @@
 import { basename } from 'node:path';
 import { createBootMachine } from '../../vmm/boot.js';
 import { parseFault } from '../../machine/platform/faults.js';
-import { createGuestMachine } from '../../vmm/run-guests.js';
+import { restoreGuestMachine } from '../../vmm/run-guests.js';
+import { StateError } from '../../machine/state.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import type { PcMachine } from '../../machine/platform/pc.js';
 import type { InspectHooks } from '../../machine/inspect/snapshot.js';
@@ -23,13 +24,14 @@ export interface RestoredMachine {
 }
 
 export function restoreMachine(file: string): RestoredMachine {
-  const { shape, machine: state } = readMachineSnapshot(file);
+  const { shape, machine: state, vms } = readMachineSnapshot(file);
   let machine: PcMachine;
   let hooks: InspectHooks = {};
   let release = (): void => {};
   let what: string;
   if (shape.command === 'run') {
-    const g = createGuestMachine(shape.guests, { pcpus: shape.pcpus, pace: 'realtime' });
+    if (!vms?.[0]) throw new StateError(file, 'vms', 'a run snapshot holds its VMs; this file has none');
+    const g = restoreGuestMachine(vms[0], { pcpus: shape.pcpus, pace: 'realtime' });
     machine = g.machine;
     hooks = guestHooks(g.machine, g.hypervisor);
     release = () => g.hypervisor.close();
@@ -40,7 +42,10 @@ export function restoreMachine(file: string): RestoredMachine {
     what = `firmware boot, ${shape.memBytes >> 20} MiB, ${shape.cpus} CPU${shape.cpus > 1 ? 's' : ''}${shape.handedOff ? ', after the handoff' : ''}`;
   }
   try {
-    machine.restoreState(state);
+    if (shape.command === 'boot') {
+      if (!state) throw new StateError(file, 'machine', 'a boot snapshot holds the machine record; this file has none');
+      machine.restoreState(state);
+    }
   } catch (e) {
     release();
     machine.close();

@@ -1,7 +1,9 @@
 /** `firmament run <guest.elf>`: boot a Multiboot image directly, like `qemu-system-x86_64 -kernel`. */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createGuestMachine } from '../../vmm/run-guests.js';
+import { createGuestMachine, restoreGuestMachine } from '../../vmm/run-guests.js';
+import { defaultStoreDir, SnapshotStore } from '../../vmm/snapshot/index.js';
+import { vmSnapshotCommands } from './vm-snapshots.js';
 import { parseSize } from '../../machine/platform/faults.js';
 import { parseTimerSlack, toJson, UsageError } from './args.js';
 import { DebugSession } from '../../machine/debug/session.js';
@@ -28,19 +30,29 @@ export const RUN_HELP = `firmament run <guest.elf> [options]
   --snapshot-unless-status N
                       with --snapshot-on-exit: skip the snapshot when the exit status is N
   --monitor SOCKET    serve the monitor protocol on this Unix socket (docs/monitor.md)
-  --paused            with --monitor: start paused, resume from a monitor client`;
+  --paused            with --monitor: start paused, resume from a monitor client
+  --restore REF       instead of an image: continue the VM saved as REF in the snapshot store
+                      (firmament snapshot save), with its console, devices and virtual time
+  --populate MODE     with --restore: eager (default) copies guest memory before the first
+                      instruction; lazy maps each page on first touch (EPT violations counted)
+  --store DIR         the snapshot store for --restore and the monitor's snapshot-save/-load
+                      (default $FIRMAMENT_SNAPSHOTS, else ~/.local/share/firmament/snapshots)`;
 
 export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, paused: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError('run: expected exactly one guest image (firmament run <guest.elf>)');
+  const restoring = values.restore !== undefined;
+  if (positionals.length !== (restoring ? 0 : 1)) throw new UsageError(restoring ? 'run --restore REF: takes no guest image (the snapshot is the VM)' : 'run: expected exactly one guest image (firmament run <guest.elf>)');
+  const populate = values.populate ?? 'eager';
+  if (populate !== 'eager' && populate !== 'lazy') throw new UsageError(`--populate ${populate}: expected eager or lazy`);
+  const storeDir = values.store ?? defaultStoreDir();
   if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
   const vcpus = Number(values.vcpus ?? '1');
   if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 64) throw new UsageError(`--vcpus ${values.vcpus}: expected 1..64`);
@@ -50,13 +62,17 @@ export async function runCommand(argv: string[]): Promise<number> {
   const timeoutMs = values.timeout !== undefined ? Number(values.timeout) * 1000 : undefined;
   const pcpus = Number(values.cpus ?? '1');
   if (!Number.isInteger(pcpus) || pcpus < 1 || pcpus > 64) throw new UsageError(`--cpus ${values.cpus}: expected 1..64`);
-  const guest = { path: positionals[0]!, memBytes: parseSize(values.mem ?? '64M', '--mem'), vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) };
-  const { machine: m, hypervisor, vms } = createGuestMachine([guest], { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) });
+  const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) } as const;
+  const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes: parseSize(values.mem ?? '64M', '--mem'), vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) };
+  const { machine: m, hypervisor, vms } = restoring
+    ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate })
+    : createGuestMachine([guest], machineOpts);
+  // After a restore only what the VM prints from now on goes to stdout (--json has the whole transcript).
   if (!values.json) vms[0]!.onSerial = (t) => process.stdout.write(t);
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
-    const session = new DebugSession(m, { label: `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor) });
+    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir) });
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }
@@ -68,7 +84,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     const cpu = process.cpuUsage(cpu0);
     const host = { wallMs: Math.round((performance.now() - wall0) * 10) / 10, cpuMs: Math.round((cpu.user + cpu.system) / 100) / 10 };
     const snapshotFile = values['snapshot-on-exit'];
-    const snapshot: SnapshotOutcome | undefined = snapshotFile !== undefined && exit.code !== snapshotUnless ? writeMachineSnapshot(snapshotFile, m, { command: 'run', pcpus, guests: [{ ...guest, path: resolve(guest.path) }] }) : undefined;
+    const snapshot: SnapshotOutcome | undefined = snapshotFile !== undefined && exit.code !== snapshotUnless ? writeMachineSnapshot(snapshotFile, m, { command: 'run', pcpus, guests: [{ ...guest, path: restoring ? guest.path : resolve(guest.path) }] }, () => hypervisor.vms.map((vm) => hypervisor.snapshotVm(vm))) : undefined;
     if (values.json) {
       process.stdout.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports(), host, ...(snapshot ? { snapshot } : {}) }) + '\n');
     } else {

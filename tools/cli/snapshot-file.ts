@@ -9,6 +9,7 @@ import { decodeSnapshot, encodeSnapshot } from '../../machine/snapshot/codec.js'
 import { StateError, type StateRecord, type StateValue } from '../../machine/state.js';
 import type { PcMachine } from '../../machine/platform/pc.js';
 import type { GuestFileSpec } from '../../hypervisor/guest-files.js';
+import type { VmImage } from '../../hypervisor/hypervisor.js';
 import { UsageError } from './args.js';
 
 const FORMAT = 'firmament-machine-snapshot';
@@ -35,14 +36,15 @@ export type SnapshotOutcome = { file: string; bytes: number } | { file: string; 
  * CPU, state the machine cannot save yet): the run itself must not fail for
  * that, so the error comes back as the outcome instead of being thrown.
  */
-export function writeMachineSnapshot(file: string, machine: PcMachine, shape: MachineShape): SnapshotOutcome {
-  let state: StateRecord;
+export function writeMachineSnapshot(file: string, machine: PcMachine, shape: MachineShape, vms?: () => VmImage[]): SnapshotOutcome {
+  // A `run` machine is its VMs (the hypervisor's state lives outside the machine record); a boot is the machine.
+  let content: StateRecord;
   try {
-    state = machine.saveState();
+    content = vms ? { vms: vms().map((v) => ({ state: v.state, memory: v.memory.map((r) => ({ gpa: r.gpa, bytes: r.bytes })) })) } : { machine: machine.saveState() };
   } catch (e) {
     return { file, error: `saving the machine state failed: ${(e as Error).message}` };
   }
-  const bytes = encodeSnapshot({ format: FORMAT, version: VERSION, shape: shapeRecord(shape), machine: state });
+  const bytes = encodeSnapshot({ format: FORMAT, version: VERSION, shape: shapeRecord(shape), ...content });
   try {
     writeFileSync(file, bytes);
   } catch (e) {
@@ -58,7 +60,10 @@ function shapeRecord(shape: MachineShape): StateRecord {
 
 export interface MachineSnapshot {
   shape: MachineShape;
-  machine: StateRecord;
+  /** A boot's machine record. */
+  machine?: StateRecord;
+  /** A run's VMs. */
+  vms?: VmImage[];
 }
 
 /** Reads a file written by writeMachineSnapshot; errors name the file and the field. */
@@ -73,8 +78,21 @@ export function readMachineSnapshot(file: string): MachineSnapshot {
   const at = `${file}`;
   if (root['format'] !== FORMAT) throw new StateError(at, 'format', `expected '${FORMAT}' (a file written by --snapshot-on-exit), got ${JSON.stringify(root['format'] ?? null)}`);
   if (root['version'] !== VERSION) throw new StateError(at, 'version', `expected ${VERSION}, got ${JSON.stringify(root['version'] ?? null)}`);
-  const machine = root['machine'];
-  if (!isRecord(machine)) throw new StateError(at, 'machine', 'expected the machine state record');
+  const machineRec = root['machine'];
+  const vmsRaw = root['vms'];
+  if (!isRecord(machineRec) && !Array.isArray(vmsRaw)) throw new StateError(at, 'machine', 'expected the machine state record or a list of VMs');
+  const machine = isRecord(machineRec) ? machineRec : undefined;
+  const vms = Array.isArray(vmsRaw)
+    ? vmsRaw.map((v, i): VmImage => {
+        if (!isRecord(v) || !isRecord(v['state']) || !Array.isArray(v['memory'])) throw new StateError(at, `vms[${i}]`, 'expected {state, memory}');
+        const memory = v['memory'].map((r, k) => {
+          if (!isRecord(r) || typeof r['gpa'] !== 'number' || !(r['bytes'] instanceof Uint8Array)) throw new StateError(at, `vms[${i}].memory[${k}]`, 'expected {gpa, bytes}');
+          return { gpa: r['gpa'], bytes: r['bytes'] };
+        });
+        return { state: v['state'], memory };
+      })
+    : undefined;
+  const body = { ...(machine ? { machine } : {}), ...(vms ? { vms } : {}) };
   const s = root['shape'];
   if (!isRecord(s)) throw new StateError(at, 'shape', 'expected a record');
   const num = (k: string, min = 0): number => {
@@ -89,11 +107,11 @@ export function readMachineSnapshot(file: string): MachineSnapshot {
     const cmdline = g['cmdline'];
     return { path: g['path'], memBytes: g['memBytes'], vcpus: g['vcpus'], ...(typeof cmdline === 'string' ? { cmdline } : {}) };
   });
-  if (s['command'] === 'run') return { machine, shape: { command: 'run', pcpus: num('pcpus'), guests } };
+  if (s['command'] === 'run') return { ...body, shape: { command: 'run', pcpus: num('pcpus'), guests } };
   if (s['command'] !== 'boot') throw new StateError(at, 'shape.command', `expected 'boot' or 'run', got ${JSON.stringify(s['command'] ?? null)}`);
   const faults = s['faults'];
   if (!Array.isArray(faults) || !faults.every((f) => typeof f === 'string')) throw new StateError(at, 'shape.faults', 'expected a list of fault specs');
-  return { machine, shape: { command: 'boot', memBytes: num('memBytes'), cpus: num('cpus'), faults: faults as string[], seed: num('seed', -Infinity), guests, handedOff: s['handedOff'] === true } };
+  return { ...body, shape: { command: 'boot', memBytes: num('memBytes'), cpus: num('cpus'), faults: faults as string[], seed: num('seed', -Infinity), guests, handedOff: s['handedOff'] === true } };
 }
 
 function isRecord(v: StateValue | undefined): v is StateRecord {

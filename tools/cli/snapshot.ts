@@ -2,10 +2,16 @@
 import { parseArgs } from 'node:util';
 import { defaultStoreDir, SnapshotStore, type SnapshotListEntry, type VerifyReport } from '../../vmm/snapshot/index.js';
 import { toJson, UsageError } from './args.js';
+import { MonitorClient } from '../../tui/monitor-client.js';
 
-export const SNAPSHOT_HELP = `firmament snapshot <list|inspect|verify|diff|push|pull|delete|gc> [options]
+export const SNAPSHOT_HELP = `firmament snapshot <save|restore|list|inspect|verify|diff|push|pull|delete|gc> [options]
   VM snapshots (state record + guest memory in 64 KiB content-addressed chunks) kept as
   OCI artifacts in a local OCI image layout; chunks shared by snapshots are stored once.
+
+  save NAME --monitor SOCK      snapshot a VM of a running 'run' or 'boot --guest' (its --monitor
+       [--vm VM] [--force]      socket) into that process's store; the VM keeps running
+  restore NAME --monitor SOCK   put a running VM back at snapshot NAME, in place
+       [--vm VM]                (a new process: firmament run --restore NAME)
 
   list                          name, memory size, stored bytes, creation time
   inspect REF                   layout, chunk counts (zero, stored, shared), state fields, digests
@@ -28,7 +34,7 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { store: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, timeout: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { store: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, timeout: { type: 'string' }, monitor: { type: 'string' }, vm: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   const [sub, ...args] = positionals;
   if (values.help || sub === undefined) {
@@ -46,8 +52,25 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
   const net = timeoutMs === undefined ? {} : { timeoutMs };
 
   switch (sub) {
-    // `save` and `restore` need a running VM: they belong here, calling store.save() and
-    // store.load() / planIncrementalRestore() (vmm/snapshot) from the VM restore path.
+    case 'save':
+    case 'restore': {
+      want(1, `${sub} NAME --monitor SOCK`);
+      if (values.monitor === undefined) throw new UsageError(`snapshot ${sub}: needs --monitor SOCK, the socket of a running 'firmament run' or 'boot' (or start a new one with: firmament run --restore NAME)`);
+      const client = await MonitorClient.connect(values.monitor);
+      try {
+        const common = { name: args[0]!, ...(values.vm !== undefined ? { vm: values.vm } : {}) };
+        if (sub === 'save') {
+          const r = await client.request('snapshot-save', { ...common, ...(values.force ? { force: true } : {}) });
+          out(r, () => `${r.vm} -> ${r.ref} (${r.digest.slice(0, 19)}…): ${size(r.memoryBytes)} memory, ${size(r.bytesWritten)} new in the store, VM time ${(r.clockNs / 1e6).toFixed(3)} ms`);
+        } else {
+          const r = await client.request('snapshot-load', common);
+          out(r, () => `${r.vm} is back at ${r.ref} (VM time ${(r.clockNs / 1e6).toFixed(3)} ms)`);
+        }
+      } finally {
+        client.close();
+      }
+      return 0;
+    }
     case 'list': {
       want(0, 'no arguments');
       const rows = await store.list();
