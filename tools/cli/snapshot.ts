@@ -56,7 +56,9 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
     case 'restore': {
       want(1, `${sub} NAME --monitor SOCK`);
       if (values.monitor === undefined) throw new UsageError(`snapshot ${sub}: needs --monitor SOCK, the socket of a running 'firmament run' or 'boot' (or start a new one with: firmament run --restore NAME)`);
-      const client = await MonitorClient.connect(values.monitor);
+      const client = await MonitorClient.connect(values.monitor).catch((e: Error) => {
+        throw new UsageError(`snapshot ${sub}: no monitor answers at ${values.monitor} (${e.message.replace(/^--attach [^:]*: /, '')})`);
+      });
       try {
         const common = { name: args[0]!, ...(values.vm !== undefined ? { vm: values.vm } : {}) };
         if (sub === 'save') {
