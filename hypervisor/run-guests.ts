@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { PcMachine, type MachineExit, type PcConfig } from '../machine/platform/pc.js';
 import { DEFAULT_ROM } from '../machine/platform/boot.js';
 import type { Hypervisor } from './hypervisor.js';
-import { hypervisorWithGuests, type GuestFileSpec } from './guest-files.js';
+import { checkGuestImage, hypervisorWithGuests, type GuestFileSpec } from './guest-files.js';
 import type { Vm } from './vm.js';
 
 const MiB = 1024 * 1024;
@@ -20,6 +20,8 @@ export interface GuestMachine {
 }
 
 export function createGuestMachine(guests: GuestFileSpec[], opts: { pcpus: number; pace?: PcConfig['pace']; timerSlackMs?: number | undefined }): GuestMachine {
+  // A missing file, a directory or /dev/zero is refused before a machine is built.
+  for (const g of guests) checkGuestImage(g);
   const hostBytes = guests.reduce((n, g) => n + g.memBytes, 0) + HOST_OVERHEAD;
   const machine = new PcMachine({ memBytes: hostBytes, cpus: opts.pcpus, rom: new Uint8Array(readFileSync(DEFAULT_ROM)), pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}) });
   // No firmware ran, so the handoff map is the machine's RAM as the firmware would report it.

@@ -17,6 +17,7 @@ import { nsToMs, parseAddress } from '../inspect/hex.js';
 import { Debugger } from './debugger.js';
 import { chainListener } from './listeners.js';
 import { parseBreakpointSpec, parseWatchSpec } from './specs.js';
+import { checkRequest } from './request-schema.js';
 import { COMMAND_NAMES, PROTOCOL_NAME, PROTOCOL_VERSION, type CommandName, type Commands, type MonitorEvent, type MonitorRequest, type MonitorResponse } from './protocol.js';
 
 export interface SessionOptions {
@@ -67,13 +68,18 @@ export class DebugSession {
     return () => this.listeners.delete(listener);
   }
 
-  /** Executes one request; never throws (errors come back as `ok: false`). */
-  handle(req: MonitorRequest): MonitorResponse {
+  /**
+   * Executes one request, any decoded JSON value (a socket client sends anything);
+   * never throws: a request that fails its schema (request-schema.ts) or its command
+   * comes back as `ok: false`.
+   */
+  handle(raw: unknown): MonitorResponse {
+    const checked = checkRequest(raw);
+    if (!checked.ok) return { ...(checked.id !== undefined ? { id: checked.id } : {}), ok: false, error: checked.error };
+    const req = checked.request;
     const id = req.id;
     try {
-      if (!req || typeof req !== 'object' || typeof req.cmd !== 'string') throw new Error('a request is {"id": <n>, "cmd": "<command>", "args": {...}}');
-      const handler = (this.handlers as Record<string, ((args: unknown) => unknown) | undefined>)[req.cmd];
-      if (!handler) throw new Error(`unknown command '${req.cmd}' (commands: ${COMMAND_NAMES.join(', ')})`);
+      const handler = this.handlers[req.cmd] as (args: unknown) => unknown;
       const result = handler(req.args ?? {});
       return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
     } catch (e) {

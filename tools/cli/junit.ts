@@ -2,7 +2,10 @@
  * JUnit XML for CI systems: one test case per POST check, firmware container,
  * the handoff and each guest, so a failing boot shows up as named failures.
  */
-import { writeFileSync } from 'node:fs';
+import { accessSync, constants, statSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { UsageError } from './args.js';
+import { describeFsError } from '../../machine/platform/input-file.js';
 import type { BootReport } from '../../machine/platform/boot.js';
 
 interface Case {
@@ -56,6 +59,30 @@ export function junitXml(suite: string, cases: Case[], wallMs: number): string {
     })
     .join('\n');
   return `<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="${esc(suite)}" tests="${cases.length}" failures="${failures}" errors="0" time="${(wallMs / 1000).toFixed(3)}">\n${body}\n</testsuite>\n`;
+}
+
+/** --junit FILE must be writable: checked before a boot that could take minutes. */
+export function checkJunitPath(file: string): void {
+  let isDir = false;
+  try {
+    isDir = statSync(file).isDirectory();
+  } catch {
+    // Does not exist yet: its directory must.
+    try {
+      if (!statSync(dirname(file)).isDirectory()) throw new UsageError(`--junit ${file}: ${dirname(file)} is not a directory`);
+      accessSync(dirname(file), constants.W_OK);
+    } catch (e) {
+      if (e instanceof UsageError) throw e;
+      throw new UsageError(`--junit ${file}: cannot create it in ${dirname(file)}: ${describeFsError(e)}`);
+    }
+    return;
+  }
+  if (isDir) throw new UsageError(`--junit ${file}: is a directory (give a file name, e.g. ${file.replace(/\/$/, '')}/boot.xml)`);
+  try {
+    accessSync(file, constants.W_OK);
+  } catch (e) {
+    throw new UsageError(`--junit ${file}: ${describeFsError(e)}`);
+  }
 }
 
 export function writeBootJunit(file: string, r: BootReport): void {

@@ -6,11 +6,13 @@
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { existsSync, unlinkSync } from 'node:fs';
 import type { DebugSession } from '../../machine/debug/session.js';
-import type { MonitorEvent, MonitorRequest } from '../../machine/debug/protocol.js';
-import { encodeLine, lineReader } from '../../machine/debug/ndjson.js';
+import type { MonitorEvent, MonitorResponse } from '../../machine/debug/protocol.js';
+import { encodeLine, lineReader, MAX_LINE_BYTES } from '../../machine/debug/ndjson.js';
 
 /** A client that stops reading gets events dropped beyond this much queued output (responses are never dropped). */
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/** A client that sends requests but never reads the answers is disconnected beyond this much queued output. */
+const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
 
 export interface MonitorServer {
   readonly path: string;
@@ -42,21 +44,36 @@ export async function startMonitorServer(session: DebugSession, path: string): P
     const send = (value: unknown, droppable: boolean): void => {
       if (socket.destroyed) return;
       if (droppable && socket.writableLength > MAX_QUEUED_BYTES) return;
+      if (socket.writableLength > MAX_UNREAD_BYTES) {
+        socket.destroy();
+        return;
+      }
       socket.write(encodeLine(value));
     };
     const unsubscribe = session.onEvent((ev: MonitorEvent) => send(ev, true));
     socket.on(
       'data',
-      lineReader((line) => {
-        let req: MonitorRequest;
-        try {
-          req = JSON.parse(line) as MonitorRequest;
-        } catch (e) {
-          send({ ok: false, error: `bad JSON: ${(e as Error).message}` }, false);
-          return;
-        }
-        send(session.handle(req), false);
-      }),
+      lineReader(
+        (line) => {
+          let value: unknown;
+          try {
+            value = JSON.parse(line);
+          } catch (e) {
+            send({ ok: false, error: `bad JSON: ${(e as Error).message}` }, false);
+            return;
+          }
+          // handle() validates any JSON value and never throws; the guard is for a bug of ours,
+          // which must cost this client its answer, not the machine its process.
+          let response: MonitorResponse;
+          try {
+            response = session.handle(value);
+          } catch (e) {
+            response = { ok: false, error: `internal error: ${(e as Error).message}` };
+          }
+          send(response, false);
+        },
+        { maxLineBytes: MAX_LINE_BYTES, onOverflow: () => send({ ok: false, error: `request line longer than ${MAX_LINE_BYTES} bytes: discarded up to its newline` }, false) },
+      ),
     );
     const gone = (): void => {
       unsubscribe();

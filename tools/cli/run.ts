@@ -1,8 +1,8 @@
 /** `firmament run <guest.elf>`: boot a Multiboot image directly, like `qemu-system-x86_64 -kernel`. */
 import { parseArgs } from 'node:util';
 import { createGuestMachine } from '../../hypervisor/run-guests.js';
-import { parseSize } from '../../machine/platform/faults.js';
-import { parseTimerSlack, toJson, UsageError } from './args.js';
+import { MAX_GUEST_RAM, parseCount, parseMemSize, parseTimeoutMs, parseTimerSlack, toJson, UsageError } from './args.js';
+import { cliOutput } from './stdout.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
@@ -36,15 +36,16 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   if (positionals.length !== 1) throw new UsageError('run: expected exactly one guest image (firmament run <guest.elf>)');
   if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
-  const vcpus = Number(values.vcpus ?? '1');
-  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 64) throw new UsageError(`--vcpus ${values.vcpus}: expected 1..64`);
+  const vcpus = parseCount(values.vcpus, '--vcpus', 1);
   const pace = values.clock ?? 'realtime';
   if (pace !== 'realtime' && pace !== 'virtual') throw new UsageError(`--clock ${pace}: expected realtime or virtual`);
-  const timeoutMs = values.timeout !== undefined ? Number(values.timeout) * 1000 : undefined;
-  const pcpus = Number(values.cpus ?? '1');
-  if (!Number.isInteger(pcpus) || pcpus < 1 || pcpus > 64) throw new UsageError(`--cpus ${values.cpus}: expected 1..64`);
-  const { machine: m, hypervisor, vms } = createGuestMachine([{ path: positionals[0]!, memBytes: parseSize(values.mem ?? '64M', '--mem'), vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) }], { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) });
-  if (!values.json) vms[0]!.onSerial = (t) => process.stdout.write(t);
+  const timeoutMs = parseTimeoutMs(values.timeout);
+  const pcpus = parseCount(values.cpus, '--cpus', 1);
+  const memBytes = parseMemSize(values.mem ?? '64M', '--mem', MAX_GUEST_RAM);
+  const { out, err } = cliOutput();
+  const { machine: m, hypervisor, vms } = createGuestMachine([{ path: positionals[0]!, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) }], { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) });
+  // COM1 is bytes: 0x80 and above go out as themselves, not re-encoded as UTF-8.
+  if (!values.json) vms[0]!.onSerial = (t) => out.writeBytes(t);
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
@@ -60,9 +61,9 @@ export async function runCommand(argv: string[]): Promise<number> {
     const cpu = process.cpuUsage(cpu0);
     const host = { wallMs: Math.round((performance.now() - wall0) * 10) / 10, cpuMs: Math.round((cpu.user + cpu.system) / 100) / 10 };
     if (values.json) {
-      process.stdout.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports(), host }) + '\n');
+      out.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports(), host }) + '\n');
     } else if (exit.reason !== 'debug-exit') {
-      process.stderr.write(`\nfirmament: ${exit.reason}${exit.detail ? `: ${exit.detail}` : ''}\n`);
+      err.write(`\nfirmament: ${exit.reason}${exit.detail ? `: ${exit.detail}` : ''}\n`);
     }
     return exit.code;
   } finally {
