@@ -126,7 +126,10 @@ export function createBootMachine(opts: BootOptions, containerFiles?: readonly F
 }
 
 export async function boot(opts: BootOptions, listeners: BootListeners = {}): Promise<BootReport> {
-  const files = opts.containers ? await containerFwCfgFiles(opts.containers) : undefined;
+  // --timeout covers the whole command: a registry pull spends from the same budget as the run.
+  const pullStart = performance.now();
+  const files = opts.containers ? await containerFwCfgFiles(opts.containers, opts.timeoutMs) : undefined;
+  const runTimeoutMs = opts.timeoutMs !== undefined ? Math.max(1, opts.timeoutMs - (performance.now() - pullStart)) : undefined;
   const m = createBootMachine(opts, files);
   listeners.onMachine?.(m);
   const postCodes: PostCodeRecord[] = [];
@@ -162,7 +165,7 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
   };
   const wall0 = performance.now();
   try {
-    const exit = await m.run(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
+    const exit = await m.run(runTimeoutMs !== undefined ? { timeoutMs: runTimeoutMs } : {});
     stages[stages.length - 1]!.endMs = ms(exit.atNs);
     bootInfo = readBootInfo(m, postCodes.some((p) => p.code === 0x5f));
     const h = handoff as Handoff | null;
