@@ -16,6 +16,7 @@ import type { PcMachine } from '../machine/platform/pc.js';
 import type { VmMemory } from './vm-memory.js';
 import { emptyExitCounts, exitsFromCounters, type ExitCounts } from './exits.js';
 import { handleHypercall } from './hypercalls.js';
+import { appendTranscript } from '../machine/devices/transcript.js';
 import { VmMsrs } from './msr-exits.js';
 import type { HostMemoryManager } from './host-memory.js';
 
@@ -195,7 +196,7 @@ export class Vm implements CpuHost {
 
   private serialByte(b: number): void {
     const ch = String.fromCharCode(b);
-    this.serial += ch;
+    this.serial = appendTranscript(this.serial, ch);
     this.onSerial?.(ch);
   }
 

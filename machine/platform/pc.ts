@@ -14,6 +14,7 @@ import { CmosRtc } from '../devices/cmos-rtc.js';
 import { PostPort } from '../devices/post-port.js';
 import { DebugExit } from '../devices/debug-exit.js';
 import { Debugcon } from '../devices/debugcon.js';
+import { appendTranscript } from '../devices/transcript.js';
 import { FwCfg } from '../devices/fw-cfg.js';
 import { LocalApic, deliverIpi, type IpiMessage } from '../devices/lapic.js';
 import type { AccessSize, IrqLine } from '../devices/device.js';
@@ -356,7 +357,7 @@ export class PcMachine implements CpuHost {
   // ---------------------------------------------------------------- outputs
   private serialByte(b: number): void {
     const ch = String.fromCharCode(b);
-    this.serial += ch;
+    this.serial = appendTranscript(this.serial, ch);
     this.onSerial?.(ch);
   }
 

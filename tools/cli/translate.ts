@@ -38,7 +38,7 @@ export async function translateCommand(argv: string[]): Promise<number> {
   const { machine, hypervisor, vms } = createGuestMachine([{ path: positionals[0]!, memBytes: parseMemSize(values.mem ?? '64M', '--mem', MAX_GUEST_RAM), vcpus: parseCount(values.vcpus, '--vcpus', 1), ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) }], { pcpus: 1, pace: 'virtual' });
   const vm = vms[0]!;
   const stopAt = values['after-serial'];
-  if (stopAt !== undefined) vm.onSerial = () => vm.serial.includes(stopAt) && machine.stop(`serial contains ${JSON.stringify(stopAt)}`);
+  if (stopAt !== undefined) vm.onSerial = () => vm.serial.endsWith(stopAt) && machine.stop(`serial contains ${JSON.stringify(stopAt)}`);
   try {
     await machine.run({ timeoutMs: 120_000 });
     const vcpu = vm.vcpus[Number(values.vcpu ?? '0')];
