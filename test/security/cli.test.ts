@@ -27,7 +27,7 @@ beforeAll(() => {
   bytesElf = path.join(dir, 'bytes.elf');
   writeFileSync(bytesElf, serialBytesGuest(SERIAL, 3));
   const bad = serialBytesGuest([0x41], 0);
-  bad[8] ^= 1; // Multiboot header checksum
+  bad[8] = bad[8]! ^ 1; // Multiboot header checksum
   badSumElf = path.join(dir, 'badsum.elf');
   writeFileSync(badSumElf, bad);
   chattyElf = path.join(dir, 'chatty.elf');
