@@ -33,6 +33,10 @@ export type EventListener = (ev: MonitorEvent) => void;
 /** Console output and machine events are batched: a chatty guest must not flood clients. */
 const BATCH_MS = 50;
 const MAX_EVENTS_PER_BATCH = 200;
+/** Host bytes that may wait for the guest to read COM1 (serial-input beyond this is refused). */
+export const MAX_PENDING_SERIAL_INPUT = 256 * 1024;
+export const MAX_BREAKPOINTS = 256;
+export const MAX_WATCHES = 64;
 
 type Handlers = { [K in CommandName]: (args: Commands[K]['args']) => Commands[K]['result'] };
 
@@ -134,13 +138,24 @@ export class DebugSession {
         this.emit({ event: 'resumed', data: { atMs: nsToMs(m.now()) } });
         return d.status();
       },
-      break: (args) => d.addBreakpoint(parseBreakpointSpec(String(args.spec ?? ''))),
+      break: (args) => {
+        // Each breakpoint hooks every CPU's engine: a client must not exhaust the engines' hook slots.
+        if (d.listBreakpoints().length >= MAX_BREAKPOINTS) throw new Error(`at most ${MAX_BREAKPOINTS} breakpoints (delete some first)`);
+        return d.addBreakpoint(parseBreakpointSpec(String(args.spec ?? '')));
+      },
       delete: (args) => ({ deleted: d.removeBreakpoint(Number(args.id)) }),
       breakpoints: () => d.listBreakpoints(),
-      watch: (args) => d.addWatch(parseWatchSpec(String(args.spec ?? ''))),
+      watch: (args) => {
+        // Each watch keeps a copy of its range (up to 1 MiB) and is compared after every round.
+        if (d.status().watches.length >= MAX_WATCHES) throw new Error(`at most ${MAX_WATCHES} watches (unwatch some first)`);
+        return d.addWatch(parseWatchSpec(String(args.spec ?? '')));
+      },
       unwatch: (args) => ({ deleted: d.removeWatch(Number(args.id)) }),
       'serial-input': (args) => {
         const bytes = new TextEncoder().encode(String(args.text ?? ''));
+        // The guest reads at its own pace: a client that types faster waits, it does not grow the queue without end.
+        const pending = m.uart.pendingInput();
+        if (pending + bytes.length > MAX_PENDING_SERIAL_INPUT) throw new Error(`COM1 input queue full: ${pending} bytes still wait for the guest to read them (at most ${MAX_PENDING_SERIAL_INPUT})`);
         m.serialInput(bytes);
         return { bytes: bytes.length };
       },

@@ -159,3 +159,27 @@ describe('monitor socket under hostile input', () => {
     expect(existsSync(path)).toBe(false);
   });
 });
+
+describe('monitor resource limits', () => {
+  it('refuses serial input beyond what may wait for the guest, and breakpoints and watches beyond their caps', async () => {
+    const { MAX_PENDING_SERIAL_INPUT, MAX_BREAKPOINTS, MAX_WATCHES } = await import('../../machine/debug/session.js');
+    const s = newSession();
+    const line = 'x'.repeat(64 * 1024);
+    let accepted = 0;
+    for (let i = 0; i < 2 * (MAX_PENDING_SERIAL_INPUT / line.length); i++) if (s.handle({ cmd: 'serial-input', args: { text: line } }).ok) accepted += line.length;
+    // The UART's own receive FIFO (16 bytes) holds a little more than the host queue.
+    let more = 0;
+    let full = s.handle({ cmd: 'serial-input', args: { text: 'y' } });
+    while (full.ok && more < 1000) {
+      more++;
+      full = s.handle({ cmd: 'serial-input', args: { text: 'y' } });
+    }
+    expect(accepted + more).toBeLessThanOrEqual(MAX_PENDING_SERIAL_INPUT + 16);
+    expect(full.ok).toBe(false);
+    if (!full.ok) expect(full.error).toContain('COM1 input queue full');
+    for (let i = 0; i < MAX_BREAKPOINTS; i++) expect(s.handle({ cmd: 'break', args: { spec: `post 0x${(i & 0xff).toString(16)}` } }).ok).toBe(true);
+    expect(s.handle({ cmd: 'break', args: { spec: 'post 0x33' } }).ok).toBe(false);
+    for (let i = 0; i < MAX_WATCHES; i++) expect(s.handle({ cmd: 'watch', args: { spec: `0x${(0x1000 * (i + 1)).toString(16)}+8` } }).ok).toBe(true);
+    expect(s.handle({ cmd: 'watch', args: { spec: '0x100000+8' } }).ok).toBe(false);
+  });
+});
