@@ -81,19 +81,33 @@ function describe(prefix: string, err: z.ZodError): string {
     .join('; ');
 }
 
+/**
+ * safeParse that never throws: zod's length checks also run on a value of the wrong
+ * type that has a `length` property, and comparing an exotic one (an object without a
+ * prototype, found by the fuzzer) throws a TypeError from inside the validator.
+ */
+function safely<T>(schema: z.ZodType<T>, value: unknown): z.ZodSafeParseResult<T> | { success: false; thrown: string } {
+  try {
+    return schema.safeParse(value);
+  } catch (e) {
+    return { success: false, thrown: (e as Error).message };
+  }
+}
+
 /** Checks one decoded JSON value as a request; the id is kept for the error response when it is valid. */
 export function checkRequest(value: unknown): RequestCheck {
-  const envelope = REQUEST.safeParse(value);
+  const envelope = safely(REQUEST, value);
   if (!envelope.success) {
     const rawId = value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as { id?: unknown }).id : undefined;
     const id = typeof rawId === 'number' && Number.isFinite(rawId) ? rawId : typeof rawId === 'string' && rawId.length <= MAX_SPEC_CHARS ? rawId : undefined;
-    return { ok: false, ...(id !== undefined ? { id } : {}), error: `${describe('', envelope.error)} (a request is {"id": <n>, "cmd": "<command>", "args": {...}})` };
+    const why = 'thrown' in envelope ? `not a valid request (${envelope.thrown})` : describe('', envelope.error);
+    return { ok: false, ...(id !== undefined ? { id } : {}), error: `${why} (a request is {"id": <n>, "cmd": "<command>", "args": {...}})` };
   }
   const { id, cmd, args } = envelope.data;
   const withId = id !== undefined ? { id } : {};
   // An own-property lookup on a fixed list: "constructor" or "__proto__" are unknown commands, not Object's.
   if (!isCommand(cmd)) return { ok: false, ...withId, error: `unknown command ${JSON.stringify(cmd)} (commands: ${COMMAND_NAMES.join(', ')})` };
-  const parsed = ARGS[cmd].safeParse(args ?? {});
-  if (!parsed.success) return { ok: false, ...withId, error: `${cmd}: ${describe('args', parsed.error)}` };
+  const parsed = safely<unknown>(ARGS[cmd], args ?? {});
+  if (!parsed.success) return { ok: false, ...withId, error: `${cmd}: ${'thrown' in parsed ? `invalid args (${parsed.thrown})` : describe('args', parsed.error)}` };
   return { ok: true, request: { ...withId, cmd, args: parsed.data } as MonitorRequest };
 }

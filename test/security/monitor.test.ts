@@ -84,6 +84,12 @@ describe('monitor request validation', () => {
     }
   });
 
+  it('never throws on values zod itself chokes on (fuzzer finding: a prototype-less "length")', () => {
+    const s = newSession();
+    const r = s.handle({ id: 9, cmd: 'watch', args: { spec: { length: Object.create(null) as object } } });
+    expect(r).toMatchObject({ id: 9, ok: false });
+  });
+
   it('names the bad argument, and keeps the id', () => {
     const s = newSession();
     const r = s.handle({ id: 'a', cmd: 'memory', args: { space: 'physical', address: '0x0', length: 16, width: 0 } });
