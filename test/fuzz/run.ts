@@ -18,6 +18,7 @@ interface Row {
   findings: number;
   counterexample?: string;
   error?: string;
+  outcomes: Record<string, number>;
 }
 
 const rows: Row[] = [];
@@ -25,13 +26,15 @@ for (const target of FUZZ_TARGETS) {
   if (values.only && target.name !== values.only) continue;
   const t0 = performance.now();
   const r = target.check({ numRuns: runs, seed });
-  const row: Row = { target: target.name, inputs: r.inputs, seconds: Math.round((performance.now() - t0) / 100) / 10, findings: r.failed ? 1 : 0 };
+  const row: Row = { target: target.name, inputs: r.inputs, seconds: Math.round((performance.now() - t0) / 100) / 10, findings: r.failed ? 1 : 0, outcomes: r.outcomes };
   if (r.failed) {
     row.counterexample = r.counterexample ?? '';
     row.error = r.error ?? '';
   }
   rows.push(row);
   process.stderr.write(`${target.name.padEnd(18)} ${String(row.inputs).padStart(8)} inputs  ${String(row.seconds).padStart(7)} s  ${row.findings ? `FINDING: ${row.error}\n  input: ${row.counterexample}` : '0 findings'}\n`);
+  const top = Object.entries(r.outcomes).sort((a, b) => b[1] - a[1]).slice(0, 8);
+  process.stderr.write(`  outcomes: ${top.map(([k, n]) => `${k} ${n}`).join(', ')}\n`);
 }
 process.stdout.write(JSON.stringify({ seed, runsPerTarget: runs, targets: rows }, null, 2) + '\n');
 process.exitCode = rows.some((r) => r.findings > 0) ? 1 : 0;

@@ -24,6 +24,7 @@ import type { PcMachine } from '../../machine/platform/pc.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { checkRequest } from '../../machine/debug/request-schema.js';
 import { COMMAND_NAMES } from '../../machine/debug/protocol.js';
+import { SNAPSHOT_PARTS } from '../../machine/inspect/snapshot.js';
 import { handleHypercall, HC_ENOSYS, HC_VERSION, HYPERCALL } from '../../hypervisor/hypercalls.js';
 import type { Vcpu, Vm } from '../../hypervisor/vm.js';
 import { REG } from '../../machine/cpu/unicorn/constants.js';
@@ -35,6 +36,8 @@ export interface FuzzResult {
   /** The shrunk failing input and what went wrong, when failed. */
   counterexample: string | null;
   error: string | null;
+  /** How the inputs ended (e.g. "parsed", "rejected: e_phoff"): shows how deep the inputs reach. */
+  outcomes: Record<string, number>;
 }
 
 export interface FuzzTarget {
@@ -43,14 +46,17 @@ export interface FuzzTarget {
 }
 
 /** A target from a property builder; `close` releases what the property built (a machine). */
-function target<Ts extends [unknown, ...unknown[]]>(name: string, build: () => { property: fc.IPropertyWithHooks<Ts>; close(): void }): FuzzTarget {
+type Outcome = (what: string) => void;
+
+function target<Ts extends [unknown, ...unknown[]]>(name: string, build: (outcome: Outcome) => { property: fc.IPropertyWithHooks<Ts>; close(): void }): FuzzTarget {
   return {
     name,
     check(params) {
-      const { property, close } = build();
+      const outcomes: Record<string, number> = {};
+      const { property, close } = build((what) => void (outcomes[what] = (outcomes[what] ?? 0) + 1));
       try {
         const r = fc.check(property, params);
-        return { inputs: r.numRuns, failed: r.failed, counterexample: r.failed ? fc.stringify(r.counterexample).slice(0, 4000) : null, error: r.failed ? String((r.errorInstance as Error | undefined)?.message ?? r.errorInstance).slice(0, 1000) : null };
+        return { inputs: r.numRuns, failed: r.failed, counterexample: r.failed ? fc.stringify(r.counterexample).slice(0, 4000) : null, error: r.failed ? String((r.errorInstance as Error | undefined)?.message ?? r.errorInstance).slice(0, 1000) : null, outcomes };
       } finally {
         close();
       }
@@ -101,7 +107,8 @@ const mutationOf = (seeds: readonly Uint8Array[]): fc.Arbitrary<Uint8Array> =>
     .record({
       seed: fc.nat(seeds.length - 1),
       edits: fc.array(edit, { maxLength: 8 }),
-      truncate: fc.option(fc.oneof(fc.nat(64), fc.nat(8192), fc.nat()), { freq: 5 }),
+      // One input in five is cut short (headers, then anywhere).
+      truncate: fc.oneof({ weight: 4, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.oneof(fc.nat(64), fc.nat(8192), fc.nat()) }),
       extend: fc.oneof({ weight: 9, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.nat(256) }),
     })
     .map(({ seed, edits, truncate, extend }) => applyEdits(seeds[seed]!, edits, truncate, extend));
@@ -133,15 +140,17 @@ function kludgeSeed(): Uint8Array {
 
 const RAM_SIZES = [2 << 20, 16 << 20, 64 << 20];
 
-const multiboot = target('multiboot', () => {
+const multiboot = target('multiboot', (outcome) => {
     const seeds = [...guestSeeds(), kludgeSeed()];
     const property = fc.property(anyBytes(seeds), fc.constantFrom(...RAM_SIZES), (bytes, ramSize) => {
       let plan;
       try {
         plan = parseMultibootImage(bytes, 'fuzz.elf', { ramSize });
       } catch (e) {
-        return expectOwnError(e, [MultibootError]);
+        expectOwnError(e, [MultibootError]);
+        return outcome(`rejected: ${(e as MultibootError).field.replace(/\d+/g, '#')}`);
       }
+      outcome('parsed');
       // A plan that parsed must be loadable as planned: inside RAM, entry inside a segment's space.
       for (const s of plan.segments) {
         if (!(Number.isInteger(s.paddr) && s.paddr >= 0 && s.paddr + s.memSize <= ramSize)) throw new Finding(`segment [0x${s.paddr.toString(16)}, +0x${s.memSize.toString(16)}) outside RAM 0x${ramSize.toString(16)}`);
@@ -194,7 +203,7 @@ const jsonMutationOf = (seeds: readonly Uint8Array[]): fc.Arbitrary<Uint8Array> 
     .map(({ seed, edits }) => new TextEncoder().encode(JSON.stringify(edits.reduce<Json>((t, e) => replaceAt(t, e.pick, e.value as Json), trees[seed]!))));
 };
 
-const oci = target('oci-documents', () => {
+const oci = target('oci-documents', (outcome) => {
     const { index, manifest } = ociSeeds();
     const catalog = [new TextEncoder().encode(JSON.stringify({ repositories: ['firmament/cmos', 'firmament/uart', 'other/x'] }))];
     const doc = fc.oneof(
@@ -214,9 +223,11 @@ const oci = target('oci-documents', () => {
         } else {
           for (const name of parseRegistryCatalog(bytes, 'catalog')) if (name.includes('..') || name.startsWith('/')) throw new Finding(`catalog accepted repository name ${JSON.stringify(name)}`);
         }
+        outcome(`${kind} accepted`);
       } catch (e) {
         if (e instanceof Finding) throw e;
         expectOwnError(e, [OciDocumentError]);
+        outcome(`${kind} rejected`);
       }
     });
     return { property, close: () => {} };
@@ -253,7 +264,7 @@ function canonical(v: StateValue): string {
   return JSON.stringify(v);
 }
 
-const snapshot = target('snapshot-codec', () => {
+const snapshot = target('snapshot-codec', (outcome) => {
     const seeds = fc.sample(stateRecord, { numRuns: 32, seed: 11 }).map((r) => encodeSnapshot(r));
     const input = fc.oneof(
       { weight: 1, arbitrary: stateRecord.map((r) => ({ record: r as StateRecord | null, bytes: encodeSnapshot(r) })) },
@@ -265,8 +276,10 @@ const snapshot = target('snapshot-codec', () => {
         decoded = decodeSnapshot(bytes);
       } catch (e) {
         if (record) throw new Finding(`a freshly encoded snapshot does not decode: ${(e as Error).message}`);
-        return expectOwnError(e, [SnapshotFormatError]);
+        expectOwnError(e, [SnapshotFormatError]);
+        return outcome(`rejected: ${(e as SnapshotFormatError).field.replace(/\d+/g, '#')}`);
       }
+      outcome(record ? 'round trip' : 'mutated, decoded');
       if (decoded === null || typeof decoded !== 'object' || Array.isArray(decoded)) throw new Finding('decoded root is not a record');
       // What was encoded comes back the same.
       if (record && canonical(decoded) !== canonical(record)) throw new Finding(`round trip changed the record: ${canonical(record)} -> ${canonical(decoded)}`);
@@ -292,7 +305,48 @@ const argValue: fc.Arbitrary<unknown> = fc.letrec<{ v: unknown }>((tie) => ({
   ),
 })).v;
 
+const address: fc.Arbitrary<string | number> = fc.oneof(
+  fc.nat(0xffffffff),
+  fc.constantFrom('0x0', '0xfff0', '0xffff0', '0x100000', '4K', '0xffffffff80000000', '0xfee00000', '0xffffffffffffffff'),
+  fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }).map((b) => `0x${b.toString(16)}`),
+);
+const opt = <T extends Record<string, fc.Arbitrary<unknown>>>(fields: T, required: (keyof T)[] = []) => fc.record(fields, { requiredKeys: required as never[] });
+const memoryArgs = opt({ space: fc.constantFrom('physical', 'virtual'), address, length: fc.nat(4096), width: fc.integer({ min: 1, max: 64 }) }, ['space', 'address', 'length']);
+const disasmArgs = opt({ address, count: fc.nat(64), before: fc.nat(16), bits: fc.constantFrom(16, 32, 64) });
+const eventsArgs = opt({ limit: fc.nat(500), kinds: fc.array(fc.constantFrom('hlt', 'wake', 'io', 'debugcon', 'x'), { maxLength: 3 }), includeConsoleBytes: fc.boolean() });
+const cpuIndex = fc.nat(2);
+const breakSpec = fc.oneof(address.map(String), fc.constantFrom('phys 0x100000', 'p:0xfff0', 'post 0x33', 'post:MEMTEST_PASS', 'lin 0xfff0', 'post 0xzz', 'phys', 'post NOPE'), fc.string({ maxLength: 12 }));
+const watchSpec = fc.oneof(fc.tuple(address, fc.nat(2 << 20)).map(([a, l]) => `${a}+${l}`), fc.tuple(fc.nat(0x4000000), fc.nat(256)).map(([a, l]) => `0x${a.toString(16)} ${l}`), fc.string({ maxLength: 12 }));
+
+/** Requests that pass the schema (most of them): they reach the commands themselves. */
+const VALID_ARGS: { [K in (typeof COMMAND_NAMES)[number]]: fc.Arbitrary<unknown> } = {
+  hello: fc.constant({}),
+  status: fc.constant({}),
+  snapshot: opt({ cpu: cpuIndex, parts: fc.subarray([...SNAPSHOT_PARTS]), memory: memoryArgs, disassembly: disasmArgs, pageWalk: fc.option(opt({ address, access: fc.constantFrom('read', 'write', 'fetch'), user: fc.boolean() }, ['address'])), events: eventsArgs, consoles: opt({ tailBytes: fc.nat(100_000) }), timeline: opt({ limit: fc.nat(600) }) }),
+  cpu: opt({ cpu: cpuIndex }),
+  memory: memoryArgs.chain((m) => cpuIndex.map((cpu) => ({ ...m, cpu }))),
+  translate: opt({ address, cpu: cpuIndex, access: fc.constantFrom('read', 'write', 'fetch'), user: fc.boolean() }, ['address']),
+  disasm: disasmArgs.chain((d) => cpuIndex.map((cpu) => ({ ...d, cpu }))),
+  timeline: opt({ limit: fc.nat(600) }),
+  events: eventsArgs,
+  consoles: opt({ tailBytes: fc.nat(100_000) }),
+  vcpus: fc.constant({}),
+  pause: fc.constant({}),
+  resume: fc.constant({}),
+  step: opt({ cpu: cpuIndex, count: fc.integer({ min: 1, max: 64 }) }),
+  'run-to-mode-switch': fc.constant({}),
+  break: opt({ spec: breakSpec }, ['spec']),
+  delete: opt({ id: fc.nat(50) }, ['id']),
+  breakpoints: fc.constant({}),
+  watch: opt({ spec: watchSpec }, ['spec']),
+  unwatch: opt({ id: fc.nat(50) }, ['id']),
+  'serial-input': opt({ text: fc.string({ maxLength: 40 }) }, ['text']),
+  stop: fc.constant({}),
+};
+const validRequest = fc.constantFrom(...COMMAND_NAMES).chain((cmd) => fc.record({ id: fc.nat(1000), cmd: fc.constant(cmd), args: VALID_ARGS[cmd] }));
+
 const monitorRequest: fc.Arbitrary<unknown> = fc.oneof(
+  { weight: 8, arbitrary: validRequest },
   { weight: 1, arbitrary: fc.anything() },
   { weight: 1, arbitrary: fc.jsonValue() },
   {
@@ -308,11 +362,14 @@ const monitorRequest: fc.Arbitrary<unknown> = fc.oneof(
   },
 );
 
-const monitor = target('monitor-protocol', () => {
+const monitor = target('monitor-protocol', (outcome) => {
     let machine: PcMachine | null = null;
     let session: DebugSession | null = null;
     const open = (): DebugSession => {
-      if (session) return session;
+      // A `stop` ends the machine: the next input gets a fresh one, so commands keep reaching a live machine.
+      if (session && !(machine as PcMachine | null)?.exit) return session;
+      (session as DebugSession | null)?.close();
+      (machine as PcMachine | null)?.close();
       machine = createBootMachine({ memBytes: 64 * 1024 * 1024, cpus: 1, faults: [], pace: 'virtual' });
       session = new DebugSession(machine, { label: 'fuzz' });
       session.debugger.pause();
@@ -329,6 +386,7 @@ const monitor = target('monitor-protocol', () => {
       const check = checkRequest(req);
       if (r.ok !== true && r.ok !== false) throw new Finding('response without ok');
       if (r.ok && !check.ok) throw new Finding(`an invalid request was executed: ${check.error}`);
+      outcome(r.ok ? 'executed' : check.ok ? 'valid, failed in the command' : 'rejected by the schema');
       if (!r.ok && (typeof r.error !== 'string' || r.error.length === 0)) throw new Finding('an error response without a message');
       const id = check.ok ? check.request.id : check.id;
       if (id !== undefined && r.id !== id) throw new Finding(`id ${String(id)} came back as ${String(r.id)}`);
@@ -359,7 +417,7 @@ interface FakeRegs {
 
 const u64 = fc.oneof(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), fc.constantFrom(0n, 1n, 2n, 3n, 4n, 5n, 0xffn, 0x100n, 2n ** 32n, 2n ** 32n + 1n, 2n ** 63n, 2n ** 64n - 1n));
 
-const hypercall = target('hypercall-abi', () => {
+const hypercall = target('hypercall-abi', (outcome) => {
     const property = fc.property(fc.record({ rax: u64, rbx: u64, rcx: u64, rdx: u64, vcpu: fc.nat(63), serial: fc.string({ maxLength: 8 }) }), (c) => {
       const regs: FakeRegs = { [REG.RAX]: c.rax, [REG.RBX]: c.rbx, [REG.RCX]: c.rcx, [REG.RDX]: c.rdx };
       const writes: number[] = [];
@@ -398,6 +456,7 @@ const hypercall = target('hypercall-abi', () => {
         if (!cond) throw new Finding(`function ${fn}: ${what}`);
       };
       const byte = String.fromCharCode(Number(c.rbx & 0xffn));
+      outcome(fn <= HYPERCALL.SHUTDOWN ? `function ${fn}` : 'unknown function');
       switch (fn) {
         case HYPERCALL.VERSION:
           expect(result === BigInt(HC_VERSION) && stops === 0 && !stopped && serialOut === '' && vm.serial === c.serial, 'VERSION');
