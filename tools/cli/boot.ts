@@ -42,8 +42,9 @@ export const BOOT_HELP = `firmament boot [options]
   --paused            with --monitor: start paused, resume from a monitor client
 
   Exit status: 0 boot completed (the OS handed off; every guest exited through
-  isa-debug-exit with 0), 1 boot failed, 2 emulator error or bad usage, 3 triple fault,
-  124 timeout.`;
+  isa-debug-exit with 0), 1 boot failed, 2 emulator error, bad usage or bad input (a
+  guest that could not be loaded is reported in its place), 3 triple fault, 124 timeout.
+  With --json, an error still prints a JSON document: {error: {kind, message}, exit}.`;
 
 export function exitStatus(r: BootReport, strict: boolean): number {
   if (bootSucceeded(r, strict)) return 0;

@@ -89,11 +89,21 @@ export async function startMonitorServer(session: DebugSession, path: string): P
       resolve();
     });
   });
+  // Should the process end without close() (a crash, process.exit), the socket file goes with it.
+  const removeSocketFile = (): void => {
+    try {
+      unlinkSync(path);
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', removeSocketFile);
   return {
     path,
     clients: () => sockets.size,
     close: () =>
       new Promise<void>((resolve) => {
+        process.off('exit', removeSocketFile);
         for (const s of sockets) s.destroy();
         server.close(() => resolve());
       }),
