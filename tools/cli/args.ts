@@ -58,7 +58,7 @@ export function parseCount(text: string | undefined, option: string, fallback: n
 /** --timeout S: seconds of wall time, > 0 (at most a day: setTimeout cannot wait much longer). */
 export function parseTimeoutMs(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
-  const s = /^\s*\d+(\.\d+)?\s*$/.test(text) ? Number(text) : NaN;
+  const s = /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text) ? Number(text) : NaN;
   if (!Number.isFinite(s) || s <= 0 || s > 86400) throw new UsageError(`--timeout ${text}: expected seconds, more than 0 and at most 86400`);
   return s * 1000;
 }
