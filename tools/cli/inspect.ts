@@ -97,7 +97,13 @@ export async function inspectCommand(argv: string[]): Promise<number> {
   const l = await launchMachine(v);
   try {
     const stop = await runToStopPoint(l);
-    const snapshot = l.session.call('snapshot', { cpu: cpuOption(values, l), ...(parts ? { parts } : {}), memory, pageWalk: walk ? { address: walk } : null });
+    let snapshot;
+    try {
+      snapshot = l.session.call('snapshot', { cpu: cpuOption(values, l), ...(parts ? { parts } : {}), memory, pageWalk: walk ? { address: walk } : null });
+    } catch (e) {
+      // The request is checked against the monitor protocol's schema: a value out of its range is the user's.
+      throw new UsageError(`inspect: ${(e as Error).message}`);
+    }
     process.stdout.write(toJson({ stop, ...snapshot }) + '\n');
     return 0;
   } finally {

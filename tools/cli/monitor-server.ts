@@ -8,6 +8,7 @@ import { existsSync, unlinkSync } from 'node:fs';
 import type { DebugSession } from '../../machine/debug/session.js';
 import type { MonitorEvent, MonitorResponse } from '../../machine/debug/protocol.js';
 import { encodeLine, lineReader, MAX_LINE_BYTES } from '../../machine/debug/ndjson.js';
+import { UsageError } from './args.js';
 
 /** A client that stops reading gets events dropped beyond this much queued output (responses are never dropped). */
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
@@ -32,7 +33,7 @@ export async function claimSocketPath(path: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (alive) throw new Error(`--monitor ${path}: another monitor is already listening there`);
+  if (alive) throw new UsageError(`--monitor ${path}: another monitor is already listening there`);
   unlinkSync(path);
 }
 
