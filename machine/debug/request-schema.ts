@@ -106,7 +106,7 @@ export function checkRequest(value: unknown): RequestCheck {
   const { id, cmd, args } = envelope.data;
   const withId = id !== undefined ? { id } : {};
   // An own-property lookup on a fixed list: "constructor" or "__proto__" are unknown commands, not Object's.
-  if (!isCommand(cmd)) return { ok: false, ...withId, error: `unknown command ${JSON.stringify(cmd)} (commands: ${COMMAND_NAMES.join(', ')})` };
+  if (!isCommand(cmd)) return { ok: false, ...withId, error: `unknown command '${cmd}' (commands: ${COMMAND_NAMES.join(', ')})` };
   const parsed = safely<unknown>(ARGS[cmd], args ?? {});
   if (!parsed.success) return { ok: false, ...withId, error: `${cmd}: ${'thrown' in parsed ? `invalid args (${parsed.thrown})` : describe('args', parsed.error)}` };
   return { ok: true, request: { ...withId, cmd, args: parsed.data } as MonitorRequest };
