@@ -4,6 +4,7 @@
  */
 import { REG } from '../machine/cpu/unicorn/constants.js';
 import type { Vcpu, Vm } from './vm.js';
+import { appendTranscript } from '../machine/devices/transcript.js';
 
 export const HYPERCALL = {
   VERSION: 0,
@@ -25,10 +26,12 @@ export function handleHypercall(vm: Vm, vcpu: Vcpu): boolean {
     case HYPERCALL.VERSION:
       result = BigInt(HC_VERSION);
       break;
-    case HYPERCALL.PUTCHAR:
-      vm.serial += String.fromCharCode(Number(arg & 0xffn));
-      vm.onSerial?.(String.fromCharCode(Number(arg & 0xffn)));
+    case HYPERCALL.PUTCHAR: {
+      const ch = String.fromCharCode(Number(arg & 0xffn));
+      vm.serial = appendTranscript(vm.serial, ch);
+      vm.onSerial?.(ch);
       break;
+    }
     case HYPERCALL.VCPU_ID:
       result = BigInt(vcpu.index);
       break;

@@ -28,7 +28,8 @@ function pageSource(ranges: readonly MemoryRange[]): PageSource {
   return (page) => pages.get(page) ?? null;
 }
 import { MsrExitFrames } from './msr-exits.js';
-import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, DEFAULT_MBI_REGION, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';
+import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';
+import { chooseMbiRegion } from './multiboot/mbi-placement.js';
 import { seabiosDeviceState } from './legacy-state.js';
 import { skipInstruction } from './instruction-length.js';
 
@@ -88,7 +89,8 @@ export class Hypervisor implements CpuScheduler {
     }
     // QEMU always passes "<kernel> <append>", with the space even when -append is empty.
     const cmdline = `${spec.fileName} ${spec.cmdline ?? ''}`;
-    const mbi = buildMultibootInfo({ memoryMap: qemuPcMemoryMap(spec.memBytes), cmdline, bootLoaderName: 'qemu', placeAt: DEFAULT_MBI_REGION });
+    // The MBI never lands on the kernel's own bytes (mbi-placement.ts).
+    const mbi = buildMultibootInfo({ memoryMap: qemuPcMemoryMap(spec.memBytes), cmdline, bootLoaderName: 'qemu', placeAt: chooseMbiRegion(plan.segments, spec.memBytes, spec.fileName) });
     memory.write(mbi.base, mbi.bytes);
     seabiosDeviceState(vm.io);
     vm.vcpus[0]!.cpu.enterFlatProtectedMode(plan.entry, MULTIBOOT_BOOTLOADER_MAGIC, mbi.address);

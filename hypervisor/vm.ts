@@ -19,6 +19,7 @@ import { GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
 import type { GuestMemory } from './memory/guest-memory.js';
 import { emptyExitCounts, exitsFromCounters, type ExitCounts } from './exits.js';
 import { handleHypercall } from './hypercalls.js';
+import { appendTranscript } from '../machine/devices/transcript.js';
 import { VmMsrs, type MsrExitFrames } from './msr-exits.js';
 
 export const GUEST_LAPIC_GPA = 0xfee00000;
@@ -192,7 +193,7 @@ export class Vm implements CpuHost {
 
   private serialByte(b: number): void {
     const ch = String.fromCharCode(b);
-    this.serial += ch;
+    this.serial = appendTranscript(this.serial, ch);
     this.onSerial?.(ch);
   }
 

@@ -3,6 +3,8 @@ import { createConnection, type Socket } from 'node:net';
 import type { CommandName, Commands, MonitorEvent, MonitorResponse } from '../machine/debug/protocol.js';
 import { encodeLine, lineReader } from '../machine/debug/ndjson.js';
 
+const MAX_RESPONSE_LINE_BYTES = 64 * 1024 * 1024;
+
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
 
 export class MonitorClient {
@@ -15,7 +17,14 @@ export class MonitorClient {
   private constructor(private readonly socket: Socket) {
     socket.on(
       'data',
-      lineReader((line) => this.receive(line)),
+      lineReader((line) => this.receive(line), {
+        // A snapshot answer is well under this; a server sending more is broken or hostile.
+        maxLineBytes: MAX_RESPONSE_LINE_BYTES,
+        onOverflow: () => {
+          socket.destroy();
+          this.shutdown(`the monitor sent a line longer than ${MAX_RESPONSE_LINE_BYTES} bytes`);
+        },
+      }),
     );
     socket.on('close', () => this.shutdown('the monitor closed the connection'));
     socket.on('error', (e) => this.shutdown(e.message));

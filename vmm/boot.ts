@@ -14,7 +14,7 @@ import { containerFwCfgFiles, localLayoutFiles, DEFAULT_LAYOUT, type ContainerSo
 import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import type { FaultSpec } from '../machine/platform/faults.js';
 import type { Hypervisor } from '../hypervisor/hypervisor.js';
-import { hypervisorWithGuests, installHypervisor, type GuestFileSpec } from '../hypervisor/guest-files.js';
+import { hypervisorWithGuests, installHypervisor, mergeGuestReports, type GuestFileSpec, type GuestLoadFailure } from '../hypervisor/guest-files.js';
 import type { GuestReport } from '../hypervisor/hypervisor.js';
 
 export const NEXT_STAGE_FILE = 'opt/firmament/next-stage';
@@ -128,7 +128,10 @@ export function createBootMachine(opts: BootOptions, containerFiles?: readonly F
 }
 
 export async function boot(opts: BootOptions, listeners: BootListeners = {}): Promise<BootReport> {
-  const files = opts.containers ? await containerFwCfgFiles(opts.containers) : undefined;
+  // --timeout covers the whole command: a registry pull spends from the same budget as the run.
+  const pullStart = performance.now();
+  const files = opts.containers ? await containerFwCfgFiles(opts.containers, opts.timeoutMs) : undefined;
+  const runTimeoutMs = opts.timeoutMs !== undefined ? Math.max(1, opts.timeoutMs - (performance.now() - pullStart)) : undefined;
   const m = createBootMachine(opts, files);
   listeners.onMachine?.(m);
   const postCodes: PostCodeRecord[] = [];
@@ -141,6 +144,7 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
   let bootInfo: BootInfo | null = null;
   let handoff: Handoff | null = null;
   let hv: Hypervisor | null = null;
+  const guestFailures: GuestLoadFailure[] = [];
   m.onSerial = (t) => listeners.onSerial?.(t);
   m.onPostCode = (code, atNs) => {
     const info = describePostCode(code);
@@ -158,12 +162,12 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
       m.finish({ reason: 'error', code: 2, detail: (e as Error).message, atNs: m.now() });
       return;
     }
-    hv = takeOver(m, handoff, opts.guests ?? [], listeners);
+    hv = takeOver(m, handoff, opts.guests ?? [], listeners, guestFailures);
     listeners.onHandoff?.(handoff, hv);
   };
   const wall0 = performance.now();
   try {
-    const exit = await m.run(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
+    const exit = await m.run(runTimeoutMs !== undefined ? { timeoutMs: runTimeoutMs } : {});
     stages[stages.length - 1]!.endMs = ms(exit.atNs);
     bootInfo = readBootInfo(m, postCodes.some((p) => p.code === 0x5f));
     const h = handoff as Handoff | null;
@@ -180,7 +184,7 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
       containers: h?.containers ?? [],
       eventLog: h ? { pcr: h.pcr, events: h.events } : null,
       handoff: h ? { address: `0x${h.address.toString(16)}`, result: h.result, memoryMap: h.memoryMap.map((r) => mapEntry(r.base, r.length, r.type)), counts: h.counts } : null,
-      guests: hvNow?.guestReports() ?? [],
+      guests: mergeGuestReports(hvNow?.guestReports() ?? [], guestFailures),
       exit: { reason: exit.reason, code: exit.code, ...(exit.detail ? { detail: exit.detail } : {}) },
       wallMs: Math.round(performance.now() - wall0),
       virtualMs: ms(exit.atNs),
@@ -197,11 +201,13 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
  * The hypervisor takes the machine over from the handoff: only usable ranges
  * of the handed-off map (fenced and OS-held ranges never), then the guests.
  */
-function takeOver(m: PcMachine, h: Handoff, guests: BootGuest[], listeners: BootListeners): Hypervisor {
+function takeOver(m: PcMachine, h: Handoff, guests: BootGuest[], listeners: BootListeners, failures: GuestLoadFailure[]): Hypervisor {
   const map = h.memoryMap.map((r) => ({ base: r.base, length: r.length, type: r.type }));
-  const { hypervisor: hv, vms } = hypervisorWithGuests(m, installHypervisor(m, map), guests);
-  if (guests.length === 0) {
-    m.finish({ reason: 'halted', code: 0, detail: 'handed off to the hypervisor; no guests to run', atNs: m.now() });
+  // A guest that cannot be loaded is reported as such; the others still run.
+  const { hypervisor: hv, vms, failures: f } = hypervisorWithGuests(m, installHypervisor(m, map), guests, { keepGoing: true });
+  failures.push(...f);
+  if (vms.length === 0) {
+    m.finish({ reason: 'halted', code: 0, detail: guests.length === 0 ? 'handed off to the hypervisor; no guests to run' : 'handed off to the hypervisor; no guest could be loaded', atNs: m.now() });
     return hv;
   }
   for (const vm of vms) vm.onSerial = (t) => listeners.onGuestSerial?.(vm.name, t);
@@ -224,7 +230,7 @@ function readBootInfo(m: PcMachine, handedOff: boolean): BootInfo | null {
  * through isa-debug-exit. `strict` also demands no POST error and no failing container.
  */
 export function bootSucceeded(r: BootReport, strict = false): boolean {
-  if (!r.handoff) return false;
+  if (!r.handoff || r.exit.reason === 'error') return false;
   if (!r.guests.every((g) => g.exit?.reason === 'debug-exit' && g.exit.code === 1)) return false;
   return !strict || (r.postErrors.length === 0 && r.handoff.result === 'pass');
 }

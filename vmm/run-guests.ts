@@ -8,7 +8,7 @@ import { PcMachine, type MachineExit, type PcConfig } from '../machine/platform/
 import { DEFAULT_ROM } from './boot.js';
 import { Hypervisor, type VmImage } from '../hypervisor/hypervisor.js';
 import { HostMemoryManager } from '../hypervisor/host-memory.js';
-import { hypervisorWithGuests, type GuestFileSpec } from '../hypervisor/guest-files.js';
+import { checkGuestImage, hypervisorWithGuests, type GuestFileSpec } from '../hypervisor/guest-files.js';
 import type { Vm } from '../hypervisor/vm.js';
 
 const MiB = 1024 * 1024;
@@ -50,6 +50,8 @@ function finishWithFirstVm(machine: PcMachine, hv: Hypervisor, vms: readonly Vm[
 }
 
 export function createGuestMachine(guests: GuestFileSpec[], opts: GuestMachineOptions): GuestMachine {
+  // A missing file, a directory or /dev/zero is refused before a machine is built.
+  for (const g of guests) checkGuestImage(g);
   const { machine, hypervisor } = guestHost(guests.reduce((n, g) => n + g.memBytes, 0), opts);
   const { vms } = hypervisorWithGuests(machine, hypervisor, guests);
   finishWithFirstVm(machine, hypervisor, vms);

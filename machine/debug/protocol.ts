@@ -41,7 +41,7 @@ export interface Commands {
   snapshot: { args: SnapshotRequest; result: SessionSnapshot };
   cpu: { args: { cpu?: number }; result: CpuView };
   memory: { args: MemoryRequest; result: MemoryView };
-  translate: { args: { address: string; cpu?: number; access?: Access; user?: boolean }; result: PageWalkView };
+  translate: { args: { address: string | number; cpu?: number; access?: Access; user?: boolean }; result: PageWalkView };
   disasm: { args: DisassemblyRequest & { cpu?: number }; result: DisassemblyView };
   timeline: { args: { limit?: number }; result: TimelineView };
   events: { args: EventsRequest; result: EventsView };

@@ -17,6 +17,7 @@ import { nsToMs, parseAddress } from '../inspect/hex.js';
 import { Debugger } from './debugger.js';
 import { chainListener } from './listeners.js';
 import { parseBreakpointSpec, parseWatchSpec } from './specs.js';
+import { checkRequest } from './request-schema.js';
 import { ASYNC_COMMANDS, COMMAND_NAMES, PROTOCOL_NAME, PROTOCOL_VERSION, type CommandName, type Commands, type MonitorEvent, type MonitorRequest, type MonitorResponse } from './protocol.js';
 
 export interface SessionOptions {
@@ -39,6 +40,10 @@ export type EventListener = (ev: MonitorEvent) => void;
 /** Console output and machine events are batched: a chatty guest must not flood clients. */
 const BATCH_MS = 50;
 const MAX_EVENTS_PER_BATCH = 200;
+/** Host bytes that may wait for the guest to read COM1 (serial-input beyond this is refused). */
+export const MAX_PENDING_SERIAL_INPUT = 256 * 1024;
+export const MAX_BREAKPOINTS = 256;
+export const MAX_WATCHES = 64;
 
 type AsyncCommand = (typeof ASYNC_COMMANDS)[number];
 type Handlers = { [K in Exclude<CommandName, AsyncCommand>]: (args: Commands[K]['args']) => Commands[K]['result'] };
@@ -75,14 +80,19 @@ export class DebugSession {
     return () => this.listeners.delete(listener);
   }
 
-  /** Executes one request; never throws (errors come back as `ok: false`). */
-  handle(req: MonitorRequest): MonitorResponse {
+  /**
+   * Executes one request, any decoded JSON value (a socket client sends anything);
+   * never throws: a request that fails its schema (request-schema.ts) or its command
+   * comes back as `ok: false`.
+   */
+  handle(raw: unknown): MonitorResponse {
+    const checked = checkRequest(raw);
+    if (!checked.ok) return { ...(checked.id !== undefined ? { id: checked.id } : {}), ok: false, error: checked.error };
+    const req = checked.request;
     const id = req.id;
     try {
-      if (!req || typeof req !== 'object' || typeof req.cmd !== 'string') throw new Error('a request is {"id": <n>, "cmd": "<command>", "args": {...}}');
-      const handler = (this.handlers as Record<string, ((args: unknown) => unknown) | undefined>)[req.cmd];
       if ((ASYNC_COMMANDS as readonly string[]).includes(req.cmd)) throw new Error(`'${req.cmd}' answers asynchronously (handleAsync; over the socket it just works)`);
-      if (!handler) throw new Error(`unknown command '${req.cmd}' (commands: ${COMMAND_NAMES.join(', ')})`);
+      const handler = this.handlers[req.cmd as keyof Handlers] as (args: unknown) => unknown;
       const result = handler(req.args ?? {});
       return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
     } catch (e) {
@@ -91,17 +101,17 @@ export class DebugSession {
   }
 
   /** Executes one request, including the asynchronous ones (snapshot save and load); never rejects. */
-  async handleAsync(req: MonitorRequest): Promise<MonitorResponse> {
-    const id = req?.id;
-    if (!req || typeof req !== 'object' || (req.cmd !== 'snapshot-save' && req.cmd !== 'snapshot-load')) return this.handle(req);
+  async handleAsync(raw: unknown): Promise<MonitorResponse> {
+    const checked = checkRequest(raw);
+    if (!checked.ok || (checked.request.cmd !== 'snapshot-save' && checked.request.cmd !== 'snapshot-load')) return this.handle(raw);
+    const req = checked.request;
+    const id = req.id;
     try {
       const s = this.opts.snapshots;
       if (!s) throw new Error(`'${req.cmd}' needs a machine running VMs under the hypervisor (firmament run, or boot with --guest)`);
-      const args = (req.args ?? {}) as Record<string, unknown>;
-      if (typeof args['name'] !== 'string' || args['name'] === '') throw new Error(`'${req.cmd}' needs args.name, the snapshot's name in the store`);
-      if (args['vm'] !== undefined && typeof args['vm'] !== 'string') throw new Error(`'${req.cmd}': args.vm must be a VM name`);
-      const common = { name: args['name'], ...(typeof args['vm'] === 'string' ? { vm: args['vm'] } : {}) };
-      const result = req.cmd === 'snapshot-save' ? await s.save({ ...common, ...(args['force'] === true ? { force: true } : {}) }) : await s.load(common);
+      const args = req.args as { name: string; vm?: string; force?: boolean };
+      const common = { name: args.name, ...(args.vm !== undefined ? { vm: args.vm } : {}) };
+      const result = req.cmd === 'snapshot-save' ? await s.save({ ...common, ...(args.force ? { force: true } : {}) }) : await s.load(common);
       return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
     } catch (e) {
       return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
@@ -155,13 +165,24 @@ export class DebugSession {
         this.emit({ event: 'resumed', data: { atMs: nsToMs(m.now()) } });
         return d.status();
       },
-      break: (args) => d.addBreakpoint(parseBreakpointSpec(String(args.spec ?? ''))),
+      break: (args) => {
+        // Each breakpoint hooks every CPU's engine: a client must not exhaust the engines' hook slots.
+        if (d.listBreakpoints().length >= MAX_BREAKPOINTS) throw new Error(`at most ${MAX_BREAKPOINTS} breakpoints (delete some first)`);
+        return d.addBreakpoint(parseBreakpointSpec(String(args.spec ?? '')));
+      },
       delete: (args) => ({ deleted: d.removeBreakpoint(Number(args.id)) }),
       breakpoints: () => d.listBreakpoints(),
-      watch: (args) => d.addWatch(parseWatchSpec(String(args.spec ?? ''))),
+      watch: (args) => {
+        // Each watch keeps a copy of its range (up to 1 MiB) and is compared after every round.
+        if (d.status().watches.length >= MAX_WATCHES) throw new Error(`at most ${MAX_WATCHES} watches (unwatch some first)`);
+        return d.addWatch(parseWatchSpec(String(args.spec ?? '')));
+      },
       unwatch: (args) => ({ deleted: d.removeWatch(Number(args.id)) }),
       'serial-input': (args) => {
         const bytes = new TextEncoder().encode(String(args.text ?? ''));
+        // The guest reads at its own pace: a client that types faster waits, it does not grow the queue without end.
+        const pending = m.uart.pendingInput();
+        if (pending + bytes.length > MAX_PENDING_SERIAL_INPUT) throw new Error(`COM1 input queue full: ${pending} bytes still wait for the guest to read them (at most ${MAX_PENDING_SERIAL_INPUT})`);
         m.serialInput(bytes);
         return { bytes: bytes.length };
       },

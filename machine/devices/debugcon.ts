@@ -43,8 +43,9 @@ export class Debugcon implements PortIoDevice {
     return Uint8Array.from(this.buf.length > this.keep ? this.buf.slice(-this.keep) : this.buf);
   }
 
+  /** The output as a byte string (one char per byte, as the serial transcripts): 0x80-0xFF are kept, not replaced. */
   text(): string {
-    return new TextDecoder().decode(this.output());
+    return Buffer.from(this.output()).toString('latin1');
   }
 
   ioRead(_port: number, size: AccessSize): number {

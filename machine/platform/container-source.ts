@@ -20,8 +20,9 @@ export function localLayoutFiles(dir: string): FwCfgFile[] {
   return layoutToFwCfgFiles(dir).map((f) => ({ name: f.name, data: new Uint8Array(f.data) }));
 }
 
-export async function containerFwCfgFiles(source: ContainerSource): Promise<FwCfgFile[]> {
+/** `timeoutMs`: a registry pull must finish within it (the boot's --timeout). */
+export async function containerFwCfgFiles(source: ContainerSource, timeoutMs?: number): Promise<FwCfgFile[]> {
   if (source.kind === 'layout') return localLayoutFiles(source.dir);
   const { registryFwCfgFiles } = await import('./oci-registry.js');
-  return registryFwCfgFiles(source.url);
+  return registryFwCfgFiles(source.url, timeoutMs !== undefined ? { timeoutMs } : {});
 }

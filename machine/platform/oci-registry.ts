@@ -7,19 +7,24 @@
  *
  * URL form: http://HOST:PORT/<repository prefix>[:tag], e.g.
  * http://127.0.0.1:5000/firmament (every repository firmament/<name>, tag "latest").
+ *
+ * A registry is outside input: every request has a deadline (a hung registry
+ * cannot block the boot past --timeout), every body is read as a stream and
+ * cut off at its limit (a descriptor's size, or MAX_DOCUMENT_BYTES for JSON),
+ * and every document is schema-checked (oci-documents.ts).
  */
 import { createHash } from 'node:crypto';
 import type { FwCfgFile } from './container-source.js';
 import { RegistryError } from './registry-error.js';
-import { DEFAULT_REGISTRY_TIMEOUT_MS, registryRequest } from './registry-http.js';
+import { MAX_DOCUMENT_BYTES, MT_INDEX, MT_MANIFEST, OciDocumentError, parseOciManifest, parseRegistryCatalog } from './oci-documents.js';
 
-export { RegistryError };
-
-const MT_INDEX = 'application/vnd.oci.image.index.v1+json';
-const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+/** Without --timeout, one request may take this long (the registry is on a LAN or loopback). */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 const REF_NAME = 'org.opencontainers.image.ref.name';
 const FWCFG_INDEX = 'opt/fm/oci/index.json';
 const FWCFG_BLOB_PREFIX = 'opt/fm/blob/';
+
+export { RegistryError };
 
 const sha256 = (b: Uint8Array): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -48,47 +53,104 @@ export function parseRegistryUrl(url: string): RegistryTarget {
   return { base: u.origin, prefix: path, tag };
 }
 
-/** Firmware container blobs are small; anything near this is not one of ours. */
-const MAX_BLOB_BYTES = 256 * 1024 * 1024;
-
-async function get(url: string, accept?: string): Promise<{ body: Uint8Array; digestHeader: string | null }> {
-  const res = await registryRequest(url, { ...(accept ? { headers: { Accept: accept } } : {}), timeoutMs: DEFAULT_REGISTRY_TIMEOUT_MS, maxBytes: MAX_BLOB_BYTES });
-  if (res.status < 200 || res.status > 299) throw new RegistryError(`GET ${url}: HTTP ${res.status} ${res.statusText}`);
-  return { body: res.body, digestHeader: res.headers.get('docker-content-digest') };
+export interface RegistryPullOptions {
+  /** The whole pull must finish within this (the boot's --timeout); each request also has DEFAULT_REQUEST_TIMEOUT_MS. */
+  timeoutMs?: number;
 }
 
-function json<T>(bytes: Uint8Array, what: string): T {
+interface Budget {
+  deadline: number;
+  what: string;
+}
+
+/** GET with a deadline and a size cap: the body is streamed and the request aborted past `maxBytes`. */
+async function get(url: string, budget: Budget, maxBytes: number, accept?: string): Promise<{ body: Uint8Array; digestHeader: string | null }> {
+  const remaining = Math.min(budget.deadline - Date.now(), DEFAULT_REQUEST_TIMEOUT_MS);
+  if (remaining <= 0) throw new RegistryError(`GET ${url}: ${budget.what} ran out before this request`);
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), remaining);
+  const timedOut = (): RegistryError => new RegistryError(`GET ${url}: no complete answer within ${Math.round(remaining)} ms (${budget.what})`);
   try {
-    return JSON.parse(Buffer.from(bytes).toString('utf8')) as T;
-  } catch (e) {
-    throw new RegistryError(`${what}: not JSON (${(e as Error).message})`);
+    let res: Response;
+    try {
+      res = await fetch(url, { signal: abort.signal, ...(accept ? { headers: { Accept: accept } } : {}) });
+    } catch (e) {
+      if (abort.signal.aborted) throw timedOut();
+      throw new RegistryError(`GET ${url}: ${(e as Error).message}`);
+    }
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      throw new RegistryError(`GET ${url}: HTTP ${res.status} ${res.statusText}`);
+    }
+    const declared = Number(res.headers.get('content-length') ?? NaN);
+    if (Number.isFinite(declared) && declared > maxBytes) {
+      await res.body?.cancel().catch(() => {});
+      throw new RegistryError(`GET ${url}: Content-Length ${declared} is more than the ${maxBytes} bytes expected`);
+    }
+    const chunks: Uint8Array[] = [];
+    let received = 0;
+    if (res.body) {
+      const reader = res.body.getReader();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          received += value.length;
+          if (received > maxBytes) {
+            await reader.cancel().catch(() => {});
+            throw new RegistryError(`GET ${url}: the body passed ${maxBytes} bytes, more than expected; aborted`);
+          }
+          chunks.push(value);
+        }
+      } catch (e) {
+        if (e instanceof RegistryError) throw e;
+        if (abort.signal.aborted) throw timedOut();
+        throw new RegistryError(`GET ${url}: ${(e as Error).message}`);
+      }
+    }
+    const body = new Uint8Array(received);
+    let o = 0;
+    for (const c of chunks) {
+      body.set(c, o);
+      o += c.length;
+    }
+    return { body, digestHeader: res.headers.get('docker-content-digest') };
+  } finally {
+    clearTimeout(timer);
   }
 }
 
-interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
+/** Document errors are the registry's: reported as RegistryError, naming the document. */
+function document<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    if (e instanceof OciDocumentError) throw new RegistryError(e.message);
+    throw e;
+  }
 }
 
 /** Pulls every repository under the prefix and returns the fw_cfg files the OS reads. */
-export async function registryFwCfgFiles(url: string): Promise<FwCfgFile[]> {
+export async function registryFwCfgFiles(url: string, opts: RegistryPullOptions = {}): Promise<FwCfgFile[]> {
   const t = parseRegistryUrl(url);
-  const catalog = json<{ repositories?: string[] }>((await get(`${t.base}/v2/_catalog?n=1000`)).body, `${t.base}/v2/_catalog`);
-  const repos = (catalog.repositories ?? []).filter((r) => r.startsWith(`${t.prefix}/`)).sort();
+  const budget: Budget = opts.timeoutMs !== undefined ? { deadline: Date.now() + opts.timeoutMs, what: `--timeout ${opts.timeoutMs / 1000} s` } : { deadline: Infinity, what: `the ${DEFAULT_REQUEST_TIMEOUT_MS / 1000} s per-request limit` };
+  const catalogUrl = `${t.base}/v2/_catalog?n=1000`;
+  const catalogBody = (await get(catalogUrl, budget, MAX_DOCUMENT_BYTES)).body;
+  const repos = document(() => parseRegistryCatalog(catalogBody, catalogUrl)).filter((r) => r.startsWith(`${t.prefix}/`)).sort();
   if (repos.length === 0) throw new RegistryError(`${url}: no repositories under ${t.prefix}/ in the registry catalog`);
   const blobs = new Map<string, Uint8Array>();
   const images: { name: string; digest: string; size: number }[] = [];
   for (const repo of repos) {
     const name = repo.slice(t.prefix.length + 1);
-    const m = await get(`${t.base}/v2/${repo}/manifests/${t.tag}`, MT_MANIFEST);
+    const m = await get(`${t.base}/v2/${repo}/manifests/${encodeURIComponent(t.tag)}`, budget, MAX_DOCUMENT_BYTES, MT_MANIFEST);
     const digest = sha256(m.body);
     if (m.digestHeader && m.digestHeader !== digest) throw new RegistryError(`${repo}:${t.tag}: manifest digest ${digest} does not match the registry's ${m.digestHeader}`);
-    const manifest = json<{ mediaType?: string; config?: Descriptor; layers?: Descriptor[] }>(m.body, `${repo}:${t.tag} manifest`);
-    if (manifest.mediaType !== MT_MANIFEST || !manifest.config || !manifest.layers) throw new RegistryError(`${repo}:${t.tag}: not an OCI image manifest`);
+    const manifest = document(() => parseOciManifest(m.body, `${repo}:${t.tag} manifest`));
     blobs.set(digest, m.body);
     for (const d of [manifest.config, ...manifest.layers]) {
-      const b = (await get(`${t.base}/v2/${repo}/blobs/${d.digest}`)).body;
+      // The descriptor's size bounds the download: a blob that keeps coming is cut off there.
+      const b = (await get(`${t.base}/v2/${repo}/blobs/${d.digest}`, budget, d.size)).body;
+      if (b.length !== d.size) throw new RegistryError(`${repo}: blob ${d.digest} is ${b.length} bytes, its descriptor says ${d.size}`);
       // The OS verifies again; checking here names the registry as the culprit.
       if (sha256(b) !== d.digest) throw new RegistryError(`${repo}: blob ${d.digest} arrived with digest ${sha256(b)} (${b.length} bytes)`);
       blobs.set(d.digest, b);

@@ -15,6 +15,7 @@ import { CmosRtc } from '../devices/cmos-rtc.js';
 import { PostPort } from '../devices/post-port.js';
 import { DebugExit } from '../devices/debug-exit.js';
 import { Debugcon } from '../devices/debugcon.js';
+import { appendTranscript } from '../devices/transcript.js';
 import { FwCfg } from '../devices/fw-cfg.js';
 import type { LocalApic } from '../devices/lapic.js';
 import { PcBoard } from './board.js';
@@ -349,7 +350,7 @@ export class PcMachine implements CpuHost {
   // ---------------------------------------------------------------- outputs
   private serialByte(b: number): void {
     const ch = String.fromCharCode(b);
-    this.serial += ch;
+    this.serial = appendTranscript(this.serial, ch);
     this.onSerial?.(ch);
   }
 

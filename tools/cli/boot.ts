@@ -2,10 +2,10 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { boot, bootSucceeded, machineMemoryFor, type BootGuest, type BootReport, type PostCodeRecord } from '../../vmm/boot.js';
-import { parseSize } from '../../machine/platform/faults.js';
-import { writeBootJunit } from './junit.js';
+import { checkJunitPath, writeBootJunit } from './junit.js';
 import type { PcMachine } from '../../machine/platform/pc.js';
-import { MACHINE_OPTION_SPEC, machineOptions, toJson, UsageError } from './args.js';
+import { MACHINE_OPTION_SPEC, MAX_GUEST_RAM, MAX_MACHINE_RAM, machineOptions, parseCount, parseMemSize, toJson, UsageError } from './args.js';
+import { cliOutput } from './stdout.js';
 import { ensureImages } from './images.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
@@ -50,13 +50,15 @@ export const BOOT_HELP = `firmament boot [options]
   --paused            with --monitor: start paused, resume from a monitor client
 
   Exit status: 0 boot completed (the OS handed off; every guest exited through
-  isa-debug-exit with 0), 1 boot failed, 2 emulator error or bad usage, 3 triple fault,
-  124 timeout.`;
+  isa-debug-exit with 0), 1 boot failed, 2 emulator error, bad usage or bad input (a
+  guest that could not be loaded is reported in its place), 3 triple fault, 124 timeout.
+  With --json, an error still prints a JSON document: {error: {kind, message}, exit}.`;
 
 export function exitStatus(r: BootReport, strict: boolean): number {
   if (bootSucceeded(r, strict)) return 0;
   if (r.exit.reason === 'timeout') return 124;
-  if (r.exit.reason === 'error') return 2;
+  // An emulator error, or a guest that could not be loaded or failed inside the emulator.
+  if (r.exit.reason === 'error' || r.guests.some((g) => g.exit?.reason === 'error')) return 2;
   if (r.exit.reason === 'triple-fault') return 3;
   return 1;
 }
@@ -85,12 +87,15 @@ export async function bootCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const o = machineOptions(values);
-  const guestMem = parseSize(values['guest-mem'] ?? '64M', '--guest-mem');
-  const guestVcpus = Number(values['guest-vcpus'] ?? '1');
-  if (!Number.isInteger(guestVcpus) || guestVcpus < 1 || guestVcpus > 64) throw new UsageError(`--guest-vcpus ${values['guest-vcpus']}: expected 1..64`);
+  const guestMem = parseMemSize(values['guest-mem'] ?? '64M', '--guest-mem', MAX_GUEST_RAM);
+  const guestVcpus = parseCount(values['guest-vcpus'], '--guest-vcpus', 1);
   const guests: BootGuest[] = (values.guest ?? []).map((path) => ({ path, memBytes: guestMem, vcpus: guestVcpus }));
   // With guests, the machine needs their RAM on top of what the firmware and OS use.
   const memBytes = machineMemoryFor(guests, values.mem !== undefined ? o.memBytes : undefined);
+  if (memBytes > MAX_MACHINE_RAM) throw new UsageError(`${guests.length} guests of ${values['guest-mem'] ?? '64M'} need ${memBytes >> 20} MiB of machine RAM, more than the ${MAX_MACHINE_RAM >> 20} MiB one machine can have`);
+  // A report that cannot be written is found before the boot, not after it.
+  if (values.junit !== undefined) checkJunitPath(values.junit);
+  const { out, err } = cliOutput();
   if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
   await ensureImages(o.json);
   const live = !o.json;
@@ -126,8 +131,9 @@ export async function bootCommand(argv: string[]): Promise<number> {
     {
       ...(live
         ? {
-            onSerial: (t: string) => process.stdout.write(t),
-            onPostCode: (p: PostCodeRecord) => process.stderr.write(`\x1b[36m[post ${p.hex} ${p.name}]\x1b[0m${p.severity !== 'progress' ? ` \x1b[31m${p.severity}\x1b[0m` : ''}\n`),
+            // COM1 is bytes: 0x80 and above go out as themselves, not re-encoded as UTF-8.
+            onSerial: (t: string) => out.writeBytes(t),
+            onPostCode: (p: PostCodeRecord) => err.write(`\x1b[36m[post ${p.hex} ${p.name}]\x1b[0m${p.severity !== 'progress' ? ` \x1b[31m${p.severity}\x1b[0m` : ''}\n`),
             onGuestSerial: guestConsole(),
           }
         : {}),
@@ -138,14 +144,14 @@ export async function bootCommand(argv: string[]): Promise<number> {
   await monitor?.close();
   if (values.junit !== undefined) writeBootJunit(values.junit, report);
   if (o.json) {
-    process.stdout.write(toJson(snapshot ? { ...report, snapshot } : report) + '\n');
+    out.write(toJson(snapshot ? { ...report, snapshot } : report) + '\n');
   } else {
     if (snapshot) process.stderr.write('error' in snapshot ? `snapshot: ${snapshot.error}\n` : `snapshot: ${snapshot.file} (${snapshot.bytes} bytes)\n`);
     const stageText = report.stages.map((s) => `${s.name} ${s.startMs}-${s.endMs ?? '?'}ms`).join(', ');
-    process.stderr.write(`\nexit: ${report.exit.reason} (code ${report.exit.code})${report.exit.detail ? `: ${report.exit.detail}` : ''}\nstages: ${stageText}\n`);
-    if (report.postErrors.length) process.stderr.write(`POST errors: ${report.postErrors.map((p) => `${p.hex} ${p.name}`).join(', ')}\n`);
-    if (report.containers.length) process.stderr.write(`containers: ${report.containers.map((c) => `${c.name} ${c.status}`).join(', ')}\n`);
-    for (const g of report.guests) process.stderr.write(`guest ${g.name}: ${g.exit?.reason ?? 'running'} (code ${g.exit?.code ?? '-'}), exits ${Object.entries(g.exits).filter(([, n]) => n > 0).map(([k, n]) => `${k}=${n}`).join(' ')}\n`);
+    err.write(`\nexit: ${report.exit.reason} (code ${report.exit.code})${report.exit.detail ? `: ${report.exit.detail}` : ''}\nstages: ${stageText}\n`);
+    if (report.postErrors.length) err.write(`POST errors: ${report.postErrors.map((p) => `${p.hex} ${p.name}`).join(', ')}\n`);
+    if (report.containers.length) err.write(`containers: ${report.containers.map((c) => `${c.name} ${c.status}`).join(', ')}\n`);
+    for (const g of report.guests) err.write(`guest ${g.name}: ${g.exit?.reason ?? 'running'} (code ${g.exit?.code ?? '-'}), exits ${Object.entries(g.exits).filter(([, n]) => n > 0).map(([k, n]) => `${k}=${n}`).join(' ')}\n`);
   }
   return exitStatus(report, values.strict === true);
 }
@@ -157,6 +163,6 @@ function guestConsole(): (guest: string, text: string) => void {
     const buf = (partial.get(guest) ?? '') + text;
     const lines = buf.split('\n');
     partial.set(guest, lines.pop()!);
-    for (const l of lines) process.stderr.write(`\x1b[33m[${guest}]\x1b[0m ${l.replace(/\r$/, '')}\n`);
+    for (const l of lines) cliOutput().err.writeBytes(`\x1b[33m[${guest}]\x1b[0m ${l.replace(/\r$/, '')}\n`);
   };
 }

@@ -1,9 +1,9 @@
 /** `firmament containers list|build|verify`: the firmware containers as OCI images. */
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildOciLayout, checkLayout, loadContainerMeta, DEFAULT_LAYOUT_DIR } from '../../tools/oci-layout.mjs';
 import { toJson, UsageError } from './args.js';
+import { InputFileError, readInputFile } from '../../machine/platform/input-file.js';
 
 export const CONTAINERS_HELP = `firmament containers <list|build|verify> [options]
   The temporary firmware containers the lightweight OS runs during boot, as an OCI
@@ -39,7 +39,7 @@ export async function containersCommand(argv: string[]): Promise<number> {
     }
     case 'list': {
       if (values.layout === undefined) await buildOciLayout({ quiet: true });
-      const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as IndexJson;
+      const index = readLayoutIndex(layout);
       const rows = [];
       for (const m of index.manifests) {
         const name = m.annotations?.['org.opencontainers.image.ref.name'] ?? '?';
@@ -62,6 +62,21 @@ export async function containersCommand(argv: string[]): Promise<number> {
     default:
       throw new UsageError(`containers: unknown subcommand '${sub}' (list, build or verify)`);
   }
+}
+
+/** The layout's index.json, checked enough to list it: a missing or broken layout is named, not a stack trace. */
+function readLayoutIndex(layout: string): IndexJson {
+  const path = join(layout, 'index.json');
+  const bytes = readInputFile(path, { what: 'OCI layout index', maxBytes: 16 * 1024 * 1024 });
+  let index: unknown;
+  try {
+    index = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (e) {
+    throw new InputFileError(path, `not JSON: ${(e as Error).message}`);
+  }
+  const manifests = (index as { manifests?: unknown })?.manifests;
+  if (!Array.isArray(manifests) || !manifests.every((m) => m !== null && typeof m === 'object' && typeof (m as { digest?: unknown }).digest === 'string')) throw new InputFileError(path, 'not an OCI image index (manifests[] with a digest each)');
+  return index as IndexJson;
 }
 
 async function allContainerNames(): Promise<string[]> {

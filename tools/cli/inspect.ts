@@ -64,7 +64,23 @@ function memorySpec(text: string | undefined): { space: 'physical' | 'virtual'; 
   if (text === undefined) return { space: 'physical', address: '0x0', length: 256 };
   const m = /^(?:([pv]):)?([^+]+)(?:\+(.+))?$/i.exec(text.trim());
   if (!m) throw new UsageError(`--memory ${text}: expected [p:|v:]0xADDR[+LEN]`);
+  try {
+    return memorySpecParts(m);
+  } catch (e) {
+    throw new UsageError(`--memory ${text}: ${(e as Error).message} (expected [p:|v:]0xADDR[+LEN])`);
+  }
+}
+
+function memorySpecParts(m: RegExpExecArray): { space: 'physical' | 'virtual'; address: string; length: number } {
   return { space: m[1]?.toLowerCase() === 'v' ? 'virtual' : 'physical', address: `0x${parseAddress(m[2]!).toString(16)}`, length: m[3] ? Number(parseAddress(m[3])) : 256 };
+}
+
+function walkAddress(text: string): string {
+  try {
+    return `0x${parseAddress(text).toString(16)}`;
+  } catch (e) {
+    throw new UsageError(`--walk ${text}: ${(e as Error).message}`);
+  }
 }
 
 export async function inspectCommand(argv: string[]): Promise<number> {
@@ -76,12 +92,18 @@ export async function inspectCommand(argv: string[]): Promise<number> {
   const parts = values.parts?.split(',').map((p) => p.trim()) as SnapshotPart[] | undefined;
   for (const p of parts ?? []) if (!SNAPSHOT_PARTS.includes(p)) throw new UsageError(`--parts: unknown view '${p}' (views: ${SNAPSHOT_PARTS.join(', ')})`);
   const memory = memorySpec(values.memory);
-  const walk = values.walk !== undefined ? `0x${parseAddress(values.walk).toString(16)}` : null;
+  const walk = values.walk !== undefined ? walkAddress(values.walk) : null;
   const v = withDefaults(values);
   const l = await launchMachine(v);
   try {
     const stop = await runToStopPoint(l);
-    const snapshot = l.session.call('snapshot', { cpu: cpuOption(values, l), ...(parts ? { parts } : {}), memory, pageWalk: walk ? { address: walk } : null });
+    let snapshot;
+    try {
+      snapshot = l.session.call('snapshot', { cpu: cpuOption(values, l), ...(parts ? { parts } : {}), memory, pageWalk: walk ? { address: walk } : null });
+    } catch (e) {
+      // The request is checked against the monitor protocol's schema: a value out of its range is the user's.
+      throw new UsageError(`inspect: ${(e as Error).message}`);
+    }
     process.stdout.write(toJson({ stop, ...snapshot }) + '\n');
     return 0;
   } finally {

@@ -14,7 +14,7 @@ import { createGuestMachine } from '../../vmm/run-guests.js';
 import type { InspectHooks } from '../../machine/inspect/snapshot.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { parseBreakpointSpec, parseWatchSpec, type BreakpointSpec, type WatchSpec } from '../../machine/debug/specs.js';
-import { machineOptions, MACHINE_OPTION_SPEC, UsageError, type MachineOptions } from './args.js';
+import { machineOptions, MACHINE_OPTION_SPEC, MAX_GUEST_RAM, MAX_MACHINE_RAM, parseCount, parseMemSize, UsageError, type MachineOptions } from './args.js';
 import { ensureImages } from './images.js';
 import { guestHooks } from './guest-hooks.js';
 import { bootHooks } from './boot-hooks.js';
@@ -100,10 +100,10 @@ export async function launchMachine(values: LaunchValues): Promise<LaunchedMachi
 }
 
 function launchKernel(kernel: string, values: LaunchValues, o: MachineOptions, setup: DebugSetup): LaunchedMachine {
-  const vcpus = Number(values['vcpus'] ?? '1');
-  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 64) throw new UsageError(`--vcpus ${String(values['vcpus'])}: expected 1..64`);
+  const vcpus = parseCount(str(values['vcpus']), '--vcpus', 1);
   const cmdline = str(values['cmdline']);
-  const memBytes = str(values['mem']) !== undefined ? o.memBytes : 64 * 1024 * 1024;
+  const memText = str(values['mem']);
+  const memBytes = memText !== undefined ? parseMemSize(memText, '--mem', MAX_GUEST_RAM) : 64 * 1024 * 1024;
   const g = createGuestMachine([{ path: kernel, memBytes, vcpus, ...(cmdline !== undefined ? { cmdline } : {}) }], { pcpus: o.cpus, pace: o.pace, timerSlackMs: o.timerSlackMs });
   const hooks = guestHooks(g.machine, g.hypervisor);
   const label = `guest ${basename(kernel)}`;
@@ -131,11 +131,11 @@ function launchKernel(kernel: string, values: LaunchValues, o: MachineOptions, s
 }
 
 function launchBoot(values: LaunchValues, o: MachineOptions, setup: DebugSetup): Promise<LaunchedMachine> {
-  const guestMem = parseSize(str(values['guest-mem']) ?? '64M', '--guest-mem');
-  const guestVcpus = Number(values['guest-vcpus'] ?? '1');
-  if (!Number.isInteger(guestVcpus) || guestVcpus < 1 || guestVcpus > 64) throw new UsageError(`--guest-vcpus ${String(values['guest-vcpus'])}: expected 1..64`);
+  const guestMem = parseMemSize(str(values['guest-mem']) ?? '64M', '--guest-mem', MAX_GUEST_RAM);
+  const guestVcpus = parseCount(str(values['guest-vcpus']), '--guest-vcpus', 1);
   const guests: BootGuest[] = list(values['guest']).map((path) => ({ path, memBytes: guestMem, vcpus: guestVcpus }));
   const memBytes = machineMemoryFor(guests, str(values['mem']) !== undefined ? o.memBytes : undefined);
+  if (memBytes > MAX_MACHINE_RAM) throw new UsageError(`the guests need ${memBytes >> 20} MiB of machine RAM, more than the ${MAX_MACHINE_RAM >> 20} MiB one machine can have`);
   const registry = str(values['registry']);
   const label = `firmware boot, ${memBytes >> 20} MiB, ${o.cpus} CPU${o.cpus > 1 ? 's' : ''}${guests.length ? `, ${guests.length} guest(s)` : ''}`;
   return new Promise((resolve, reject) => {

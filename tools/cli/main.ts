@@ -1,5 +1,7 @@
 /** Command dispatch for `firmament`. */
 import { UsageError } from './args.js';
+import { reportCliError } from './errors.js';
+import { cliOutput } from './stdout.js';
 import { BOOT_HELP, bootCommand } from './boot.js';
 import { BENCH_HELP, benchCommand } from './bench.js';
 import { RUN_HELP, runCommand } from './run.js';
@@ -46,6 +48,8 @@ ${TEST_HELP}`;
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  // Before any output: a closed stdout (EPIPE, ENOSPC) must not crash the run.
+  cliOutput();
   try {
     switch (cmd) {
       case 'boot':
@@ -76,20 +80,6 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command '${cmd}' (try 'firmament --help')`);
     }
   } catch (e) {
-    const err = e as Error & { code?: string };
-    if (err instanceof UsageError || USAGE_CODES.has(err.code ?? '')) {
-      console.error(`firmament: ${err.message}`);
-      return 2;
-    }
-    // Bad input (images, blocks, snapshots, registries) gets its message, not a stack trace.
-    if (INPUT_ERRORS.has(err.name)) {
-      console.error(`firmament: ${err.name}: ${err.message}`);
-      return 2;
-    }
-    console.error(`firmament: ${err.stack ?? err.message}`);
-    return 2;
+    return reportCliError(e, rest.includes('--json'));
   }
 }
-
-const USAGE_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
-const INPUT_ERRORS = new Set(['FaultSpecError', 'MultibootError', 'MultibootInfoError', 'BootInfoParseError', 'HandoffParseError', 'SnapshotFormatError', 'SnapshotStoreError', 'StateError', 'RegistryError', 'MemoryError', 'UnicornLoadError', 'FrameAllocatorError', 'EptError', 'SuiteError', 'JunitError']);

@@ -6,11 +6,14 @@
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { existsSync, unlinkSync } from 'node:fs';
 import type { DebugSession } from '../../machine/debug/session.js';
-import type { MonitorEvent, MonitorRequest } from '../../machine/debug/protocol.js';
-import { encodeLine, lineReader } from '../../machine/debug/ndjson.js';
+import type { MonitorEvent, MonitorResponse } from '../../machine/debug/protocol.js';
+import { encodeLine, lineReader, MAX_LINE_BYTES } from '../../machine/debug/ndjson.js';
+import { UsageError } from './args.js';
 
 /** A client that stops reading gets events dropped beyond this much queued output (responses are never dropped). */
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/** A client that sends requests but never reads the answers is disconnected beyond this much queued output. */
+const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
 
 export interface MonitorServer {
   readonly path: string;
@@ -30,7 +33,7 @@ export async function claimSocketPath(path: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (alive) throw new Error(`--monitor ${path}: another monitor is already listening there`);
+  if (alive) throw new UsageError(`--monitor ${path}: another monitor is already listening there`);
   unlinkSync(path);
 }
 
@@ -42,21 +45,36 @@ export async function startMonitorServer(session: DebugSession, path: string): P
     const send = (value: unknown, droppable: boolean): void => {
       if (socket.destroyed) return;
       if (droppable && socket.writableLength > MAX_QUEUED_BYTES) return;
+      if (socket.writableLength > MAX_UNREAD_BYTES) {
+        socket.destroy();
+        return;
+      }
       socket.write(encodeLine(value));
     };
     const unsubscribe = session.onEvent((ev: MonitorEvent) => send(ev, true));
     socket.on(
       'data',
-      lineReader((line) => {
-        let req: MonitorRequest;
-        try {
-          req = JSON.parse(line) as MonitorRequest;
-        } catch (e) {
-          send({ ok: false, error: `bad JSON: ${(e as Error).message}` }, false);
-          return;
-        }
-        void session.handleAsync(req).then((res) => send(res, false));
-      }),
+      lineReader(
+        async (line) => {
+          let value: unknown;
+          try {
+            value = JSON.parse(line);
+          } catch (e) {
+            send({ ok: false, error: `bad JSON: ${(e as Error).message}` }, false);
+            return;
+          }
+          // handle() validates any JSON value and never throws; the guard is for a bug of ours,
+          // which must cost this client its answer, not the machine its process.
+          let response: MonitorResponse;
+          try {
+            response = await session.handleAsync(value);
+          } catch (e) {
+            response = { ok: false, error: `internal error: ${(e as Error).message}` };
+          }
+          send(response, false);
+        },
+        { maxLineBytes: MAX_LINE_BYTES, onOverflow: () => send({ ok: false, error: `request line longer than ${MAX_LINE_BYTES} bytes: discarded up to its newline` }, false) },
+      ),
     );
     const gone = (): void => {
       unsubscribe();
@@ -72,11 +90,21 @@ export async function startMonitorServer(session: DebugSession, path: string): P
       resolve();
     });
   });
+  // Should the process end without close() (a crash, process.exit), the socket file goes with it.
+  const removeSocketFile = (): void => {
+    try {
+      unlinkSync(path);
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', removeSocketFile);
   return {
     path,
     clients: () => sockets.size,
     close: () =>
       new Promise<void>((resolve) => {
+        process.off('exit', removeSocketFile);
         for (const s of sockets) s.destroy();
         server.close(() => resolve());
       }),

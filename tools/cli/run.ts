@@ -4,8 +4,8 @@ import { parseArgs } from 'node:util';
 import { createGuestMachine, restoreGuestMachine } from '../../vmm/run-guests.js';
 import { defaultStoreDir, SnapshotStore } from '../../vmm/snapshot/index.js';
 import { vmSnapshotCommands } from './vm-snapshots.js';
-import { parseSize } from '../../machine/platform/faults.js';
-import { parseTimerSlack, toJson, UsageError } from './args.js';
+import { MAX_GUEST_RAM, parseCount, parseMemSize, parseTimeoutMs, parseTimerSlack, toJson, UsageError } from './args.js';
+import { cliOutput } from './stdout.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
@@ -54,21 +54,22 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (populate !== 'eager' && populate !== 'lazy') throw new UsageError(`--populate ${populate}: expected eager or lazy`);
   const storeDir = values.store ?? defaultStoreDir();
   if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
-  const vcpus = Number(values.vcpus ?? '1');
-  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 64) throw new UsageError(`--vcpus ${values.vcpus}: expected 1..64`);
+  const vcpus = parseCount(values.vcpus, '--vcpus', 1);
   const pace = values.clock ?? 'realtime';
   if (pace !== 'realtime' && pace !== 'virtual') throw new UsageError(`--clock ${pace}: expected realtime or virtual`);
   const snapshotUnless = snapshotSkipStatus(values['snapshot-unless-status']);
-  const timeoutMs = values.timeout !== undefined ? Number(values.timeout) * 1000 : undefined;
-  const pcpus = Number(values.cpus ?? '1');
-  if (!Number.isInteger(pcpus) || pcpus < 1 || pcpus > 64) throw new UsageError(`--cpus ${values.cpus}: expected 1..64`);
+  const timeoutMs = parseTimeoutMs(values.timeout);
+  const pcpus = parseCount(values.cpus, '--cpus', 1);
+  const memBytes = parseMemSize(values.mem ?? '64M', '--mem', MAX_GUEST_RAM);
+  const { out, err } = cliOutput();
   const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) } as const;
-  const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes: parseSize(values.mem ?? '64M', '--mem'), vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) };
+  const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) };
   const { machine: m, hypervisor, vms } = restoring
     ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate })
     : createGuestMachine([guest], machineOpts);
-  // After a restore only what the VM prints from now on goes to stdout (--json has the whole transcript).
-  if (!values.json) vms[0]!.onSerial = (t) => process.stdout.write(t);
+  // COM1 is bytes: 0x80 and above go out as themselves, not re-encoded as UTF-8. After a restore only
+  // what the VM prints from now on goes to stdout (--json has the whole transcript).
+  if (!values.json) vms[0]!.onSerial = (t) => out.writeBytes(t);
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
@@ -86,10 +87,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     const snapshotFile = values['snapshot-on-exit'];
     const snapshot: SnapshotOutcome | undefined = snapshotFile !== undefined && exit.code !== snapshotUnless ? writeMachineSnapshot(snapshotFile, m, { command: 'run', pcpus, guests: [{ ...guest, path: restoring ? guest.path : resolve(guest.path) }] }, () => hypervisor.vms.map((vm) => hypervisor.snapshotVm(vm))) : undefined;
     if (values.json) {
-      process.stdout.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports(), host, ...(snapshot ? { snapshot } : {}) }) + '\n');
+      out.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports(), host, ...(snapshot ? { snapshot } : {}) }) + '\n');
     } else {
-      if (exit.reason !== 'debug-exit') process.stderr.write(`\nfirmament: ${exit.reason}${exit.detail ? `: ${exit.detail}` : ''}\n`);
-      if (snapshot) process.stderr.write('error' in snapshot ? `firmament: snapshot: ${snapshot.error}\n` : `firmament: snapshot: ${snapshot.file} (${snapshot.bytes} bytes)\n`);
+      if (exit.reason !== 'debug-exit') err.write(`\nfirmament: ${exit.reason}${exit.detail ? `: ${exit.detail}` : ''}\n`);
+      if (snapshot) err.write('error' in snapshot ? `firmament: snapshot: ${snapshot.error}\n` : `firmament: snapshot: ${snapshot.file} (${snapshot.bytes} bytes)\n`);
     }
     return exit.code;
   } finally {

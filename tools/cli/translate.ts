@@ -2,8 +2,7 @@
 import { parseArgs } from 'node:util';
 import { createGuestMachine } from '../../vmm/run-guests.js';
 import { translateForVcpu, formatTranslation } from '../../hypervisor/translate.js';
-import { parseSize } from '../../machine/platform/faults.js';
-import { toJson, UsageError } from './args.js';
+import { MAX_GUEST_RAM, parseCount, parseMemSize, toJson, UsageError } from './args.js';
 
 export const TRANSLATE_HELP = `firmament translate <guest.elf> <gva> [options]
   Runs the guest under the hypervisor until it exits (or --after-serial TEXT appears),
@@ -36,10 +35,10 @@ export async function translateCommand(argv: string[]): Promise<number> {
   }
   const access = values.access ?? 'read';
   if (access !== 'read' && access !== 'write' && access !== 'fetch') throw new UsageError(`--access ${access}: expected read, write or fetch`);
-  const { machine, hypervisor, vms } = createGuestMachine([{ path: positionals[0]!, memBytes: parseSize(values.mem ?? '64M', '--mem'), vcpus: Number(values.vcpus ?? '1'), ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) }], { pcpus: 1, pace: 'virtual' });
+  const { machine, hypervisor, vms } = createGuestMachine([{ path: positionals[0]!, memBytes: parseMemSize(values.mem ?? '64M', '--mem', MAX_GUEST_RAM), vcpus: parseCount(values.vcpus, '--vcpus', 1), ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) }], { pcpus: 1, pace: 'virtual' });
   const vm = vms[0]!;
   const stopAt = values['after-serial'];
-  if (stopAt !== undefined) vm.onSerial = () => vm.serial.includes(stopAt) && machine.stop(`serial contains ${JSON.stringify(stopAt)}`);
+  if (stopAt !== undefined) vm.onSerial = () => vm.serial.endsWith(stopAt) && machine.stop(`serial contains ${JSON.stringify(stopAt)}`);
   try {
     await machine.run({ timeoutMs: 120_000 });
     const vcpu = vm.vcpus[Number(values.vcpu ?? '0')];

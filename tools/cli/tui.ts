@@ -49,7 +49,12 @@ export async function tuiCommand(argv: string[]): Promise<number> {
 }
 
 async function attach(path: string): Promise<number> {
-  const client = await MonitorClient.connect(path);
+  let client: MonitorClient;
+  try {
+    client = await MonitorClient.connect(path);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const hello = await client.request('hello', {});
   const target = remoteTarget(client, `${hello.machine.label} via ${path}`);
   await new Promise<void>((resolve) => {
