@@ -108,7 +108,7 @@ export class Hypervisor implements CpuScheduler {
     const picked = this.picked;
     ready.length = 0;
     picked.length = 0;
-    for (const vm of this.vms) if (vm.state === 'running') for (const c of vm.vcpus) if (c.cpu.state === 'running') ready.push(c);
+    for (const vm of this.vms) if (vm.state === 'running' && !vm.frozen) for (const c of vm.vcpus) if (c.cpu.state === 'running') ready.push(c);
     if (ready.length === 0) return picked;
     const start = this.rr % ready.length;
     const n = Math.min(this.pcpus, ready.length);
@@ -122,6 +122,11 @@ export class Hypervisor implements CpuScheduler {
   }
 
   private readonly vcpuByCpu = new Map<X86Cpu, Vcpu>();
+
+  /** A VM a debugger holds stopped (its vCPUs stay in all(): the machine is not idle-dead while it waits). */
+  frozen(cpu: X86Cpu): boolean {
+    return this.vcpuOf(cpu)?.vm.frozen === true;
+  }
 
   private vcpuOf(cpu: X86Cpu): Vcpu | undefined {
     if (this.vcpuByCpu.size === 0) for (const vm of this.vms) for (const v of vm.vcpus) this.vcpuByCpu.set(v.cpu, v);

@@ -9,6 +9,7 @@ import { ensureImages } from './images.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { bootHooks, type BootHooks } from './boot-hooks.js';
+import { deferClose, gdbWhenReady, parseGdbAddress } from './gdb-server.js';
 import type { Handoff } from '../../machine/platform/handoff.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 
@@ -39,7 +40,11 @@ export const BOOT_HELP = `firmament boot [options]
   --junit FILE        also write a JUnit XML report: POST, each container, the handoff, each guest
   --monitor SOCKET    serve the monitor protocol on this Unix socket while the machine
                       runs (docs/monitor.md); 'firmament tui --attach SOCKET' connects
-  --paused            with --monitor: start paused, resume from a monitor client
+  --gdb tcp::PORT     serve the GDB remote protocol (QEMU's -gdb; loopback unless a host is
+                      given): threads are the CPUs, or with --gdb-vm the VM's vCPUs (docs/gdb.md)
+  --gdb-vm NAME       with --gdb: debug this guest's VM (stops only it; the others keep running)
+  --paused            with --monitor or --gdb: start paused (QEMU's -S); with --gdb-vm the VM
+                      waits at its first instruction
 
   Exit status: 0 boot completed (the OS handed off; every guest exited through
   isa-debug-exit with 0), 1 boot failed, 2 emulator error or bad usage, 3 triple fault,
@@ -61,6 +66,8 @@ export async function bootCommand(argv: string[]): Promise<number> {
       strict: { type: 'boolean' },
       monitor: { type: 'string' },
       paused: { type: 'boolean' },
+      gdb: { type: 'string' },
+      'gdb-vm': { type: 'string' },
       guest: { type: 'string', multiple: true },
       'guest-mem': { type: 'string' },
       'guest-vcpus': { type: 'string' },
@@ -81,7 +88,12 @@ export async function bootCommand(argv: string[]): Promise<number> {
   const guests: BootGuest[] = (values.guest ?? []).map((path) => ({ path, memBytes: guestMem, vcpus: guestVcpus }));
   // With guests, the machine needs their RAM on top of what the firmware and OS use.
   const memBytes = machineMemoryFor(guests, values.mem !== undefined ? o.memBytes : undefined);
-  if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
+  if (values.paused && values.monitor === undefined && values.gdb === undefined) throw new UsageError('--paused needs --monitor or --gdb (something has to resume the machine)');
+  if (values['gdb-vm'] !== undefined && values.gdb === undefined) throw new UsageError('--gdb-vm needs --gdb');
+  const gdb = values.gdb !== undefined ? gdbWhenReady({ address: parseGdbAddress(values.gdb), vm: values['gdb-vm'] ?? null, paused: values.paused === true }) : null;
+  // A gdb holding a triple-faulted machine needs its engines after boot() returns.
+  let releaseMachine = (): void => {};
+  let releaseHypervisor = (): void => {};
   await ensureImages(o.json);
   const live = !o.json;
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
@@ -93,6 +105,17 @@ export async function bootCommand(argv: string[]): Promise<number> {
     const session = new DebugSession(m, { label: `firmware boot, ${memBytes >> 20} MiB, ${o.cpus} CPU${o.cpus > 1 ? 's' : ''}`, hooks: monitorHooks.hooks });
     if (values.paused) session.debugger.pause();
     monitor?.attach(session);
+    gdb?.onMachine(m, session.debugger);
+  };
+  const onMachine = (m: PcMachine): void => {
+    if (gdb) releaseMachine = deferClose(m);
+    if (monitor) attachMonitor(m);
+    else gdb?.onMachine(m);
+  };
+  const onHandoff = (h: Handoff, hv: Hypervisor | null): void => {
+    monitorHooks?.onHandoff(h, hv);
+    if (gdb && hv) releaseHypervisor = deferClose(hv);
+    gdb?.onHypervisor(hv);
   };
   const report = await boot(
     {
@@ -114,9 +137,12 @@ export async function bootCommand(argv: string[]): Promise<number> {
             onGuestSerial: guestConsole(),
           }
         : {}),
-      ...(monitor ? { onMachine: attachMonitor, onHandoff: (h: Handoff, hv: Hypervisor | null) => monitorHooks?.onHandoff(h, hv) } : {}),
+      ...(monitor || gdb ? { onMachine, onHandoff } : {}),
     },
   );
+  await gdb?.close();
+  releaseHypervisor();
+  releaseMachine();
   await monitor?.close();
   if (values.junit !== undefined) writeBootJunit(values.junit, report);
   if (o.json) {

@@ -6,6 +6,7 @@ import { parseTimerSlack, toJson, UsageError } from './args.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
+import { gdbWhenReady, parseGdbAddress } from './gdb-server.js';
 
 export const RUN_HELP = `firmament run <guest.elf> [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
@@ -22,20 +23,23 @@ export const RUN_HELP = `firmament run <guest.elf> [options]
   --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits}], host: {wallMs, cpuMs}}
                       (host: wall and process CPU time from guest start to exit)
   --monitor SOCKET    serve the monitor protocol on this Unix socket (docs/monitor.md)
-  --paused            with --monitor: start paused, resume from a monitor client`;
+  --gdb tcp::PORT     serve the GDB remote protocol for the guest's VM: its vCPUs are gdb's
+                      threads (docs/gdb.md); QEMU's -gdb
+  --paused            with --monitor or --gdb: start paused at the guest's entry (QEMU's -S)`;
 
 export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, paused: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, gdb: { type: 'string' }, paused: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError('run: expected exactly one guest image (firmament run <guest.elf>)');
-  if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
+  if (values.paused && values.monitor === undefined && values.gdb === undefined) throw new UsageError('--paused needs --monitor or --gdb (something has to resume the machine)');
+  const gdbAddress = values.gdb !== undefined ? parseGdbAddress(values.gdb) : null;
   const vcpus = Number(values.vcpus ?? '1');
   if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 64) throw new UsageError(`--vcpus ${values.vcpus}: expected 1..64`);
   const pace = values.clock ?? 'realtime';
@@ -52,6 +56,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }
+  const gdb = gdbAddress ? gdbWhenReady({ address: gdbAddress, vm: vms[0]!.name, paused: values.paused === true }) : null;
+  gdb?.onHypervisor(hypervisor);
   try {
     const cpu0 = process.cpuUsage();
     const wall0 = performance.now();
@@ -66,6 +72,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
     return exit.code;
   } finally {
+    await gdb?.close();
     await monitor?.close();
     hypervisor.close();
     m.close();

@@ -116,6 +116,19 @@ export class UnicornEngine {
     check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
   }
 
+  /** A register wider than 64 bits (x87 ST: 10 bytes, XMM: 16) as raw little-endian bytes. */
+  readRegBytes(id: number, length: number): Buffer {
+    this.scratch.fill(0);
+    check(this.lib, 'uc_reg_read', this.lib.fn.regRead(this.uc, id, this.scratch));
+    return Buffer.from(this.scratch.subarray(0, length));
+  }
+
+  writeRegBytes(id: number, bytes: Uint8Array): void {
+    this.scratch.fill(0);
+    this.scratch.set(bytes.subarray(0, Math.min(bytes.length, this.scratch.length)));
+    check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
+  }
+
   /** GDTR/IDTR/LDTR/TR as uc_x86_mmr {selector u16 @0, base u64 @8, limit u32 @16, flags u32 @20}. */
   readMmr(id: number): { selector: number; base: bigint; limit: number; flags: number } {
     this.scratch.fill(0, 0, 24);
