@@ -56,8 +56,11 @@ export function startGdbServer(makeTarget: () => GdbTarget, addr: GdbAddress, op
       return;
     }
     socket.setNoDelay(true);
+    // FIRMAMENT_GDB_TRACE=1: every packet both ways on stderr (QEMU's trace_gdbstub_io_* events).
+    const trace = process.env['FIRMAMENT_GDB_TRACE'] ? (dir: string, b: Buffer): void => opts.log(`gdb ${dir} ${b.toString('latin1').slice(0, 200)}`) : null;
     const stub = new GdbStub(target, {
       send: (b) => {
+        trace?.('<-', b);
         if (!socket.destroyed) socket.write(b);
       },
       end: () => socket.end(),
@@ -66,6 +69,7 @@ export function startGdbServer(makeTarget: () => GdbTarget, addr: GdbAddress, op
     client = { socket, stub };
     opts.log(`gdb: client ${socket.remoteAddress}:${socket.remotePort} attached to ${target.label}`);
     socket.on('data', (chunk: Buffer) => {
+      trace?.('->', chunk);
       stub.receive(chunk);
       if (stub.finished && target.exit) socket.end();
     });
@@ -110,6 +114,8 @@ export interface GdbPlan {
   address: GdbAddress;
   vm: string | null;
   paused: boolean;
+  /** The VM is the machine's only one (`run`): a stop pauses the whole machine, clocks included. */
+  wholeMachine?: boolean;
 }
 
 /**
@@ -142,8 +148,11 @@ export function gdbWhenReady(plan: GdbPlan): {
         log(`firmament: --gdb-vm ${plan.vm}: no such VM (VMs: ${hv?.vms.map((v) => v.name).join(', ') || 'none'})`);
         return;
       }
-      if (plan.paused) vm.frozen = true;
-      start(() => vmTarget(hv!.machine, vm));
+      if (plan.paused) {
+        if (plan.wholeMachine) hv!.machine.pause();
+        else vm.frozen = true;
+      }
+      start(() => vmTarget(hv!.machine, vm, { wholeMachine: plan.wholeMachine === true }));
     },
     async close() {
       await (await server)?.close();

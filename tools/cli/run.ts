@@ -56,7 +56,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }
-  const gdb = gdbAddress ? gdbWhenReady({ address: gdbAddress, vm: vms[0]!.name, paused: values.paused === true }) : null;
+  const gdb = gdbAddress ? gdbWhenReady({ address: gdbAddress, vm: vms[0]!.name, paused: values.paused === true, wholeMachine: true }) : null;
   gdb?.onHypervisor(hypervisor);
   try {
     const cpu0 = process.cpuUsage();

@@ -20,6 +20,8 @@ export interface RegisterContext {
   cpu: X86Cpu;
   /** True in 64-bit code: registers read full width. */
   wide: boolean;
+  /** CS base outside 64-bit code (the PC gdb sees is linear). */
+  csBase: bigint;
 }
 
 export interface GdbRegister {
@@ -109,13 +111,16 @@ function control(name: string, id: number, flagsType: string): GdbRegister {
 export const GDB_REGISTERS: readonly GdbRegister[] = [
   ...GPRS.map((_, i) => gpr(i)),
   {
+    // Outside 64-bit code, the linear PC (CS.base + EIP): what breakpoints, symbols and
+    // `x/i $pc` use. In real mode that differs from IP (QEMU shows IP, and gdb cannot then
+    // match its breakpoints there); $cs holds the selector.
     name: 'rip',
     bits: 64,
     type: 'code_ptr',
     feature: 'core',
     group: 'general',
-    read: ({ cpu, wide }) => (wide ? cpu.readRip() : cpu.readRip() & MASK32),
-    write: ({ cpu, wide }, v) => cpu.engine.writeReg(REG.RIP, wide ? v : v & MASK32),
+    read: ({ cpu, wide, csBase }) => (wide ? cpu.readRip() : (csBase + cpu.readRip()) & MASK32),
+    write: ({ cpu, wide, csBase }, v) => cpu.engine.writeReg(REG.RIP, wide ? v : (v - csBase) & MASK32),
   },
   { ...plain('eflags', 32, REG.EFLAGS, 'core', 'i386_eflags'), group: 'general' },
   segment('cs', REG.CS),
@@ -158,7 +163,9 @@ export const GDB_REGISTERS: readonly GdbRegister[] = [
 export const REGISTER_BY_NAME = new Map(GDB_REGISTERS.map((r, i) => [r.name, i]));
 
 export function registerContext(cpu: X86Cpu): RegisterContext {
-  return { cpu, wide: cpuLocation(cpu).mode === 'long' };
+  const loc = cpuLocation(cpu);
+  const wide = loc.mode === 'long';
+  return { cpu, wide, csBase: wide ? 0n : (loc.linearRip - cpu.readRip()) & MASK32 };
 }
 
 /** One register as gdb's target-byte-order hex, or `xx...` when it cannot be read (gdb shows <unavailable>). */

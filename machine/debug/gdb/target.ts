@@ -93,9 +93,27 @@ export function vmRunControl(machine: PcMachine, vm: Vm): RunControl {
   };
 }
 
-/** One VM: its vCPUs are the threads, memory is guest-virtual through guest tables and EPT. */
-export function vmTarget(machine: PcMachine, vm: Vm): GdbTarget {
-  const control = vmRunControl(machine, vm);
+/**
+ * One VM: its vCPUs are the threads, memory is guest-virtual through guest
+ * tables and EPT. `wholeMachine` (the only VM, `firmament run`): a stop
+ * pauses the machine, so the guest's clocks stop too, as under QEMU; else
+ * only this VM is held and the machine's time (its timers included) goes on.
+ */
+export function vmTarget(machine: PcMachine, vm: Vm, opts: { wholeMachine?: boolean } = {}): GdbTarget {
+  const perVm = vmRunControl(machine, vm);
+  const control: RunControl = opts.wholeMachine
+    ? {
+        get paused() {
+          return machine.paused;
+        },
+        pause: () => machine.pause(),
+        resume: () => machine.resume(),
+        get exit() {
+          return perVm.exit;
+        },
+        canStep: perVm.canStep,
+      }
+    : perVm;
   const open = (): X86Cpu[] => vm.vcpus.map((v) => v.cpu).filter((c) => !c.engine.isClosed);
   const dbg = new Debugger(machine, { cpus: open, control });
   return {
