@@ -23,8 +23,8 @@ export interface Firmament {
   kill(): Promise<void>;
 }
 
-export async function startFirmament(args: string[]): Promise<Firmament> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'tools/firmament.mjs'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startFirmament(args: string[], env: Record<string, string> = {}): Promise<Firmament> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'tools/firmament.mjs'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let err = '';
   let out = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
