@@ -137,6 +137,8 @@ export class GdbStub {
         return '';
       case 'H': {
         const t = this.parseThread(p.slice(2));
+        // An unknown thread is refused (QEMU answers E22), never silently replaced by another.
+        if (t !== 'all' && !this.thread(t, false)) return 'E22';
         if (p[1] === 'g') this.gThread = t === 'all' ? this.firstThread() : t;
         else this.cThread = t === 'all' ? this.firstThread() : t;
         return 'OK';
