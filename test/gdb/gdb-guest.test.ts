@@ -87,4 +87,40 @@ describe('gdb on a VM under the hypervisor', () => {
       await fm.kill();
     }
   }, 180_000);
+
+  it('an i386 gdb (32-bit guest, --gdb-arch i386): a triple fault is a SIGSEGV stop with the state kept, then the end', async () => {
+    const fm = await startFirmament(['run', guestElf('crash', false), '--gdb', 'tcp::0', '--gdb-arch', 'i386', '--paused', '--clock', 'virtual']);
+    try {
+      const r = await runGdb(fm.port, guestElf('crash', false), ['p/x $eax', 'p/x $eip', 'continue', 'p $pc > (long)&guest_main', 'info registers cr0 efer', 'continue']);
+      // Multiboot entry: EAX holds the loader magic; EIP the ELF entry.
+      expect(printedValues(r.output)).toEqual(['0x2badb002', '0x10000c', '1']);
+      expect(r.output).toMatch(/Program received signal SIGSEGV, Segmentation fault\.\s+0x[0-9a-f]+ in guest_main/);
+      expect(r.output).toMatch(/cr0\s+0x60000011\s+\[ PE ET NW CD \]/);
+      expect(r.output).toContain('Program terminated with signal SIGSEGV');
+      expect(fm.stderr()).toContain('triple fault');
+      // QEMU with -no-reboot exits 0 on a triple fault; so does run.
+      expect(await fm.exited).toBe(0);
+    } finally {
+      await fm.kill();
+    }
+  }, 180_000);
+
+  it('an SMP guest: each vCPU is a thread; thread N selects it and stepi steps only it', async () => {
+    const fm = await startFirmament(['run', guestElf('smp', false), '--vcpus', '2', '--gdb', 'tcp::0', '--paused', '--clock', 'virtual']);
+    try {
+      const r = await runGdb(fm.port, guestElf('smp'), [
+        'break ap_entry64', 'continue', 'info threads', 'p $_thread',
+        'delete', 'thread 1', 'p/x $pc', 'thread 2', 'p/x $pc', 'stepi', 'p/x $pc', 'thread 1', 'p/x $pc', 'kill',
+      ]);
+      expect(r.output).toMatch(/Thread 2 \(vm:smp\/vcpu1 long running\)/);
+      expect(r.output).toMatch(/Thread 1 \(vm:smp\/vcpu0 /);
+      const [thread, bspBefore, apBefore, apAfter, bspAfter] = printedValues(r.output);
+      expect(thread).toBe('2');
+      expect(BigInt(apAfter!)).toBeGreaterThan(BigInt(apBefore!));
+      // The step ran vCPU 1 alone: vCPU 0 is where it was.
+      expect(bspAfter).toBe(bspBefore);
+    } finally {
+      await fm.kill();
+    }
+  }, 180_000);
 });

@@ -9,7 +9,7 @@ import { ensureImages } from './images.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { bootHooks, type BootHooks } from './boot-hooks.js';
-import { deferClose, gdbWhenReady, parseGdbAddress } from './gdb-server.js';
+import { deferClose, gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 import type { Handoff } from '../../machine/platform/handoff.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 
@@ -43,6 +43,7 @@ export const BOOT_HELP = `firmament boot [options]
   --gdb tcp::PORT     serve the GDB remote protocol (QEMU's -gdb; loopback unless a host is
                       given): threads are the CPUs, or with --gdb-vm the VM's vCPUs (docs/gdb.md)
   --gdb-vm NAME       with --gdb: debug this guest's VM (stops only it; the others keep running)
+  --gdb-arch ARCH     x86-64 (default) or i386: the register layout for an i386 gdb (32-bit ELF)
   --paused            with --monitor or --gdb: start paused (QEMU's -S); with --gdb-vm the VM
                       waits at its first instruction
 
@@ -68,6 +69,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
       paused: { type: 'boolean' },
       gdb: { type: 'string' },
       'gdb-vm': { type: 'string' },
+      'gdb-arch': { type: 'string' },
       guest: { type: 'string', multiple: true },
       'guest-mem': { type: 'string' },
       'guest-vcpus': { type: 'string' },
@@ -90,7 +92,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
   const memBytes = machineMemoryFor(guests, values.mem !== undefined ? o.memBytes : undefined);
   if (values.paused && values.monitor === undefined && values.gdb === undefined) throw new UsageError('--paused needs --monitor or --gdb (something has to resume the machine)');
   if (values['gdb-vm'] !== undefined && values.gdb === undefined) throw new UsageError('--gdb-vm needs --gdb');
-  const gdb = values.gdb !== undefined ? gdbWhenReady({ address: parseGdbAddress(values.gdb), vm: values['gdb-vm'] ?? null, paused: values.paused === true }) : null;
+  const gdb = values.gdb !== undefined ? gdbWhenReady({ address: parseGdbAddress(values.gdb), vm: values['gdb-vm'] ?? null, paused: values.paused === true, arch: parseGdbArch(values['gdb-arch']) }) : null;
   // A gdb holding a triple-faulted machine needs its engines after boot() returns.
   let releaseMachine = (): void => {};
   let releaseHypervisor = (): void => {};

@@ -11,6 +11,7 @@ import type { Debugger } from '../../machine/debug/debugger.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import { GdbStub } from '../../machine/debug/gdb/stub.js';
 import { machineTarget, vmTarget, type GdbTarget } from '../../machine/debug/gdb/target.js';
+import type { GdbArch } from '../../machine/debug/gdb/registers.js';
 import { UsageError } from './args.js';
 
 export interface GdbAddress {
@@ -30,6 +31,13 @@ export function parseGdbAddress(text: string): GdbAddress {
   return { host: m[1] ? m[1] : '127.0.0.1', port };
 }
 
+/** --gdb-arch: the register layout gdb expects (an i386 ELF makes gdb an i386 debugger). */
+export function parseGdbArch(text: string | undefined): GdbArch {
+  if (text === undefined || text === 'x86-64' || text === 'i386:x86-64') return 'x86-64';
+  if (text === 'i386') return 'i386';
+  throw new UsageError(`--gdb-arch ${text}: expected x86-64 (default) or i386`);
+}
+
 export interface GdbServer {
   /** The bound address (port 0 resolves to the one the system chose). */
   address(): GdbAddress | null;
@@ -43,6 +51,7 @@ export interface GdbServer {
 export interface GdbServeOptions {
   /** Say where the stub listens (stderr in the CLI). */
   log(line: string): void;
+  arch?: GdbArch;
 }
 
 export function startGdbServer(makeTarget: () => GdbTarget, addr: GdbAddress, opts: GdbServeOptions): Promise<GdbServer> {
@@ -59,6 +68,7 @@ export function startGdbServer(makeTarget: () => GdbTarget, addr: GdbAddress, op
     // FIRMAMENT_GDB_TRACE=1: every packet both ways on stderr (QEMU's trace_gdbstub_io_* events).
     const trace = process.env['FIRMAMENT_GDB_TRACE'] ? (dir: string, b: Buffer): void => opts.log(`gdb ${dir} ${b.toString('latin1').slice(0, 200)}`) : null;
     const stub = new GdbStub(target, {
+      ...(opts.arch ? { arch: opts.arch } : {}),
       send: (b) => {
         trace?.('<-', b);
         if (!socket.destroyed) socket.write(b);
@@ -116,6 +126,7 @@ export interface GdbPlan {
   paused: boolean;
   /** The VM is the machine's only one (`run`): a stop pauses the whole machine, clocks included. */
   wholeMachine?: boolean;
+  arch?: GdbArch;
 }
 
 /**
@@ -130,7 +141,7 @@ export function gdbWhenReady(plan: GdbPlan): {
   let server: Promise<GdbServer | null> = Promise.resolve(null);
   const log = (l: string): void => void process.stderr.write(`${l}\n`);
   const start = (make: () => GdbTarget): void => {
-    server = startGdbServer(make, plan.address, { log }).catch((e: Error) => {
+    server = startGdbServer(make, plan.address, { log, ...(plan.arch ? { arch: plan.arch } : {}) }).catch((e: Error) => {
       log(`firmament: ${e.message}`);
       return null;
     });

@@ -6,7 +6,7 @@ import { parseTimerSlack, toJson, UsageError } from './args.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
-import { gdbWhenReady, parseGdbAddress } from './gdb-server.js';
+import { gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 
 export const RUN_HELP = `firmament run <guest.elf> [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
@@ -25,13 +25,14 @@ export const RUN_HELP = `firmament run <guest.elf> [options]
   --monitor SOCKET    serve the monitor protocol on this Unix socket (docs/monitor.md)
   --gdb tcp::PORT     serve the GDB remote protocol for the guest's VM: its vCPUs are gdb's
                       threads (docs/gdb.md); QEMU's -gdb
+  --gdb-arch ARCH     x86-64 (default) or i386: the register layout for an i386 gdb (32-bit guest ELF)
   --paused            with --monitor or --gdb: start paused at the guest's entry (QEMU's -S)`;
 
 export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, gdb: { type: 'string' }, paused: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -56,7 +57,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }
-  const gdb = gdbAddress ? gdbWhenReady({ address: gdbAddress, vm: vms[0]!.name, paused: values.paused === true, wholeMachine: true }) : null;
+  const gdb = gdbAddress ? gdbWhenReady({ address: gdbAddress, vm: vms[0]!.name, paused: values.paused === true, wholeMachine: true, arch: parseGdbArch(values['gdb-arch']) }) : null;
   gdb?.onHypervisor(hypervisor);
   try {
     const cpu0 = process.cpuUsage();

@@ -60,6 +60,22 @@ function gpr(i: number): GdbRegister {
   };
 }
 
+/** i386 view: the low 32 bits, whatever the mode (an i386 gdb has no wider registers). */
+function gpr32(i: number): GdbRegister {
+  const id = GPR_IDS[i]!;
+  const name = `e${GPRS[i]!.slice(1)}`;
+  return {
+    name,
+    bits: 32,
+    type: name === 'esp' || name === 'ebp' ? 'data_ptr' : 'int32',
+    feature: 'core',
+    group: 'general',
+    read: ({ cpu }) => cpu.engine.readReg(id) & MASK32,
+    // Only the low half: the upper half of a 64-bit register is left as it is.
+    write: ({ cpu }, v) => cpu.engine.writeReg(id, (cpu.engine.readReg(id) & ~MASK32) | (v & MASK32)),
+  };
+}
+
 function plain(name: string, bits: 32 | 64, id: number, feature: GdbRegister['feature'], type = bits === 64 ? 'int64' : 'int32', writable = true): GdbRegister {
   const mask = bits === 64 ? (1n << 64n) - 1n : MASK32;
   return {
@@ -108,9 +124,7 @@ function control(name: string, id: number, flagsType: string): GdbRegister {
   };
 }
 
-export const GDB_REGISTERS: readonly GdbRegister[] = [
-  ...GPRS.map((_, i) => gpr(i)),
-  {
+const PC: GdbRegister = {
     // Outside 64-bit code, the linear PC (CS.base + EIP): what breakpoints, symbols and
     // `x/i $pc` use. In real mode that differs from IP (QEMU shows IP, and gdb cannot then
     // match its breakpoints there); $cs holds the selector.
@@ -121,7 +135,18 @@ export const GDB_REGISTERS: readonly GdbRegister[] = [
     group: 'general',
     read: ({ cpu, wide, csBase }) => (wide ? cpu.readRip() : (csBase + cpu.readRip()) & MASK32),
     write: ({ cpu, wide, csBase }, v) => cpu.engine.writeReg(REG.RIP, wide ? v : (v - csBase) & MASK32),
-  },
+};
+
+const EIP: GdbRegister = {
+  ...PC,
+  name: 'eip',
+  bits: 32,
+  read: (c) => (PC.read(c) as bigint) & MASK32,
+  write: (c, v, b) => PC.write!({ ...c, wide: false, csBase: c.wide ? 0n : c.csBase }, v & MASK32, b),
+};
+
+/** eflags, the selectors and x87: the rest of gdb's i386 core feature, shared by both layouts. */
+const CORE_TAIL: readonly GdbRegister[] = [
   { ...plain('eflags', 32, REG.EFLAGS, 'core', 'i386_eflags'), group: 'general' },
   segment('cs', REG.CS),
   segment('ss', REG.SS),
@@ -138,10 +163,14 @@ export const GDB_REGISTERS: readonly GdbRegister[] = [
   { ...plain('foseg', 32, UC.FDS, 'core'), group: 'float' },
   { ...plain('fooff', 32, UC.FDP, 'core'), group: 'float' },
   { ...plain('fop', 32, UC.FOP, 'core'), group: 'float' },
-  ...Array.from({ length: 16 }, (_, i) => wideBytes(`xmm${i}`, 128, UC.XMM0 + i, 'vec128', 'sse', 'vector')),
+];
+
+const xmm = (n: number): GdbRegister[] => [
+  ...Array.from({ length: n }, (_, i) => wideBytes(`xmm${i}`, 128, UC.XMM0 + i, 'vec128', 'sse', 'vector')),
   { ...plain('mxcsr', 32, UC.MXCSR, 'sse', 'i386_mxcsr'), group: 'vector' },
-  { ...plain('fs_base', 64, REG.FS_BASE, 'segments'), group: 'general' },
-  { ...plain('gs_base', 64, REG.GS_BASE, 'segments'), group: 'general' },
+];
+
+const SYSTEM: readonly GdbRegister[] = [
   control('cr0', REG.CR0, 'x86_cr0'),
   control('cr2', REG.CR2, 'int64'),
   control('cr3', REG.CR3, 'int64'),
@@ -160,7 +189,27 @@ export const GDB_REGISTERS: readonly GdbRegister[] = [
   },
 ];
 
-export const REGISTER_BY_NAME = new Map(GDB_REGISTERS.map((r, i) => [r.name, i]));
+/** x86-64 gdb (the default) or i386 gdb (32-bit guests: `--gdb-arch i386`). */
+export type GdbArch = 'x86-64' | 'i386';
+export const GDB_ARCHES: readonly GdbArch[] = ['x86-64', 'i386'];
+
+/** The x86-64 layout (QEMU's i386-64bit.xml order), plus the control registers. */
+export const GDB_REGISTERS: readonly GdbRegister[] = [
+  ...GPRS.map((_, i) => gpr(i)),
+  PC,
+  ...CORE_TAIL,
+  ...xmm(16),
+  { ...plain('fs_base', 64, REG.FS_BASE, 'segments'), group: 'general' },
+  { ...plain('gs_base', 64, REG.GS_BASE, 'segments'), group: 'general' },
+  ...SYSTEM,
+];
+
+/** The i386 layout (QEMU's i386 order): 32-bit registers, XMM0-7, plus the control registers. */
+export const GDB_REGISTERS_I386: readonly GdbRegister[] = [...GPRS.slice(0, 8).map((_, i) => gpr32(i)), EIP, ...CORE_TAIL, ...xmm(8), ...SYSTEM];
+
+export function registersFor(arch: GdbArch): readonly GdbRegister[] {
+  return arch === 'i386' ? GDB_REGISTERS_I386 : GDB_REGISTERS;
+}
 
 export function registerContext(cpu: X86Cpu): RegisterContext {
   const loc = cpuLocation(cpu);
@@ -169,9 +218,9 @@ export function registerContext(cpu: X86Cpu): RegisterContext {
 }
 
 /** One register as gdb's target-byte-order hex, or `xx...` when it cannot be read (gdb shows <unavailable>). */
-export function readRegisterHex(c: RegisterContext, index: number): string {
-  const r = GDB_REGISTERS[index];
-  if (!r) throw new RangeError(`register ${index}: there are ${GDB_REGISTERS.length}`);
+export function readRegisterHex(regs: readonly GdbRegister[], c: RegisterContext, index: number): string {
+  const r = regs[index];
+  if (!r) throw new RangeError(`register ${index}: there are ${regs.length}`);
   const bytes = r.bits / 8;
   try {
     const v = r.read(c);
@@ -185,16 +234,16 @@ export function readRegisterHex(c: RegisterContext, index: number): string {
   }
 }
 
-export function registerBytes(index: number): number {
-  const r = GDB_REGISTERS[index];
-  if (!r) throw new RangeError(`register ${index}: there are ${GDB_REGISTERS.length}`);
+export function registerBytes(regs: readonly GdbRegister[], index: number): number {
+  const r = regs[index];
+  if (!r) throw new RangeError(`register ${index}: there are ${regs.length}`);
   return r.bits / 8;
 }
 
 /** Writes one register from its little-endian bytes. */
-export function writeRegister(c: RegisterContext, index: number, bytes: Buffer): void {
-  const r = GDB_REGISTERS[index];
-  if (!r) throw new RangeError(`register ${index}: there are ${GDB_REGISTERS.length}`);
+export function writeRegister(regs: readonly GdbRegister[], c: RegisterContext, index: number, bytes: Buffer): void {
+  const r = regs[index];
+  if (!r) throw new RangeError(`register ${index}: there are ${regs.length}`);
   if (bytes.length !== r.bits / 8) throw new RegisterWriteError(`${r.name} takes ${r.bits / 8} bytes, got ${bytes.length}`);
   if (!r.write) throw new RegisterWriteError(`${r.name} is read-only here`);
   let v = 0n;
@@ -264,13 +313,15 @@ const FEATURE_NAMES: Record<GdbRegister['feature'], string> = {
 };
 
 /** The XML target description served as `target.xml` (qXfer:features:read). */
-export function targetXml(): string {
-  const features = (['core', 'sse', 'segments', 'system'] as const).map((f) => {
-    const regs = GDB_REGISTERS.map((r, i) => ({ r, i }))
+export function targetXml(arch: GdbArch = 'x86-64'): string {
+  const all = registersFor(arch);
+  const used = (['core', 'sse', 'segments', 'system'] as const).filter((f) => all.some((r) => r.feature === f));
+  const features = used.map((f) => {
+    const regs = all.map((r, i) => ({ r, i }))
       .filter(({ r }) => r.feature === f)
       .map(({ r, i }) => `    <reg name="${r.name}" bitsize="${r.bits}" type="${r.type}" regnum="${i}"${r.group ? ` group="${r.group}"` : ''}/>`)
       .join('\n');
     return `  <feature name="${FEATURE_NAMES[f]}">${FEATURE_TYPES[f]}\n${regs}\n  </feature>`;
   });
-  return `<?xml version="1.0"?>\n<!DOCTYPE target SYSTEM "gdb-target.dtd">\n<target version="1.0">\n  <architecture>i386:x86-64</architecture>\n${features.join('\n')}\n</target>\n`;
+  return `<?xml version="1.0"?>\n<!DOCTYPE target SYSTEM "gdb-target.dtd">\n<target version="1.0">\n  <architecture>${arch === 'i386' ? 'i386' : 'i386:x86-64'}</architecture>\n${features.join('\n')}\n</target>\n`;
 }

@@ -12,7 +12,7 @@ import { cpuLocation, cpuView } from '../../inspect/cpu-view.js';
 import { formatRows } from '../../inspect/memory-view.js';
 import { hex } from '../../inspect/hex.js';
 import { escapeBinary, framePacket, fromHex, MAX_PACKET_BYTES, PacketError, PacketReader, parseHexNumber, toHex, unescapeBinary, type Received } from './packets.js';
-import { GDB_REGISTERS, readRegisterHex, registerBytes, registerContext, targetXml, writeRegister } from './registers.js';
+import { readRegisterHex, registerBytes, registerContext, registersFor, targetXml, writeRegister, type GdbArch, type GdbRegister } from './registers.js';
 import { readVirtual, type GdbTarget, type GdbThread } from './target.js';
 
 /** gdb's signal numbers (gdb/signals.def), which stop replies carry. */
@@ -38,6 +38,8 @@ interface GdbWatch {
 
 export interface StubOptions {
   send(bytes: Buffer): void;
+  /** Register layout gdb expects (default x86-64). */
+  arch?: GdbArch;
   /** gdb detached or killed: the transport should close the connection. */
   end(): void;
   /** `monitor` commands beyond the built-in ones (e.g. the machine-wide pause in a per-VM stub). */
@@ -61,11 +63,15 @@ export class GdbStub {
   private lastStopReply: string | null = null;
   private ended = false;
   private exitReported = false;
+  private readonly arch: GdbArch;
+  private readonly regs: readonly GdbRegister[];
 
   constructor(
     readonly target: GdbTarget,
     private readonly opts: StubOptions,
   ) {
+    this.arch = opts.arch ?? 'x86-64';
+    this.regs = registersFor(this.arch);
     this.unsubscribe = target.debugger.onStop((stop) => this.onStop(stop));
     // Like QEMU, attaching stops the target: gdb starts by asking where it is.
     if (!target.exit) target.debugger.pause();
@@ -150,11 +156,11 @@ export class GdbStub {
       case 'G':
         return this.writeAllRegisters(p.slice(1));
       case 'p':
-        return this.withRegisters((c) => readRegisterHex(c, Number(parseHexNumber(p.slice(1), 'register number'))));
+        return this.withRegisters((c) => readRegisterHex(this.regs, c, Number(parseHexNumber(p.slice(1), 'register number'))));
       case 'P': {
         const [n, v] = p.slice(1).split('=');
         return this.withRegisters((c) => {
-          writeRegister(c, Number(parseHexNumber(n ?? '', 'register number')), fromHex(v ?? '', 'register value'));
+          writeRegister(this.regs, c, Number(parseHexNumber(n ?? '', 'register number')), fromHex(v ?? '', 'register value'));
           return 'OK';
         });
       }
@@ -215,7 +221,7 @@ export class GdbStub {
     const m = /^([^:]+):([0-9a-fA-F]+),([0-9a-fA-F]+)$/.exec(args);
     if (!m) throw new PacketError(`qXfer:features:read: bad arguments '${args}'`);
     if (m[1] !== 'target.xml') return 'E00';
-    const xml = targetXml();
+    const xml = targetXml(this.arch);
     const off = Number.parseInt(m[2]!, 16);
     const len = Number.parseInt(m[3]!, 16);
     const part = xml.slice(off, off + len);
@@ -265,19 +271,19 @@ export class GdbStub {
   }
 
   private readAllRegisters(): string {
-    return this.withRegisters((c) => GDB_REGISTERS.map((_, i) => readRegisterHex(c, i)).join(''));
+    return this.withRegisters((c) => this.regs.map((_, i) => readRegisterHex(this.regs, c, i)).join(''));
   }
 
   private writeAllRegisters(hexText: string): string {
     const bytes = fromHex(hexText.replace(/x/g, '0'), 'G packet');
     return this.withRegisters((c) => {
       let off = 0;
-      GDB_REGISTERS.forEach((r, i) => {
-        const n = registerBytes(i);
+      this.regs.forEach((r, i) => {
+        const n = registerBytes(this.regs, i);
         const slice = bytes.subarray(off, off + n);
         off += n;
         // Registers we cannot write (selectors) are skipped when gdb sends them back unchanged.
-        if (slice.length === n && r.write) writeRegister(c, i, Buffer.from(slice));
+        if (slice.length === n && r.write) writeRegister(this.regs, c, i, Buffer.from(slice));
       });
       return 'OK';
     });
