@@ -1,7 +1,7 @@
 /** The remote-protocol framing, byte for byte. */
 import { describe, expect, it } from 'vitest';
 import { checksum, escapeBinary, expandRunLength, framePacket, PacketReader, unescapeBinary } from '../../machine/debug/gdb/packets.js';
-import { GDB_REGISTERS, targetXml } from '../../machine/debug/gdb/registers.js';
+import { GDB_REGISTERS, GDB_REGISTERS_I386, targetXml } from '../../machine/debug/gdb/registers.js';
 
 const feed = (r: PacketReader, s: string): ReturnType<PacketReader['feed']> => r.feed(Buffer.from(s, 'latin1'));
 
@@ -59,5 +59,16 @@ describe('gdb packet layer', () => {
     expect(GDB_REGISTERS.slice(0, 18).map((r) => r.name).join(' ')).toBe('rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 r12 r13 r14 r15 rip eflags');
     expect(GDB_REGISTERS[39]!.name).toBe('fop');
     expect(GDB_REGISTERS.map((r) => r.name)).toEqual(expect.arrayContaining(['cr0', 'cr2', 'cr3', 'cr4', 'efer', 'fs_base', 'gs_base']));
+  });
+
+  it('serves an i386 description for an i386 gdb: 32-bit registers, gdb core order, no 64-bit-only features', () => {
+    const xml = targetXml('i386');
+    expect(xml).toContain('<architecture>i386</architecture>');
+    expect(xml).not.toContain('org.gnu.gdb.i386.segments');
+    const regs = [...xml.matchAll(/<reg name="([^"]+)" bitsize="(\d+)"[^>]*regnum="(\d+)"/g)].map((m) => [m[1], Number(m[2]), Number(m[3])]);
+    expect(regs.map(([n, , i]) => [n, i])).toEqual(GDB_REGISTERS_I386.map((r, i) => [r.name, i]));
+    expect(regs.slice(0, 10).map(([n, bits]) => `${n}:${bits}`).join(' ')).toBe('eax:32 ebx:32 ecx:32 edx:32 esi:32 edi:32 ebp:32 esp:32 eip:32 eflags:32');
+    // i386 core: 8 GPRs, eip, eflags, 6 selectors, 16 x87 registers = 32.
+    expect(GDB_REGISTERS_I386[31]!.name).toBe('fop');
   });
 });
