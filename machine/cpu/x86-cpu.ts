@@ -115,7 +115,7 @@ export interface CpuEvent {
 const IRQ_COUNTER_KEYS: string[] = [];
 
 /** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
-const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24 } as const;
+const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24, stopPc: 32 } as const;
 
 /** EDX after reset holds the CPUID signature (leaf 1 EAX). */
 const RESET_SIGNATURE = 0x00060fb1;
@@ -534,6 +534,7 @@ export class X86Cpu implements DeliveryCpu {
     this.pendingIntr = null;
     this.pendingSyscall = false;
     const rc = this.engine.start(this.readRip(), count);
+    if (this.slice32[SLICE.stopped / 4] !== 0 && this.engine.hasCodeHooks) this.rewindToStoppedBlock();
     if (this.hostError) {
       const err = this.hostError;
       this.hostError = null;
@@ -559,6 +560,18 @@ export class X86Cpu implements DeliveryCpu {
       if (e instanceof TripleFault) return this.tripleFault(e.message);
       return { kind: 'error', message: `CPU ${this.index}: ${(e as Error).message} (at RIP 0x${this.readRip().toString(16)})` };
     }
+  }
+
+  /**
+   * A debugger's code hook is installed: Unicorn then leaves RIP stale (wherever it was
+   * last written back, e.g. a function's entry inside chained blocks) when our block hook
+   * stops it before a block. Put RIP on that block, as Unicorn does without code hooks.
+   */
+  private rewindToStoppedBlock(): void {
+    const pc = this.slice64[SLICE.stopPc / 8]!;
+    const blob = this.engine.contextView();
+    const csBase = new DataView(blob.buffer, blob.byteOffset, blob.byteLength).getBigUint64(contextLayout().segs + SEG.CS * SEG_CACHE_SIZE + 8, true);
+    this.engine.writeReg(REG.RIP, BigInt.asUintN(64, pc - csBase));
   }
 
   private classify(rc: number, count: number): SliceExit {

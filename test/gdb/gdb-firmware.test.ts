@@ -16,11 +16,14 @@ describe('gdb on the bare machine (firmware)', () => {
         'break *0xe00d0', 'continue', 'p/x $efer', 'p/x $cs', 'p/x $cr4 & 0x20',
         'stepi', 'p/x $pc', 'p/x $cs',
         'break fw_main', 'continue', 'info registers cr0 cr3 cr4 efer', 'info threads',
+        // Breakpoints stay inserted while the memory test's tight loops run and get preempted.
+        'break memtest_verify_pass', 'continue', 'continue', 'bt 1',
         'detach',
       ]);
       expect(r.output).toContain('in reset_vector ()');
       expect(r.output).toMatch(/Breakpoint 1, 0x0+ff022 in real_entry/);
       expect(r.output).toMatch(/Breakpoint 3, 0x0+e2a00 in fw_main/);
+      expect(r.output.match(/Breakpoint 4, 0x0+e3840 in memtest_verify_pass/g)).toHaveLength(2);
       expect(r.output).toMatch(/cr0\s+0x80000033\s+\[ PE MP ET NE PG \]/);
       expect(r.output).toMatch(/cr4\s+0x620\s+\[ PAE OSFXSR OSXMMEXCPT \]/);
       expect(r.output).toMatch(/efer\s+0x500\s+\[ LME LMA \]/);

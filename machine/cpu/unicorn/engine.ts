@@ -226,11 +226,20 @@ export class UnicornEngine {
     const cb = this.register((_uc: unknown, addr: number | bigint) => h(asU64(addr)), this.lib.proto.code);
     const out = [0n];
     check(this.lib, 'uc_hook_add(CODE)', this.lib.fn.hookAdd(this.uc, out, 1 << 2, cb, null, begin, end));
+    this.codeHooks.add(out[0]!);
     return out[0]!;
+  }
+
+  /** Code hooks installed now: while there is one, Unicorn leaves a stale PC after a block-hook stop. */
+  private readonly codeHooks = new Set<bigint>();
+
+  get hasCodeHooks(): boolean {
+    return this.codeHooks.size > 0;
   }
 
   removeHook(handle: bigint): void {
     check(this.lib, 'uc_hook_del', this.lib.fn.hookDel(this.uc, handle));
+    this.codeHooks.delete(handle);
   }
 
   onInvalidInstruction(h: () => boolean): void {
