@@ -94,7 +94,11 @@ export function startGdbServer(makeTarget: () => GdbTarget, addr: GdbAddress, op
     socket.on('error', gone);
   });
   return new Promise((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`--gdb ${addr.host}:${addr.port}: ${e.code === 'EADDRINUSE' ? 'port already in use' : e.message}`)));
+    server.once('error', (e: NodeJS.ErrnoException) => {
+      // The target's debugger was attached for this server: let the machine run undisturbed.
+      target.close();
+      reject(new Error(`--gdb ${addr.host}:${addr.port}: ${e.code === 'EADDRINUSE' ? 'port already in use' : e.message}`));
+    });
     server.listen(addr.port, addr.host, () => {
       const a = server.address();
       const bound = a && typeof a === 'object' ? { host: a.address, port: a.port } : null;
