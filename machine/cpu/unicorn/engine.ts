@@ -232,9 +232,13 @@ export class UnicornEngine {
 
   /** Code hooks installed now: while there is one, Unicorn leaves a stale PC after a block-hook stop. */
   private readonly codeHooks = new Set<bigint>();
+  /** Unicorn's own count hook (a code hook) outlives a counted run by one more run. */
+  private countHookLingers = false;
+  private lastRunHadCodeHooks = false;
 
+  /** Whether a code hook existed during the last run (ours, or Unicorn's instruction counter). */
   get hasCodeHooks(): boolean {
-    return this.codeHooks.size > 0;
+    return this.lastRunHadCodeHooks;
   }
 
   removeHook(handle: bigint): void {
@@ -314,6 +318,8 @@ export class UnicornEngine {
 
   /** Runs until HLT, a stop, an error or an exception. `until` 0: see the notes on TLB fills. */
   start(begin: bigint, count = 0): number {
+    this.lastRunHadCodeHooks = this.codeHooks.size > 0 || count > 0 || this.countHookLingers;
+    this.countHookLingers = count > 0;
     return this.lib.fn.emuStart(this.uc, begin, 0n, 0n, count) as number;
   }
 
