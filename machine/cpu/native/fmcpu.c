@@ -66,7 +66,8 @@ int fm_add_block_hook(void *uc, uint64_t *hh, fm_slice *slice) {
   return p_hook_add(uc, hh, 1 << 3, (void *)block_hook, slice, 1, 0);
 }
 
-int fm_abi_version(void) { return 1; }
+/* 2: fm_slice.stop_pc. Checked at load, so a stale build fails loudly instead of rewinding RIP to 0. */
+int fm_abi_version(void) { return 2; }
 
 /* x86 register ids from unicorn/x86.h (2.1). */
 enum { REG_CS = 11, REG_CR0 = 50, REG_CR3 = 53, REG_CR4 = 54, REG_MSR = 248 };
