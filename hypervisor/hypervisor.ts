@@ -173,7 +173,7 @@ export class Hypervisor implements CpuScheduler {
     const nVms = this.vms.length;
     for (let k = 0; k < nVms && picked.length < this.pcpus; k++) {
       const vm = this.vms[(this.rr + k) % nVms]!;
-      if (vm.state !== 'running') continue;
+      if (vm.state !== 'running' || vm.frozen) continue;
       const ready = this.ready;
       ready.length = 0;
       for (const c of vm.vcpus) if (c.cpu.state === 'running') ready.push(c);
@@ -192,6 +192,11 @@ export class Hypervisor implements CpuScheduler {
   }
 
   private readonly vcpuByCpu = new Map<X86Cpu, Vcpu>();
+
+  /** A VM a debugger holds stopped (its vCPUs stay in all(): the machine is not idle-dead while it waits). */
+  frozen(cpu: X86Cpu): boolean {
+    return this.vcpuOf(cpu)?.vm.frozen === true;
+  }
 
   private vcpuOf(cpu: X86Cpu): Vcpu | undefined {
     if (this.vcpuByCpu.size === 0) for (const vm of this.vms) for (const v of vm.vcpus) this.vcpuByCpu.set(v.cpu, v);

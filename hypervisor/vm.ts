@@ -82,6 +82,8 @@ export class Vm implements CpuHost {
   readonly vcpuCount: number;
   readonly msrExits: VmMsrs;
   state: VmState = 'running';
+  /** Held stopped by a debugger (gdb --gdb-vm): the scheduler skips its vCPUs; its devices keep time. */
+  frozen = false;
   exit: VmExit | null = null;
   serial = '';
   ioExits = 0;

@@ -16,7 +16,7 @@ import type { PhysicalMemory } from '../memory/physical-memory.js';
 import type { X86Cpu } from './x86-cpu.js';
 
 /** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
-export const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24 } as const;
+export const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24, stopPc: 32 } as const;
 
 /** Pages of per-CPU device registers (a LAPIC) that each bound context routes to its own devices. */
 export interface LocalWindow {

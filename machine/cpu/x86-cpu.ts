@@ -616,6 +616,7 @@ export class X86Cpu implements DeliveryCpu {
     } finally {
       h.running = false;
     }
+    if (h.slice32[SLICE.stopped / 4] !== 0 && engine.hasCodeHooks) this.rewindToStoppedBlock();
     if (this.hostError) {
       const err = this.hostError;
       this.hostError = null;
@@ -638,6 +639,18 @@ export class X86Cpu implements DeliveryCpu {
       if (e instanceof TripleFault) return this.tripleFault(e.message);
       return { kind: 'error', message: `CPU ${this.index}: ${(e as Error).message} (at RIP 0x${this.readRip().toString(16)})` };
     }
+  }
+
+  /**
+   * A debugger's code hook is installed: Unicorn then leaves RIP stale (wherever it was
+   * last written back, e.g. a function's entry inside chained blocks) when our block hook
+   * stops it before a block. Put RIP on that block, as Unicorn does without code hooks.
+   */
+  private rewindToStoppedBlock(): void {
+    const pc = this.hostCpu.slice64[SLICE.stopPc / 8]!;
+    const blob = this.engine.contextView();
+    const csBase = new DataView(blob.buffer, blob.byteOffset, blob.byteLength).getBigUint64(contextLayout().segs + SEG.CS * SEG_CACHE_SIZE + 8, true);
+    this.engine.writeReg(REG.RIP, BigInt.asUintN(64, pc - csBase));
   }
 
   private classify(rc: number, count: number): SliceExit {

@@ -102,6 +102,72 @@ interface Watch {
 export type StopListener = (stop: StopInfo) => void;
 
 /**
+ * What a debugger stops and starts: the whole machine (the default), or one
+ * VM under the hypervisor while the others keep running (the gdb stub's
+ * per-VM targets). Stops found by hooks pause through it; resume and step go through it.
+ */
+export interface RunControl {
+  readonly paused: boolean;
+  pause(): void;
+  resume(): void;
+  /** Why the debugged CPUs can never run again (the machine's or the VM's exit), or null. */
+  readonly exit: { reason: string; code: number; detail?: string } | null;
+  /** Whether `cpu` can be single-stepped alone; if not, why. */
+  canStep(cpu: X86Cpu): true | string;
+}
+
+/** The whole machine: the default run control. */
+export function machineRunControl(machine: PcMachine): RunControl {
+  return {
+    get paused() {
+      return machine.paused;
+    },
+    pause: () => machine.pause(),
+    resume: () => machine.resume(),
+    get exit() {
+      return machine.exit;
+    },
+    canStep: (cpu) => (machine.cpus.includes(cpu) && !machine.scheduler ? true : `CPU ${cpu.index} is scheduled by the ${machine.scheduler?.name ?? 'hypervisor'}`),
+  };
+}
+
+/** Something that runs after every scheduling round while armed, with the quantum it needs. */
+interface RoundHook {
+  quantum(): number;
+  after(): void;
+}
+
+const roundHooks = new WeakMap<PcMachine, Set<RoundHook>>();
+
+/**
+ * Several debuggers (the monitor's, a gdb stub per VM) may each need a short
+ * quantum and a look after each round: one wrapper around PcMachine.step
+ * serves them all, and is removed when the last one goes.
+ */
+function setRoundHook(m: PcMachine, hook: RoundHook, on: boolean): void {
+  let set = roundHooks.get(m);
+  if (on) {
+    if (!set) {
+      const hooks = new Set<RoundHook>();
+      roundHooks.set(m, (set = hooks));
+      const original = Object.getPrototypeOf(m).step as PcMachine['step'];
+      (m as PcMachine & { step: PcMachine['step'] }).step = (maxNs?: number): boolean => {
+        let quantum = maxNs ?? Infinity;
+        for (const h of hooks) quantum = Math.min(quantum, h.quantum());
+        const ran = original.call(m, quantum);
+        for (const h of [...hooks]) h.after();
+        return ran;
+      };
+    }
+    set.add(hook);
+  } else if (set?.delete(hook) && set.size === 0) {
+    roundHooks.delete(m);
+    // Back to the prototype's step: no per-round cost at all.
+    delete (m as unknown as Record<string, unknown>)['step'];
+  }
+}
+
+/**
  * Code translated before a hook was added (or removed) keeps its old
  * instrumentation: drop the translation of that one address. A full flush
  * would work too but costs ~100 ms in Unicorn.
@@ -123,12 +189,24 @@ export class Debugger {
   private seq = 0;
   private pending: StopDetail | null = null;
   private flushScheduled = false;
+  private exitReported = false;
   /** While stepping, stops found by hooks are reported as the step's result. */
   private stepping = false;
   /** CPU -> linear address whose breakpoint the next instruction must not trigger. */
   private readonly skip = new Map<X86Cpu, bigint>();
   private modeArm: CpuMode[] | null = null;
+  /** Modes when the current round started (mode-switch runs). */
+  private roundModes: CpuMode[] | null = null;
   private stepWrapped = false;
+  private readonly roundHook: RoundHook = {
+    quantum: () => {
+      this.roundModes = this.modeArm;
+      // After a single-step, one tiny round lets Unicorn drop its count hook before the flush.
+      return this.flushAfterRound.size > 0 ? 1 : this.modeArm ? MODE_SWITCH_QUANTUM_NS : this.watches.size > 0 ? WATCH_QUANTUM_NS : Infinity;
+    },
+    after: () => this.afterRound(this.roundModes),
+  };
+  readonly control: RunControl;
   /**
    * CPUs that were single-stepped. Unicorn deletes its instruction-count hook
    * lazily, so code translated in the next run keeps a per-instruction call
@@ -142,25 +220,29 @@ export class Debugger {
   /** `cpus`: every CPU to debug, machine CPUs first (default: the machine's); guest vCPUs can follow. */
   constructor(
     readonly machine: PcMachine,
-    opts: { cpus?: () => readonly X86Cpu[] } = {},
+    opts: { cpus?: () => readonly X86Cpu[]; control?: RunControl } = {},
   ) {
     this.cpus = opts.cpus ?? (() => machine.cpus);
+    this.control = opts.control ?? machineRunControl(machine);
     this.detachers.push(chainListener(machine, 'onPostCode', (code) => this.postCodeWritten(code)));
     this.detachers.push(
       chainListener(machine, 'onEvent', (ev) => {
-        if (ev.kind === 'exit' && machine.exit) this.stopLater({ reason: 'exit', exitReason: machine.exit.reason, code: machine.exit.code, cpu: null, message: `machine exit: ${ev.detail}` });
+        if ((ev.kind === 'exit' || ev.kind === 'vm-exit') && this.control.exit && !this.exitReported) {
+          this.exitReported = true;
+          this.stopLater({ reason: 'exit', exitReason: this.control.exit.reason, code: this.control.exit.code, cpu: null, message: `${ev.kind === 'exit' ? 'machine exit' : 'VM exit'}: ${ev.detail}` });
+        }
       }),
     );
   }
 
   // ------------------------------------------------------------------ state
   get state(): RunState {
-    if (this.machine.exit) return 'exited';
-    return this.machine.paused ? 'paused' : 'running';
+    if (this.control.exit) return 'exited';
+    return this.control.paused ? 'paused' : 'running';
   }
 
   status(): DebuggerStatus {
-    const exit = this.machine.exit;
+    const exit = this.control.exit;
     return {
       state: this.state,
       lastStop: this.lastStop,
@@ -181,13 +263,13 @@ export class Debugger {
   // ------------------------------------------------------------------ run control
   pause(): StopInfo | null {
     if (this.state !== 'running') return null;
-    this.machine.pause();
+    this.control.pause();
     return this.stopNow({ reason: 'pause', cpu: null, message: 'paused' });
   }
 
   resume(): void {
-    if (this.machine.exit) throw new Error(`the machine has exited (${this.machine.exit.reason}); nothing to resume`);
-    if (!this.machine.paused) return;
+    if (this.control.exit) throw new Error(`the machine has exited (${this.control.exit.reason}); nothing to resume`);
+    if (!this.control.paused) return;
     this.pending = null;
     this.resolvePhysicalBreakpoints();
     this.stepOverBreakpoints();
@@ -197,7 +279,7 @@ export class Debugger {
       return;
     }
     this.updateStepWrapper();
-    this.machine.resume();
+    this.control.resume();
   }
 
   /**
@@ -207,21 +289,22 @@ export class Debugger {
   step(cpuIndex: number, count = 1): StopInfo {
     const cpu = this.cpus()[cpuIndex];
     if (!cpu) throw new RangeError(`no CPU ${cpuIndex} (there are ${this.cpus().length})`);
-    if (this.machine.exit) throw new Error(`the machine has exited (${this.machine.exit.reason})`);
-    if (cpu !== this.machine.cpus[cpuIndex] || this.machine.scheduler) throw new Error(`single-step works on the machine's own CPUs only; CPU ${cpuIndex} is scheduled by the ${this.machine.scheduler?.name ?? 'hypervisor'}`);
-    if (!this.machine.paused) this.machine.pause();
+    if (this.control.exit) throw new Error(`the machine has exited (${this.control.exit.reason})`);
+    const can = this.control.canStep(cpu);
+    if (can !== true) throw new Error(`cannot single-step CPU ${cpuIndex}: ${can}`);
+    if (!this.control.paused) this.control.pause();
     this.pending = null;
     let exit: SliceExit['kind'] = 'preempted';
     const modes = this.modeArm ? this.currentModes() : null;
     this.stepping = true;
     try {
-      for (let i = 0; i < Math.max(1, count) && !this.machine.exit; i++) {
+      for (let i = 0; i < Math.max(1, count) && !this.control.exit; i++) {
         if (cpu.state === 'wait-for-sipi' || cpu.state === 'shutdown') {
           return this.stopNow({ reason: 'step', exit: 'halted', cpu: cpuIndex, message: `CPU ${cpuIndex} is in ${cpu.state}: nothing to step` });
         }
         if (cpu.state !== 'running') this.waitForWake(cpu);
         this.skipBreakpointAt(cpu);
-        exit = this.machine.stepInstruction(cpuIndex).kind;
+        exit = this.machine.stepInstruction(cpu).kind;
         this.flushAfterRound.add(cpu);
         this.skip.delete(cpu);
         this.checkWatches();
@@ -271,7 +354,7 @@ export class Debugger {
   addWatch(spec: WatchSpec): WatchView {
     const w: Watch = { id: this.nextId++, address: spec.address, length: spec.length, hits: 0, last: readPhysical(this.machine.memory, spec.address, spec.length) };
     this.watches.set(w.id, w);
-    if (!this.machine.paused) this.updateStepWrapper();
+    if (!this.control.paused) this.updateStepWrapper();
     return { id: w.id, address: hex(w.address), length: w.length, hits: 0 };
   }
 
@@ -377,14 +460,14 @@ export class Debugger {
     if (this.breakpoints.size === 0) return;
     this.stepping = true;
     try {
-      this.cpus().forEach((cpu, index) => {
-        if (cpu.state !== 'running' || this.machine.exit || cpu.engine.isClosed) return;
+      this.cpus().forEach((cpu) => {
+        if (cpu.state !== 'running' || this.control.exit || cpu.engine.isClosed) return;
         const rip = cpuLocation(cpu).linearRip;
         if (![...this.breakpoints.values()].some((b) => b.hooks.some((h) => h.cpu === cpu && h.linear === rip))) return;
         this.skip.set(cpu, rip);
         // Guest vCPUs are scheduled by the hypervisor: their first hit at this address is skipped instead.
-        if (cpu !== this.machine.cpus[index] || this.machine.scheduler) return;
-        this.machine.stepInstruction(index);
+        if (this.control.canStep(cpu) !== true) return;
+        this.machine.stepInstruction(cpu);
         this.flushAfterRound.add(cpu);
         this.skip.delete(cpu);
       });
@@ -442,23 +525,8 @@ export class Debugger {
 
   private updateStepWrapper(): void {
     const want = this.modeArm !== null || this.watches.size > 0 || this.flushAfterRound.size > 0;
-    const m = this.machine as PcMachine & { step: PcMachine['step'] };
-    if (want && !this.stepWrapped) {
-      const original = Object.getPrototypeOf(m).step as PcMachine['step'];
-      m.step = (maxNs?: number): boolean => {
-        // After a single-step, one tiny round lets Unicorn drop its count hook before the flush.
-        const quantum = this.flushAfterRound.size > 0 ? 1 : this.modeArm ? MODE_SWITCH_QUANTUM_NS : this.watches.size > 0 ? WATCH_QUANTUM_NS : Infinity;
-        const before = this.modeArm;
-        const ran = original.call(m, Math.min(maxNs ?? Infinity, quantum));
-        this.afterRound(before);
-        return ran;
-      };
-      this.stepWrapped = true;
-    } else if (!want && this.stepWrapped) {
-      // Back to the prototype's step: no per-round cost at all.
-      delete (m as unknown as Record<string, unknown>)['step'];
-      this.stepWrapped = false;
-    }
+    if (want !== this.stepWrapped) setRoundHook(this.machine, this.roundHook, want);
+    this.stepWrapped = want;
   }
 
   /** Records a stop found while the CPU runs; it is reported once the engine is out of its callbacks. */
@@ -466,7 +534,7 @@ export class Debugger {
     // The first stop of a round wins, except that an exit always gets reported.
     if (this.pending && detail.reason !== 'exit') return;
     this.pending = detail;
-    if (detail.reason !== 'exit') this.machine.pause();
+    if (detail.reason !== 'exit') this.control.pause();
     if (this.modeArm && detail.reason !== 'mode-switch') this.modeArm = null;
     if (this.stepping || this.flushScheduled) return;
     this.flushScheduled = true;

@@ -110,6 +110,8 @@ export interface CpuScheduler {
   /** Everything that could still wake up (for idle and deadlock decisions). */
   all(): readonly X86Cpu[];
   onSliceExit(cpu: X86Cpu, exit: SliceExit, hostMs: number): void;
+  /** A debugger holds this CPU stopped: it neither runs nor takes interrupts until released. */
+  frozen?(cpu: X86Cpu): boolean;
   /** Timer-driven devices of guests keep running on the machine timeline. */
   readonly name: string;
 }
@@ -413,10 +415,10 @@ export class PcMachine implements CpuHost {
     this.wakeHost?.();
   }
 
-  /** Executes exactly one instruction on one CPU (debugger single-step). */
-  stepInstruction(cpuIndex: number): SliceExit {
-    const cpu = this.cpus[cpuIndex];
-    if (!cpu) throw new Error(`no CPU ${cpuIndex}`);
+  /** Executes exactly one instruction on one CPU, or on a scheduled vCPU (debugger single-step). */
+  stepInstruction(which: number | X86Cpu): SliceExit {
+    const cpu = typeof which === 'number' ? this.cpus[which] : which;
+    if (!cpu) throw new Error(`no CPU ${String(which)}`);
     cpu.serviceInterrupts();
     this.active = cpu;
     this.sliceStartNs = this.timeline.nowNs();
@@ -429,14 +431,15 @@ export class PcMachine implements CpuHost {
       this.active = null;
       this.timeline.advanceTo(end);
     }
-    this.handleSliceExit(cpu, ex);
+    if (this.scheduler && !this.cpus.includes(cpu)) this.scheduler.onSliceExit(cpu, ex, 0);
+    else this.handleSliceExit(cpu, ex);
     return ex;
   }
 
   /** One scheduling round over every runnable CPU. Returns false when nothing could run. */
   step(maxNs = QUANTUM_NS): boolean {
     const sched = this.scheduler;
-    for (const c of sched ? sched.all() : this.cpus) c.serviceInterrupts();
+    for (const c of sched ? sched.all() : this.cpus) if (!sched?.frozen?.(c)) c.serviceInterrupts();
     this.refreshWatches();
     let ran = false;
     let slot = 0;

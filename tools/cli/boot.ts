@@ -10,6 +10,7 @@ import { ensureImages } from './images.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { bootHooks, type BootHooks } from './boot-hooks.js';
+import { deferClose, gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 import type { Handoff } from '../../machine/platform/handoff.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
@@ -47,7 +48,12 @@ export const BOOT_HELP = `firmament boot [options]
                       (a test runner keeps snapshots of unexpected endings only)
   --monitor SOCKET    serve the monitor protocol on this Unix socket while the machine
                       runs (docs/monitor.md); 'firmament tui --attach SOCKET' connects
-  --paused            with --monitor: start paused, resume from a monitor client
+  --gdb tcp::PORT     serve the GDB remote protocol (QEMU's -gdb; loopback unless a host is
+                      given): threads are the CPUs, or with --gdb-vm the VM's vCPUs (docs/gdb.md)
+  --gdb-vm NAME       with --gdb: debug this guest's VM (stops only it; the others keep running)
+  --gdb-arch ARCH     x86-64 (default) or i386: the register layout for an i386 gdb (32-bit ELF)
+  --paused            with --monitor or --gdb: start paused (QEMU's -S); with --gdb-vm the VM
+                      waits at its first instruction
 
   Exit status: 0 boot completed (the OS handed off; every guest exited through
   isa-debug-exit with 0), 1 boot failed, 2 emulator error, bad usage or bad input (a
@@ -71,6 +77,9 @@ export async function bootCommand(argv: string[]): Promise<number> {
       strict: { type: 'boolean' },
       monitor: { type: 'string' },
       paused: { type: 'boolean' },
+      gdb: { type: 'string' },
+      'gdb-vm': { type: 'string' },
+      'gdb-arch': { type: 'string' },
       guest: { type: 'string', multiple: true },
       'guest-mem': { type: 'string' },
       'guest-vcpus': { type: 'string' },
@@ -96,7 +105,12 @@ export async function bootCommand(argv: string[]): Promise<number> {
   // A report that cannot be written is found before the boot, not after it.
   if (values.junit !== undefined) checkJunitPath(values.junit);
   const { out, err } = cliOutput();
-  if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
+  if (values.paused && values.monitor === undefined && values.gdb === undefined) throw new UsageError('--paused needs --monitor or --gdb (something has to resume the machine)');
+  if (values['gdb-vm'] !== undefined && values.gdb === undefined) throw new UsageError('--gdb-vm needs --gdb');
+  const gdb = values.gdb !== undefined ? gdbWhenReady({ address: parseGdbAddress(values.gdb), vm: values['gdb-vm'] ?? null, paused: values.paused === true, arch: parseGdbArch(values['gdb-arch']) }) : null;
+  // A gdb holding a triple-faulted machine needs its engines after boot() returns.
+  let releaseMachine = (): void => {};
+  let releaseHypervisor = (): void => {};
   await ensureImages(o.json);
   const live = !o.json;
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
@@ -108,6 +122,17 @@ export async function bootCommand(argv: string[]): Promise<number> {
     const session = new DebugSession(m, { label: `firmware boot, ${memBytes >> 20} MiB, ${o.cpus} CPU${o.cpus > 1 ? 's' : ''}`, hooks: monitorHooks.hooks });
     if (values.paused) session.debugger.pause();
     monitor?.attach(session);
+    gdb?.onMachine(m, session.debugger);
+  };
+  const onMachine = (m: PcMachine): void => {
+    if (gdb) releaseMachine = deferClose(m);
+    if (monitor) attachMonitor(m);
+    else gdb?.onMachine(m);
+  };
+  const onHandoff = (h: Handoff, hv: Hypervisor | null): void => {
+    monitorHooks?.onHandoff(h, hv);
+    if (gdb && hv) releaseHypervisor = deferClose(hv);
+    gdb?.onHypervisor(hv);
   };
   const snapshotFile = values['snapshot-on-exit'];
   const snapshotUnless = snapshotSkipStatus(values['snapshot-unless-status']);
@@ -137,10 +162,13 @@ export async function bootCommand(argv: string[]): Promise<number> {
             onGuestSerial: guestConsole(),
           }
         : {}),
-      ...(monitor ? { onMachine: attachMonitor, onHandoff: (h: Handoff, hv: Hypervisor | null) => monitorHooks?.onHandoff(h, hv) } : {}),
+      ...(monitor || gdb ? { onMachine, onHandoff } : {}),
       onExit: saveOnExit,
     },
   );
+  await gdb?.close();
+  releaseHypervisor();
+  releaseMachine();
   await monitor?.close();
   if (values.junit !== undefined) writeBootJunit(values.junit, report);
   if (o.json) {

@@ -10,6 +10,7 @@ import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
+import { gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 
 export const RUN_HELP = `firmament run <guest.elf> [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
@@ -30,7 +31,10 @@ export const RUN_HELP = `firmament run <guest.elf> [options]
   --snapshot-unless-status N
                       with --snapshot-on-exit: skip the snapshot when the exit status is N
   --monitor SOCKET    serve the monitor protocol on this Unix socket (docs/monitor.md)
-  --paused            with --monitor: start paused, resume from a monitor client
+  --gdb tcp::PORT     serve the GDB remote protocol for the guest's VM: its vCPUs are gdb's
+                      threads (docs/gdb.md); QEMU's -gdb
+  --gdb-arch ARCH     x86-64 (default) or i386: the register layout for an i386 gdb (32-bit guest ELF)
+  --paused            with --monitor or --gdb: start paused at the guest's entry (QEMU's -S)
   --restore REF       instead of an image: continue the VM saved as REF in the snapshot store
                       (firmament snapshot save), with its console, devices and virtual time
   --populate MODE     with --restore: eager (default) copies guest memory before the first
@@ -42,7 +46,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -53,7 +57,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const populate = values.populate ?? 'eager';
   if (populate !== 'eager' && populate !== 'lazy') throw new UsageError(`--populate ${populate}: expected eager or lazy`);
   const storeDir = values.store ?? defaultStoreDir();
-  if (values.paused && values.monitor === undefined) throw new UsageError('--paused needs --monitor (something has to resume the machine)');
+  if (values.paused && values.monitor === undefined && values.gdb === undefined) throw new UsageError('--paused needs --monitor or --gdb (something has to resume the machine)');
+  const gdbAddress = values.gdb !== undefined ? parseGdbAddress(values.gdb) : null;
   const vcpus = parseCount(values.vcpus, '--vcpus', 1);
   const pace = values.clock ?? 'realtime';
   if (pace !== 'realtime' && pace !== 'virtual') throw new UsageError(`--clock ${pace}: expected realtime or virtual`);
@@ -77,6 +82,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }
+  const gdb = gdbAddress ? gdbWhenReady({ address: gdbAddress, vm: vms[0]!.name, paused: values.paused === true, wholeMachine: true, arch: parseGdbArch(values['gdb-arch']) }) : null;
+  gdb?.onHypervisor(hypervisor);
   try {
     const cpu0 = process.cpuUsage();
     const wall0 = performance.now();
@@ -94,6 +101,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
     return exit.code;
   } finally {
+    await gdb?.close();
     await monitor?.close();
     hypervisor.close();
     m.close();

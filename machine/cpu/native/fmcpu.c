@@ -22,6 +22,7 @@ typedef struct {
   uint32_t stopped;     /* 16: 1 = limit reached, 2 = request honoured */
   uint32_t request;     /* 20: set by JS hooks to stop at the next block */
   uint64_t blocks;      /* 24: blocks entered */
+  uint64_t stop_pc;     /* 32: linear address of the block the hook stopped before */
 } fm_slice;
 
 static emu_stop_fn p_emu_stop;
@@ -41,14 +42,17 @@ int fm_init(const char *unicorn_path) {
 
 static void block_hook(void *uc, uint64_t address, uint32_t size, void *user) {
   fm_slice *s = (fm_slice *)user;
-  (void)address;
+  /* With any UC_HOOK_CODE installed, Unicorn 2.1 does not restore the PC of a block
+     it leaves before running it: the caller rewinds to stop_pc (X86Cpu.runSlice). */
   if (s->request) {
     s->stopped = 2;
+    s->stop_pc = address;
     p_emu_stop(uc);
     return;
   }
   if (s->units >= s->limit) {
     s->stopped = 1;
+    s->stop_pc = address;
     p_emu_stop(uc);
     return;
   }
@@ -62,7 +66,8 @@ int fm_add_block_hook(void *uc, uint64_t *hh, fm_slice *slice) {
   return p_hook_add(uc, hh, 1 << 3, (void *)block_hook, slice, 1, 0);
 }
 
-int fm_abi_version(void) { return 1; }
+/* 2: fm_slice.stop_pc. Checked at load, so a stale build fails loudly instead of rewinding RIP to 0. */
+int fm_abi_version(void) { return 2; }
 
 /* x86 register ids from unicorn/x86.h (2.1). */
 enum { REG_CS = 11, REG_CR0 = 50, REG_CR3 = 53, REG_CR4 = 54, REG_MSR = 248 };

@@ -121,6 +121,9 @@ export function loadUnicorn(): UnicornLibrary {
   throw new UnicornLoadError(`no usable Unicorn:\n  ${rejected.join('\n  ')}`);
 }
 
+/** fm_abi_version() of machine/cpu/native/fmcpu.c that this code expects (the slice struct layout). */
+const NATIVE_ABI = 2;
+
 function bind(lib: LibraryHandle, path: string, source: string, version: UnicornVersion): UnicornLibrary {
   if (!existsSync(NATIVE_HELPER)) {
     throw new UnicornLoadError(`native CPU helper ${NATIVE_HELPER} is missing: run \`npm install\` (or node tools/setup.mjs)`);
@@ -129,6 +132,8 @@ function bind(lib: LibraryHandle, path: string, source: string, version: Unicorn
   const init = helper.func('int fm_init(const char *path)');
   const rc = init(path) as number;
   if (rc !== 0) throw new UnicornLoadError(`native CPU helper could not find uc_emu_stop in ${path} (rc ${rc})`);
+  const abi = helper.func('int fm_abi_version(void)')() as number;
+  if (abi !== NATIVE_ABI) throw new UnicornLoadError(`native CPU helper ${NATIVE_HELPER} has ABI ${abi}, this checkout needs ${NATIVE_ABI}: rebuild it with \`node tools/setup.mjs --no-images\` (or npm install)`);
 
   const proto = {
     in: koffi.proto('uint32_t fm_in_cb(void *uc, uint32_t port, int size, void *user)'),

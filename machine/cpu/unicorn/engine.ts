@@ -116,16 +116,16 @@ export class UnicornEngine {
     check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
   }
 
-  /** A register wider than 64 bits (x87 ST: 10 bytes, XMM: 16 bytes). */
-  readRegBytes(id: number, length: number): Uint8Array {
-    this.scratch.fill(0, 0, 32);
+  /** A register wider than 64 bits (x87 ST: 10 bytes, XMM: 16) as raw little-endian bytes. */
+  readRegBytes(id: number, length: number): Buffer {
+    this.scratch.fill(0);
     check(this.lib, 'uc_reg_read', this.lib.fn.regRead(this.uc, id, this.scratch));
-    return Uint8Array.from(this.scratch.subarray(0, length));
+    return Buffer.from(this.scratch.subarray(0, length));
   }
 
   writeRegBytes(id: number, bytes: Uint8Array): void {
-    this.scratch.fill(0, 0, 32);
-    this.scratch.set(bytes, 0);
+    this.scratch.fill(0);
+    this.scratch.set(bytes.subarray(0, Math.min(bytes.length, this.scratch.length)));
     check(this.lib, 'uc_reg_write', this.lib.fn.regWrite(this.uc, id, this.scratch));
   }
 
@@ -226,11 +226,24 @@ export class UnicornEngine {
     const cb = this.register((_uc: unknown, addr: number | bigint) => h(asU64(addr)), this.lib.proto.code);
     const out = [0n];
     check(this.lib, 'uc_hook_add(CODE)', this.lib.fn.hookAdd(this.uc, out, 1 << 2, cb, null, begin, end));
+    this.codeHooks.add(out[0]!);
     return out[0]!;
+  }
+
+  /** Code hooks installed now: while there is one, Unicorn leaves a stale PC after a block-hook stop. */
+  private readonly codeHooks = new Set<bigint>();
+  /** Unicorn's own count hook (a code hook) outlives a counted run by one more run. */
+  private countHookLingers = false;
+  private lastRunHadCodeHooks = false;
+
+  /** Whether a code hook existed during the last run (ours, or Unicorn's instruction counter). */
+  get hasCodeHooks(): boolean {
+    return this.lastRunHadCodeHooks;
   }
 
   removeHook(handle: bigint): void {
     check(this.lib, 'uc_hook_del', this.lib.fn.hookDel(this.uc, handle));
+    this.codeHooks.delete(handle);
   }
 
   onInvalidInstruction(h: () => boolean): void {
@@ -305,6 +318,8 @@ export class UnicornEngine {
 
   /** Runs until HLT, a stop, an error or an exception. `until` 0: see the notes on TLB fills. */
   start(begin: bigint, count = 0): number {
+    this.lastRunHadCodeHooks = this.codeHooks.size > 0 || count > 0 || this.countHookLingers;
+    this.countHookLingers = count > 0;
     return this.lib.fn.emuStart(this.uc, begin, 0n, 0n, count) as number;
   }
 
