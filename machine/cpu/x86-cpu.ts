@@ -17,6 +17,8 @@ import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { faultAddress } from './x86/fault-address.js';
 import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLifted } from './x86/msr-intercept.js';
 import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
+import { privilegeFault } from './x86/privilege.js';
+import { ioPermissionLayout, linearReader, PortIoGate, taskRegister } from './x86/io-permission.js';
 import type { StateRecord } from '../state.js';
 import { stateBytes, stateNumber, stateString, StateError } from '../state.js';
 
@@ -147,6 +149,9 @@ export class X86Cpu implements DeliveryCpu {
   monitor: { paddr: number; armed: boolean; triggered: boolean } | null = null;
   private mwaitBreakOnMaskedIrq = false;
   private readonly resetContext: Uint8Array;
+  /** IOPL and I/O-bitmap checks of port I/O (null: this Unicorn build defeats them, see `ioPermission`). */
+  private ioGate: PortIoGate | null = null;
+  private readonly linearRead = linearReader((lin) => this.translate(lin, 'read'), (paddr) => this.memoryView.readU8(paddr));
 
   constructor(
     readonly index: number,
@@ -215,6 +220,12 @@ export class X86Cpu implements DeliveryCpu {
     this.engine.msrGuard = (index, write, access) => withInterceptLifted(this.host.memory, area, index, write, access);
     const irq = nativeIrqLayout();
     this.injector = typeof irq === 'string' ? null : new InterruptInjector(this.engine, irq, this.host.memory, area);
+  }
+
+  /** Whether port I/O is checked against IOPL and the TSS I/O bitmap, and if not, why. */
+  get ioPermission(): true | string {
+    const io = ioPermissionLayout();
+    return typeof io === 'string' ? io : true;
   }
 
   /** Whether QEMU delivers this CPU's external interrupts, and if not, why (they then go through delivery.ts). */
@@ -300,8 +311,17 @@ export class X86Cpu implements DeliveryCpu {
 
   private installHooks(): void {
     const e = this.engine;
-    e.onIn((port, size) => this.guarded(() => this.host.ioRead(this, port, size), 0xffffffff));
-    e.onOut((port, size, value) => this.guarded(() => this.host.ioWrite(this, port, size, value), undefined));
+    // Port I/O passes the IOPL / I/O-bitmap gate first (x86/io-permission.ts); unchecked only if this build defeats it.
+    const io = ioPermissionLayout();
+    const gate = (this.ioGate = typeof io === 'string' ? null : new PortIoGate(io));
+    const permits = (port: number, size: 1 | 2 | 4): boolean => !gate || gate.permits(port, size, () => taskRegister(e.contextView()), this.linearRead);
+    const ioIn = (port: number, size: 1 | 2 | 4): number => this.guarded(() => (permits(port, size) ? this.host.ioRead(this, port, size) : 0xffffffff), 0xffffffff);
+    const ioOut = (port: number, size: 1 | 2 | 4, value: number): void => this.guarded(() => (permits(port, size) ? this.host.ioWrite(this, port, size, value) : undefined), undefined);
+    if (gate) e.onPortIo({ in: ioIn, out: ioOut }, gate.buffer);
+    else {
+      e.onIn(ioIn);
+      e.onOut(ioOut);
+    }
     e.onInterrupt((intno) => {
       this.pendingIntr = intno;
       this.injector?.noteException();
@@ -333,6 +353,12 @@ export class X86Cpu implements DeliveryCpu {
   readControl(): PagingControl {
     this.engine.pagingState(this.paging);
     return { cr0: this.paging[0]!, cr3: this.paging[1]!, cr4: this.paging[2]!, efer: this.paging[3]! };
+  }
+
+  /** CPL from QEMU's hflags (exact in virtual-8086 mode, where CS.RPL is not the CPL). */
+  cpl(): number {
+    const blob = this.engine.contextView();
+    return new DataView(blob.buffer, blob.byteOffset).getUint32(contextLayout().hflags, true) & HF.CPL_MASK;
   }
 
   /** CPL as the walker needs it: 0 in real mode, else CS.RPL. */
@@ -562,6 +588,8 @@ export class X86Cpu implements DeliveryCpu {
   }
 
   private classify(rc: number, count: number): SliceExit {
+    const unraised = this.ioGate?.takeUnraised();
+    if (unraised) return { kind: 'error', message: `CPU ${this.index}: refused port I/O could not be raised as a fault (${unraised.reason}) at RIP 0x${this.readRip().toString(16)}` };
     if (rc === UcErr.EXCEPTION && this.pendingEptViolation) {
       const v = this.pendingEptViolation;
       this.count('ept-violation');
@@ -592,9 +620,10 @@ export class X86Cpu implements DeliveryCpu {
       const vector = this.pendingIntr;
       const info = pendingExceptionInfo(this.engine.saveContext());
       const rip = this.readRip();
+      const io = this.ioGate?.takeRaised(vector);
       this.count(`exception:0x${vector.toString(16)}`);
-      this.onEvent?.({ kind: 'exception', vector, detail: `${vectorName(vector)}${info.isSoftware ? ' (INT n)' : ` err=0x${info.errorCode.toString(16)}`}`, rip });
-      const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode });
+      this.onEvent?.({ kind: 'exception', vector, detail: `${vectorName(vector)}${info.isSoftware ? ' (INT n)' : ` err=0x${info.errorCode.toString(16)}`}${io ? ` (${io.reason})` : ''}`, rip });
+      const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode, ...(io?.vector === VECTOR.PF ? { cr2: io.cr2 } : {}) });
       return { kind: 'exception', vector: v };
     }
     const stopped = this.slice32[SLICE.stopped / 4]!;
@@ -675,6 +704,9 @@ export class X86Cpu implements DeliveryCpu {
     const bytes = this.fetchBytes(rip, 3);
     const is = (...b: number[]): boolean => b.every((x, i) => bytes[i] === x);
     try {
+      const insn = is(0x0f, 0x01, 0xc8) ? 'monitor' : is(0x0f, 0x01, 0xc9) ? 'mwait' : is(0x0f, 0x01, 0xc1) || is(0x0f, 0x01, 0xd9) ? 'vmcall' : null;
+      const denied = insn && privilegeFault(insn, this.cpl());
+      if (denied) return this.raise(denied.vector, 0, undefined, denied.reason);
       if (is(0x0f, 0x01, 0xc8)) {
         // MONITOR: RAX is the linear address (DS-relative outside 64-bit mode).
         const lin = this.engine.readReg(REG.RAX) + (this.mode() === 'long' ? 0n : this.segBase(SEG.DS));
@@ -729,10 +761,10 @@ export class X86Cpu implements DeliveryCpu {
     this.engine.writeReg(REG.RIP, nextRip);
   }
 
-  private raise(vector: number, errorCode: number, cr2?: bigint): SliceExit {
+  private raise(vector: number, errorCode: number, cr2?: bigint, why?: string): SliceExit {
     const rip = this.readRip();
     this.count(`exception:0x${vector.toString(16)}`);
-    this.onEvent?.({ kind: 'exception', vector, detail: vectorName(vector), rip });
+    this.onEvent?.({ kind: 'exception', vector, detail: why ? `${vectorName(vector)} (${why})` : vectorName(vector), rip });
     const v = this.deliverEvent({ vector, software: false, external: false, errorCode, ...(cr2 !== undefined ? { cr2 } : {}) });
     return { kind: 'exception', vector: v };
   }

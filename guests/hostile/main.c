@@ -1,0 +1,146 @@
+/*
+ * hostile: a ring-3 program that tries what user code must not do, and the
+ * kernel that checks the CPU refused it exactly as the SDM (and QEMU) says:
+ * - port I/O at CPL > IOPL: #GP(0) unless every bit of the access is clear in
+ *   the TSS I/O permission bitmap; a bitmap byte beyond the TSS limit, #GP(0);
+ *   REP INS/OUTS fault before the first iteration;
+ * - VMCALL (a hypercall that would shut the VM down), MONITOR, MWAIT: #UD.
+ * Among the refused writes is one to isa-debug-exit: if it got through, the
+ * VM would end with the wrong exit code.
+ */
+#include "x86_64.h"
+
+#define PTE_P 0x001ull
+#define PTE_U 0x004ull
+#define PTE_PS 0x080ull
+#define PTE_ADDR 0x000FFFFFFFFFF000ull
+
+extern char user_phase_iopl0[], user_phase_iopl3[], user_phase_bitmap[], user_phase_bitmap2[];
+uint64_t enter_user(uint64_t rip, uint64_t rsp, uint64_t rflags);
+__attribute__((noreturn)) void user_return(void);
+
+static uint8_t user_stack[8192] __attribute__((aligned(4096)));
+
+#define MAX_PROBE 40
+/* Per probe: 1 = ran, else 0x80000000 | vector << 16 | error code. */
+static volatile uint32_t result[MAX_PROBE];
+static volatile uint64_t rcx_at_fault[MAX_PROBE];
+
+static void on_fault(struct intr_frame *f)
+{
+    if ((f->cs & 3) != 3)
+        guest_panic(EXIT_EXCEPTION, "hostile: kernel fault vector %llu rip=%#llx", (unsigned long long)f->vector,
+                    (unsigned long long)f->rip);
+    uint64_t id = f->r14;
+    if (id < MAX_PROBE) {
+        result[id] = 0x80000000u | (uint32_t)f->vector << 16 | (uint32_t)(f->error_code & 0xffff);
+        rcx_at_fault[id] = f->rcx;
+    }
+    f->rip = f->r15; /* resume after the probe */
+}
+
+static void on_user_done(struct intr_frame *f)
+{
+    (void)f;
+    user_return();
+}
+
+/* U on every level of the identity map over [0, end): the user code and its stack live there. */
+static void identity_map_user(uint64_t end)
+{
+    uint64_t *pml4 = (uint64_t *)(uintptr_t)PHYS_TO_HIGH(read_cr3() & PTE_ADDR);
+    pml4[0] |= PTE_U;
+    uint64_t *pdpt = (uint64_t *)(uintptr_t)PHYS_TO_HIGH(pml4[0] & PTE_ADDR);
+    pdpt[0] |= PTE_U;
+    uint64_t *pd = (uint64_t *)(uintptr_t)PHYS_TO_HIGH(pdpt[0] & PTE_ADDR);
+    for (uint64_t pa = 0; pa < end; pa += 2ull << 20) {
+        CHECK((pd[pa >> 21] & (PTE_P | PTE_PS)) == (PTE_P | PTE_PS), "hostile: identity map at %#llx is not a 2 MiB page",
+              (unsigned long long)pa);
+        pd[pa >> 21] |= PTE_U;
+    }
+    write_cr3(read_cr3());
+}
+
+struct probe {
+    unsigned id;
+    const char *what;
+    uint32_t expect; /* as result[] */
+};
+
+#define GP0 (0x80000000u | 13u << 16)
+#define UD (0x80000000u | 6u << 16)
+#define RAN 1u
+
+static const struct probe probes[] = {
+    { 1, "IOPL 0: out 0x80", GP0 },
+    { 2, "IOPL 0: in 0x21 (PIC mask)", GP0 },
+    { 3, "IOPL 0: out 0xf4 (isa-debug-exit)", GP0 },
+    { 4, "IOPL 0: rep insb from 0x80", GP0 },
+    { 5, "IOPL 0: outsw to 0x80", GP0 },
+    { 6, "vmcall (shutdown) at CPL 3", UD },
+    { 7, "monitor at CPL 3", UD },
+    { 8, "mwait at CPL 3", UD },
+    { 10, "IOPL 3: out 0x80", RAN },
+    { 11, "IOPL 3: in 0x3fd", RAN },
+    { 12, "IOPL 3: vmcall at CPL 3", UD },
+    { 20, "bitmap {0x80}: out byte 0x80", RAN },
+    { 21, "bitmap {0x80}: out byte 0x81", GP0 },
+    { 22, "bitmap {0x80}: out word 0x80", GP0 },
+    { 23, "bitmap {0x80}: out word 0x7f", GP0 },
+    { 24, "bitmap {0x80}: rep outsb to 0x80", RAN },
+    { 25, "bitmap {0x80}: in 0x3fd (beyond the TSS limit)", GP0 },
+    { 30, "bitmap {0x80,0x81}: out word 0x80", RAN },
+    { 31, "bitmap {0x80,0x81}: out dword 0x80", GP0 },
+    { 32, "bitmap {0x80,0x81}: in byte 0x81", RAN },
+};
+
+static void run_phase(char *entry, uint64_t rflags)
+{
+    enter_user(HIGH_TO_PHYS(entry), HIGH_TO_PHYS(user_stack + sizeof(user_stack)), rflags);
+}
+
+static void print_result(uint32_t r)
+{
+    if (r == RAN)
+        kputs("ran");
+    else
+        kprintf("%s(%u)", (r >> 16 & 0xff) == 13 ? "#GP" : (r >> 16 & 0xff) == 6 ? "#UD" : "#?", r & 0xffff);
+}
+
+int guest_main(struct boot_info *bi)
+{
+    (void)bi;
+    kputs("hostile: ring-3 probes of port I/O, VMCALL, MONITOR and MWAIT\n");
+    identity_map_user(HIGH_TO_PHYS(__kernel_end));
+    isr_set_handler(6, on_fault);
+    isr_set_handler(13, on_fault);
+    isr_set_handler(0x80, on_user_done);
+    idt_set_user(0x80);
+
+    for (unsigned i = 0; i < MAX_PROBE; i++)
+        result[i] = RAN; /* the fault handler overwrites what faulted */
+    run_phase(user_phase_iopl0, 0x002);
+    run_phase(user_phase_iopl3, 0x3002);
+    tss_allow_port(0x80, true);
+    run_phase(user_phase_bitmap, 0x002);
+    tss_allow_port(0x81, true);
+    run_phase(user_phase_bitmap2, 0x002);
+
+    unsigned n = sizeof(probes) / sizeof(probes[0]), right = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const struct probe *p = &probes[i];
+        uint32_t r = result[p->id];
+        kprintf("hostile: %s: ", p->what);
+        print_result(r);
+        if (r != p->expect) {
+            kputs(", expected ");
+            print_result(p->expect);
+        }
+        kputs("\n");
+        right += r == p->expect;
+    }
+    kprintf("hostile: rep insb faulted with RCX %llu (no iteration ran)\n", (unsigned long long)rcx_at_fault[4]);
+    kprintf("hostile: %u of %u probes as the SDM says\n", right, n);
+    unsigned wrong = n - right + (rcx_at_fault[4] != 4);
+    return wrong ? EXIT_CHECK_FAIL : EXIT_OK;
+}

@@ -1,0 +1,47 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createGuestMachine } from '../../hypervisor/run-guests.js';
+import { buildImages } from '../../tools/build-images.mjs';
+
+const MiB = 1024 * 1024;
+
+/**
+ * guests/hostile: ring-3 code of a VM tries port I/O (POST port, PIC mask,
+ * isa-debug-exit with code 0x2a, REP INS/OUTS), a shutdown hypercall, MONITOR
+ * and MWAIT, under IOPL 0, IOPL 3 and an I/O permission bitmap. Before the
+ * CPU layer made these checks, the isa-debug-exit write ended the VM with
+ * code 0x2a and the hypercall shut it down.
+ */
+describe('a ring-3 program in a VM', () => {
+  it('gets #GP(0) for port I/O its IOPL and I/O bitmap do not allow, and #UD for VMCALL, MONITOR and MWAIT', async () => {
+    const images = (await buildImages({ quiet: true })).guests;
+    const { machine, hypervisor, vms } = createGuestMachine([{ path: images['hostile']!, memBytes: 64 * MiB, vcpus: 1 }], { pcpus: 1, pace: 'virtual' });
+    try {
+      const exit = await machine.run({ timeoutMs: 120_000 });
+      const serial = vms[0]!.serial;
+      // QEMU's transcript (test/guests/expected/hostile.txt) byte for byte: every probe as the SDM says.
+      expect(serial).toBe(readFileSync(join(import.meta.dirname, '../guests/expected/hostile.txt'), 'latin1'));
+      expect(serial).toContain('hostile: IOPL 0: out 0xf4 (isa-debug-exit): #GP(0)\r\n');
+      expect(serial).toContain('hostile: vmcall (shutdown) at CPL 3: #UD(0)\r\n');
+      expect(serial).toContain('hostile: bitmap {0x80}: out word 0x80: #GP(0)\r\n');
+      expect(serial).toContain('hostile: bitmap {0x80}: rep outsb to 0x80: ran\r\n');
+      expect(serial).toContain('hostile: rep insb faulted with RCX 4 (no iteration ran)\r\n');
+      // The VM ended through its own kernel's exit (0), not the ring-3 write of 0x2a nor the hypercall.
+      expect(exit).toMatchObject({ reason: 'debug-exit', code: 1 });
+      const report = hypervisor.guestReports()[0]!;
+      // No hypercall was serviced: a refused VMCALL is a #UD, not a vmcall exit.
+      expect(report.exits['vmcall']).toBe(0);
+      // Each refusal is logged with its reason for the event pane.
+      const events = machine.events.map((e) => `${e.kind} ${e.detail}`);
+      expect(events.filter((e) => /#GP.*port 0x81 \(1 byte\): denied by the I\/O permission bitmap/.test(e))).toHaveLength(1);
+      expect(events.filter((e) => /#GP.*port 0x3fd \(1 byte\): bitmap byte at TSS\+0xe7 beyond the TSS limit/.test(e))).toHaveLength(1);
+      expect(events.filter((e) => /#UD.*\(VMCALL at CPL 3\)/.test(e))).toHaveLength(2);
+      expect(events.filter((e) => /#UD.*\(MONITOR at CPL 3\)/.test(e))).toHaveLength(1);
+      expect(events.filter((e) => /#UD.*\(MWAIT at CPL 3\)/.test(e))).toHaveLength(1);
+    } finally {
+      hypervisor.close();
+      machine.close();
+    }
+  });
+});
