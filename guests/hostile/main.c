@@ -81,6 +81,84 @@ static uint64_t probe_pde(uint64_t va, uint64_t pde)
     return pf_err;
 }
 
+/* ---- debug registers (kernel mode) ---- */
+extern char bp_target[];
+void bp_func(void);
+static volatile unsigned db_count;
+static volatile uint64_t db_rip, db_dr6;
+
+#define RFLAGS_RF (1ull << 16)
+
+static inline uint64_t read_dr6(void) { uint64_t v; __asm__ volatile("mov %%dr6, %0" : "=r"(v)); return v; }
+static inline uint64_t read_dr7(void) { uint64_t v; __asm__ volatile("mov %%dr7, %0" : "=r"(v)); return v; }
+static inline void write_dr0(uint64_t v) { __asm__ volatile("mov %0, %%dr0" ::"r"(v)); }
+static inline void write_dr6(uint64_t v) { __asm__ volatile("mov %0, %%dr6" ::"r"(v)); }
+static inline void write_dr7(uint64_t v) { __asm__ volatile("mov %0, %%dr7" ::"r"(v)); }
+
+static void on_db(struct intr_frame *f)
+{
+    db_count++;
+    db_rip = f->rip;
+    db_dr6 = read_dr6();
+    write_dr6(0);
+    f->rflags |= RFLAGS_RF; /* an instruction breakpoint is a fault: resume without hitting it again */
+}
+
+/* A #GP from a refused kernel MOV DR (drdata=1 only): record it and resume at R15. */
+static volatile unsigned gp_count;
+static void on_kernel_gp(struct intr_frame *f)
+{
+    if (!f->r15)
+        guest_panic(EXIT_EXCEPTION, "hostile: unexpected kernel #GP rip=%#llx", (unsigned long long)f->rip);
+    gp_count++;
+    f->rip = f->r15;
+}
+
+static unsigned debug_register_probes(bool strict)
+{
+    unsigned wrong = 0;
+    isr_set_handler(1, on_db);
+    write_dr0((uint64_t)(uintptr_t)bp_target);
+    write_dr7(0x1); /* L0, instruction breakpoint */
+    bp_func();
+    bp_func();
+    unsigned armed = db_count;
+    write_dr7(0);
+    bp_func();
+    kprintf("hostile: instruction breakpoint in DR0: %u #DB while armed, %u after DR7 cleared, at the breakpoint: %s, DR6 B0: %s\n",
+            armed, db_count - armed, db_rip == (uint64_t)(uintptr_t)bp_target ? "yes" : "no", db_dr6 & 1 ? "set" : "clear");
+    wrong += armed != 2 || db_count != 2 || db_rip != (uint64_t)(uintptr_t)bp_target || !(db_dr6 & 1);
+    uint64_t dr6 = 0, dr4 = 0;
+    write_dr6(0);
+    __asm__ volatile("mov %%dr4, %0" : "=r"(dr4)); /* CR4.DE = 0: DR4 is DR6 */
+    dr6 = read_dr6();
+    kprintf("hostile: DR4 reads DR6 (CR4.DE clear): %s\n", dr4 == dr6 ? "yes" : "no");
+    wrong += dr4 != dr6;
+    if (strict) {
+        /* Firmament only (QEMU implements neither): DR7.GD, and refused data breakpoints. */
+        unsigned before = db_count;
+        write_dr7(1ull << 13);           /* GD: the next MOV DR raises #DB with DR6.BD */
+        uint64_t dr7 = read_dr7();        /* #DB, then re-executed with GD clear */
+        kprintf("hostile: DR7.GD: %u #DB, DR6.BD %s, GD after: %s\n", db_count - before, db_dr6 & (1u << 13) ? "set" : "clear",
+                dr7 & (1u << 13) ? "set" : "clear");
+        wrong += db_count - before != 1 || !(db_dr6 & (1u << 13)) || (dr7 & (1u << 13));
+        isr_set_handler(13, on_kernel_gp);
+        unsigned gps = gp_count;
+        write_dr0((uint64_t)(uintptr_t)&db_count);
+        __asm__ volatile("leaq 1f(%%rip), %%r15\n\t"
+                         "mov %0, %%dr7\n"
+                         "1:\n\t"
+                         "xorl %%r15d, %%r15d" ::"r"((uint64_t)0x000d0001) /* L0, write, 4 bytes */
+                         : "r15", "memory");
+        kprintf("hostile: data breakpoint in DR7: %s, DR7 now %#llx\n", gp_count - gps == 1 ? "#GP(0)" : "accepted",
+                (unsigned long long)read_dr7());
+        wrong += gp_count - gps != 1 || read_dr7() != 0x400;
+        isr_set_handler(13, on_fault);
+    }
+    isr_set_handler(1, 0);
+    return wrong;
+}
+
 static void on_user_done(struct intr_frame *f)
 {
     (void)f;
@@ -151,7 +229,6 @@ static void print_result(uint32_t r)
 
 int guest_main(struct boot_info *bi)
 {
-    (void)bi;
     kputs("hostile: ring-3 probes of port I/O, VMCALL, MONITOR and MWAIT\n");
     identity_map_user(HIGH_TO_PHYS(__kernel_end));
     isr_set_handler(6, on_fault);
@@ -217,5 +294,8 @@ int guest_main(struct boot_info *bi)
         wrong += i == 4 ? err != 0 : err == ~0ull || (err & ~1ull) != 8;
     }
     isr_set_handler(14, 0);
+    const char *v;
+    size_t vlen;
+    wrong += debug_register_probes(cmdline_get(bi->cmdline, "drdata", &v, &vlen));
     return wrong ? EXIT_CHECK_FAIL : EXIT_OK;
 }

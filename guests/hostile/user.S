@@ -114,3 +114,12 @@ user_return:
 kernel_ctx_rsp: .quad 0
 
     .section .note.GNU-stack, "", @progbits
+
+/* A function whose first instruction carries the instruction breakpoint. */
+    .section .text
+    .globl bp_func, bp_target
+bp_func:
+bp_target:
+    nop
+    ret
+    .section .note.GNU-stack, "", @progbits

@@ -19,6 +19,7 @@ import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLif
 import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
 import { privilegeFault } from './x86/privilege.js';
 import { ioPermissionLayout, linearReader, PortIoGate, taskRegister } from './x86/io-permission.js';
+import { armDebugRegisterIntercept, DebugRegisters, debugRegisterIntercept, decodeMovDr, isDebugRegisterExit, SVM_EXIT_WRITE_DR0 } from './x86/debug-registers.js';
 import type { StateRecord } from '../state.js';
 import { stateBytes, stateNumber, stateString, StateError } from '../state.js';
 
@@ -119,6 +120,9 @@ const IRQ_COUNTER_KEYS: string[] = [];
 /** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
 const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24 } as const;
 
+/** General registers by their instruction-encoding number. */
+const GPR = [REG.RAX, REG.RCX, REG.RDX, REG.RBX, REG.RSP, REG.RBP, REG.RSI, REG.RDI, REG.R8, REG.R9, REG.R10, REG.R11, REG.R12, REG.R13, REG.R14, REG.R15] as const;
+
 /** EDX after reset holds the CPUID signature (leaf 1 EAX). */
 const RESET_SIGNATURE = 0x00060fb1;
 
@@ -151,6 +155,11 @@ export class X86Cpu implements DeliveryCpu {
   private readonly resetContext: Uint8Array;
   /** IOPL and I/O-bitmap checks of port I/O (null: this Unicorn build defeats them, see `ioPermission`). */
   private ioGate: PortIoGate | null = null;
+  /** A vCPU's DR0-DR7 (x86/debug-registers.ts): MOV DR exits to us, the engine never sees them. */
+  readonly debugRegisters = new DebugRegisters();
+  private breakpointHooks: bigint[] = [];
+  /** DR6.Bn mask of instruction breakpoints hit by the last run. */
+  private breakpointHit = 0;
   private readonly linearRead = linearReader((lin) => this.translate(lin, 'read'), (paddr) => this.memoryView.readU8(paddr));
 
   constructor(
@@ -199,6 +208,8 @@ export class X86Cpu implements DeliveryCpu {
     this.engine.flushTlb();
     this.monitor = null;
     this.pendingTlbFault = null;
+    this.debugRegisters.reset();
+    this.syncBreakpoints();
   }
 
   /** Whether RDMSR/WRMSR exit to the host, and if not, why. */
@@ -216,6 +227,7 @@ export class X86Cpu implements DeliveryCpu {
     const blob = this.engine.saveContext();
     const area = handler.controlArea(this);
     armMsrIntercept(blob, layout, area);
+    if (debugRegisterIntercept() === true) armDebugRegisterIntercept(blob, layout);
     this.engine.restoreContext(blob);
     this.engine.msrGuard = (index, write, access) => withInterceptLifted(this.host.memory, area, index, write, access);
     const irq = nativeIrqLayout();
@@ -559,6 +571,7 @@ export class X86Cpu implements DeliveryCpu {
     this.pendingEptViolation = null;
     this.pendingIntr = null;
     this.pendingSyscall = false;
+    this.breakpointHit = 0;
     const rc = this.engine.start(this.readRip(), count);
     if (this.hostError) {
       const err = this.hostError;
@@ -608,6 +621,13 @@ export class X86Cpu implements DeliveryCpu {
     if (rc !== UcErr.OK) {
       return { kind: 'error', message: `CPU ${this.index}: ${this.engine.errorText(rc)} at RIP 0x${this.readRip().toString(16)}` };
     }
+    if (this.breakpointHit) {
+      // An instruction breakpoint: #DB fault, RIP on the instruction (the code hook stopped before it).
+      this.debugRegisters.hit(this.breakpointHit);
+      const hit = this.breakpointHit;
+      this.breakpointHit = 0;
+      return this.raise(VECTOR.DB, 0, undefined, `instruction breakpoint, DR6 B-bits 0x${hit.toString(16)}`);
+    }
     if (this.pendingSyscall) {
       this.count('syscall');
       const rip = this.readRip();
@@ -638,6 +658,7 @@ export class X86Cpu implements DeliveryCpu {
 
   /** An intercept fired (RIP on the instruction). Only MSR accesses are intercepted. */
   private svmExit(code: number): SliceExit {
+    if (isDebugRegisterExit(code)) return this.movDebugRegister(code);
     const handler = this.host.msrExits;
     if (code !== SVM_EXIT_MSR || !handler) return { kind: 'error', message: `CPU ${this.index}: unexpected SVM exit 0x${code.toString(16)} at RIP 0x${this.readRip().toString(16)}` };
     const rip = this.readRip();
@@ -663,6 +684,38 @@ export class X86Cpu implements DeliveryCpu {
     this.onEvent?.({ kind: 'msr', detail: `${write ? 'WRMSR' : 'RDMSR'} 0x${index.toString(16)} ${write ? '<-' : '->'} 0x${value.toString(16)}`, rip });
     this.completeInstruction(rip + 2n);
     return { kind: 'requested' };
+  }
+
+  /** A MOV to/from DRn exited (RIP on it): emulated against our copy of the debug registers. */
+  private movDebugRegister(code: number): SliceExit {
+    const rip = this.readRip();
+    const long = this.mode() === 'long';
+    const m = decodeMovDr(this.fetchBytes(rip, 8), long);
+    if (!m || m.dr !== (code & 7) || m.write !== code >= SVM_EXIT_WRITE_DR0) return { kind: 'error', message: `CPU ${this.index}: DR exit 0x${code.toString(16)} at RIP 0x${rip.toString(16)} is not a MOV DR` };
+    const gpr = GPR[m.gpr]!;
+    const r = this.debugRegisters.access(m, m.write ? this.engine.readReg(gpr) : 0n, this.readControl().cr4, long);
+    this.count('mov-dr');
+    if (r.kind === 'fault') return this.raise(r.vector, 0, undefined, r.reason);
+    if (r.value !== undefined) this.engine.writeReg(gpr, long ? r.value : r.value & 0xffff_ffffn);
+    if (m.write) this.syncBreakpoints();
+    this.completeInstruction(rip + BigInt(m.length));
+    return { kind: 'requested' };
+  }
+
+  /** Code hooks on the linear addresses of enabled instruction breakpoints (translated code is dropped so they apply). */
+  private syncBreakpoints(): void {
+    const want = this.debugRegisters.instructionBreakpoints();
+    if (this.breakpointHooks.length === 0 && want.length === 0) return;
+    for (const h of this.breakpointHooks) this.engine.removeHook(h);
+    this.breakpointHooks = want.map(({ n, address }) =>
+      this.engine.onCode(address, address, () => {
+        // RF set: the instruction restarts after a #DB handler and must not fault again.
+        if (this.readRflags() & RFLAGS.RF) return;
+        this.breakpointHit |= 1 << n;
+        this.engine.stop();
+      }),
+    );
+    this.engine.flushCode();
   }
 
   /**
@@ -807,6 +860,7 @@ export class X86Cpu implements DeliveryCpu {
       state: this.deferredTripleFault !== null ? 'shutdown' : this.state,
       units: Number(this.units),
       monitor: this.monitor ? this.monitor.paddr : -1,
+      debugRegisters: this.debugRegisters.save(),
     };
   }
 
@@ -825,6 +879,16 @@ export class X86Cpu implements DeliveryCpu {
     this.units = BigInt(stateNumber(s, 'units', who));
     const mon = stateNumber(s, 'monitor', who);
     this.monitor = mon >= 0 ? { paddr: mon, armed: true, triggered: false } : null;
+    // DR0-DR7 live here, not in the engine's context (absent from snapshots before they existed).
+    this.debugRegisters.reset();
+    if (s['debugRegisters'] !== undefined) {
+      try {
+        this.debugRegisters.restore(stateString(s, 'debugRegisters', who));
+      } catch (e) {
+        throw new StateError(who, 'debugRegisters', (e as Error).message);
+      }
+    }
+    this.syncBreakpoints();
   }
 
   close(): void {
