@@ -10,6 +10,7 @@ import { GuestPhysicalMemory } from './ept/guest-physical.js';
 import { eptWalk, formatEptFlags } from './ept/ept-walk.js';
 import type { CpuMemory, SecondLevelTranslation } from '../machine/cpu/x86-cpu.js';
 import type { VmMemory } from './vm-memory.js';
+import { OpenBusMappings } from './open-bus.js';
 
 export class HostMemoryManager {
   readonly allocator: HostFrameAllocator;
@@ -31,6 +32,21 @@ export class HostMemoryManager {
     }
     return this.openBusFrame;
   }
+
+  /** A shared 2 MiB region of 0xFF bytes for whole empty 2 MiB guest regions, or null if the host has none to spare. */
+  openBusLarge(): number | null {
+    if (this.openBusRegion === undefined) {
+      try {
+        this.openBusRegion = this.allocator.allocateLargePages(1, { owner: 'hv:open-bus' })[0]!;
+        this.memory.write(this.openBusRegion, new Uint8Array(LARGE_PAGE_SIZE).fill(0xff));
+      } catch {
+        this.openBusRegion = null;
+      }
+    }
+    return this.openBusRegion;
+  }
+
+  private openBusRegion: number | null | undefined;
 }
 
 /**
@@ -121,6 +137,11 @@ class EptBackedVmMemory implements VmMemory {
     const data = new GuestPhysicalMemory(host.memory, ept, { pagingStructureAccesses: false });
     this.walkMemory = new GuestCpuMemory(new GuestPhysicalMemory(host.memory, ept), host.memory, ept);
     this.inspectMemory = new GuestPhysicalMemory(host.memory, ept, { setAccessedDirty: false });
+    this.openBus = new OpenBusMappings(
+      ept,
+      { frame: () => host.openBus(), largeRegion: () => host.openBusLarge() },
+      (gpa, size) => gpa >= ramBytes && ept.ranges(gpa, size).length === 0,
+    );
     this.loader = data;
     this.secondLevel = {
       translate: (gpa, access) => {
@@ -155,11 +176,12 @@ class EptBackedVmMemory implements VmMemory {
     this.ept.invalidate();
   }
 
+  /** Bounded per VM (hypervisor/open-bus.ts); throws OpenBusExhausted when the host has no frame left for it. */
   mapOpenBus(gpaPage: number): void {
-    if (this.ept.lookup(gpaPage)) return;
-    this.ept.map(gpaPage, this.host.openBus(), FRAME_SIZE, { r: true, w: false, x: true, memType: 0 });
-    this.ept.invalidate();
+    this.openBus.map(gpaPage);
   }
+
+  readonly openBus: OpenBusMappings;
 
   isRam(gpa: number): boolean {
     return gpa >= 0 && gpa < this.ramBytes;

@@ -12,6 +12,7 @@ import { createVmMemory, type HostMemoryManager } from './host-memory.js';
 import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, DEFAULT_MBI_REGION, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';
 import { seabiosDeviceState } from './legacy-state.js';
 import { skipInstruction } from './instruction-length.js';
+import { OpenBusExhausted } from './open-bus.js';
 
 export interface GuestSpec {
   image: Uint8Array;
@@ -168,7 +169,14 @@ export class Hypervisor implements CpuScheduler {
       if (!skipInstruction(v.cpu)) vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: write to unbacked GPA 0x${exit.gpa.toString(16)} from an undecodable instruction` });
       return;
     }
-    vm.vmMemory.mapOpenBus(page);
+    try {
+      vm.vmMemory.mapOpenBus(page);
+    } catch (e) {
+      // Host frames ran out: this VM stops with a report; the process and the other VMs go on.
+      if (!(e instanceof OpenBusExhausted)) throw e;
+      vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: ${e.message}` });
+      return;
+    }
     v.cpu.engine.flushTlb();
   }
 
