@@ -6,7 +6,7 @@
 import type { PhysicalMemory } from '../machine/memory/physical-memory.js';
 import { HostFrameAllocator, FIRST_MIB_EXCLUSION, LARGE_PAGE_SIZE, FRAME_SIZE, type HostMemoryRange, type ExcludedRange } from './memory/frame-allocator.js';
 import { EptTables } from './ept/ept-tables.js';
-import { GuestPhysicalMemory } from './ept/guest-physical.js';
+import { EptViolation, GuestPhysicalMemory } from './ept/guest-physical.js';
 import { eptWalk, formatEptFlags } from './ept/ept-walk.js';
 import type { CpuMemory, SecondLevelTranslation } from '../machine/cpu/x86-cpu.js';
 import type { VmMemory } from './vm-memory.js';
@@ -63,8 +63,23 @@ class GuestCpuMemory implements CpuMemory {
     private readonly gpm: GuestPhysicalMemory,
     private readonly host: PhysicalMemory,
     ept: EptTables,
+    /** Guest RAM ends here: CPU writes above it that the EPT refuses hit nothing and are dropped. */
+    private readonly ramBytes: number,
   ) {
     ept.onInvalidate(() => this.cache.clear());
+  }
+
+  /**
+   * A CPU store (event-delivery frames, A/D bits) into a guest-physical page
+   * with nothing behind it is dropped, as on a PC bus and in QEMU (which then
+   * runs the handler); before, it stopped the VM.
+   */
+  private dropped(gpa: number, write: () => void): void {
+    try {
+      write();
+    } catch (e) {
+      if (!(e instanceof EptViolation) || gpa < this.ramBytes) throw e;
+    }
   }
 
   /** Host address of `gpa`; key = page | kind (0 read, 1 write, 2 paging read, 3 paging write). */
@@ -91,12 +106,10 @@ class GuestCpuMemory implements CpuMemory {
     return gpa % 4096 <= 4088 ? this.host.readU64(this.hpa(gpa, 2)) : this.gpm.readU64(gpa);
   }
   writeU32(gpa: number, v: number): void {
-    if (gpa % 4096 <= 4092) this.host.writeU32(this.hpa(gpa, 3), v);
-    else this.gpm.writeU32(gpa, v);
+    this.dropped(gpa, () => (gpa % 4096 <= 4092 ? this.host.writeU32(this.hpa(gpa, 3), v) : this.gpm.writeU32(gpa, v)));
   }
   writeU64(gpa: number, v: bigint): void {
-    if (gpa % 4096 <= 4088) this.host.writeU64(this.hpa(gpa, 3), v);
-    else this.gpm.writeU64(gpa, v);
+    this.dropped(gpa, () => (gpa % 4096 <= 4088 ? this.host.writeU64(this.hpa(gpa, 3), v) : this.gpm.writeU64(gpa, v)));
   }
 
   readBytes(gpa: number, length: number): Uint8Array {
@@ -107,10 +120,15 @@ class GuestCpuMemory implements CpuMemory {
   }
 
   writeBytes(gpa: number, data: Uint8Array): void {
-    if ((gpa % 4096) + data.length <= 4096) return this.host.writeBytes(this.hpa(gpa, 1), data);
-    const spans: [number, number, number][] = [];
-    this.spans(gpa, data.length, 1, (hpa, off, n) => spans.push([hpa, off, n]));
-    for (const [hpa, off, n] of spans) this.host.writeBytes(hpa, data.subarray(off, off + n));
+    if ((gpa % 4096) + data.length <= 4096) return this.dropped(gpa, () => this.host.writeBytes(this.hpa(gpa, 1), data));
+    // Page by page: the part of a frame that falls into a hole is dropped, the rest is written.
+    for (let done = 0; done < data.length; ) {
+      const a = gpa + done;
+      const n = Math.min(data.length - done, 4096 - (a % 4096));
+      const part = data.subarray(done, done + n);
+      this.dropped(a, () => this.host.writeBytes(this.hpa(a, 1), part));
+      done += n;
+    }
   }
 
   private spans(gpa: number, length: number, kind: 0 | 1, f: (hpa: number, off: number, n: number) => void): void {
@@ -135,7 +153,7 @@ class EptBackedVmMemory implements VmMemory {
     readonly ramBytes: number,
   ) {
     const data = new GuestPhysicalMemory(host.memory, ept, { pagingStructureAccesses: false });
-    this.walkMemory = new GuestCpuMemory(new GuestPhysicalMemory(host.memory, ept), host.memory, ept);
+    this.walkMemory = new GuestCpuMemory(new GuestPhysicalMemory(host.memory, ept), host.memory, ept, ramBytes);
     this.inspectMemory = new GuestPhysicalMemory(host.memory, ept, { setAccessedDirty: false });
     this.openBus = new OpenBusMappings(
       ept,

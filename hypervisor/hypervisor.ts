@@ -11,7 +11,7 @@ import { Vm, type Vcpu, type VmExit } from './vm.js';
 import { createVmMemory, type HostMemoryManager } from './host-memory.js';
 import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, DEFAULT_MBI_REGION, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';
 import { seabiosDeviceState } from './legacy-state.js';
-import { skipInstruction } from './instruction-length.js';
+import { dropWrite } from './dropped-writes.js';
 import { OpenBusExhausted } from './open-bus.js';
 
 export interface GuestSpec {
@@ -166,7 +166,7 @@ export class Hypervisor implements CpuScheduler {
       return;
     }
     if (exit.access === 'write') {
-      if (!skipInstruction(v.cpu)) vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: write to unbacked GPA 0x${exit.gpa.toString(16)} from an undecodable instruction` });
+      if (dropWrite(v.cpu).kind === 'undecodable') vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: write to unbacked GPA 0x${exit.gpa.toString(16)} from an undecodable instruction` });
       return;
     }
     try {

@@ -183,6 +183,46 @@ static uint32_t touch_unbacked_regions(uint32_t n)
     return same;
 }
 
+/* ---- stores into holes: dropped, the instruction completes ---- */
+void hole_int(uint64_t rsp);
+void hole_handler(void);
+extern volatile uint32_t hole_handler_ran;
+
+static unsigned hole_probes(void)
+{
+    unsigned wrong = 0;
+    uint64_t *pml4 = (uint64_t *)(uintptr_t)PHYS_TO_HIGH(read_cr3() & PTE_ADDR);
+    uint64_t *pdpt = (uint64_t *)(uintptr_t)PHYS_TO_HIGH(pml4[0] & PTE_ADDR);
+    uint64_t *pd = (uint64_t *)(uintptr_t)PHYS_TO_HIGH(pdpt[0] & PTE_ADDR);
+    /* VA 0x3FA00000: guest RAM at 8 MiB; 0x3FC00000: a hole (GPA 4 GiB); 0x3FE00000: RAM at 10 MiB. */
+    CHECK(HIGH_TO_PHYS(__kernel_end) <= (8ull << 20), "hostile: kernel image overlaps the RAM used by the hole probes");
+    uint64_t saved[3] = { pd[509], pd[510], pd[511] };
+    pd[509] = (8ull << 20) | 0x83;
+    pd[510] = (4ull << 30) | 0x83;
+    pd[511] = (10ull << 20) | 0x83;
+    write_cr3(read_cr3());
+    volatile uint32_t *ram_a = (volatile uint32_t *)(uintptr_t)0x3FA00000ull;
+    volatile uint32_t *ram_b = (volatile uint32_t *)(uintptr_t)0x3FE00000ull;
+    ram_a[(2u << 20) / 4 - 1] = 0;
+    ram_b[0] = 0;
+    uint64_t start = 0x3FC00000ull - 0x800, count = (0x800 + (2u << 20) + 0x800) / 4, rdi = start, rcx = count;
+    __asm__ volatile("cld; rep stosl" : "+D"(rdi), "+c"(rcx) : "a"(0x5A5A5A5Au) : "memory");
+    kprintf("hostile: rep stosd over 2 KiB RAM, a 2 MiB hole, 2 KiB RAM: RCX %llu, RDI advanced %#llx, RAM before and after the hole written: %s\n",
+            (unsigned long long)rcx, (unsigned long long)(rdi - start),
+            ram_a[(2u << 20) / 4 - 1] == 0x5A5A5A5Au && ram_b[0] == 0x5A5A5A5Au && ram_b[0x800 / 4 - 1] == 0x5A5A5A5Au ? "yes" : "no");
+    wrong += rcx != 0 || rdi - start != count * 4 || ram_b[0x800 / 4 - 1] != 0x5A5A5A5Au;
+    /* An interrupt delivered onto a stack in the hole: the frame is dropped, the handler runs. */
+    idt_set_raw(0x81, hole_handler);
+    hole_int(0x3FC00000ull + 0x10000);
+    kprintf("hostile: INT 0x81 with the stack in a hole: handler ran %u time(s)\n", (unsigned)hole_handler_ran);
+    wrong += hole_handler_ran != 1;
+    pd[509] = saved[0];
+    pd[510] = saved[1];
+    pd[511] = saved[2];
+    write_cr3(read_cr3());
+    return wrong;
+}
+
 static void on_user_done(struct intr_frame *f)
 {
     (void)f;
@@ -321,6 +361,7 @@ int guest_main(struct boot_info *bi)
     const char *v;
     size_t vlen;
     wrong += debug_register_probes(cmdline_get(bi->cmdline, "drdata", &v, &vlen));
+    wrong += hole_probes();
     uint32_t regions = 0;
     if (cmdline_get_u32(bi->cmdline, "regions", 0, &regions) < 0)
         guest_panic(EXIT_BAD_CONFIG, "hostile: bad regions= option");

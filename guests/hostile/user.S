@@ -123,3 +123,29 @@ bp_target:
     nop
     ret
     .section .note.GNU-stack, "", @progbits
+
+/* INT 0x81 handler for the interrupt delivered onto a stack in a hole: its
+ * frame went nowhere, so it cannot IRET; it records that it ran and goes back
+ * to the kernel stack saved by hole_int(). */
+    .section .text
+    .globl hole_int, hole_handler
+hole_int:                       /* void hole_int(uint64_t rsp): INT 0x81 on that stack */
+    pushq %rbx
+    movq %rsp, hole_saved_rsp(%rip)
+    movq %rdi, %rsp
+    int $0x81
+    /* not reached: the handler resumes at 1f */
+1:  movq hole_saved_rsp(%rip), %rsp
+    popq %rbx
+    ret
+hole_handler:
+    movq hole_saved_rsp(%rip), %rsp
+    incl hole_handler_ran(%rip)
+    jmp 1b
+
+    .section .bss
+    .balign 8
+hole_saved_rsp: .quad 0
+    .globl hole_handler_ran
+hole_handler_ran: .long 0
+    .section .note.GNU-stack, "", @progbits

@@ -10,12 +10,12 @@ const MiB = 1024 * 1024;
  * guests/hostile: ring-3 code of a VM tries port I/O (POST port, PIC mask,
  * isa-debug-exit with code 0x2a, REP INS/OUTS), a shutdown hypercall, MONITOR
  * and MWAIT, under IOPL 0, IOPL 3 and an I/O permission bitmap; its kernel
- * then maps pages and page tables above MAXPHYADDR. Before the CPU layer made
- * these checks, the isa-debug-exit write ended the VM with code 0x2a, and a
- * page table above MAXPHYADDR hung the emulator.
+ * then maps pages and page tables above MAXPHYADDR and stores into holes.
+ * Before the CPU layer made these checks, the isa-debug-exit write ended the
+ * VM with code 0x2a, and a page table above MAXPHYADDR hung the emulator.
  */
 describe('a hostile program in a VM', () => {
-  it('gets #GP(0) for ring-3 port I/O its IOPL and I/O bitmap do not allow, #UD for ring-3 VMCALL, MONITOR and MWAIT, and #PF(RSVD) for page tables beyond MAXPHYADDR', async () => {
+  it('gets #GP(0) for ring-3 port I/O its IOPL and I/O bitmap do not allow, #UD for ring-3 VMCALL, MONITOR and MWAIT, #PF(RSVD) for page tables beyond MAXPHYADDR, and dropped stores into holes', async () => {
     const images = (await buildImages({ quiet: true })).guests;
     const { machine, hypervisor, vms } = createGuestMachine([{ path: images['hostile']!, memBytes: 64 * MiB, vcpus: 1 }], { pcpus: 1, pace: 'virtual' });
     try {
@@ -45,6 +45,11 @@ describe('a hostile program in a VM', () => {
       // process used to die of an EptError or hang.
       expect(serial).toContain('hostile: read through a page table at bit 45: #PF, reserved bit (error 0x8 or 0x9)\r\n');
       expect(events.filter((e) => /#PF cr2=0x3fe00000 err=0x9\b/.test(e))).toHaveLength(4);
+      // Stores into guest-physical holes are dropped and the instruction completes, as in QEMU: a
+      // REP STOS across a hole ends with RCX 0 (it was left at 0x80200 with the hole's iterations
+      // skipped), and an interrupt delivered onto a stack in a hole reaches its handler (the VM was stopped).
+      expect(serial).toContain('hostile: rep stosd over 2 KiB RAM, a 2 MiB hole, 2 KiB RAM: RCX 0, RDI advanced 0x201000, RAM before and after the hole written: yes\r\n');
+      expect(serial).toContain('hostile: INT 0x81 with the stack in a hole: handler ran 1 time(s)\r\n');
     } finally {
       hypervisor.close();
       machine.close();

@@ -119,6 +119,14 @@ void tss_allow_port(uint16_t port, bool allow)
         tss.iomap[port >> 3] |= (uint8_t)(1u << (port & 7));
 }
 
+void idt_set_raw(uint8_t vector, void (*stub)(void))
+{
+    uint64_t h = (uint64_t)stub;
+    idt[vector].offset_lo = (uint16_t)h;
+    idt[vector].offset_mid = (uint16_t)(h >> 16);
+    idt[vector].offset_hi = (uint32_t)(h >> 32);
+}
+
 void idt_set_user(uint8_t vector)
 {
     idt[vector].type_attr = 0xEE; /* present, DPL 3: INT n allowed from ring 3 */
