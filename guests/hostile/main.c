@@ -104,14 +104,47 @@ static void on_db(struct intr_frame *f)
     f->rflags |= RFLAGS_RF; /* an instruction breakpoint is a fault: resume without hitting it again */
 }
 
-/* A #GP from a refused kernel MOV DR (drdata=1 only): record it and resume at R15. */
+/* A fault a kernel probe expects (R15 = where to resume): count it, remember the vector and error code. */
 static volatile unsigned gp_count;
+static volatile uint64_t kfault_vector, kfault_error;
 static void on_kernel_gp(struct intr_frame *f)
 {
     if (!f->r15)
-        guest_panic(EXIT_EXCEPTION, "hostile: unexpected kernel #GP rip=%#llx", (unsigned long long)f->rip);
+        guest_panic(EXIT_EXCEPTION, "hostile: unexpected kernel fault vector %llu rip=%#llx", (unsigned long long)f->vector,
+                    (unsigned long long)f->rip);
     gp_count++;
+    kfault_vector = f->vector;
+    kfault_error = f->error_code;
     f->rip = f->r15;
+}
+
+/* Kernel-mode probes of checks on instructions we emulate: a non-canonical access is #GP(0), not
+ * #PF; SYSCALL with EFER.SCE clear is #UD (Unicorn's SYSCALL hook bypasses QEMU's check). */
+static unsigned kernel_probes(void)
+{
+    unsigned wrong = 0;
+    isr_set_handler(13, on_kernel_gp);
+    isr_set_handler(6, on_kernel_gp);
+    kfault_vector = ~0ull;
+    __asm__ volatile("leaq 1f(%%rip), %%r15\n\t"
+                     "movq (%0), %%rax\n"
+                     "1:\n\t"
+                     "xorl %%r15d, %%r15d" ::"r"(0x0000800000001000ull)
+                     : "rax", "r15", "memory");
+    kprintf("hostile: read at non-canonical 0x800000001000: %s(%llu)\n", kfault_vector == 13 ? "#GP" : "other fault",
+            (unsigned long long)kfault_error);
+    wrong += kfault_vector != 13 || kfault_error != 0;
+    wrmsr(MSR_EFER, rdmsr(MSR_EFER) & ~(uint64_t)EFER_SCE);
+    kfault_vector = ~0ull;
+    __asm__ volatile("leaq 1f(%%rip), %%r15\n\t"
+                     "syscall\n"
+                     "1:\n\t"
+                     "xorl %%r15d, %%r15d" ::: "rcx", "r11", "r15", "memory");
+    kprintf("hostile: SYSCALL with EFER.SCE clear: %s\n", kfault_vector == 6 ? "#UD" : "no #UD");
+    wrong += kfault_vector != 6;
+    isr_set_handler(13, on_fault);
+    isr_set_handler(6, on_fault);
+    return wrong;
 }
 
 static unsigned debug_register_probes(bool strict)
@@ -135,7 +168,7 @@ static unsigned debug_register_probes(bool strict)
     kprintf("hostile: DR4 reads DR6 (CR4.DE clear): %s\n", dr4 == dr6 ? "yes" : "no");
     wrong += dr4 != dr6;
     if (strict) {
-        /* Firmament only (QEMU implements neither): DR7.GD, and refused data breakpoints. */
+        /* Firmament only (QEMU 7.2 implements none of these): DR7.GD, refused data breakpoints, canonical LSTAR. */
         unsigned before = db_count;
         write_dr7(1ull << 13);           /* GD: the next MOV DR raises #DB with DR6.BD */
         uint64_t dr7 = read_dr7();        /* #DB, then re-executed with GD clear */
@@ -153,6 +186,17 @@ static unsigned debug_register_probes(bool strict)
         kprintf("hostile: data breakpoint in DR7: %s, DR7 now %#llx\n", gp_count - gps == 1 ? "#GP(0)" : "accepted",
                 (unsigned long long)read_dr7());
         wrong += gp_count - gps != 1 || read_dr7() != 0x400;
+        /* A non-canonical LSTAR is #GP(0) on hardware; QEMU 7.2 takes it. */
+        uint64_t lstar = rdmsr(MSR_LSTAR);
+        gps = gp_count;
+        __asm__ volatile("leaq 1f(%%rip), %%r15\n\t"
+                         "wrmsr\n"
+                         "1:\n\t"
+                         "xorl %%r15d, %%r15d" ::"c"(MSR_LSTAR), "a"(0u), "d"(0x8000u)
+                         : "r15", "memory");
+        kprintf("hostile: WRMSR LSTAR 0x800000000000: %s, LSTAR unchanged: %s\n", gp_count - gps == 1 ? "#GP(0)" : "accepted",
+                rdmsr(MSR_LSTAR) == lstar ? "yes" : "no");
+        wrong += gp_count - gps != 1 || rdmsr(MSR_LSTAR) != lstar;
         isr_set_handler(13, on_fault);
     }
     isr_set_handler(1, 0);
@@ -360,8 +404,9 @@ int guest_main(struct boot_info *bi)
     isr_set_handler(14, 0);
     const char *v;
     size_t vlen;
-    wrong += debug_register_probes(cmdline_get(bi->cmdline, "drdata", &v, &vlen));
+    wrong += debug_register_probes(cmdline_get(bi->cmdline, "strict", &v, &vlen));
     wrong += hole_probes();
+    wrong += kernel_probes();
     uint32_t regions = 0;
     if (cmdline_get_u32(bi->cmdline, "regions", 0, &regions) < 0)
         guest_panic(EXIT_BAD_CONFIG, "hostile: bad regions= option");

@@ -17,7 +17,7 @@ import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { faultAddress } from './x86/fault-address.js';
 import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLifted } from './x86/msr-intercept.js';
 import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
-import { privilegeFault } from './x86/privilege.js';
+import { mwaitExtensionFault, privilegeFault, syscallFault } from './x86/privilege.js';
 import { ioPermissionLayout, linearReader, PortIoGate, taskRegister } from './x86/io-permission.js';
 import { armDebugRegisterIntercept, DebugRegisters, debugRegisterIntercept, decodeMovDr, isDebugRegisterExit, SVM_EXIT_WRITE_DR0 } from './x86/debug-registers.js';
 import type { StateRecord } from '../state.js';
@@ -137,7 +137,7 @@ export class X86Cpu implements DeliveryCpu {
   /** Observers for the inspection API and event log. */
   onEvent: ((ev: CpuEvent) => void) | undefined;
   private stopRequested = false;
-  private pendingTlbFault: { page: bigint; access: number; errorCode: number } | null = null;
+  private pendingTlbFault: { page: bigint; access: number; errorCode: number; nonCanonical?: true } | null = null;
   private pendingEptViolation: { gpa: bigint; gva: bigint; access: 'read' | 'write' | 'fetch' } | null = null;
   private pendingIntr: number | null = null;
   private pendingSyscall = false;
@@ -393,7 +393,7 @@ export class X86Cpu implements DeliveryCpu {
       return null;
     }
     if (!r.ok) {
-      this.pendingTlbFault = { page: vaddr, access: type, errorCode: r.errorCode };
+      this.pendingTlbFault = { page: vaddr, access: type, errorCode: r.errorCode, ...(r.nonCanonical ? { nonCanonical: true } : {}) };
       return null;
     }
     if (this.host.secondLevel) {
@@ -608,6 +608,7 @@ export class X86Cpu implements DeliveryCpu {
       this.count('ept-violation');
       return { kind: 'ept-violation', gpa: v.gpa, gva: v.gva, access: v.access };
     }
+    if (rc === UcErr.EXCEPTION && this.pendingTlbFault?.nonCanonical) return this.raise(VECTOR.GP, 0, undefined, `non-canonical address 0x${this.pendingTlbFault.page.toString(16)}`);
     if (rc === UcErr.EXCEPTION && this.pendingTlbFault) {
       const f = this.pendingTlbFault;
       const rip = this.readRip();
@@ -629,6 +630,12 @@ export class X86Cpu implements DeliveryCpu {
       return this.raise(VECTOR.DB, 0, undefined, `instruction breakpoint, DR6 B-bits 0x${hit.toString(16)}`);
     }
     if (this.pendingSyscall) {
+      // Unicorn's hook ran instead of QEMU's helper, and its RIP is past the SYSCALL: checks are ours.
+      const denied = syscallFault(this.readControl().efer, this.mode());
+      if (denied) {
+        this.engine.writeReg(REG.RIP, this.readRip() - 2n);
+        return this.raise(denied.vector, 0, undefined, denied.reason);
+      }
       this.count('syscall');
       const rip = this.readRip();
       performSyscall(this, { star: this.engine.readMsr(MSR.STAR), lstar: this.engine.readMsr(MSR.LSTAR), sfmask: this.engine.readMsr(MSR.SFMASK) }, rip);
@@ -764,13 +771,15 @@ export class X86Cpu implements DeliveryCpu {
         // MONITOR: RAX is the linear address (DS-relative outside 64-bit mode).
         const lin = this.engine.readReg(REG.RAX) + (this.mode() === 'long' ? 0n : this.segBase(SEG.DS));
         const r = this.translate(lin, 'read');
-        if (!r.ok) return this.raise(VECTOR.PF, r.errorCode, lin);
+        if (!r.ok) return r.nonCanonical ? this.raise(VECTOR.GP, 0, undefined, `MONITOR at non-canonical 0x${lin.toString(16)}`) : this.raise(VECTOR.PF, r.errorCode, lin);
         this.monitor = { paddr: Number(r.paddr & ~63n), armed: true, triggered: false };
         this.completeInstruction(rip + 3n);
         this.count('monitor');
         return { kind: 'requested' };
       }
       if (is(0x0f, 0x01, 0xc9)) {
+        const bad = mwaitExtensionFault(this.engine.readReg32(REG.ECX));
+        if (bad) return this.raise(bad.vector, 0, undefined, bad.reason);
         this.completeInstruction(rip + 3n);
         this.count('mwait');
         this.mwaitBreakOnMaskedIrq = (this.engine.readReg32(REG.ECX) & 1) !== 0;

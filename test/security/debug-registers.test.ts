@@ -10,17 +10,18 @@ describe('debug registers of a vCPU', () => {
    * Before, the guest's MOV to DR7 arming an instruction breakpoint reached
    * Unicorn and killed the process (SIGSEGV in cpu_breakpoint_insert). The
    * golden run (guests-golden / ring3-guest tests) covers the instruction
-   * breakpoint against QEMU; drdata=1 adds what QEMU does not implement.
+   * breakpoint against QEMU; strict=1 adds what QEMU 7.2 does not implement.
    */
   it('MOV DR exits to us: instruction breakpoints give #DB, DR7.GD gives #DB with BD, data breakpoints are refused with #GP(0)', async () => {
     const images = (await buildImages({ quiet: true })).guests;
-    const { machine, hypervisor, vms } = createGuestMachine([{ path: images['hostile']!, memBytes: 64 * MiB, vcpus: 1, cmdline: 'drdata=1' }], { pcpus: 1, pace: 'virtual' });
+    const { machine, hypervisor, vms } = createGuestMachine([{ path: images['hostile']!, memBytes: 64 * MiB, vcpus: 1, cmdline: 'strict=1' }], { pcpus: 1, pace: 'virtual' });
     try {
       const exit = await machine.run({ timeoutMs: 120_000 });
       const serial = vms[0]!.serial;
       expect(serial).toContain('hostile: instruction breakpoint in DR0: 2 #DB while armed, 0 after DR7 cleared, at the breakpoint: yes, DR6 B0: set\r\n');
       expect(serial).toContain('hostile: DR7.GD: 1 #DB, DR6.BD set, GD after: clear\r\n');
       expect(serial).toContain('hostile: data breakpoint in DR7: #GP(0), DR7 now 0x400\r\n');
+      expect(serial).toContain('hostile: WRMSR LSTAR 0x800000000000: #GP(0), LSTAR unchanged: yes\r\n');
       expect(exit).toMatchObject({ reason: 'debug-exit', code: 1 });
       const events = machine.events.map((e) => `${e.kind} ${e.detail}`);
       expect(events.filter((e) => /#DB.*instruction breakpoint, DR6 B-bits 0x1/.test(e))).toHaveLength(2);

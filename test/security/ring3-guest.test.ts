@@ -50,6 +50,10 @@ describe('a hostile program in a VM', () => {
       // skipped), and an interrupt delivered onto a stack in a hole reaches its handler (the VM was stopped).
       expect(serial).toContain('hostile: rep stosd over 2 KiB RAM, a 2 MiB hole, 2 KiB RAM: RCX 0, RDI advanced 0x201000, RAM before and after the hole written: yes\r\n');
       expect(serial).toContain('hostile: INT 0x81 with the stack in a hole: handler ran 1 time(s)\r\n');
+      // Checks the CPU layer makes for what Unicorn hands to us: a non-canonical access is #GP(0)
+      // (it was a #PF), SYSCALL with EFER.SCE clear is #UD (it entered LSTAR).
+      expect(serial).toContain('hostile: read at non-canonical 0x800000001000: #GP(0)\r\n');
+      expect(serial).toContain('hostile: SYSCALL with EFER.SCE clear: #UD\r\n');
     } finally {
       hypervisor.close();
       machine.close();

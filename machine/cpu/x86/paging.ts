@@ -68,6 +68,8 @@ export interface WalkFault {
   faultLevel: number;
   reason: string;
   steps: WalkStep[];
+  /** A non-canonical address: the access raises #GP(0) (#SS for stack accesses), not #PF. */
+  nonCanonical?: true;
 }
 
 export type WalkResult = WalkOk | WalkFault;
@@ -186,7 +188,7 @@ export function walk(mem: PhysicalReader, c: PagingControl, vaddr: bigint, opt: 
   if (format === '4-level') {
     if (!isCanonical(vaddr)) {
       // Non-canonical addresses raise #GP, not #PF; report it as a fault at level 0.
-      return { ok: false, format, errorCode: 0, faultLevel: 0, reason: 'non-canonical address (#GP)', steps };
+      return { ok: false, format, errorCode: 0, faultLevel: 0, reason: 'non-canonical address (#GP)', steps, nonCanonical: true };
     }
     levels = LEVELS_4L;
     table = Number(c.cr3 & ADDR_MASK_4L);

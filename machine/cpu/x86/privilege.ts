@@ -17,3 +17,21 @@ export function privilegeFault(insn: PrivilegedInsn, cpl: number): { vector: 6; 
   if (cpl === 0) return null;
   return { vector: 6, reason: `${insn.toUpperCase()} at CPL ${cpl}` };
 }
+
+/**
+ * SYSCALL, which Unicorn hands to our hook before any check of its own:
+ * #UD unless EFER.SCE is set and the CPU is in 64-bit mode. (Intel raises #UD
+ * outside 64-bit mode; AMD's legacy/compatibility-mode SYSCALL through
+ * STAR/CSTAR is not offered, so we do the same rather than enter 64-bit
+ * LSTAR code from 32-bit code.)
+ */
+export function syscallFault(efer: bigint, mode: string): { vector: 6; reason: string } | null {
+  if (!(efer & 1n)) return { vector: 6, reason: 'SYSCALL with EFER.SCE clear' };
+  if (mode !== 'long') return { vector: 6, reason: `SYSCALL in ${mode} mode (only 64-bit mode is supported)` };
+  return null;
+}
+
+/** MWAIT's ECX: bit 0 (break on masked interrupts) is offered, any other bit is #GP(0) (SDM Vol. 2). */
+export function mwaitExtensionFault(ecx: number): { vector: 13; reason: string } | null {
+  return ecx >>> 1 ? { vector: 13, reason: `MWAIT with reserved ECX bits 0x${(ecx >>> 0).toString(16)}` } : null;
+}
