@@ -10,16 +10,15 @@
  * QEMU's check_io does, and a refusal is raised by the wrapper as #GP(0) on
  * the instruction before the device sees anything.
  *
- * The wrapper needs the engine's CPUState (to find env and to raise); it is
- * found once per process like native-irq.ts does. If this Unicorn build
- * defeats that, `ioPermissionLayout()` says why and port I/O is unchecked.
+ * The wrapper needs the engine's CPUState (to find env and to raise), found
+ * once per process (cpu-state.ts, shared with native-irq.ts). If this Unicorn
+ * build defeats that, `ioPermissionLayout()` says why and port I/O is unchecked.
  */
 import { UnicornEngine } from '../unicorn/engine.js';
-import { REG, UC_MODE_64 } from '../unicorn/constants.js';
+import { UC_MODE_64 } from '../unicorn/constants.js';
+import { engineCpuState } from './cpu-state.js';
 import { contextLayout, SEG, SEG_CACHE_SIZE } from './context-layout.js';
 
-/** How much of uc_struct is searched for the CPUState pointer (as native-irq.ts). */
-const UC_STRUCT_SCAN = 0x4000;
 /** env->eflags, after regs[16] and eip in QEMU's CPUX86State. */
 const EFLAGS_IN_REGS = 17 * 8;
 
@@ -45,18 +44,17 @@ export function ioPermissionLayout(): IoPermissionLayout | string {
 }
 
 function discover(): IoPermissionLayout | string {
+  const found = engineCpuState();
+  if (typeof found === 'string') return found;
   const e = new UnicornEngine(UC_MODE_64);
   try {
-    if ((e.lib.fn.initIrq() as number) !== 0 || (e.lib.fn.initIo() as number) !== 0) return 'libunicorn does not export the QEMU functions the I/O check needs';
-    [REG.RAX, REG.RCX, REG.RDX, REG.RBX, REG.RSP, REG.RBP, REG.RSI, REG.RDI].forEach((r, i) => e.writeReg(r, 0x10b1_7000_0000n + BigInt(i * 0x2468)));
-    const L = contextLayout();
-    const found = e.findCpuState(e.saveContext().subarray(L.regs, L.regs + 64), L.regs, UC_STRUCT_SCAN);
-    if (typeof found === 'number') return `QEMU's CPUState not found from uc_struct (rc ${found})`;
-    // `found.envOffset` is where the context blob's offsets start; QEMU's CPUX86State itself starts at regs[0].
-    return { cpuField: found.cpuField, envOffset: found.envOffset + L.regs, hflagsAt: L.hflags - L.regs, eflagsAt: EFLAGS_IN_REGS };
+    if ((e.lib.fn.initIo() as number) !== 0) return 'libunicorn does not export raise_exception_err_ra';
   } finally {
     e.close();
   }
+  const L = contextLayout();
+  // `found.envOffset` is where the context blob's offsets start; QEMU's CPUX86State itself starts at regs[0].
+  return { cpuField: found.cpuField, envOffset: found.envOffset + L.regs, hflagsAt: L.hflags - L.regs, eflagsAt: EFLAGS_IN_REGS };
 }
 
 /** The native gate's shared struct, filled with a layout (the engine writes the callback pointers). */
