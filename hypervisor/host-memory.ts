@@ -54,6 +54,21 @@ export class HostMemoryManager {
     }
     return this.openBusFrame;
   }
+
+  /** A shared 2 MiB region of 0xFF bytes for whole empty 2 MiB guest regions, or null if the host has none to spare. */
+  openBusLarge(): number | null {
+    if (this.openBusRegion === undefined) {
+      try {
+        this.openBusRegion = this.allocator.allocateLargePages(1, { owner: 'hv:open-bus' })[0]!;
+        this.memory.write(this.openBusRegion, new Uint8Array(LARGE_PAGE_SIZE).fill(0xff));
+      } catch {
+        this.openBusRegion = null;
+      }
+    }
+    return this.openBusRegion;
+  }
+
+  private openBusRegion: number | null | undefined;
 }
 
 /**
@@ -70,10 +85,25 @@ export class GuestCpuMemory implements CpuMemory {
     private readonly gpm: GuestPhysicalMemory,
     private readonly host: PhysicalMemory,
     ept: EptTables,
+    /** Guest RAM ends here: CPU writes above it that the EPT refuses hit nothing and are dropped. */
+    private readonly ramBytes: number,
     /** An EPT violation (lazy or copy-on-write page): true if the guest memory manager fixed it. */
     private readonly resolve: (gpa: number, write: boolean) => boolean = () => false,
   ) {
     ept.onInvalidate(() => this.cache.clear());
+  }
+
+  /**
+   * A CPU store (event-delivery frames, A/D bits) into a guest-physical page
+   * with nothing behind it is dropped, as on a PC bus and in QEMU (which then
+   * runs the handler); before, it stopped the VM.
+   */
+  private dropped(gpa: number, write: () => void): void {
+    try {
+      write();
+    } catch (e) {
+      if (!(e instanceof EptViolation) || gpa < this.ramBytes) throw e;
+    }
   }
 
   /** Host address of `gpa`; key = page | kind (0 read, 1 write, 2 paging read, 3 paging write). */
@@ -107,12 +137,10 @@ export class GuestCpuMemory implements CpuMemory {
     return gpa % 4096 <= 4088 ? this.host.readU64(this.hpa(gpa, 2)) : this.gpm.readU64(gpa);
   }
   writeU32(gpa: number, v: number): void {
-    if (gpa % 4096 <= 4092) this.host.writeU32(this.hpa(gpa, 3), v);
-    else this.gpm.writeU32(gpa, v);
+    this.dropped(gpa, () => (gpa % 4096 <= 4092 ? this.host.writeU32(this.hpa(gpa, 3), v) : this.gpm.writeU32(gpa, v)));
   }
   writeU64(gpa: number, v: bigint): void {
-    if (gpa % 4096 <= 4088) this.host.writeU64(this.hpa(gpa, 3), v);
-    else this.gpm.writeU64(gpa, v);
+    this.dropped(gpa, () => (gpa % 4096 <= 4088 ? this.host.writeU64(this.hpa(gpa, 3), v) : this.gpm.writeU64(gpa, v)));
   }
 
   readBytes(gpa: number, length: number): Uint8Array {
@@ -123,10 +151,15 @@ export class GuestCpuMemory implements CpuMemory {
   }
 
   writeBytes(gpa: number, data: Uint8Array): void {
-    if ((gpa % 4096) + data.length <= 4096) return this.host.writeBytes(this.hpa(gpa, 1), data);
-    const spans: [number, number, number][] = [];
-    this.spans(gpa, data.length, 1, (hpa, off, n) => spans.push([hpa, off, n]));
-    for (const [hpa, off, n] of spans) this.host.writeBytes(hpa, data.subarray(off, off + n));
+    if ((gpa % 4096) + data.length <= 4096) return this.dropped(gpa, () => this.host.writeBytes(this.hpa(gpa, 1), data));
+    // Page by page: the part of a frame that falls into a hole is dropped, the rest is written.
+    for (let done = 0; done < data.length; ) {
+      const a = gpa + done;
+      const n = Math.min(data.length - done, 4096 - (a % 4096));
+      const part = data.subarray(done, done + n);
+      this.dropped(a, () => this.host.writeBytes(this.hpa(a, 1), part));
+      done += n;
+    }
   }
 
   private spans(gpa: number, length: number, kind: 0 | 1, f: (hpa: number, off: number, n: number) => void): void {

@@ -31,7 +31,8 @@ import { MsrExitFrames } from './msr-exits.js';
 import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';
 import { chooseMbiRegion } from './multiboot/mbi-placement.js';
 import { seabiosDeviceState } from './legacy-state.js';
-import { skipInstruction } from './instruction-length.js';
+import { dropWrite } from './dropped-writes.js';
+import { OpenBusExhausted } from './open-bus.js';
 
 export interface GuestSpec {
   image: Uint8Array;
@@ -246,10 +247,17 @@ export class Hypervisor implements CpuScheduler {
       return;
     }
     if (exit.access === 'write') {
-      if (!skipInstruction(v.cpu)) vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: write to unbacked GPA 0x${exit.gpa.toString(16)} from an undecodable instruction` });
+      if (dropWrite(v.cpu).kind === 'undecodable') vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: write to unbacked GPA 0x${exit.gpa.toString(16)} from an undecodable instruction` });
       return;
     }
-    vm.vmMemory.mapOpenBus(page);
+    try {
+      vm.vmMemory.mapOpenBus(page);
+    } catch (e) {
+      // Host frames ran out: this VM stops with a report; the process and the other VMs go on.
+      if (!(e instanceof OpenBusExhausted)) throw e;
+      vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: ${e.message}` });
+      return;
+    }
     v.cpu.engine.flushTlb();
   }
 

@@ -9,15 +9,20 @@
  * GS_BASE and KERNEL_GS_BASE pass through without exits, as under KVM,
  * because guest kernels write them on every context switch; so do EFER reads
  * (see newPermissionMap). Every other access exits, is counted, and is then
- * carried out by the CPU model.
+ * carried out by the CPU model, after the checks the model leaves out
+ * (reserved EFER bits, canonical addresses in LSTAR, CSTAR and SYSENTER_E*P).
  */
 import { MsrFault, type MsrExitHandler, type X86Cpu } from '../machine/cpu/x86-cpu.js';
 import { MSRPM_FRAMES, newPermissionMap, VMCB_MSRPM_BASE_PA } from '../machine/cpu/x86/msr-intercept.js';
 import { MSR } from '../machine/cpu/x86/registers.js';
+import { isCanonical } from '../machine/cpu/x86/paging.js';
 import { LAPIC_DEFAULT_BASE, type LocalApic } from '../machine/devices/lapic.js';
 import type { HostMemoryManager } from './host-memory.js';
 
 export const PASS_THROUGH_MSRS: readonly number[] = [MSR.FS_BASE, MSR.GS_BASE, MSR.KERNEL_GS_BASE];
+
+/** Intercepted MSRs that hold linear addresses: a non-canonical value is #GP(0) (SDM Vol. 4; the CPU model takes anything). */
+const CANONICAL_MSRS = new Set<number>([MSR.LSTAR, MSR.CSTAR, 0x175 /* SYSENTER_ESP */, 0x176 /* SYSENTER_EIP */]);
 
 const APIC_BASE_BSP = 1n << 8n;
 const APIC_BASE_X2APIC = 1n << 10n;
@@ -99,6 +104,7 @@ export class VmMsrs implements MsrExitHandler {
 
   write(cpu: X86Cpu, index: number, value: bigint): boolean {
     if (index === MSR.EFER && value & ~EFER_ALLOWED) throw new MsrFault(`reserved bits in EFER 0x${value.toString(16)}`);
+    if (CANONICAL_MSRS.has(index) && !isCanonical(value)) throw new MsrFault(`non-canonical address 0x${value.toString(16)} in MSR 0x${index.toString(16)}`);
     if (index !== MSR.APIC_BASE) return false;
     if (value & APIC_BASE_RESERVED) throw new MsrFault(`reserved bits in IA32_APIC_BASE 0x${value.toString(16)}`);
     if (value & APIC_BASE_X2APIC) throw new MsrFault('x2APIC is not offered (CPUID.1:ECX.x2APIC = 0)');

@@ -83,7 +83,7 @@ async function buildHelper() {
   const fresh = (await fs.pathExists(out)) && (await fs.stat(out)).mtimeMs >= (await fs.stat(src)).mtimeMs;
   if (fresh) return;
   log('building the native CPU helper');
-  await $`gcc -O2 -shared -fPIC -Wall -Werror -o ${out} ${src} -ldl`;
+  await $`gcc -O2 -shared -fPIC -Wall -Werror -o ${out} ${src} -ldl -lgcc_s`;
 }
 
 async function buildImages() {

@@ -20,6 +20,7 @@ import { GuestPhysicalMemory } from '../ept/guest-physical.js';
 import { eptWalk, formatEptFlags } from '../ept/ept-walk.js';
 import { FRAME_SIZE, LARGE_PAGE_SIZE } from './frame-allocator.js';
 import { GuestCpuMemory, type HostMemoryManager } from '../host-memory.js';
+import { OpenBusMappings } from '../open-bus.js';
 import type { SecondLevelTranslation } from '../../machine/cpu/x86-cpu.js';
 
 
@@ -152,7 +153,12 @@ export class GuestMemory {
     this.ept = new EptTables(host.memory, host.allocator, { owner: `${owner}:ept` });
     this.source = options.source ?? null;
     this.loader = new GuestPhysicalMemory(host.memory, this.ept, { pagingStructureAccesses: false });
-    this.walkMemory = new GuestCpuMemory(new GuestPhysicalMemory(host.memory, this.ept), host.memory, this.ept, (gpa, write) => this.resolveFromCpu(gpa, write));
+    this.walkMemory = new GuestCpuMemory(new GuestPhysicalMemory(host.memory, this.ept), host.memory, this.ept, ramBytes, (gpa, write) => this.resolveFromCpu(gpa, write));
+    this.openBus = new OpenBusMappings(
+      this.ept,
+      { frame: () => host.openBus(), largeRegion: () => host.openBusLarge() },
+      (gpa, size) => gpa >= ramBytes && this.ept.ranges(gpa, size).length === 0,
+    );
     this.inspectMemory = new GuestPhysicalMemory(host.memory, this.ept, { setAccessedDirty: false });
     const data = this.loader;
     const ept = this.ept;
@@ -383,10 +389,12 @@ export class GuestMemory {
     this.ept.map(gpa, hpa, FRAME_SIZE, { r: true, w: true, x: false, memType: 0 });
   }
 
+  /** Bounded per VM (hypervisor/open-bus.ts); throws OpenBusExhausted when the host has no frame left for it. */
   mapOpenBus(gpaPage: number): void {
-    if (this.ept.lookup(gpaPage)) return;
-    this.ept.map(gpaPage, this.host.openBus(), FRAME_SIZE, { r: true, w: false, x: true, memType: 0 });
+    this.openBus.map(gpaPage);
   }
+
+  readonly openBus: OpenBusMappings;
 
   stats(): GuestMemoryStats {
     let mapped = 0;

@@ -14,6 +14,7 @@ import { UnicornEngine } from './unicorn/engine.js';
 import { UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ } from './unicorn/constants.js';
 import type { PhysicalMemory } from '../memory/physical-memory.js';
 import type { X86Cpu } from './x86-cpu.js';
+import { ioPermissionLayout, PortIoGate } from './x86/io-permission.js';
 
 /** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
 export const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24, stopPc: 32 } as const;
@@ -38,6 +39,8 @@ export class HostCpu {
   flushCodePending = false;
   /** Inside uc_emu_start: no other context may be bound now. */
   running = false;
+  /** The port I/O privilege gate of this engine (null: this Unicorn build defeats it; see io-permission.ts). */
+  ioGate: PortIoGate | null = null;
   /** Context switches so far (a measure of how hard the scheduler thrashes engines). */
   switches = 0;
 
@@ -131,8 +134,16 @@ export class HostCpu {
 
   private installHooks(): void {
     const e = this.engine;
-    e.onIn((port, size) => this.bound!.hookIn(port, size));
-    e.onOut((port, size, value) => this.bound!.hookOut(port, size, value));
+    // Port I/O goes through the native IOPL / I/O-bitmap gate where this build allows (x86/io-permission.ts).
+    const io = ioPermissionLayout();
+    this.ioGate = typeof io === 'string' ? null : new PortIoGate(io);
+    const ioIn = (port: number, size: 1 | 2 | 4): number => this.bound!.hookIn(port, size);
+    const ioOut = (port: number, size: 1 | 2 | 4, value: number): void => this.bound!.hookOut(port, size, value);
+    if (this.ioGate) e.onPortIo({ in: ioIn, out: ioOut }, this.ioGate.buffer);
+    else {
+      e.onIn(ioIn);
+      e.onOut(ioOut);
+    }
     e.onInterrupt((intno) => this.bound!.hookInterrupt(intno));
     e.onInvalidInstruction(() => false);
     e.onInsn('CPUID', () => this.bound!.hookCpuid());

@@ -18,6 +18,9 @@ import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { faultAddress } from './x86/fault-address.js';
 import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLifted } from './x86/msr-intercept.js';
 import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
+import { mwaitExtensionFault, privilegeFault, syscallFault } from './x86/privilege.js';
+import { ioPermissionLayout, linearReader, PortIoGate, taskRegister } from './x86/io-permission.js';
+import { armDebugRegisterIntercept, DebugRegisters, debugRegisterIntercept, decodeMovDr, isDebugRegisterExit, SVM_EXIT_WRITE_DR0 } from './x86/debug-registers.js';
 import type { StateRecord } from '../state.js';
 import { checkVersion, stateBoolean, stateBytes, stateNumber, stateRecord, stateString, StateError } from '../state.js';
 import { applyPortable, capturePortable } from './x86/portable-state.js';
@@ -116,6 +119,9 @@ export interface CpuEvent {
 /** Counter names of external interrupts by vector, built once (counted on every tick of an idle guest). */
 const IRQ_COUNTER_KEYS: string[] = [];
 
+/** General registers by their instruction-encoding number. */
+const GPR = [REG.RAX, REG.RCX, REG.RDX, REG.RBX, REG.RSP, REG.RBP, REG.RSI, REG.RDI, REG.R8, REG.R9, REG.R10, REG.R11, REG.R12, REG.R13, REG.R14, REG.R15] as const;
+
 /** EDX after reset holds the CPUID signature (leaf 1 EAX). */
 const RESET_SIGNATURE = 0x00060fb1;
 
@@ -135,7 +141,7 @@ export class X86Cpu implements DeliveryCpu {
   /** Observers for the inspection API and event log. */
   onEvent: ((ev: CpuEvent) => void) | undefined;
   private stopRequested = false;
-  private pendingTlbFault: { page: bigint; access: number; errorCode: number } | null = null;
+  private pendingTlbFault: { page: bigint; access: number; errorCode: number; nonCanonical?: true } | null = null;
   private pendingEptViolation: { gpa: bigint; gva: bigint; access: 'read' | 'write' | 'fetch' } | null = null;
   private pendingIntr: number | null = null;
   private pendingSyscall = false;
@@ -150,6 +156,14 @@ export class X86Cpu implements DeliveryCpu {
   /** The MONITORed line: `paddr` host-physical (what writes are compared with), `gpa` as the guest named it (what a snapshot keeps). */
   monitor: { paddr: number; gpa: number; armed: boolean; triggered: boolean } | null = null;
   private mwaitBreakOnMaskedIrq = false;
+  /** A vCPU's DR0-DR7 (x86/debug-registers.ts): MOV DR exits to us, the engine never sees them. */
+  readonly debugRegisters = new DebugRegisters();
+  private breakpointHooks: bigint[] = [];
+  /** The DR breakpoints changed while the context was parked: hook them before the next run. */
+  private breakpointsStale = false;
+  /** DR6.Bn mask of instruction breakpoints hit by the last run. */
+  private breakpointHit = 0;
+  private readonly linearRead = linearReader((lin) => this.translate(lin, 'read'), (paddr) => this.memoryView.readU8(paddr));
 
   constructor(
     readonly index: number,
@@ -232,6 +246,8 @@ export class X86Cpu implements DeliveryCpu {
     this.engine.writeReg(REG.CR0, 0x60000010n);
     this.armMsrExits();
     this.engine.flushTlb();
+    this.debugRegisters.reset();
+    this.breakpointsStale = true;
   }
 
   /** Whether RDMSR/WRMSR exit to the host, and if not, why. */
@@ -249,15 +265,23 @@ export class X86Cpu implements DeliveryCpu {
     const area = handler.controlArea(this);
     if (parked) {
       armMsrIntercept(parked, layout, area);
+      if (debugRegisterIntercept() === true) armDebugRegisterIntercept(parked, layout);
     } else {
       const blob = this.engine.saveContext();
       armMsrIntercept(blob, layout, area);
+      if (debugRegisterIntercept() === true) armDebugRegisterIntercept(blob, layout);
       this.engine.restoreContext(blob);
     }
     this.msrGuard = (index, write, access) => withInterceptLifted(this.host.memory, area, index, write, access);
     if (!parked) this.engine.msrGuard = this.msrGuard;
     const irq = nativeIrqLayout();
     this.injector = typeof irq === 'string' ? null : new InterruptInjector(this, irq, this.host.memory, area);
+  }
+
+  /** Whether port I/O is checked against IOPL and the TSS I/O bitmap, and if not, why. */
+  get ioPermission(): true | string {
+    const io = ioPermissionLayout();
+    return typeof io === 'string' ? io : true;
   }
 
   /** Whether QEMU delivers this CPU's external interrupts, and if not, why (they then go through delivery.ts). */
@@ -327,12 +351,18 @@ export class X86Cpu implements DeliveryCpu {
   }
 
   // --- Engine hooks, dispatched by the host CPU to the context bound to it.
+  // Port I/O passes the IOPL / I/O-bitmap gate of the host CPU first (x86/io-permission.ts); unchecked only if this build defeats it.
+  private permits(port: number, size: 1 | 2 | 4): boolean {
+    const gate = this.hostCpu.ioGate;
+    return !gate || gate.permits(port, size, () => taskRegister(this.hostCpu.engine.contextView()), this.linearRead);
+  }
+
   hookIn(port: number, size: 1 | 2 | 4): number {
-    return this.guarded(() => this.host.ioRead(this, port, size), 0xffffffff);
+    return this.guarded(() => (this.permits(port, size) ? this.host.ioRead(this, port, size) : 0xffffffff), 0xffffffff);
   }
 
   hookOut(port: number, size: 1 | 2 | 4, value: number): void {
-    this.guarded(() => this.host.ioWrite(this, port, size, value), undefined);
+    this.guarded(() => (this.permits(port, size) ? this.host.ioWrite(this, port, size, value) : undefined), undefined);
   }
 
   hookInterrupt(intno: number): void {
@@ -388,6 +418,12 @@ export class X86Cpu implements DeliveryCpu {
     return { cr0: this.paging[0]!, cr3: this.paging[1]!, cr4: this.paging[2]!, efer: this.paging[3]! };
   }
 
+  /** CPL from QEMU's hflags (exact in virtual-8086 mode, where CS.RPL is not the CPL). */
+  cpl(): number {
+    const blob = this.engine.contextView();
+    return new DataView(blob.buffer, blob.byteOffset).getUint32(contextLayout().hflags, true) & HF.CPL_MASK;
+  }
+
   /** CPL as the walker needs it: 0 in real mode, else CS.RPL. */
   private currentCpl(): number {
     return (this.paging[0]! & 1n) === 0n ? 0 : Number(this.paging[4]! & 3n);
@@ -408,7 +444,7 @@ export class X86Cpu implements DeliveryCpu {
       return null;
     }
     if (!r.ok) {
-      this.pendingTlbFault = { page: vaddr, access: type, errorCode: r.errorCode };
+      this.pendingTlbFault = { page: vaddr, access: type, errorCode: r.errorCode, ...(r.nonCanonical ? { nonCanonical: true } : {}) };
       return null;
     }
     if (this.host.secondLevel) {
@@ -610,6 +646,8 @@ export class X86Cpu implements DeliveryCpu {
     this.pendingEptViolation = null;
     this.pendingIntr = null;
     this.pendingSyscall = false;
+    this.breakpointHit = 0;
+    if (this.breakpointsStale) this.syncBreakpoints();
     let rc: number;
     try {
       rc = engine.start(this.readRip(), count);
@@ -654,11 +692,14 @@ export class X86Cpu implements DeliveryCpu {
   }
 
   private classify(rc: number, count: number): SliceExit {
+    const unraised = this.hostCpu.ioGate?.takeUnraised();
+    if (unraised) return { kind: 'error', message: `CPU ${this.index}: refused port I/O could not be raised as a fault (${unraised.reason}) at RIP 0x${this.readRip().toString(16)}` };
     if (rc === UcErr.EXCEPTION && this.pendingEptViolation) {
       const v = this.pendingEptViolation;
       this.count('ept-violation');
       return { kind: 'ept-violation', gpa: v.gpa, gva: v.gva, access: v.access };
     }
+    if (rc === UcErr.EXCEPTION && this.pendingTlbFault?.nonCanonical) return this.raise(VECTOR.GP, 0, undefined, `non-canonical address 0x${this.pendingTlbFault.page.toString(16)}`);
     if (rc === UcErr.EXCEPTION && this.pendingTlbFault) {
       const f = this.pendingTlbFault;
       const rip = this.readRip();
@@ -672,7 +713,20 @@ export class X86Cpu implements DeliveryCpu {
     if (rc !== UcErr.OK) {
       return { kind: 'error', message: `CPU ${this.index}: ${this.engine.errorText(rc)} at RIP 0x${this.readRip().toString(16)}` };
     }
+    if (this.breakpointHit) {
+      // An instruction breakpoint: #DB fault, RIP on the instruction (the code hook stopped before it).
+      this.debugRegisters.hit(this.breakpointHit);
+      const hit = this.breakpointHit;
+      this.breakpointHit = 0;
+      return this.raise(VECTOR.DB, 0, undefined, `instruction breakpoint, DR6 B-bits 0x${hit.toString(16)}`);
+    }
     if (this.pendingSyscall) {
+      // Unicorn's hook ran instead of QEMU's helper, and its RIP is past the SYSCALL: checks are ours.
+      const denied = syscallFault(this.readControl().efer, this.mode());
+      if (denied) {
+        this.engine.writeReg(REG.RIP, this.readRip() - 2n);
+        return this.raise(denied.vector, 0, undefined, denied.reason);
+      }
       this.count('syscall');
       const rip = this.readRip();
       performSyscall(this, { star: this.engine.readMsr(MSR.STAR), lstar: this.engine.readMsr(MSR.LSTAR), sfmask: this.engine.readMsr(MSR.SFMASK) }, rip);
@@ -684,9 +738,10 @@ export class X86Cpu implements DeliveryCpu {
       const vector = this.pendingIntr;
       const info = pendingExceptionInfo(this.engine.saveContext());
       const rip = this.readRip();
+      const io = this.hostCpu.ioGate?.takeRaised(vector);
       this.count(`exception:0x${vector.toString(16)}`);
-      this.onEvent?.({ kind: 'exception', vector, detail: `${vectorName(vector)}${info.isSoftware ? ' (INT n)' : ` err=0x${info.errorCode.toString(16)}`}`, rip });
-      const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode });
+      this.onEvent?.({ kind: 'exception', vector, detail: `${vectorName(vector)}${info.isSoftware ? ' (INT n)' : ` err=0x${info.errorCode.toString(16)}`}${io ? ` (${io.reason})` : ''}`, rip });
+      const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode, ...(io?.vector === VECTOR.PF ? { cr2: io.cr2 } : {}) });
       return { kind: 'exception', vector: v };
     }
     const stopped = this.hostCpu.slice32[SLICE.stopped / 4]!;
@@ -701,6 +756,7 @@ export class X86Cpu implements DeliveryCpu {
 
   /** An intercept fired (RIP on the instruction). Only MSR accesses are intercepted. */
   private svmExit(code: number): SliceExit {
+    if (isDebugRegisterExit(code)) return this.movDebugRegister(code);
     const handler = this.host.msrExits;
     if (code !== SVM_EXIT_MSR || !handler) return { kind: 'error', message: `CPU ${this.index}: unexpected SVM exit 0x${code.toString(16)} at RIP 0x${this.readRip().toString(16)}` };
     const rip = this.readRip();
@@ -726,6 +782,38 @@ export class X86Cpu implements DeliveryCpu {
     this.onEvent?.({ kind: 'msr', detail: `${write ? 'WRMSR' : 'RDMSR'} 0x${index.toString(16)} ${write ? '<-' : '->'} 0x${value.toString(16)}`, rip });
     this.completeInstruction(rip + 2n);
     return { kind: 'requested' };
+  }
+
+  /** A MOV to/from DRn exited (RIP on it): emulated against our copy of the debug registers. */
+  private movDebugRegister(code: number): SliceExit {
+    const rip = this.readRip();
+    const long = this.mode() === 'long';
+    const m = decodeMovDr(this.fetchBytes(rip, 8), long);
+    if (!m || m.dr !== (code & 7) || m.write !== code >= SVM_EXIT_WRITE_DR0) return { kind: 'error', message: `CPU ${this.index}: DR exit 0x${code.toString(16)} at RIP 0x${rip.toString(16)} is not a MOV DR` };
+    const gpr = GPR[m.gpr]!;
+    const r = this.debugRegisters.access(m, m.write ? this.engine.readReg(gpr) : 0n, this.readControl().cr4, long);
+    this.count('mov-dr');
+    if (r.kind === 'fault') return this.raise(r.vector, 0, undefined, r.reason);
+    if (r.value !== undefined) this.engine.writeReg(gpr, long ? r.value : r.value & 0xffff_ffffn);
+    if (m.write) this.syncBreakpoints();
+    this.completeInstruction(rip + BigInt(m.length));
+    return { kind: 'requested' };
+  }
+
+  /** Code hooks on the linear addresses of enabled instruction breakpoints (translated code is dropped so they apply). */
+  private syncBreakpoints(): void {
+    const want = this.debugRegisters.instructionBreakpoints();
+    if (this.breakpointHooks.length === 0 && want.length === 0) return;
+    for (const h of this.breakpointHooks) this.engine.removeHook(h);
+    this.breakpointHooks = want.map(({ n, address }) =>
+      this.engine.onCode(address, address, () => {
+        // RF set: the instruction restarts after a #DB handler and must not fault again.
+        if (this.readRflags() & RFLAGS.RF) return;
+        this.breakpointHit |= 1 << n;
+        this.engine.stop();
+      }),
+    );
+    this.engine.flushCode();
   }
 
   /**
@@ -767,11 +855,14 @@ export class X86Cpu implements DeliveryCpu {
     const bytes = this.fetchBytes(rip, 3);
     const is = (...b: number[]): boolean => b.every((x, i) => bytes[i] === x);
     try {
+      const insn = is(0x0f, 0x01, 0xc8) ? 'monitor' : is(0x0f, 0x01, 0xc9) ? 'mwait' : is(0x0f, 0x01, 0xc1) || is(0x0f, 0x01, 0xd9) ? 'vmcall' : null;
+      const denied = insn && privilegeFault(insn, this.cpl());
+      if (denied) return this.raise(denied.vector, 0, undefined, denied.reason);
       if (is(0x0f, 0x01, 0xc8)) {
         // MONITOR: RAX is the linear address (DS-relative outside 64-bit mode).
         const lin = this.engine.readReg(REG.RAX) + (this.mode() === 'long' ? 0n : this.segBase(SEG.DS));
         const r = this.translate(lin, 'read');
-        if (!r.ok) return this.raise(VECTOR.PF, r.errorCode, lin);
+        if (!r.ok) return r.nonCanonical ? this.raise(VECTOR.GP, 0, undefined, `MONITOR at non-canonical 0x${lin.toString(16)}`) : this.raise(VECTOR.PF, r.errorCode, lin);
         const gpa = Number(r.paddr & ~63n);
         this.monitor = { paddr: this.hostPhysical(gpa), gpa, armed: true, triggered: false };
         this.completeInstruction(rip + 3n);
@@ -779,6 +870,8 @@ export class X86Cpu implements DeliveryCpu {
         return { kind: 'requested' };
       }
       if (is(0x0f, 0x01, 0xc9)) {
+        const bad = mwaitExtensionFault(this.engine.readReg32(REG.ECX));
+        if (bad) return this.raise(bad.vector, 0, undefined, bad.reason);
         this.completeInstruction(rip + 3n);
         this.count('mwait');
         this.mwaitBreakOnMaskedIrq = (this.engine.readReg32(REG.ECX) & 1) !== 0;
@@ -822,10 +915,10 @@ export class X86Cpu implements DeliveryCpu {
     this.engine.writeReg(REG.RIP, nextRip);
   }
 
-  private raise(vector: number, errorCode: number, cr2?: bigint): SliceExit {
+  private raise(vector: number, errorCode: number, cr2?: bigint, why?: string): SliceExit {
     const rip = this.readRip();
     this.count(`exception:0x${vector.toString(16)}`);
-    this.onEvent?.({ kind: 'exception', vector, detail: vectorName(vector), rip });
+    this.onEvent?.({ kind: 'exception', vector, detail: why ? `${vectorName(vector)} (${why})` : vectorName(vector), rip });
     const v = this.deliverEvent({ vector, software: false, external: false, errorCode, ...(cr2 !== undefined ? { cr2 } : {}) });
     return { kind: 'exception', vector: v };
   }
@@ -881,6 +974,7 @@ export class X86Cpu implements DeliveryCpu {
       monitorTriggered: this.monitor?.triggered ?? false,
       pendingInterrupt: this.injector?.pendingVector ?? -1,
       mwaitBreakOnMaskedIrq: this.mwaitBreakOnMaskedIrq,
+      debugRegisters: this.debugRegisters.save(),
     };
   }
 
@@ -931,6 +1025,16 @@ export class X86Cpu implements DeliveryCpu {
       if (this.injector) this.injector.rearm(pendingInterrupt);
       else this.deliverExternal(pendingInterrupt);
     }
+    // DR0-DR7 live here, not in the engine's context.
+    this.debugRegisters.reset();
+    if (s['debugRegisters'] !== undefined) {
+      try {
+        this.debugRegisters.restore(stateString(s, 'debugRegisters', who));
+      } catch (e) {
+        throw new StateError(who, 'debugRegisters', (e as Error).message);
+      }
+    }
+    this.syncBreakpoints();
   }
 
   /** The context is thrown away (its VM or machine is gone); an engine it made for itself is closed. */

@@ -217,7 +217,7 @@ describe.skipIf(!hasQemu)('lightweight OS under QEMU', () => {
   it('isolation: timeout, page fault, ungranted port and fencing (test-only containers), the OS keeps going', async () => {
     const l = await buildOciLayout({
       quiet: true, layoutDir: path.join(tmp, 'faults'),
-      containers: ['testonly-spin', 'testonly-wild', 'testonly-port', 'testonly-fence', 'uart'],
+      containers: ['testonly-spin', 'testonly-wild', 'testonly-port', 'testonly-ioport', 'testonly-fence', 'uart'],
     });
     const r = await boot(l.layoutDir);
     expect(r.killed).toBe(false);
@@ -235,6 +235,10 @@ describe.skipIf(!hasQemu)('lightweight OS under QEMU', () => {
     expect(os_).toContain('  testonly-port: granted port 0x3fd reads ok; now writing 0xfe to port 0x64');
     expect(os_).toContain('  testonly-port: finding error os 0x0012: killed: port write 0x64 (width 1) is not granted');
     expect(os_).toContain('container testonly-port: fail');
+    // its own IN/OUT: the granted ports answer through the TSS I/O bitmap, the POST port #GPs
+    expect(os_).toContain('  testonly-ioport: granted ports 0x70-0x71 answer our own IN/OUT: CMOS[0x0e] reads back the same');
+    expect(os_.some((l) => /^ {2}testonly-ioport: finding error os 0x0011: killed: exception 13 \(#GP[^)]*\), error 0x0, RIP 0x4[0-9a-f]{5}$/.test(l))).toBe(true);
+    expect(os_).toContain('container testonly-ioport: fail');
     // fencing: allowed only for lent, page-aligned RAM; the fenced page is handed off as type 5
     const pretend = os_.find((l) => l.startsWith('  testonly-fence: finding error container 0x0602: pretend bad RAM'))!;
     const [, a, b] = /\[mem 0x([0-9a-f]+)-0x([0-9a-f]+)\]/.exec(pretend)!;
@@ -246,7 +250,7 @@ describe.skipIf(!hasQemu)('lightweight OS under QEMU', () => {
     expect(os_).toContain(`  [mem 0x${pad(a!)}-0x${pad(b!)}] bad (fenced)`);
     // the OS is unaffected: the next container still runs and passes
     expect(os_).toContain('container uart: pass');
-    expect(os_).toContain('containers: testonly-fence fixed, testonly-port fail, testonly-spin timeout, testonly-wild fail, uart pass');
+    expect(os_).toContain('containers: testonly-fence fixed, testonly-ioport fail, testonly-port fail, testonly-spin timeout, testonly-wild fail, uart pass');
     expect(os_[os_.length - 1]).toBe('handoff: no hypervisor, stopping');
   });
 

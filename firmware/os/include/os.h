@@ -59,6 +59,8 @@ struct int_frame {
 	u64 rip, cs, rflags, rsp, ss;
 };
 void cpu_init(void);                  /* GDT, TSS, IDT, SYSCALL MSRs */
+void cpu_io_grant(u16 lo, u16 hi);    /* open ports lo..hi to ring 3 in the TSS I/O bitmap */
+void cpu_io_revoke_all(void);         /* close every port to ring 3 */
 extern bool cpu_has_nx;
 extern u64 trap_stack_top;            /* TSS.RSP0, also used by syscall_entry */
 void interrupt_dispatch(struct int_frame *f);

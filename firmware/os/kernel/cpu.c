@@ -28,8 +28,12 @@ struct tss64 {
 	u64 reserved2;
 	u16 reserved3;
 	u16 iomap_base;
+	/* I/O permission bitmap, one bit per port (set = fault at CPL 3), then the
+	 * all-ones byte the CPU reads past the last one (SDM Vol. 1 19.5.2). */
+	u8 iomap[0x10000 / 8];
+	u8 iomap_end;
 } PACKED;
-STATIC_ASSERT(sizeof(struct tss64) == 104, "tss");
+STATIC_ASSERT(__builtin_offsetof(struct tss64, iomap) == 104, "tss");
 
 struct idt_gate {
 	u16 off0;
@@ -74,6 +78,18 @@ static void set_gate(u32 vec, u8 ist)
 	idt[vec].reserved = 0;
 }
 
+/* A container's port grants, opened in the I/O bitmap for its ring-3 IN/OUT. */
+void cpu_io_grant(u16 lo, u16 hi)
+{
+	for (u32 p = lo; p <= hi; p++)
+		tss.iomap[p >> 3] &= (u8)~(1u << (p & 7));
+}
+
+void cpu_io_revoke_all(void)
+{
+	memset(tss.iomap, 0xff, sizeof(tss.iomap));
+}
+
 void cpu_init(void)
 {
 	gdt[0] = 0;
@@ -87,7 +103,9 @@ void cpu_init(void)
 	tss.rsp[0] = trap_stack_top;
 	tss.ist[0] = (u64)(uintptr_t)(df_stack + sizeof(df_stack));
 	tss.ist[1] = (u64)(uintptr_t)(nmi_stack + sizeof(nmi_stack));
-	tss.iomap_base = sizeof(tss);   /* no I/O bitmap: every port faults at CPL 3 */
+	tss.iomap_base = __builtin_offsetof(struct tss64, iomap);
+	cpu_io_revoke_all();            /* every port faults at CPL 3 until a container's grants open some */
+	tss.iomap_end = 0xff;
 	u64 t = (u64)(uintptr_t)&tss;
 	u64 lim = sizeof(tss) - 1;
 	gdt[6] = (lim & 0xffff) | ((t & 0xffffff) << 16) | (0x89ul << 40) | (((lim >> 16) & 0xf) << 48) |

@@ -532,7 +532,11 @@ void runtime_run(struct container *c, const u8 *elf, u64 size)
 	timer_program_pit();
 	c->start_ms = timer_ms();
 	c->deadline_ms = c->start_ms + r->time_limit_ms;
+	/* Exactly the granted ports answer the container's own IN/OUT; every other one faults (#GP). */
+	for (u32 i = 0; i < c->nports; i++)
+		cpu_io_grant(c->port_lo[i], c->port_hi[i]);
 	u64 res = user_enter(&c->ctx, c->entry, FM_USER_STACK_TOP, c->pml4);
+	cpu_io_revoke_all();
 	write_cr3(kernel_cr3());
 	cur = NULL;
 	r->runtime_ms = (u32)(timer_ms() - c->start_ms);

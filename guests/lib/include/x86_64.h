@@ -61,6 +61,9 @@ void cpu_init_bsp(void);            /* GDT+TSS+IDT, masks the 8259s */
 void cpu_init_ap(void);             /* GDT+IDT (shared, no TSS) */
 void isr_set_handler(uint8_t vector, isr_handler_t h);
 void tss_set_rsp0(uint64_t rsp0);
+void tss_allow_port(uint16_t port, bool allow); /* I/O bitmap, ports 0-0xFF (others always denied) */
+void idt_set_user(uint8_t vector);  /* gate DPL 3 */
+void idt_set_raw(uint8_t vector, void (*stub)(void)); /* gate to an assembly stub instead of isr_dispatch */
 
 /* ---- 8259 PIC and 8254 PIT --------------------------------------------------- */
 #define PIC_VECTOR_BASE 0x20 /* IRQ n -> vector 0x20 + n after pic_init() */

@@ -9,6 +9,11 @@ struct tss64 {
     uint64_t reserved2;
     uint16_t reserved3;
     uint16_t iomap_base;
+    /* I/O permission bitmap for ports 0-0xFF (a set bit denies), then the
+     * all-ones byte the CPU needs after it; ports above 0xFF lie beyond the
+     * TSS limit and always fault at CPL > IOPL. */
+    uint8_t iomap[32];
+    uint8_t iomap_end;
 } __attribute__((packed));
 
 struct idt_gate {
@@ -48,7 +53,9 @@ static void gdt_setup(void)
              (((base >> 24) & 0xFF) << 56);
     gdt[7] = base >> 32;
     tss.rsp[0] = (uint64_t)(ring0_stack + sizeof(ring0_stack));
-    tss.iomap_base = sizeof(tss); /* no I/O bitmap: ring 3 has no port access */
+    tss.iomap_base = __builtin_offsetof(struct tss64, iomap); /* every port denied until tss_allow_port */
+    memset(tss.iomap, 0xFF, sizeof(tss.iomap));
+    tss.iomap_end = 0xFF;
 }
 
 static void gdt_load(void)
@@ -100,6 +107,29 @@ void isr_set_handler(uint8_t vector, isr_handler_t h)
 void tss_set_rsp0(uint64_t rsp0)
 {
     tss.rsp[0] = rsp0;
+}
+
+void tss_allow_port(uint16_t port, bool allow)
+{
+    if (port >= 8 * sizeof(tss.iomap))
+        return;
+    if (allow)
+        tss.iomap[port >> 3] &= (uint8_t)~(1u << (port & 7));
+    else
+        tss.iomap[port >> 3] |= (uint8_t)(1u << (port & 7));
+}
+
+void idt_set_raw(uint8_t vector, void (*stub)(void))
+{
+    uint64_t h = (uint64_t)stub;
+    idt[vector].offset_lo = (uint16_t)h;
+    idt[vector].offset_mid = (uint16_t)(h >> 16);
+    idt[vector].offset_hi = (uint32_t)(h >> 32);
+}
+
+void idt_set_user(uint8_t vector)
+{
+    idt[vector].type_attr = 0xEE; /* present, DPL 3: INT n allowed from ring 3 */
 }
 
 static const char *const exc_names[32] = {

@@ -8,6 +8,7 @@
  * would cost a JS call per block, so this hook lives in C. It also counts
  * executed code bytes, the deterministic source of the machine's virtual time.
  */
+#define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
 #include <stdint.h>
 
@@ -289,4 +290,112 @@ int fm_irq_window(void *uc, uint32_t cpu_field, uint32_t eflags_at, uint32_t hfl
   memcpy(&eflags, cs + eflags_at, 4);
   memcpy(&hflags, cs + hflags_at, 4);
   return (int)(((eflags >> 9) & 1) | (((hflags >> 3) & 1) << 1));
+}
+
+/*
+ * Port I/O permission (IOPL and the TSS I/O permission bitmap).
+ *
+ * Unicorn 2.1 compiles QEMU's gen_check_io out ("allow all I/O instructions"),
+ * so IN/OUT/INS/OUTS run at any CPL. These wrappers are the engine's IN/OUT
+ * hooks; they call the JavaScript port handlers (fm_io.js_in/js_out). Before
+ * the call they tell JavaScript whether the access needs the bitmap check
+ * (protected mode and CPL > IOPL, or virtual-8086 mode: SDM Vol. 1 19.5);
+ * JavaScript makes it and, to refuse the access, sets `fault` without touching
+ * the device. The fault is then raised here, precisely, the way QEMU's own
+ * check_io raises it: raise_exception_err_ra with the return address into the
+ * translated block, so QEMU restores EIP (to the IN/OUT) and the lazy flags
+ * from it and no later instruction of the block runs. That address is the
+ * first frame of the call stack outside any loaded object (libunicorn has
+ * unwind tables; the block is anonymous JIT memory).
+ */
+#include <unwind.h>
+
+typedef uint32_t (*fm_in_fn)(void *uc, uint32_t port, int size, void *user);
+typedef void (*fm_out_fn)(void *uc, uint32_t port, int size, uint32_t value, void *user);
+typedef void (*raise_err_ra_fn)(void *env, int vector, int error_code, uintptr_t retaddr);
+
+/* Shared with TypeScript (machine/cpu/x86/io-permission.ts); keep offsets in sync. */
+typedef struct {
+  fm_in_fn js_in;       /* 0 */
+  fm_out_fn js_out;     /* 8 */
+  uint32_t cpu_field;   /* 16: CPUState * in uc_struct */
+  uint32_t env_offset;  /* 20: CPUX86State from CPUState */
+  uint32_t hflags_at;   /* 24: in env */
+  uint32_t eflags_at;   /* 28: in env */
+  uint32_t check;       /* 32: set here: this access needs the bitmap check */
+  uint32_t fault;       /* 36: set by JS: vector + 1, 0 = allowed */
+  uint32_t error_code;  /* 40: set by JS with fault */
+  uint32_t unraised;    /* 44: faults that could not be raised precisely (the run is stopped) */
+  uint64_t denied;      /* 48: faults raised */
+} fm_io;
+
+static raise_err_ra_fn p_raise_err_ra;
+
+int fm_init_io(void) {
+  if (!unicorn) return -1;
+  p_raise_err_ra = (raise_err_ra_fn)dlsym(unicorn, "raise_exception_err_ra_x86_64");
+  return p_raise_err_ra ? 0 : -2;
+}
+
+enum { HF_CPL_MASK = 3, HF_PE = 1 << 7, HF_VM = 1 << 17 };
+
+static void io_prepare(void *uc, fm_io *io) {
+  const uint8_t *env = (const uint8_t *)cpu_of(uc, io->cpu_field) + io->env_offset;
+  uint32_t hflags, eflags;
+  memcpy(&hflags, env + io->hflags_at, 4);
+  memcpy(&eflags, env + io->eflags_at, 4);
+  uint32_t cpl = hflags & HF_CPL_MASK, iopl = (eflags >> 12) & 3;
+  io->check = (hflags & HF_PE) && (cpl > iopl || (hflags & HF_VM)) ? 1 : 0;
+  io->fault = 0;
+}
+
+typedef struct { uintptr_t found; int depth; } tb_search;
+
+static _Unwind_Reason_Code tb_frame(struct _Unwind_Context *ctx, void *arg) {
+  tb_search *s = (tb_search *)arg;
+  uintptr_t ip = (uintptr_t)_Unwind_GetIP(ctx);
+  Dl_info info;
+  if (++s->depth > 16 || !ip) return _URC_NORMAL_STOP;
+  if (!dladdr((void *)ip, &info)) {
+    s->found = ip;
+    return _URC_NORMAL_STOP;
+  }
+  return _URC_NO_REASON;
+}
+
+static void io_raise(void *uc, fm_io *io) {
+  tb_search s = { 0, 0 };
+  _Unwind_Backtrace(tb_frame, &s);
+  if (!s.found || !p_raise_err_ra) {
+    /* Cannot name the instruction: stop the run instead of running on. */
+    io->unraised++;
+    p_emu_stop(uc);
+    return;
+  }
+  io->denied++;
+  void *env = (uint8_t *)cpu_of(uc, io->cpu_field) + io->env_offset;
+  p_raise_err_ra(env, (int)io->fault - 1, (int)io->error_code, s.found);
+}
+
+static uint32_t io_in_hook(void *uc, uint32_t port, int size, void *user) {
+  fm_io *io = (fm_io *)user;
+  io_prepare(uc, io);
+  uint32_t v = io->js_in(uc, port, size, NULL);
+  if (io->fault) io_raise(uc, io);
+  return v;
+}
+
+static void io_out_hook(void *uc, uint32_t port, int size, uint32_t value, void *user) {
+  fm_io *io = (fm_io *)user;
+  io_prepare(uc, io);
+  io->js_out(uc, port, size, value, NULL);
+  if (io->fault) io_raise(uc, io);
+}
+
+/* UC_HOOK_INSN for IN (218) and OUT (500) through the wrappers above. */
+int fm_add_io_hooks(void *uc, uint64_t *hh, fm_io *io) {
+  if (!p_hook_add) return -1;
+  int rc = p_hook_add(uc, &hh[0], 1 << 1, (void *)io_in_hook, io, 1, 0, 218);
+  if (rc) return rc;
+  return p_hook_add(uc, &hh[1], 1 << 1, (void *)io_out_hook, io, 1, 0, 500);
 }

@@ -69,6 +69,8 @@ export interface UnicornLibrary {
     raiseIrq: Fn;
     takeIrq: Fn;
     irqWindow: Fn;
+    initIo: Fn;
+    ioHooks: Fn;
   };
   readonly proto: {
     in: TypeObject;
@@ -180,6 +182,8 @@ function bind(lib: LibraryHandle, path: string, source: string, version: Unicorn
     raiseIrq: helper.func('void fm_raise_irq(void *uc, uint32_t cpuField, int mask)'),
     takeIrq: helper.func('int fm_take_irq(void *uc, uint32_t cpuField, uint32_t requestOffset, int mask)'),
     irqWindow: helper.func('int fm_irq_window(void *uc, uint32_t cpuField, uint32_t eflagsAt, uint32_t hflagsAt)'),
+    initIo: helper.func('int fm_init_io(void)'),
+    ioHooks: helper.func('int fm_add_io_hooks(void *uc, void *hh, void *io)'),
   };
   return { path, source, version, fn: fn as unknown as UnicornLibrary['fn'], proto };
 }

@@ -50,6 +50,8 @@ export class UnicornEngine {
   private uc: unknown;
   private closed = false;
   private readonly callbacks: unknown[] = [];
+  /** Memory native hooks point at: kept alive as long as the engine. */
+  private readonly keep: Buffer[] = [];
   private readonly scratch = Buffer.alloc(64);
   /** Typed views of scratch for the per-register hot path (no Buffer method calls to compile or run). */
   private readonly scratch64 = new BigUint64Array(this.scratch.buffer, this.scratch.byteOffset, 8);
@@ -205,6 +207,20 @@ export class UnicornEngine {
   onOut(h: OutHandler): void {
     const cb = this.register((_uc: unknown, port: number, size: number, value: number) => h(port, size as 1 | 2 | 4, value >>> 0), this.lib.proto.out);
     this.addInsnHook(cb, INS.OUT);
+  }
+
+  /**
+   * IN/OUT through the native permission gate (machine/cpu/x86/io-permission.ts):
+   * `gate` is its shared struct; the handlers are called with it telling them
+   * whether the access needs the I/O bitmap check, and refuse it by setting its fault.
+   */
+  onPortIo(h: { in: InHandler; out: OutHandler }, gate: Buffer): void {
+    const i = this.register((_uc: unknown, port: number, size: number) => h.in(port, size as 1 | 2 | 4) >>> 0, this.lib.proto.in);
+    const o = this.register((_uc: unknown, port: number, size: number, value: number) => h.out(port, size as 1 | 2 | 4, value >>> 0), this.lib.proto.out);
+    gate.writeBigUInt64LE(BigInt(koffi.address(i as bigint)), 0);
+    gate.writeBigUInt64LE(BigInt(koffi.address(o as bigint)), 8);
+    this.keep.push(gate);
+    check(this.lib, 'fm_add_io_hooks', this.lib.fn.ioHooks(this.uc, Buffer.alloc(16), gate));
   }
 
   /**

@@ -5,6 +5,9 @@
  * prints it behaves as under the reference oracle; the feature bits are the
  * ones the emulated CPU really has, plus MONITOR/MWAIT, which we emulate.
  */
+/** MAXPHYADDR (CPUID 0x80000008 EAX[7:0]): page-table address bits above it are reserved (paging.ts). */
+export const MAX_PHYS_ADDR_BITS = 40;
+
 export interface CpuidResult {
   eax: number;
   ebx: number;
@@ -65,7 +68,7 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
     }
     case 0x80000008:
       // 40 physical, 48 virtual address bits.
-      return { eax: 0x3028, ebx: 0, ecx: 0, edx: 0 };
+      return { eax: 0x3000 | MAX_PHYS_ADDR_BITS, ebx: 0, ecx: 0, edx: 0 };
     default:
       return zero;
   }

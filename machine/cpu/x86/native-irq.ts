@@ -22,6 +22,7 @@ import { UnicornEngine } from '../unicorn/engine.js';
 import { REG, UC_MODE_32, UC_PROT_ALL } from '../unicorn/constants.js';
 import { contextLayout } from './context-layout.js';
 import { armMsrIntercept, MSRPM_BYTES, svmLayout, VMCB_MSRPM_BASE_PA } from './msr-intercept.js';
+import { engineCpuState } from './cpu-state.js';
 
 /** QEMU's CPU_INTERRUPT_VIRQ (CPU_INTERRUPT_TGT_INT_0). */
 export const CPU_INTERRUPT_VIRQ = 0x100;
@@ -29,8 +30,6 @@ export const CPU_INTERRUPT_VIRQ = 0x100;
 export const VMCB_V_INTR_VECTOR = 0x64;
 /** env->eflags, after regs[16] and eip in QEMU's CPUX86State. */
 const EFLAGS_IN_REGS = 17 * 8;
-/** How much of uc_struct is searched for the CPUState pointer. */
-const UC_STRUCT_SCAN = 0x4000;
 
 export interface NativeIrqLayout {
   /** Offset in uc_struct of `CPUState *cpu`. */
@@ -54,14 +53,12 @@ const PROBE = { code: 0x1000, handler: 0x2000, idt: 0x3000, gdt: 0x3800, vmcb: 0
 function discover(): NativeIrqLayout | string {
   const svm = svmLayout();
   if (typeof svm === 'string') return `needs SVM guest mode: ${svm}`;
+  const found = engineCpuState();
+  if (typeof found === 'string') return found;
   const e = new UnicornEngine(UC_MODE_32);
   try {
-    if ((e.lib.fn.initIrq() as number) !== 0) return 'libunicorn does not export cpu_interrupt_handler';
-    // Register values nothing else holds: their bytes are found only in CPUX86State and saved copies of it.
-    [REG.EAX, REG.ECX, REG.EDX, REG.EBX, REG.ESP, REG.EBP, REG.ESI, REG.EDI].forEach((r, i) => e.writeReg(r, 0x5eed_0000 + i * 0x1357));
-    const regs = contextLayout().regs;
-    const found = e.findCpuState(e.saveContext().subarray(regs, regs + 64), regs, UC_STRUCT_SCAN);
-    if (typeof found === 'number') return `QEMU's CPUState not found from uc_struct (rc ${found})`;
+    // Unicorn creates the engine's CPU on its first register access: before it, uc_struct's pointer is null.
+    e.readReg(REG.EAX);
     const request = e.findInterruptRequest(found.cpuField, found.envOffset, CPU_INTERRUPT_VIRQ);
     if (request < 0) return `CPUState.interrupt_request not found (${-request - 1} candidates)`;
     const layout: NativeIrqLayout = { cpuField: found.cpuField, envOffset: found.envOffset, request };

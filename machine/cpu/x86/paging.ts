@@ -4,6 +4,7 @@
  * CLI `translate` command and the TUI page-walk pane all use this one walker.
  */
 import { CR0, CR4, EFER } from './registers.js';
+import { MAX_PHYS_ADDR_BITS } from './cpuid.js';
 
 export interface PhysicalReader {
   readU32(paddr: number): number;
@@ -67,6 +68,8 @@ export interface WalkFault {
   faultLevel: number;
   reason: string;
   steps: WalkStep[];
+  /** A non-canonical address: the access raises #GP(0) (#SS for stack accesses), not #PF. */
+  nonCanonical?: true;
 }
 
 export type WalkResult = WalkOk | WalkFault;
@@ -151,6 +154,11 @@ function walkFault(format: PagingFormat, steps: WalkStep[], faultLevel: number, 
 
 const TWO32 = 4294967296;
 
+/** Bits of an 8-byte entry's high dword that address memory beyond MAXPHYADDR (up to bit 51): reserved. */
+const RSVD_HI = (0xfffff << (MAX_PHYS_ADDR_BITS - 32)) & 0xfffff;
+/** Low-dword address bits a 2 MiB / 1 GiB leaf must leave zero (below its page size, above the PAT bit 12). */
+const RSVD_LO_LARGE: Partial<Record<WalkStep['level'], number>> = { PD: 0x001f_e000, PDPT: 0x3fff_e000 };
+
 /** Table or page address bits 12..51 of a 64-bit entry given as two dwords (exact as a Number). */
 const addr64 = (lo: number, hi: number): number => (hi & 0xfffff) * TWO32 + ((lo & 0xfffff000) >>> 0);
 
@@ -180,7 +188,7 @@ export function walk(mem: PhysicalReader, c: PagingControl, vaddr: bigint, opt: 
   if (format === '4-level') {
     if (!isCanonical(vaddr)) {
       // Non-canonical addresses raise #GP, not #PF; report it as a fault at level 0.
-      return { ok: false, format, errorCode: 0, faultLevel: 0, reason: 'non-canonical address (#GP)', steps };
+      return { ok: false, format, errorCode: 0, faultLevel: 0, reason: 'non-canonical address (#GP)', steps, nonCanonical: true };
     }
     levels = LEVELS_4L;
     table = Number(c.cr3 & ADDR_MASK_4L);
@@ -222,6 +230,8 @@ export function walk(mem: PhysicalReader, c: PagingControl, vaddr: bigint, opt: 
       steps.push({ level: lv.name, index, entryAddr, entry, flags: decodeEntry(entry, nxe) });
     }
     if (!(lo & 1)) return walkFault(format, steps, i, baseCode, `${lv.name} entry not present`);
+    // Address bits above MAXPHYADDR are reserved in every PAE / 4-level entry: #PF with RSVD, as QEMU gives.
+    if (entrySize === 8 && hi & RSVD_HI) return walkFault(format, steps, i, baseCode | PF.P | PF.RSVD, `${lv.name} entry addresses memory above MAXPHYADDR (${MAX_PHYS_ADDR_BITS} bits; reserved bits set)`);
     if (format === 'pae' && lv.name === 'PDPT') {
       // PAE PDPTEs have no RW/US/NX bits; only P and the address.
       table = addr64(lo, hi);
@@ -235,6 +245,9 @@ export function walk(mem: PhysicalReader, c: PagingControl, vaddr: bigint, opt: 
     const isLeaf = lv.name === 'PT' || (ps && lv.leafAllowed);
     if (ps && !lv.leafAllowed && lv.name !== 'PT' && format !== '32-bit') {
       return walkFault(format, steps, i, baseCode | PF.P | PF.RSVD, `${lv.name} entry has PS set (reserved at this level)`);
+    }
+    if (isLeaf && entrySize === 8 && lo & (RSVD_LO_LARGE[lv.name] ?? 0) && lv.name !== 'PT') {
+      return walkFault(format, steps, i, baseCode | PF.P | PF.RSVD, `${lv.name} large-page entry has reserved address bits set`);
     }
     if (!isLeaf) {
       table = entrySize === 8 ? addr64(lo, hi) : (lo & 0xfffff000) >>> 0;
