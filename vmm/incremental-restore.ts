@@ -124,6 +124,8 @@ export async function restoreVmSnapshot(
 
 /** Hashes one chunk of the VM's memory as the store would (null: all zero). */
 function hashChunk(vm: Vm, gpa: number, length: number): string | null {
+  // An unpopulated page of a lazily restored VM holds its source's bytes, not zeros: populate before reading.
+  vm.vmMemory.prepopulate([{ gpa, length }]);
   const h = createHash('sha256');
   let zero = true;
   for (let page = gpa; page < gpa + length; page += PAGE) {
@@ -203,7 +205,7 @@ export async function restoreIncrementally(
   // Outside the target's ranges a fresh restore has zeros; with a base of the same layout only dirty pages can be nonzero there.
   const holes = holePages(vm, want).filter((p) => !dirty || dirty.has(chunkIndexOf(p)));
   bytesHashed += holes.length * PAGE;
-  const nonzeroHoles = holes.filter((p) => !Buffer.from(mem.readPage(p)).equals(ZERO_PAGE));
+  const nonzeroHoles = holes.filter((p) => mem.prepopulate([{ gpa: p, length: PAGE }]) >= 0 && !Buffer.from(mem.readPage(p)).equals(ZERO_PAGE));
 
   const plan = await planIncrementalRestore(store, targetDigest, { chunks: current });
   checkFits(plan.state, vm, who);

@@ -161,4 +161,36 @@ describe('incremental restore to an earlier snapshot', () => {
       s.close();
     }
   }, 300_000);
+
+  it('hash method on a lazily restored VM: pages not touched yet count with their snapshot contents, not as zeros', async () => {
+    // H: a hello guest before it runs (almost all zero). Q: the dirtier after pass 3, restored lazily,
+    // so its 8 MiB working set is only in the snapshot and must still be cleared to reach H.
+    const h = new Stepper(createGuestMachine([{ path: images['hello']!, memBytes: 64 * MiB, vcpus: 1 }], OPTS));
+    await saveVmSnapshot(h.g.hypervisor, h.vm, store, 'H', { track: false });
+    h.close();
+    const hData = await store.load('H');
+    const hRam = ramImage(hData.memory, 64 * MiB);
+    const freshH = await new Stepper(restoreGuestMachine({ state: hData.state, memory: hData.memory }, OPTS)).finish();
+    const q = new Stepper(createGuestMachine(SPEC(images), OPTS));
+    await q.runUntil(passDone(3));
+    await saveVmSnapshot(q.g.hypervisor, q.vm, store, 'Q');
+    q.close();
+    const qData = await store.load('Q');
+    const diff = trueDifference(ramImage(qData.memory, 64 * MiB), hRam);
+    expect(diff).toBeGreaterThanOrEqual(8 * MiB);
+    const s = new Stepper(restoreGuestMachine({ state: qData.state, memory: qData.memory }, { ...OPTS, populate: 'lazy' }));
+    try {
+      expect(s.vm.vmMemory.stats().unpopulatedBytes).toBe(64 * MiB);
+      const r = await restoreIncrementally(s.g.hypervisor, s.vm, store, 'H');
+      expect(r.method).toBe('hash');
+      expect(r.bytesMoved).toBeGreaterThanOrEqual(diff);
+      expect(r.bytesMoved).toBeLessThanOrEqual(1.1 * diff);
+      // Every page as the guest would see it (populated from Q where untouched) is H's.
+      s.vm.vmMemory.prepopulate(s.vm.vmMemory.ranges);
+      expect(Buffer.from(ramImage(s.g.hypervisor.snapshotVm(s.vm).memory, 64 * MiB)).equals(hRam)).toBe(true);
+      expect(await s.finish()).toEqual(freshH);
+    } finally {
+      s.close();
+    }
+  }, 300_000);
 });
