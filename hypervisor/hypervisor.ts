@@ -21,11 +21,21 @@ export interface VmImage {
 /** Where a restored VM's memory comes from. */
 export type VmMemorySource = { ranges: readonly MemoryRange[]; populate?: 'eager' | 'lazy' } | { base: SharedImage; privateRanges?: readonly GpaRange[] };
 
-/** Page lookup over snapshot ranges, for lazy population (pages not covered are zero). */
+/** Page lookup over snapshot ranges, for lazy population (pages not covered are zero). Built in O(ranges): VM creation must stay cheap. */
 function pageSource(ranges: readonly MemoryRange[]): PageSource {
-  const pages = new Map<number, Uint8Array>();
-  for (const r of ranges) for (let off = 0; off < r.bytes.length; off += 4096) pages.set(r.gpa + off, r.bytes.subarray(off, off + 4096));
-  return (page) => pages.get(page) ?? null;
+  const sorted = [...ranges].sort((a, b) => a.gpa - b.gpa);
+  return (page) => {
+    let lo = 0;
+    let hi = sorted.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = sorted[mid]!;
+      if (page < r.gpa) hi = mid - 1;
+      else if (page >= r.gpa + r.bytes.length) lo = mid + 1;
+      else return r.bytes.subarray(page - r.gpa, page - r.gpa + 4096);
+    }
+    return null;
+  };
 }
 import { MsrExitFrames } from './msr-exits.js';
 import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';

@@ -134,6 +134,8 @@ export class GuestMemory {
   private readonly held = new Map<number, { hpa: number; size: number }>();
   private source: PageSource | null;
   private logging = false;
+  /** Counts startDirtyLog() and harvestDirty() calls: a dirty-log reader whose count moved knows someone else consumed pages. */
+  dirtyLogEpoch = 0;
   eptViolations = 0;
   lazyFaults = 0;
   cowCopies = 0;
@@ -336,6 +338,7 @@ export class GuestMemory {
   startDirtyLog(): void {
     for (const m of [...this.ept.mappings(0, this.ramBytes)]) if (m.size > FRAME_SIZE) this.ept.protect(m.gpa, FRAME_SIZE, m.perms);
     this.logging = true;
+    this.dirtyLogEpoch++;
     this.ept.clearDirty(0, this.ramBytes);
     this.ept.invalidate();
     this.shootdown();
@@ -344,6 +347,7 @@ export class GuestMemory {
   /** GPA pages written since the last harvest (or since logging started); re-arms the log. */
   harvestDirty(): number[] {
     if (!this.logging) throw new Error(`${this.owner}: dirty logging is not on`);
+    this.dirtyLogEpoch++;
     const pages: number[] = [];
     for (const d of this.ept.collectDirty(0, this.ramBytes, { clear: true })) for (let off = 0; off < d.size; off += FRAME_SIZE) pages.push(d.gpa + off);
     // Engines that cached a writable translation must take a write fill (and set D) again.

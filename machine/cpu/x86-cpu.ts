@@ -1015,7 +1015,8 @@ export class X86Cpu implements DeliveryCpu {
     // The control area is a host address: the saving machine's may not exist here.
     this.armMsrExits();
     engine.flushTlb();
-    engine.flushCode();
+    // Before this engine runs again (runSlice), not now: a TB flush clears the whole code buffer, and many restores in a row need one.
+    this.hostCpu.flushCodePending = true;
     this.state = st as CpuRunState;
     this.units = BigInt(units);
     this.monitor = mon >= 0 ? { paddr: this.hostPhysical(mon), gpa: mon, armed: true, triggered } : null;
