@@ -234,6 +234,10 @@ export class Hypervisor implements CpuScheduler {
       v.cpu.engine.flushTlb();
       return;
     }
+    if (r === 'not-ram' && vm.mapLapicOnDemand(page)) {
+      v.cpu.engine.flushTlb();
+      return;
+    }
     if (r === 'fault') {
       vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: EPT violation on guest RAM at GPA 0x${exit.gpa.toString(16)} (${exit.access})` });
       return;

@@ -41,6 +41,7 @@ export const GUESTS = Object.freeze({
   compute: 'x86_64',
   scan: 'i386',
   crash: 'i386',
+  clone: 'x86_64',
 });
 
 const COMMON_CFLAGS = [
