@@ -8,8 +8,9 @@ import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
+import { CLONE_HELP, cloneRunCommand, isCloneRun } from './clone.js';
 
-export const RUN_HELP = `firmament run <guest.elf> [options]
+export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --clone REF --count N [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
   per-VM devices), as qemu-system-x86_64 -kernel does. The guest's COM1 goes to stdout;
   the exit status follows isa-debug-exit ((value << 1) | 1), as QEMU's does.
@@ -28,9 +29,11 @@ export const RUN_HELP = `firmament run <guest.elf> [options]
   --snapshot-unless-status N
                       with --snapshot-on-exit: skip the snapshot when the exit status is N
   --monitor SOCKET    serve the monitor protocol on this Unix socket (docs/monitor.md)
-  --paused            with --monitor: start paused, resume from a monitor client`;
+  --paused            with --monitor: start paused, resume from a monitor client
+${CLONE_HELP}`;
 
 export async function runCommand(argv: string[]): Promise<number> {
+  if (isCloneRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return cloneRunCommand(argv);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
