@@ -12,6 +12,7 @@ import { DEFAULT_TIMER_SLACK_MS } from '../machine/platform/pc.js';
 import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import { hasQemu, QEMU_ARGS, runMeasured, runQemu } from './qemu.js';
 import { vmStateRows } from './vm-state.js';
+import { cloneBenchRows } from './clones.js';
 
 const MiB = 1024 * 1024;
 
@@ -105,6 +106,8 @@ export async function runBench(argv: string[]): Promise<number> {
 
   // 4. VM state: snapshot save/restore/size vs QEMU, incremental restore, VM creation from a snapshot.
   rows.push(...(await vmStateRows(images.guests, qemu)));
+  // 5. Linked clones: creation time per clone, host frames of 100 clones of a 16 MiB base.
+  rows.push(...(await cloneBenchRows(images.guests['clone']!)));
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

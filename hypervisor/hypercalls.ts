@@ -12,6 +12,10 @@ export const HYPERCALL = {
   VCPU_ID: 2,
   YIELD: 3,
   SHUTDOWN: 4,
+  /** The guest reached the point where the host may snapshot it (linked clones); ends the slice. */
+  CHECKPOINT: 5,
+  /** RAX = the clone index the host gave this VM, or -1 when it is not a linked clone. */
+  CLONE_INDEX: 6,
 } as const;
 
 export const HC_VERSION = 1;
@@ -40,6 +44,13 @@ export function handleHypercall(vm: Vm, vcpu: Vcpu): boolean {
       break;
     case HYPERCALL.SHUTDOWN:
       vm.stop({ reason: 'debug-exit', code: Number(arg & 0xffn) * 2 + 1, detail: `hypercall shutdown(${arg})` });
+      break;
+    case HYPERCALL.CHECKPOINT:
+      vcpu.cpu.requestStop();
+      vm.onCheckpoint?.(vm, vcpu);
+      break;
+    case HYPERCALL.CLONE_INDEX:
+      result = vm.cloneIndex === null ? HC_ENOSYS : BigInt(vm.cloneIndex);
       break;
     default:
       result = HC_ENOSYS;

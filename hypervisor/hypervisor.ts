@@ -252,6 +252,10 @@ export class Hypervisor implements CpuScheduler {
       v.cpu.engine.flushTlb();
       return;
     }
+    if (r === 'not-ram' && vm.mapLapicOnDemand(page)) {
+      v.cpu.engine.flushTlb();
+      return;
+    }
     if (r === 'fault') {
       vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: EPT violation on guest RAM at GPA 0x${exit.gpa.toString(16)} (${exit.access})` });
       return;
@@ -276,7 +280,7 @@ export class Hypervisor implements CpuScheduler {
   /** One VM's state record and guest memory, between slices (the machine must not be inside a run). */
   snapshotVm(vm: Vm): VmImage {
     if (this.machine.hostCpus.some((h) => h.running)) throw new StateError('hypervisor', 'running', 'cannot save a VM while a CPU is running');
-    return { state: vm.saveState(), memory: [...vm.vmMemory.populatedRanges()] };
+    return { state: vm.saveState(), memory: [...vm.vmMemory.contentRanges()].sort((a, b) => a.gpa - b.gpa) };
   }
 
   /**

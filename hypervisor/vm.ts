@@ -92,6 +92,10 @@ export class Vm implements CpuHost {
   scheduleCursor = 0;
   onSerial: ((text: string) => void) | undefined;
   onStop: ((vm: Vm) => void) | undefined;
+  /** The guest's CHECKPOINT hypercall (the host snapshots here; the slice has ended). */
+  onCheckpoint: ((vm: Vm, vcpu: Vcpu) => void) | undefined;
+  /** Which linked clone this VM is (CLONE_INDEX hypercall); null when it is not one. */
+  cloneIndex: number | null = null;
 
   constructor(
     readonly machine: PcMachine,
@@ -120,9 +124,9 @@ export class Vm implements CpuHost {
       onDebugExit: (status, value) => this.stop({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}` }),
     });
     ({ io: this.io, pic: this.pic, pit: this.pit, uart: this.uart, cmos: this.cmos, debugExit: this.debugExit, debugcon: this.debugcon } = this.board);
-    // The guest's LAPIC page: EPT maps it to a host MMIO window that each vCPU engine routes to its own LAPIC.
+    // The guest's LAPIC page: EPT maps it (on first access, see mapLapicOnDemand) to a host MMIO
+    // window that each vCPU engine routes to its own LAPIC.
     const lapicWindow = GUEST_LAPIC_WINDOW;
-    vmMemory.mapMmioWindow(GUEST_LAPIC_GPA, lapicWindow);
     this.localMmio = [
       {
         base: lapicWindow,
@@ -140,6 +144,17 @@ export class Vm implements CpuHost {
     this.msrExits = new VmMsrs(config.msrFrames, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic);
     for (let i = 0; i < config.vcpus; i++) this.vcpus.push(new Vcpu(this, i, this, machine));
     for (const v of this.vcpus.slice(1)) v.cpu.state = 'wait-for-sipi';
+  }
+
+  /**
+   * An EPT violation on the unmapped LAPIC page maps it. Mapping it at the
+   * first access rather than at creation saves a VM that never touches its
+   * LAPIC two EPT table frames (a PD and a PT for 3-4 GiB): linked clones.
+   */
+  mapLapicOnDemand(page: number): boolean {
+    if (page !== GUEST_LAPIC_GPA || this.vmMemory.ept.lookup(page)) return false;
+    this.vmMemory.mapMmioWindow(GUEST_LAPIC_GPA, GUEST_LAPIC_WINDOW);
+    return true;
   }
 
   // ------------------------------------------------------------ CpuHost

@@ -42,6 +42,7 @@ export const GUESTS = Object.freeze({
   scan: 'i386',
   crash: 'i386',
   hostile: 'x86_64',
+  clone: 'x86_64',
 });
 
 const COMMON_CFLAGS = [

@@ -382,6 +382,21 @@ export class GuestMemory {
     for (const m of this.ept.mappings(0, this.ramBytes)) yield { gpa: m.gpa, bytes: this.host.memory.read(m.hpa, m.size) };
   }
 
+  /**
+   * The VM's memory as a guest sees it: populated pages, plus pages a lazy VM
+   * has not touched yet but its content source still holds (a snapshot of a
+   * lazily restored VM must not turn those into zeros).
+   */
+  *contentRanges(): Generator<MemoryRange> {
+    yield* this.populatedRanges();
+    if (!this.source) return;
+    for (let page = 0; page < this.ramBytes; page += FRAME_SIZE) {
+      if (this.ept.lookup(page)) continue;
+      const bytes = this.source(page);
+      if (bytes && bytes.some((b) => b !== 0)) yield { gpa: page, bytes: bytes.slice(0, FRAME_SIZE) };
+    }
+  }
+
   /** The bytes of one RAM page (zeros if it was never populated). */
   readPage(page: number): Uint8Array {
     const m = this.ept.lookup(page);

@@ -11,8 +11,9 @@ import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
 import { gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
+import { CLONE_HELP, cloneRunCommand, isCloneRun } from './clone.js';
 
-export const RUN_HELP = `firmament run <guest.elf> [options]
+export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --clone REF --count N [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
   per-VM devices), as qemu-system-x86_64 -kernel does. The guest's COM1 goes to stdout;
   the exit status follows isa-debug-exit ((value << 1) | 1), as QEMU's does.
@@ -40,9 +41,11 @@ export const RUN_HELP = `firmament run <guest.elf> [options]
   --populate MODE     with --restore: eager (default) copies guest memory before the first
                       instruction; lazy maps each page on first touch (EPT violations counted)
   --store DIR         the snapshot store for --restore and the monitor's snapshot-save/-load
-                      (default $FIRMAMENT_SNAPSHOTS, else ~/.local/share/firmament/snapshots)`;
+                      (default $FIRMAMENT_SNAPSHOTS, else ~/.local/share/firmament/snapshots)
+${CLONE_HELP}`;
 
 export async function runCommand(argv: string[]): Promise<number> {
+  if (isCloneRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return cloneRunCommand(argv);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
