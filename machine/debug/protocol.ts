@@ -80,6 +80,11 @@ export interface SnapshotLoaded {
   vm: string;
   ref: string;
   clockNs: number;
+  /** How memory was brought back: only the differing chunks (from the dirty log, or by hashing), or all of it. */
+  method: 'dirty-log' | 'hash' | 'full';
+  /** Guest memory written, against a full restore. */
+  bytesMoved: number;
+  fullBytes: number;
 }
 
 /** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */

@@ -66,7 +66,7 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
           out(r, () => `${r.vm} -> ${r.ref} (${r.digest.slice(0, 19)}…): ${size(r.memoryBytes)} memory, ${size(r.bytesWritten)} new in the store, VM time ${(r.clockNs / 1e6).toFixed(3)} ms`);
         } else {
           const r = await client.request('snapshot-load', common);
-          out(r, () => `${r.vm} is back at ${r.ref} (VM time ${(r.clockNs / 1e6).toFixed(3)} ms)`);
+          out(r, () => `${r.vm} is back at ${r.ref} (VM time ${(r.clockNs / 1e6).toFixed(3)} ms): ${size(r.bytesMoved)} of guest memory moved (${r.method}), a full restore moves ${size(r.fullBytes)}`);
         }
       } finally {
         client.close();
