@@ -33,7 +33,7 @@ describe('firmament snapshot', () => {
   it('is in the top-level help, with its options', () => {
     const r = spawnSync('node', [CLI, '--help'], { encoding: 'utf8' });
     expect(r.stdout).toMatch(/^  snapshot +list, inspect, verify, diff, push or pull VM snapshots/m);
-    expect(r.stdout).toContain('firmament snapshot <list|inspect|verify|diff|push|pull|delete|gc>');
+    expect(r.stdout).toContain('firmament snapshot <save|restore|list|inspect|verify|diff|push|pull|delete|gc>');
     expect(r.stdout).toContain('--store DIR');
   });
 
