@@ -207,7 +207,7 @@ describe.skipIf(!hasXmllint)('firmament test', () => {
         writeFileSync(notSnapshot, '{"serial": ""}\n');
         tmux('new-session', '-d', '-s', 'bad', '-x', '120', '-y', '20', `cd ${ROOT} && node tools/firmament.mjs tui --restore '${notSnapshot}'; echo TUI-EXIT $?; sleep 60`);
         const b = await waitFor('bad', (x) => x.includes('TUI-EXIT'), 'the error');
-        expect(b.replace(/\n/g, '')).toContain('firmament: SnapshotFormatError: snapshot: offset 0: magic: expected FMSNAP01');
+        expect(b.replace(/\n/g, '')).toContain('firmament: SnapshotFormatError: snapshot: offset 0: magic: expected FMSNAP02');
         expect(b).toContain('TUI-EXIT 2');
       } finally {
         spawnSync('tmux', ['-L', server, 'kill-server']);
