@@ -446,6 +446,7 @@ const hypercall = target('hypercall-abi', (outcome) => {
         serial: c.serial,
         onSerial: (t: string) => void (serialOut += t),
         stop: (e: { reason: string; code: number }) => void (stopped = e),
+        cloneIndex: null,
       };
       const handled = handleHypercall(vm as unknown as Vm, vcpu as unknown as Vcpu);
       if (handled !== true) throw new Finding('a hypercall was not completed');
@@ -458,7 +459,7 @@ const hypercall = target('hypercall-abi', (outcome) => {
         if (!cond) throw new Finding(`function ${fn}: ${what}`);
       };
       const byte = String.fromCharCode(Number(c.rbx & 0xffn));
-      outcome(fn <= HYPERCALL.SHUTDOWN ? `function ${fn}` : 'unknown function');
+      outcome(fn <= HYPERCALL.CLONE_INDEX ? `function ${fn}` : 'unknown function');
       switch (fn) {
         case HYPERCALL.VERSION:
           expect(result === BigInt(HC_VERSION) && stops === 0 && !stopped && serialOut === '' && vm.serial === c.serial, 'VERSION');
@@ -477,6 +478,12 @@ const hypercall = target('hypercall-abi', (outcome) => {
           expect(result === 0n && s !== null && s.reason === 'debug-exit' && s.code === Number(c.rbx & 0xffn) * 2 + 1 && s.code >= 1 && s.code <= 511, 'SHUTDOWN');
           break;
         }
+        case HYPERCALL.CHECKPOINT:
+          expect(result === 0n && stops === 1 && !stopped && serialOut === '', 'CHECKPOINT');
+          break;
+        case HYPERCALL.CLONE_INDEX:
+          expect(result === HC_ENOSYS && stops === 0 && !stopped && serialOut === '', 'CLONE_INDEX outside a clone');
+          break;
         default:
           expect(result === HC_ENOSYS && stops === 0 && !stopped && serialOut === '' && vm.serial === c.serial, 'unknown function must be ENOSYS with no effect');
       }
