@@ -193,6 +193,11 @@ export class X86Cpu implements DeliveryCpu {
     return h.engine;
   }
 
+  /** The machine has shut down (its engines are closed): nothing of this context may be touched. Never binds. */
+  get isClosed(): boolean {
+    return this.hostCpu.engine.isClosed;
+  }
+
   /** Run on another host CPU from the next slice on. */
   placeOn(hostCpu: HostCpu): void {
     if (hostCpu === this.hostCpu) return;

@@ -394,7 +394,7 @@ export class Debugger {
 
   private unhookAll(bp: Breakpoint): void {
     for (const h of bp.hooks.splice(0)) {
-      if (h.cpu.engine.isClosed) continue;
+      if (h.cpu.isClosed) continue;
       h.cpu.engine.removeHook(h.handle);
       dropTranslation(h.cpu, h.linear);
     }
@@ -406,7 +406,7 @@ export class Debugger {
     const target = bp.spec.address;
     const wanted: { cpu: X86Cpu; linear: bigint }[] = [];
     for (const cpu of this.cpus()) {
-      if (cpu.engine.isClosed) continue;
+      if (cpu.isClosed) continue;
       for (const linear of linearAliases(cpu.memory, cpu.readControl(), target, { limit: MAX_ALIASES })) wanted.push({ cpu, linear });
     }
     const same = wanted.length === bp.hooks.length && wanted.every((w, i) => bp.hooks[i]!.cpu === w.cpu && bp.hooks[i]!.linear === w.linear);
@@ -450,7 +450,7 @@ export class Debugger {
   }
 
   private skipBreakpointAt(cpu: X86Cpu): void {
-    if (this.breakpoints.size === 0 || cpu.engine.isClosed) return;
+    if (this.breakpoints.size === 0 || cpu.isClosed) return;
     const rip = cpuLocation(cpu).linearRip;
     if ([...this.breakpoints.values()].some((b) => b.hooks.some((h) => h.cpu === cpu && h.linear === rip))) this.skip.set(cpu, rip);
   }
@@ -461,7 +461,7 @@ export class Debugger {
     this.stepping = true;
     try {
       this.cpus().forEach((cpu) => {
-        if (cpu.state !== 'running' || this.control.exit || cpu.engine.isClosed) return;
+        if (cpu.state !== 'running' || this.control.exit || cpu.isClosed) return;
         const rip = cpuLocation(cpu).linearRip;
         if (![...this.breakpoints.values()].some((b) => b.hooks.some((h) => h.cpu === cpu && h.linear === rip))) return;
         this.skip.set(cpu, rip);
@@ -487,7 +487,7 @@ export class Debugger {
   }
 
   private currentModes(): CpuMode[] {
-    return this.cpus().map((c) => (c.engine.isClosed ? 'real' : c.mode()));
+    return this.cpus().map((c) => (c.isClosed ? 'real' : c.mode()));
   }
 
   private checkModes(before: CpuMode[]): void {
@@ -516,7 +516,7 @@ export class Debugger {
 
   /** After each scheduling round while armed: look for watch writes and mode switches. */
   private afterRound(modesBefore: CpuMode[] | null): void {
-    for (const c of this.flushAfterRound) if (!c.engine.isClosed) c.engine.flushCode();
+    for (const c of this.flushAfterRound) if (!c.isClosed) c.engine.flushCode();
     this.flushAfterRound.clear();
     this.checkWatches();
     if (modesBefore) this.checkModes(modesBefore);

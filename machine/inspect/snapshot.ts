@@ -74,7 +74,7 @@ export function inspectableCpu(machine: PcMachine, index: number, hooks: GuestCp
   const all = inspectableCpus(machine, hooks);
   const cpu = all[index]?.cpu;
   if (!cpu) throw new RangeError(`no CPU ${index} (CPUs: ${all.map((c, i) => `${i}=${c.id}`).join(', ')})`);
-  if (cpu.engine.isClosed) throw new Error('the machine has been shut down; CPU state is gone');
+  if (cpu.isClosed) throw new Error('the machine has been shut down; CPU state is gone');
   return cpu;
 }
 
@@ -102,7 +102,7 @@ export function inspectMachine(machine: PcMachine, req: SnapshotRequest = {}, ho
   part('events', () => eventsView(machine, req.events ?? {}));
   part('consoles', () => consolesView(machine, { ...(req.consoles?.tailBytes !== undefined ? { tailBytes: req.consoles.tailBytes } : {}), hooks }));
   part('vcpus', () => {
-    for (const c of machine.cpus) if (c.engine.isClosed) throw new Error('the machine has been shut down; CPU state is gone');
+    for (const c of machine.cpus) if (c.isClosed) throw new Error('the machine has been shut down; CPU state is gone');
     return vcpusView(machine, hooks);
   });
   return out;

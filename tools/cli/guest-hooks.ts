@@ -12,7 +12,7 @@ const TAIL = 32 * 1024;
 
 export function guestHooks(machine: PcMachine, hypervisor: Hypervisor): InspectHooks {
   // A closed engine must never be touched again (Unicorn would crash the process).
-  const open = (v: { cpu: { engine: { isClosed: boolean } } }): boolean => !v.cpu.engine.isClosed;
+  const open = (v: { cpu: { isClosed: boolean } }): boolean => !v.cpu.isClosed;
   const guestCpus = (): CpuEntry[] => hypervisor.vms.flatMap((vm) => vm.vcpus.filter(open).map((v) => ({ id: `vm:${vm.name}/vcpu${v.index}`, kind: 'vm-vcpu' as const, cpu: v.cpu })));
   return {
     guestCpus,

@@ -55,7 +55,7 @@ export function machineTarget(machine: PcMachine, shared?: Debugger): GdbTarget 
     label: 'machine',
     machine,
     debugger: dbg,
-    threads: () => machine.cpus.filter((c) => !c.engine.isClosed).map((cpu, i) => ({ id: i + 1, cpu, name: `cpu${cpu.index}` })),
+    threads: () => machine.cpus.filter((c) => !c.isClosed).map((cpu, i) => ({ id: i + 1, cpu, name: `cpu${cpu.index}` })),
     readPhysical: (addr, length) => readPhysical(machine.memory, addr, length),
     writePhysical: (addr, data) => machine.memory.write(Number(addr), data),
     hostPhysical: (_cpu, paddr) => paddr,
@@ -80,7 +80,7 @@ export function vmRunControl(machine: PcMachine, vm: Vm): RunControl {
     },
     pause: () => {
       vm.frozen = true;
-      for (const v of vm.vcpus) if (!v.cpu.engine.isClosed) v.cpu.requestStop();
+      for (const v of vm.vcpus) if (!v.cpu.isClosed) v.cpu.requestStop();
     },
     resume: () => {
       vm.frozen = false;
@@ -114,13 +114,13 @@ export function vmTarget(machine: PcMachine, vm: Vm, opts: { wholeMachine?: bool
         canStep: perVm.canStep,
       }
     : perVm;
-  const open = (): X86Cpu[] => vm.vcpus.map((v) => v.cpu).filter((c) => !c.engine.isClosed);
+  const open = (): X86Cpu[] => vm.vcpus.map((v) => v.cpu).filter((c) => !c.isClosed);
   const dbg = new Debugger(machine, { cpus: open, control });
   return {
     label: `vm:${vm.name}`,
     machine,
     debugger: dbg,
-    threads: () => vm.vcpus.filter((v) => !v.cpu.engine.isClosed).map((v, i) => ({ id: i + 1, cpu: v.cpu, name: `vm:${vm.name}/vcpu${v.index}` })),
+    threads: () => vm.vcpus.filter((v) => !v.cpu.isClosed).map((v, i) => ({ id: i + 1, cpu: v.cpu, name: `vm:${vm.name}/vcpu${v.index}` })),
     readPhysical: (addr, length) => {
       const cpu = open()[0];
       return cpu ? readPhysical(cpu.memory, addr, length) : new Array<number | null>(length).fill(null);
