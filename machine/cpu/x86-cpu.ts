@@ -387,7 +387,12 @@ export class X86Cpu implements DeliveryCpu {
   }
 
   hookTlbFill(vaddr: bigint, type: number): { paddr: bigint; perms: number } | null {
-    return this.guarded(() => this.tlbFill(vaddr, type), null);
+    const r = this.guarded(() => this.tlbFill(vaddr, type), null);
+    // A refused fill while QEMU is delivering our virtual interrupt (IDT, stack or handler page
+    // not mapped yet, e.g. a lazily restored VM) would be retried inside uc_emu_start forever:
+    // withdraw it, and delivery.ts delivers it after the run, when EPT violations can be resolved.
+    if (r === null) this.injector?.noteException();
+    return r;
   }
 
   /** A per-CPU MMIO window (LAPIC) of the host CPU: routed to this context's host devices. */
