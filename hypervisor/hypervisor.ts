@@ -341,8 +341,7 @@ export class Hypervisor implements CpuScheduler {
       for (let off = 0; off < m.size; off += 4096) if (!given.has(m.gpa + off)) vm.vmMemory.write(m.gpa + off, zero);
     }
     for (const r of image.memory) vm.vmMemory.write(r.gpa, r.bytes);
-    vm.clock.reset(stateNumber(image.state, 'clockNs', 'vm'));
-    vm.restoreState(image.state, opts);
+    vm.loadInPlace(image.state, opts);
     this.allCache = null;
     this.vcpuByCpu.clear();
     this.machine.kick();

@@ -314,6 +314,12 @@ export class Vm implements CpuHost {
     }
   }
 
+  /** Loads a record into this running VM in place: its clock goes back to the record's time first, so devices re-arm against it. */
+  loadInPlace(rec: StateRecord, opts: { portable?: boolean } = {}): void {
+    this.clock.reset(stateNumber(rec, 'clockNs', `vm ${this.name}`));
+    this.restoreState(rec, opts);
+  }
+
   /** Frees everything the VM holds: vCPU contexts, timers, guest memory and its control areas. */
   close(): void {
     this.clock.detach();

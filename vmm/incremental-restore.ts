@@ -212,10 +212,8 @@ export async function restoreIncrementally(
 
   for (const w of plan.writes) mem.write(w.gpa, w.bytes);
   for (const p of nonzeroHoles) mem.write(p, ZERO_PAGE);
-  const clockNs = stateNumber(plan.state, 'clockNs', 'vm');
   try {
-    vm.clock.reset(clockNs);
-    vm.restoreState(plan.state, opts.portable ? { portable: true } : {});
+    vm.loadInPlace(plan.state, opts.portable ? { portable: true } : {});
   } catch (e) {
     // Memory is the target's already; a VM with half a state must not run on.
     bases.delete(vm);
