@@ -106,6 +106,39 @@ containers = { memtest = "pass", cmos = "fixed" }
     for (const [src, re] of cases) expect(errorOf(src).message).toMatch(re);
   });
 
+  it('reads the same suite from JSON (comments allowed), with file:line in every error', () => {
+    const json = (src: string): ReturnType<typeof parse> => parseSuite(src, join(ROOT, 'test/fixtures/suites/inline.json'), { checkFiles: false });
+    const s = json(`{
+  // a comment, as in tsconfig.json
+  "defaults": { "timeout": 30, "expect": { "serial": ["ready"] } },
+  "test": [
+    { "name": "hello", "image": "${HELLO}", "vcpus": 2, "mem": "32M",
+      "expect": { "exit": 5, "serial-absent": ["panic"] } },
+    { "name": "boot", "boot": true, "fault-matrix": ["none", ["pit-stuck", "cmos-checksum"]],
+      "expect": { "post": ["MEMTEST_PASS", 95], "containers": { "cmos": "fixed" } } }
+  ]
+}`);
+    expect(s.name).toBe('inline');
+    expect(s.tests[0]).toMatchObject({ name: 'hello', kind: 'run', image: resolve(ROOT, 'images/build/guests/hello.elf'), vcpus: 2, memBytes: 32 << 20, timeoutS: 30, line: 5 });
+    expect(s.tests[0]!.expect.serial.map((r) => r.source)).toEqual(['ready']);
+    expect(s.tests[1]).toMatchObject({ kind: 'boot', faultMatrix: [[], ['pit-stuck', 'cmos-checksum']], line: 7 });
+    expect(s.tests[1]!.expect.post.map((p) => p.label)).toEqual(['0x33 MEMTEST_PASS', '0x5F HANDOFF']);
+    const err = (src: string): string => {
+      try {
+        json(src);
+      } catch (e) {
+        if (e instanceof SuiteError) return e.message;
+        throw e;
+      }
+      throw new Error('the suite was accepted');
+    };
+    expect(err('{\n  "test": [\n    { "name": "t", "image": "x.elf",\n      "timout": 5 }\n  ]\n}')).toMatch(/inline\.json:4: test\[0\]\.timout: unknown key \(did you mean 'timeout'\?\)/);
+    expect(err('{\n  "test": [\n    { "name": "t", "image": "x.elf",\n      "expect": { "serial": ["(unclosed"] } }\n  ]\n}')).toMatch(/inline\.json:4: test 't': expect\.serial\[0\]: bad regular expression/);
+    expect(err('{\n  "test": [\n    { "name": "t" "image": "x.elf" }\n  ]\n}')).toMatch(/inline\.json:3: column \d+: JSON syntax: CommaExpected/);
+    expect(err('[1, 2]')).toMatch(/inline\.json:1: suite: expected a JSON object/);
+    expect(err('')).toMatch(/inline\.json:1: .*JSON syntax/);
+  });
+
   it('refuses an image or golden file that is not there, naming the path as written', () => {
     expect(errorOf('[[test]]\nname = "m"\nimage = "no/such.elf"\n', true).message).toMatch(/inline\.toml:3: test 'm': image: no such file: no\/such\.elf \(.*test\/fixtures\/suites\/no\/such\.elf; paths are relative to the suite file\)/);
     expect(errorOf(`[[test]]\nname = "m"\nimage = "${HELLO}"\n[test.expect]\nexit = 1\nserial-file = "gone.txt"\n`, true).message).toMatch(/inline\.toml:6: test 'm': expect\.serial-file: no such file: gone\.txt/);

@@ -10,11 +10,12 @@ import { expandSuites, parseCliFaults, parseShard, selectShard } from '../test-r
 import { runTests, type Progress, type SnapshotPolicy, type TestResult } from '../test-runner/runner.js';
 import { junitSuites, junitXml, mergeJunit, parseJunit } from '../test-runner/junit.js';
 
-export const TEST_HELP = `firmament test <suite.toml>... [options]
+export const TEST_HELP = `firmament test <suite.toml|suite.json>... [options]
   Runs suites of boot tests (docs/test-runner.md): each test boots an image under the
   hypervisor ('image', as 'firmament run') or the whole boot path ('boot = true', as
   'firmament boot') in a worker process, and checks the exit status, serial regexes or a
-  golden transcript, POST codes and container statuses.
+  golden transcript, POST codes and container statuses. A suite is TOML, or JSON (with
+  comments) when its name ends in .json: the same keys either way.
 
   --jobs N            worker processes at a time (default: the number of CPUs)
   --shard K/M         run only shard K of M (run i of the expanded list goes to shard i mod M + 1)

@@ -1,12 +1,13 @@
 /**
- * Suite files for `firmament test`: TOML, read with toml-eslint-parser
- * because it keeps the source line of every key, so each error names
- * file:line and the field. Every field is checked here, before anything runs.
+ * Suite files for `firmament test`: TOML, read with toml-eslint-parser, or
+ * JSON (comments allowed), read with jsonc-parser; both keep the source
+ * position of every key, so each error names file:line and the field. Every field is checked here, before anything runs.
  * The format is described in docs/test-runner.md.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, isAbsolute, relative, resolve } from 'node:path';
 import { getStaticTOMLValue, parseTOML, ParseError, type AST } from 'toml-eslint-parser';
+import { getNodeValue, parseTree, printParseErrorCode, type Node as JsonNode, type ParseError as JsonParseError } from 'jsonc-parser';
 import { parseFault, parseSize } from '../../machine/platform/faults.js';
 import { hex2, postCodeTable } from '../../machine/platform/post-codes.js';
 import type { ContainerStatus } from '../../machine/platform/handoff.js';
@@ -81,8 +82,13 @@ const TOP_KEYS = ['suite', 'defaults', 'test'] as const;
 type Value = ReturnType<typeof getStaticTOMLValue>;
 type Table = { [key: string]: Value };
 
-/** Source lines of every key, by path ("test.0.expect.serial.1"). */
-class Locator {
+/** Where a key path ("test.0.expect.serial.1") is in the source file. */
+interface Locator {
+  line(path: readonly (string | number)[]): number;
+}
+
+/** Source lines of every key of a TOML file, by path. */
+class TomlLocator implements Locator {
   private readonly lines = new Map<string, number>();
 
   constructor(program: AST.TOMLProgram) {
@@ -133,7 +139,12 @@ export function loadSuite(file: string, opts: { checkFiles?: boolean } = {}): Su
   return parseSuite(source, file, opts);
 }
 
+/** Parses a suite: JSON when the file name ends in .json, TOML otherwise. */
 export function parseSuite(source: string, file: string, opts: { checkFiles?: boolean } = {}): Suite {
+  return /\.json$/i.test(file) ? parseJsonSuite(source, file, opts) : parseTomlSuite(source, file, opts);
+}
+
+function parseTomlSuite(source: string, file: string, opts: { checkFiles?: boolean }): Suite {
   let program: AST.TOMLProgram;
   try {
     program = parseTOML(source);
@@ -141,8 +152,64 @@ export function parseSuite(source: string, file: string, opts: { checkFiles?: bo
     if (e instanceof ParseError) throw new SuiteError(file, e.lineNumber, `column ${e.column + 1}`, `TOML syntax: ${e.message}`);
     throw e;
   }
-  const reader = new SuiteReader(file, new Locator(program), opts.checkFiles ?? true);
+  const reader = new SuiteReader(file, new TomlLocator(program), opts.checkFiles ?? true);
   return reader.suite(getStaticTOMLValue(program));
+}
+
+/** 1-based line of a character offset. */
+function lineAt(source: string, offset: number): number {
+  let line = 1;
+  for (let i = 0; i < offset && i < source.length; i++) if (source.charCodeAt(i) === 10) line++;
+  return line;
+}
+
+/** Source lines of every key of a JSON file, by path (the same paths as TOML's). */
+class JsonLocator implements Locator {
+  constructor(
+    private readonly root: JsonNode,
+    private readonly source: string,
+  ) {}
+
+  line(path: readonly (string | number)[]): number {
+    for (let n = path.length; n >= 0; n--) {
+      const node = this.find(path.slice(0, n));
+      // A property's line is its key's line (the node's parent is the key/value pair).
+      if (node) return lineAt(this.source, node.parent?.type === 'property' ? node.parent.offset : node.offset);
+    }
+    return 1;
+  }
+
+  private find(path: readonly (string | number)[]): JsonNode | undefined {
+    let node: JsonNode | undefined = this.root;
+    for (const seg of path) {
+      if (!node) return undefined;
+      if (node.type === 'object') {
+        const prop: JsonNode | undefined = node.children?.find((c) => c.children?.[0]?.value === String(seg));
+        node = prop?.children?.[1];
+      } else if (node.type === 'array' && typeof seg === 'number') {
+        node = node.children?.[seg];
+      } else {
+        return undefined;
+      }
+    }
+    return node;
+  }
+}
+
+function parseJsonSuite(source: string, file: string, opts: { checkFiles?: boolean }): Suite {
+  const errors: JsonParseError[] = [];
+  const root = parseTree(source, errors, { allowTrailingComma: false, disallowComments: false });
+  const first = errors[0];
+  if (first || !root) {
+    const offset = first?.offset ?? 0;
+    const line = lineAt(source, offset);
+    const column = offset - source.lastIndexOf('\n', offset - 1);
+    throw new SuiteError(file, line, `column ${column}`, `JSON syntax: ${first ? printParseErrorCode(first.error) : 'empty file'}`);
+  }
+  const value = getNodeValue(root) as Value;
+  if (!isTable(value)) throw new SuiteError(file, lineAt(source, root.offset), 'suite', `expected a JSON object with "suite", "defaults" and "test", got ${describe(value)}`);
+  const reader = new SuiteReader(file, new JsonLocator(root, source), opts.checkFiles ?? true);
+  return reader.suite(value);
 }
 
 /** Shown in messages: what a value is. */
@@ -190,7 +257,7 @@ class SuiteReader {
     this.unknownKeys(root, TOP_KEYS, [], '');
     const nameRaw = root['suite'];
     if (nameRaw !== undefined && (typeof nameRaw !== 'string' || !/^[\w.-]+$/.test(nameRaw))) this.fail(['suite'], 'suite', `expected a name of letters, digits, '.', '_' or '-', got ${describe(nameRaw)}`);
-    const name = nameRaw ?? basename(this.file).replace(/\.toml$/, '');
+    const name = nameRaw ?? basename(this.file).replace(/\.(toml|json)$/i, '');
     const defaults = root['defaults'] ?? {};
     if (!isTable(defaults)) this.fail(['defaults'], 'defaults', `expected a table ([defaults]), got ${describe(defaults)}`);
     if ('name' in defaults) this.fail(['defaults', 'name'], 'defaults.name', 'a name belongs to one test, not to [defaults]');
