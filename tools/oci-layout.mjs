@@ -33,8 +33,6 @@ export const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const MT_CONFIG = 'application/vnd.oci.image.config.v1+json';
 export const MT_LAYER = 'application/vnd.oci.image.layer.v1.tar';
 export const REF_NAME = 'org.opencontainers.image.ref.name';
-export const FWCFG_INDEX = 'opt/fm/oci/index.json';
-export const FWCFG_BLOB_PREFIX = 'opt/fm/blob/';
 
 const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 
@@ -230,22 +228,8 @@ export async function buildOciLayout(opts = {}) {
 
 // ---------------------------------------------------------------- fw_cfg
 
-/**
- * The fw_cfg files that serve a layout to the OS: opt/fm/oci/index.json and
- * opt/fm/blob/<first 40 hex digits of the sha256> for every file in
- * blobs/sha256/ (served as stored, corrupted or not: the OS verifies). Sorted by name.
- * @param {string} layoutDir
- * @returns {{ name: string, data: Buffer }[]}
- */
-export function layoutToFwCfgFiles(layoutDir) {
-  const files = [{ name: FWCFG_INDEX, data: readFileSync(path.join(layoutDir, 'index.json')) }];
-  const blobDir = path.join(layoutDir, 'blobs', 'sha256');
-  for (const f of readdirSync(blobDir).sort()) {
-    if (!/^[0-9a-f]{64}$/.test(f)) continue;
-    files.push({ name: `${FWCFG_BLOB_PREFIX}${f.slice(0, 40)}`, data: readFileSync(path.join(blobDir, f)) });
-  }
-  return files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
+// The layout-to-fw_cfg contract lives with the machine that serves it.
+export { FWCFG_BLOB_PREFIX, FWCFG_INDEX, layoutToFwCfgFiles } from '../machine/platform/oci-fwcfg.mjs';
 
 /**
  * Write fw_cfg files to dir and return the matching QEMU arguments

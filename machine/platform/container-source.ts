@@ -1,11 +1,11 @@
 /**
  * Where the lightweight OS's firmware containers come from. Either way they
- * reach the OS as fw_cfg files (the contract of tools/oci-layout.mjs):
+ * reach the OS as fw_cfg files (the contract in oci-fwcfg.mjs):
  * `opt/fm/oci/index.json` plus `opt/fm/blob/<first 40 hex of sha256>` per blob.
  */
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../cpu/unicorn/locate.js';
-import { layoutToFwCfgFiles } from '../../tools/oci-layout.mjs';
+import { layoutToFwCfgFiles } from './oci-fwcfg.mjs';
 
 export const DEFAULT_LAYOUT = join(PROJECT_ROOT, 'images/oci/firmament');
 

@@ -16,13 +16,12 @@
 import { createHash } from 'node:crypto';
 import type { FwCfgFile } from './container-source.js';
 import { RegistryError } from './registry-error.js';
+import { FWCFG_BLOB_PREFIX, FWCFG_INDEX } from './oci-fwcfg.mjs';
 import { MAX_DOCUMENT_BYTES, MT_INDEX, MT_MANIFEST, OciDocumentError, parseOciManifest, parseRegistryCatalog } from './oci-documents.js';
 
 /** Without --timeout, one request may take this long (the registry is on a LAN or loopback). */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 const REF_NAME = 'org.opencontainers.image.ref.name';
-const FWCFG_INDEX = 'opt/fm/oci/index.json';
-const FWCFG_BLOB_PREFIX = 'opt/fm/blob/';
 
 export { RegistryError };
 

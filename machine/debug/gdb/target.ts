@@ -7,7 +7,6 @@
  */
 import type { PcMachine } from '../../platform/pc.js';
 import type { X86Cpu } from '../../cpu/x86-cpu.js';
-import type { Vm } from '../../../hypervisor/vm.js';
 import { Debugger, type RunControl } from '../debugger.js';
 import { readLinear, readPhysical } from '../../inspect/memory-view.js';
 
@@ -23,6 +22,20 @@ export interface TargetExit {
   reason: string;
   code: number;
   detail?: string;
+}
+
+/**
+ * What a gdb target needs of a VM. The hypervisor's Vm has all of it; it is
+ * spelled out here because machine/ never imports hypervisor/ (the layers).
+ */
+export interface DebuggableVm {
+  readonly name: string;
+  /** Held stopped by a debugger: the scheduler skips its vCPUs. */
+  frozen: boolean;
+  readonly vcpus: readonly { readonly index: number; readonly cpu: X86Cpu }[];
+  readonly exit: TargetExit | null;
+  readonly vmMemory: { write(gpa: number, data: Uint8Array): void };
+  stop(exit: { reason: 'stopped'; code: number; detail?: string }): void;
 }
 
 export interface GdbTarget {
@@ -73,7 +86,7 @@ export function machineTarget(machine: PcMachine, shared?: Debugger): GdbTarget 
 }
 
 /** Stops and starts one VM: its vCPUs leave the hypervisor's schedule while held. */
-export function vmRunControl(machine: PcMachine, vm: Vm): RunControl {
+export function vmRunControl(machine: PcMachine, vm: DebuggableVm): RunControl {
   return {
     get paused() {
       return vm.frozen;
@@ -99,7 +112,7 @@ export function vmRunControl(machine: PcMachine, vm: Vm): RunControl {
  * pauses the machine, so the guest's clocks stop too, as under QEMU; else
  * only this VM is held and the machine's time (its timers included) goes on.
  */
-export function vmTarget(machine: PcMachine, vm: Vm, opts: { wholeMachine?: boolean } = {}): GdbTarget {
+export function vmTarget(machine: PcMachine, vm: DebuggableVm, opts: { wholeMachine?: boolean } = {}): GdbTarget {
   const perVm = vmRunControl(machine, vm);
   const control: RunControl = opts.wholeMachine
     ? {
