@@ -261,6 +261,8 @@ export class Vm implements CpuHost {
       ioExits: this.ioExits,
       mmioExits: this.mmioExits,
       scheduleCursor: this.scheduleCursor,
+      // Guest-visible (the CLONE_INDEX hypercall), so it travels with the VM.
+      cloneIndex: this.cloneIndex,
       state: this.state,
       exit: this.exit ? { reason: this.exit.reason, code: this.exit.code, detail: this.exit.detail ?? '' } : null,
     };
@@ -289,6 +291,9 @@ export class Vm implements CpuHost {
     const mmioExits = stateNumber(rec, 'mmioExits', who);
     const scheduleCursor = stateNumber(rec, 'scheduleCursor', who);
     if (!Number.isSafeInteger(scheduleCursor) || scheduleCursor < 0) throw new StateError(who, 'scheduleCursor', `${scheduleCursor} is not a count`);
+    // Absent in records written before it was saved: those VMs were not clones.
+    const cloneIndex = rec['cloneIndex'] ?? null;
+    if (cloneIndex !== null && (typeof cloneIndex !== 'number' || !Number.isSafeInteger(cloneIndex) || cloneIndex < 0)) throw new StateError(who, 'cloneIndex', `${String(cloneIndex)} is not a clone index`);
     this.board.restoreState(stateRecord(board, 'devices', `${who}.board`), board['lapics'], `${who}.board`);
     this.vcpus.forEach((v, i) => {
       v.cpu.restoreState(cpus[i] as StateRecord, opts);
@@ -301,6 +306,7 @@ export class Vm implements CpuHost {
     this.ioExits = ioExits;
     this.mmioExits = mmioExits;
     this.scheduleCursor = scheduleCursor;
+    this.cloneIndex = cloneIndex;
     if (state === 'running') {
       // Loaded in place over a VM that had stopped: it runs again.
       this.state = 'running';

@@ -112,6 +112,21 @@ describe('VM snapshot mid-run, restored into a new machine', () => {
     expect(end.stats.unpopulatedBytes).toBeGreaterThan(0);
   });
 
+  it('a linked clone keeps its clone index (guest-visible) through save and restore; older records without one load as no clone', () => {
+    const g = createGuestMachine([{ path: images['hello']!, memBytes: 64 * MiB, vcpus: 1 }], { pcpus: 1, pace: 'virtual', extraHostBytes: 192 * MiB });
+    try {
+      g.vms[0]!.cloneIndex = 7;
+      const image = g.hypervisor.snapshotVm(g.vms[0]!);
+      expect(image.state['cloneIndex']).toBe(7);
+      expect(g.hypervisor.restoreVm(image.state, { ranges: image.memory }, { name: 'again' }).cloneIndex).toBe(7);
+      const { cloneIndex: _dropped, ...older } = image.state;
+      expect(g.hypervisor.restoreVm(older as VmImage['state'], { ranges: image.memory }, { name: 'older' }).cloneIndex).toBeNull();
+    } finally {
+      g.hypervisor.close();
+      g.machine.close();
+    }
+  });
+
   it('refuses records that do not fit, naming the field, and leaves the hypervisor as it was', async () => {
     const spec = [{ path: images['hello']!, memBytes: 64 * MiB, vcpus: 1 }];
     const g = createGuestMachine(spec, { pcpus: 1, pace: 'virtual', extraHostBytes: 64 * MiB });
@@ -127,6 +142,7 @@ describe('VM snapshot mid-run, restored into a new machine', () => {
       const cpu0 = (image.state['cpus'] as Record<string, unknown>[])[0]!;
       const badCpu = { ...cpu0, portable: { ...(cpu0['portable'] as object), regs: { RIP: 'zz' } } };
       expect(() => g.hypervisor.restoreVm({ ...image.state, cpus: [badCpu] }, { ranges: image.memory }, { portable: true })).toThrow(/regs/);
+      expect(() => g.hypervisor.restoreVm(bad({ cloneIndex: -2 }).state, { ranges: image.memory })).toThrow(/cloneIndex/);
       expect(g.hypervisor.vms).toHaveLength(1);
       expect(g.hypervisor.host.allocator.usedFrames).toBe(used);
     } finally {
