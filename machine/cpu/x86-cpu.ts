@@ -664,7 +664,10 @@ export class X86Cpu implements DeliveryCpu {
     } finally {
       h.running = false;
     }
-    if (h.slice32[SLICE.stopped / 4] !== 0 && engine.hasCodeHooks) this.rewindToStoppedBlock();
+    if (h.slice32[SLICE.stopped / 4] !== 0 && engine.hasCodeHooks) this.rewindTo(h.slice64[SLICE.stopPc / 8]!);
+    // A data watchpoint stopped the run between two instructions of a block.
+    const watchStop = engine.takeWatchStop();
+    if (watchStop !== null) this.rewindTo(watchStop);
     if (this.hostError) {
       const err = this.hostError;
       this.hostError = null;
@@ -691,11 +694,11 @@ export class X86Cpu implements DeliveryCpu {
 
   /**
    * A debugger's code hook is installed: Unicorn then leaves RIP stale (wherever it was
-   * last written back, e.g. a function's entry inside chained blocks) when our block hook
-   * stops it before a block. Put RIP on that block, as Unicorn does without code hooks.
+   * last written back, e.g. a function's entry inside chained blocks) when a hook stops
+   * it. Put RIP on `pc` (linear): the block our block hook stopped before, or the
+   * instruction after a watched access.
    */
-  private rewindToStoppedBlock(): void {
-    const pc = this.hostCpu.slice64[SLICE.stopPc / 8]!;
+  private rewindTo(pc: bigint): void {
     const blob = this.engine.contextView();
     const csBase = new DataView(blob.buffer, blob.byteOffset, blob.byteLength).getBigUint64(contextLayout().segs + SEG.CS * SEG_CACHE_SIZE + 8, true);
     this.engine.writeReg(REG.RIP, BigInt.asUintN(64, pc - csBase));

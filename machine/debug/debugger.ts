@@ -48,6 +48,7 @@ export type StopInfo = StopBase &
     | { reason: 'breakpoint'; breakpoint: number; address: string }
     | { reason: 'post-code'; breakpoint: number; code: string; name: string }
     | { reason: 'watch'; watch: number; writes: WatchWrite[] }
+    | { reason: 'access-watch'; watch: number; access: 'read' | 'write'; address: string; size: number }
     | { reason: 'mode-switch'; from: CpuMode; to: CpuMode }
     | { reason: 'exit'; exitReason: string; code: number }
   );
@@ -89,6 +90,28 @@ interface Breakpoint {
   hits: number;
   /** Installed code hooks (linear and physical kinds). */
   hooks: { cpu: X86Cpu; linear: bigint; handle: bigint }[];
+}
+
+/** Which data accesses an access watch stops on (gdb's watch, rwatch and awatch). */
+export type AccessWatchKind = 'write' | 'read' | 'access';
+
+export interface AccessWatchSpec {
+  /** Linear (virtual) address, as the CPU's current mappings see it. */
+  linear: bigint;
+  length: number;
+  kind: AccessWatchKind;
+  /**
+   * Where the range is in host-physical memory, one piece per page run
+   * (resolved by the caller through the guest's tables and the EPT when the
+   * watch is set): Unicorn matches memory hooks on physical addresses.
+   */
+  pieces: readonly { linear: bigint; hostPhysical: bigint; length: number }[];
+}
+
+interface AccessWatch extends AccessWatchSpec {
+  id: number;
+  hits: number;
+  hooks: { cpu: X86Cpu; handle: bigint }[];
 }
 
 interface Watch {
@@ -183,6 +206,9 @@ function dropTranslation(cpu: X86Cpu, linear: bigint): void {
 export class Debugger {
   private readonly breakpoints = new Map<number, Breakpoint>();
   private readonly watches = new Map<number, Watch>();
+  private readonly accessWatches = new Map<number, AccessWatch>();
+  /** Per host engine: the every-instruction hook that makes access-watch stops exact, and its users. */
+  private readonly exactStops = new Map<X86Cpu['engine'], { handle: bigint; users: number }>();
   private readonly listeners = new Set<StopListener>();
   private readonly detachers: (() => void)[] = [];
   private nextId = 1;
@@ -369,8 +395,77 @@ export class Debugger {
     this.updateStepWrapper();
   }
 
+  // ------------------------------------------------------------------ access watches
+  /**
+   * Stops right after the instruction that reads or writes [linear, +length)
+   * on any of the debugged CPUs (Unicorn memory hooks on the linear range).
+   * Exact, unlike addWatch (which compares physical bytes after each round):
+   * RIP is the next instruction, as after a hardware data breakpoint.
+   */
+  addAccessWatch(spec: AccessWatchSpec): { id: number } {
+    if (!Number.isInteger(spec.length) || spec.length < 1 || spec.length > 1 << 20) throw new RangeError(`access watch length ${spec.length}: expected 1 byte to 1 MiB`);
+    const w: AccessWatch = { ...spec, id: this.nextId++, hits: 0, hooks: [] };
+    const kinds = { read: spec.kind !== 'write', write: spec.kind !== 'read' };
+    for (const cpu of this.cpus()) {
+      if (cpu.isClosed) continue;
+      const engine = cpu.engine;
+      for (const piece of spec.pieces) {
+        // Unicorn matches a hook on the access's first byte: start 7 bytes early so that an
+        // 8-byte access that begins before the range is seen, and check the overlap in the hook.
+        const begin = piece.hostPhysical >= 7n ? piece.hostPhysical - 7n : 0n;
+        const end = piece.hostPhysical + BigInt(piece.length) - 1n;
+        const handle = engine.onMemAccess(kinds, begin, end, (write, address, size) => this.accessHit(w, piece, cpu, write, address, size));
+        w.hooks.push({ cpu, handle });
+      }
+      const exact = this.exactStops.get(engine);
+      if (exact) exact.users++;
+      else this.exactStops.set(engine, { handle: engine.stopAtEveryInstruction(), users: 1 });
+      // Blocks translated and TLB entries filled before the hooks would skip them.
+      engine.flushCode();
+      engine.flushTlb();
+    }
+    this.accessWatches.set(w.id, w);
+    return { id: w.id };
+  }
+
+  removeAccessWatch(id: number): boolean {
+    const w = this.accessWatches.get(id);
+    if (!w) return false;
+    this.accessWatches.delete(id);
+    for (const h of w.hooks) {
+      if (h.cpu.isClosed) continue;
+      const engine = h.cpu.engine;
+      engine.removeHook(h.handle);
+      const exact = this.exactStops.get(engine);
+      if (exact && --exact.users === 0) {
+        engine.removeHook(exact.handle);
+        this.exactStops.delete(engine);
+      }
+      engine.flushCode();
+    }
+    return true;
+  }
+
+  /** Runs inside Unicorn's memory hook, before the access: the CPU stops after this instruction. */
+  private accessHit(w: AccessWatch, piece: AccessWatchSpec['pieces'][number], cpu: X86Cpu, write: boolean, hostPhysical: bigint, size: number): void {
+    // The engine runs other contexts too (other VMs' vCPUs): only this CPU's accesses count.
+    if (!cpu.isResident) return;
+    const end = piece.hostPhysical + BigInt(piece.length);
+    if (hostPhysical + BigInt(size) <= piece.hostPhysical || hostPhysical >= end) return;
+    w.hits++;
+    const n = this.cpus().indexOf(cpu);
+    const access = write ? 'write' : 'read';
+    const linear = piece.linear + (hostPhysical - piece.hostPhysical);
+    this.stopLater({ reason: 'access-watch', watch: w.id, access, address: hex64(BigInt.asUintN(64, linear)), size, cpu: n, message: `watch ${w.id}: CPU ${n} ${access}s ${size} byte(s) at ${hex(BigInt.asUintN(64, linear))}` });
+    cpu.requestStop();
+    // Not engine.stop(): that would end the run inside this instruction. The native code hook
+    // stops before the next one.
+    cpu.engine.armWatchStop();
+  }
+
   /** Removes every hook and wrapper; the machine runs as if never debugged. */
   detach(): void {
+    for (const id of [...this.accessWatches.keys()]) this.removeAccessWatch(id);
     this.clearBreakpoints();
     this.watches.clear();
     this.modeArm = null;

@@ -34,6 +34,32 @@ describe('gdb on a VM under the hypervisor', () => {
     }
   }, 180_000);
 
+  it('watchpoints are exact: a write, read or access watch stops right after the instruction, in the function that made it', async () => {
+    const fm = await startFirmament(['run', guestElf('timer', false), '--gdb', 'tcp::0', '--paused', '--clock', 'virtual']);
+    try {
+      const r = await runGdb(fm.port, guestElf('timer'), [
+        'break guest_main', 'continue', 'delete',
+        'watch *(unsigned int *)&pit_count', 'continue', 'bt 1', 'x/i $pc', 'delete',
+        'rwatch *(unsigned int *)&target', 'continue', 'bt 1', 'x/i $pc', 'delete',
+        'awatch *(unsigned int *)&lapic_count', 'continue', 'bt 1', 'x/i $pc', 'delete',
+        'kill',
+      ]);
+      // Each stop is in the function that made the access, on the instruction after it: the
+      // instruction at PC no longer names the variable (a stop at the end of a block or a
+      // quantum would be somewhere else, e.g. in the HLT loop of idle_until).
+      const stops = [...r.output.matchAll(/\n#0\s+0x[0-9a-f]+ in (\w+) \(\)/g)].map((m) => m[1]);
+      expect(stops).toEqual(['pit_tick', 'pit_tick', 'guest_main']);
+      expect(r.output).toMatch(/Hardware watchpoint 2: \*\(unsigned int \*\)&pit_count\s+Old value = 0\s+New value = 1/);
+      expect(r.output).toMatch(/Hardware read watchpoint 3: \*\(unsigned int \*\)&target\s+Value = 20/);
+      expect(r.output).toMatch(/Hardware access \(read\/write\) watchpoint 4: \*\(unsigned int \*\)&lapic_count\s+Value = 0/);
+      const atPc = [...r.output.matchAll(/=> 0x[0-9a-f]+ <(\w+)\+\d+>:\s+([^\n]*)/g)].map((m) => `${m[1]}: ${m[2]}`);
+      expect(atPc).toHaveLength(3);
+      for (const line of atPc) expect(line).not.toMatch(/<(pit_count|target|lapic_count)>/);
+    } finally {
+      await fm.kill();
+    }
+  }, 180_000);
+
   it('Ctrl-C interrupts a running guest, and continue goes on', async () => {
     // idle mode: 100 s of PIT time in HLT: running until we stop it.
     // The packet trace tells when the stub has the continue (gdb prints "Continuing." before sending it).

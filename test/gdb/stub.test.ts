@@ -65,6 +65,8 @@ describe('gdb stub packets', () => {
     expect(machine!.memory.read(0xfe000, 16)).toEqual(before);
     expect(r.send('z0,fe000,1')).toBe('+$OK#9a');
     expect(r.stub.target.debugger.listBreakpoints()).toEqual([]);
-    expect(r.send('Z3,1000,4')).toBe('+$#00');
+    // Watchpoints of unknown types are not offered; a zero-length one is an error.
+    expect(r.send('Z5,1000,4')).toBe('+$#00');
+    expect(r.send('Z3,1000,0')).toMatch(/^\+\$E/);
   });
 });

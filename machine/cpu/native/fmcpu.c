@@ -102,6 +102,33 @@ int fm_add_code_counter(void *uc, uint64_t *hh, uint64_t *counter) {
 }
 
 /*
+ * Exact data watchpoints. A memory hook (JS) that sees a watched access sets
+ * `armed`; this code hook, on every instruction, then stops before the next
+ * one and records its linear address. QEMU puts PC back at the block's start
+ * on a requested exit, so the caller writes RIP from stop_pc afterwards.
+ */
+typedef struct {
+  uint32_t armed;   /* 0: set by the memory hook */
+  uint32_t hit;     /* 4: 1 = stopped here, stop_pc is valid */
+  uint64_t stop_pc; /* 8: linear address of the instruction after the access */
+} fm_watch_stop;
+
+static void watch_stop_hook(void *uc, uint64_t address, uint32_t size, void *user) {
+  (void)size;
+  fm_watch_stop *w = (fm_watch_stop *)user;
+  if (!w->armed) return;
+  w->armed = 0;
+  w->hit = 1;
+  w->stop_pc = address;
+  p_emu_stop(uc);
+}
+
+int fm_add_watch_stop_hook(void *uc, uint64_t *hh, fm_watch_stop *w) {
+  if (!p_hook_add) return -1;
+  return p_hook_add(uc, hh, 1 << 2, (void *)watch_stop_hook, w, 1, 0);
+}
+
+/*
  * Native delivery of external interrupts: QEMU's own hardirq path.
  *
  * A vCPU context runs in SVM guest mode (for MSR exits, see

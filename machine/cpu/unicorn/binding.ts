@@ -63,6 +63,7 @@ export interface UnicornLibrary {
     blockHook: Fn;
     pagingState: Fn;
     codeCounter: Fn;
+    watchStopHook: Fn;
     initIrq: Fn;
     findCpu: Fn;
     findInterruptRequest: Fn;
@@ -82,6 +83,7 @@ export interface UnicornLibrary {
     mmioRead: TypeObject;
     mmioWrite: TypeObject;
     memInvalid: TypeObject;
+    mem: TypeObject;
     code: TypeObject;
   };
 }
@@ -147,6 +149,7 @@ function bind(lib: LibraryHandle, path: string, source: string, version: Unicorn
     mmioRead: koffi.proto('uint64_t fm_mmio_read_cb(void *uc, uint64_t offset, unsigned int size, void *user)'),
     mmioWrite: koffi.proto('void fm_mmio_write_cb(void *uc, uint64_t offset, unsigned int size, uint64_t value, void *user)'),
     memInvalid: koffi.proto('bool fm_mem_invalid_cb(void *uc, int type, uint64_t addr, int size, int64_t value, void *user)'),
+    mem: koffi.proto('void fm_mem_cb(void *uc, int type, uint64_t addr, int size, int64_t value, void *user)'),
     code: koffi.proto('void fm_code_cb(void *uc, uint64_t address, uint32_t size, void *user)'),
   };
   const fn = {
@@ -176,6 +179,7 @@ function bind(lib: LibraryHandle, path: string, source: string, version: Unicorn
     blockHook: helper.func('int fm_add_block_hook(void *uc, _Out_ uint64_t *hh, void *slice)'),
     pagingState: helper.func('int fm_paging_state(void *uc, void *out)'),
     codeCounter: helper.func('int fm_add_code_counter(void *uc, _Out_ uint64_t *hh, void *counter)'),
+    watchStopHook: helper.func('int fm_add_watch_stop_hook(void *uc, _Out_ uint64_t *hh, void *w)'),
     initIrq: helper.func('int fm_init_irq(void)'),
     findCpu: helper.func('int fm_find_cpu(void *uc, const uint8_t *regs, uint32_t len, uint32_t regsOffset, uint32_t scan, _Out_ uint64_t *out)'),
     findInterruptRequest: helper.func('int fm_find_interrupt_request(void *uc, uint32_t cpuField, uint32_t envOffset, int mask)'),

@@ -17,6 +17,8 @@ export const UC_HOOK_MEM_READ_UNMAPPED = 1 << 4;
 export const UC_HOOK_MEM_WRITE_UNMAPPED = 1 << 5;
 export const UC_HOOK_MEM_FETCH_UNMAPPED = 1 << 6;
 export const UC_HOOK_MEM_WRITE_PROT = 1 << 8;
+export const UC_HOOK_MEM_READ = 1 << 10;
+export const UC_HOOK_MEM_WRITE = 1 << 11;
 export const UC_HOOK_INSN_INVALID = 1 << 14;
 export const UC_HOOK_TLB_FILL = 1 << 17;
 

@@ -30,11 +30,17 @@ interface GdbBreakpoint {
 }
 
 interface GdbWatch {
+  /** Z2 write, Z3 read, Z4 access. */
+  type: 2 | 3 | 4;
   address: bigint;
   length: number;
-  /** Debugger watch ids (one per physically contiguous piece). */
-  ids: number[];
+  /** The Debugger's access watch. */
+  id: number;
 }
+
+const WATCH_KINDS = { 2: 'write', 3: 'read', 4: 'access' } as const;
+/** The stop-reply key gdb expects for each watchpoint type. */
+const WATCH_REPLY = { 2: 'watch', 3: 'rwatch', 4: 'awatch' } as const;
 
 export interface StubOptions {
   send(bytes: Buffer): void;
@@ -345,45 +351,44 @@ export class GdbStub {
       }
       return 'OK';
     }
-    if (type === 2) {
+    if (type === 2 || type === 3 || type === 4) {
+      // Exact: a memory hook on the linear range stops the CPU right after the accessing instruction.
       const length = Number(parseHexNumber(kindText ?? '', 'watch length'));
+      if (length < 1 || length > 1 << 20) throw new PacketError(`watch length ${length}: expected 1 byte to 1 MiB`);
       const wkey = `${key}:${length}`;
       if (insert) {
-        if (!this.watches.has(wkey)) this.watches.set(wkey, { address, length, ids: this.addWatch(address, length) });
+        if (!this.watches.has(wkey)) this.watches.set(wkey, { type, address, length, id: d.addAccessWatch({ linear: address, length, kind: WATCH_KINDS[type], pieces: this.watchPieces(address, length) }).id });
       } else {
-        for (const id of this.watches.get(wkey)?.ids ?? []) d.removeWatch(id);
+        const w = this.watches.get(wkey);
+        if (w) d.removeAccessWatch(w.id);
         this.watches.delete(wkey);
       }
       return 'OK';
     }
-    // Read and access watchpoints (3, 4) need a hook on every load: not offered (gdb says so to the user).
     return '';
   }
 
-  /** Watches host memory: translate each page of [address, +length) now (virtual -> physical -> host-physical). */
-  private addWatch(address: bigint, length: number): number[] {
+  /** Host-physical pieces of [address, +length), translated now (virtual -> physical -> host-physical). */
+  private watchPieces(address: bigint, length: number): { linear: bigint; hostPhysical: bigint; length: number }[] {
     const cpu = this.thread(this.currentThread(), true).cpu;
-    const ids: number[] = [];
+    const pieces: { linear: bigint; hostPhysical: bigint; length: number }[] = [];
     let done = 0;
     while (done < length) {
       const va = address + BigInt(done);
       const n = Math.min(length - done, 4096 - Number(va & 0xfffn));
-      const w = cpu.translate(va, 'write');
+      const w = cpu.translate(va, 'read');
       const hpa = w.ok ? this.target.hostPhysical(cpu, w.paddr) : null;
-      if (hpa === null) {
-        for (const id of ids) this.target.debugger.removeWatch(id);
-        throw new PacketError(`watch at ${hex(va)}: not mapped for writing by thread ${this.currentThread()}`);
-      }
-      ids.push(this.target.debugger.addWatch({ address: hpa, length: n }).id);
+      if (hpa === null) throw new PacketError(`watch at ${hex(va)}: not mapped for thread ${this.currentThread()}`);
+      pieces.push({ linear: va, hostPhysical: hpa, length: n });
       done += n;
     }
-    return ids;
+    return pieces;
   }
 
   private removeAll(): void {
     const d = this.target.debugger;
     for (const bp of this.breakpoints.values()) d.removeBreakpoint(bp.id);
-    for (const w of this.watches.values()) for (const id of w.ids) d.removeWatch(id);
+    for (const w of this.watches.values()) d.removeAccessWatch(w.id);
     for (const id of this.postBreaks) d.removeBreakpoint(id);
     this.breakpoints.clear();
     this.watches.clear();
@@ -479,9 +484,11 @@ export class GdbStub {
         reply = `T${hex2(SIG.TRAP)}thread:${t};${hw ? 'hwbreak' : 'swbreak'}:;`;
         break;
       }
-      case 'watch': {
-        const w = [...this.watches.values()].find((x) => x.ids.includes(stop.watch));
-        reply = `T${hex2(SIG.TRAP)}thread:${t};${w ? `watch:${w.address.toString(16)};` : ''}`;
+      case 'access-watch': {
+        const w = [...this.watches.values()].find((x) => x.id === stop.watch);
+        // gdb finds its watchpoint by the address: report one inside the range.
+        const at = w ? (BigInt(stop.address) > w.address ? BigInt(stop.address) : w.address) : 0n;
+        reply = `T${hex2(SIG.TRAP)}thread:${t};${w ? `${WATCH_REPLY[w.type]}:${at.toString(16)};` : ''}`;
         break;
       }
       default:
