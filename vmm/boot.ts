@@ -104,7 +104,8 @@ export interface BootListeners {
   onHandoff?: (h: Handoff, hv: Hypervisor | null) => void;
   onGuestSerial?: (guest: string, text: string) => void;
   /** The machine stopped and its report is complete; its engines are still open (e.g. to save its state). */
-  onExit?: (m: PcMachine, report: BootReport) => void;
+  /** `hv`: the hypervisor when the firmware handed off (its VMs are still there to save). */
+  onExit?: (m: PcMachine, report: BootReport, hv: Hypervisor | null) => void;
 }
 
 /** Host RAM a boot with guests needs: the OS and hypervisor's own share plus guest RAM. */
@@ -189,7 +190,7 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
       wallMs: Math.round(performance.now() - wall0),
       virtualMs: ms(exit.atNs),
     };
-    listeners.onExit?.(m, report);
+    listeners.onExit?.(m, report, hvNow);
     return report;
   } finally {
     (hv as Hypervisor | null)?.close();

@@ -58,14 +58,18 @@ export function createGuestMachine(guests: GuestFileSpec[], opts: GuestMachineOp
   return { machine, hypervisor, vms };
 }
 
-/** A machine whose VM continues from a snapshot (`run --restore`): same serial, exit and virtual time as the run it came from. */
-export function restoreGuestMachine(image: VmImage, opts: GuestMachineOptions & { populate?: 'eager' | 'lazy'; portable?: boolean }): GuestMachine {
-  const memBytes = typeof image.state['memBytes'] === 'number' ? image.state['memBytes'] : 0;
+/**
+ * A machine whose VMs continue from snapshots (`run --restore`, a failure
+ * snapshot): same serial, exit and virtual time as the run they came from.
+ */
+export function restoreGuestMachine(images: VmImage | readonly VmImage[], opts: GuestMachineOptions & { populate?: 'eager' | 'lazy'; portable?: boolean }): GuestMachine {
+  const list = Array.isArray(images) ? (images as readonly VmImage[]) : [images as VmImage];
+  const memBytes = list.reduce((n, image) => n + (typeof image.state['memBytes'] === 'number' ? image.state['memBytes'] : 0), 0);
   const { machine, hypervisor } = guestHost(memBytes, opts);
   try {
-    const vm = hypervisor.restoreVm(image.state, { ranges: image.memory, populate: opts.populate ?? 'eager' }, opts.portable ? { portable: true } : {});
-    finishWithFirstVm(machine, hypervisor, [vm]);
-    return { machine, hypervisor, vms: [vm] };
+    const vms = list.map((image) => hypervisor.restoreVm(image.state, { ranges: image.memory, populate: opts.populate ?? 'eager' }, opts.portable ? { portable: true } : {}));
+    finishWithFirstVm(machine, hypervisor, vms);
+    return { machine, hypervisor, vms };
   } catch (e) {
     hypervisor.close();
     machine.close();

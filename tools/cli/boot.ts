@@ -137,9 +137,11 @@ export async function bootCommand(argv: string[]): Promise<number> {
   const snapshotFile = values['snapshot-on-exit'];
   const snapshotUnless = snapshotSkipStatus(values['snapshot-unless-status']);
   let snapshot: SnapshotOutcome | undefined;
-  const saveOnExit = (m: PcMachine, r: BootReport): void => {
+  const saveOnExit = (m: PcMachine, r: BootReport, hv: Hypervisor | null): void => {
     if (snapshotFile === undefined || exitStatus(r, values.strict === true) === snapshotUnless) return;
-    snapshot = writeMachineSnapshot(snapshotFile, m, { command: 'boot', memBytes, cpus: o.cpus, faults: o.faults.map((f) => f.text), seed: o.seed, guests: guests.map((g) => ({ ...g, path: resolve(g.path) })), handedOff: r.handoff !== null });
+    // After the handoff the machine belongs to the hypervisor: what is worth keeping is its VMs.
+    const vms = hv && hv.vms.length > 0 ? () => hv.vms.map((vm) => hv.snapshotVm(vm)) : undefined;
+    snapshot = writeMachineSnapshot(snapshotFile, m, { command: 'boot', memBytes, cpus: o.cpus, faults: o.faults.map((f) => f.text), seed: o.seed, guests: guests.map((g) => ({ ...g, path: resolve(g.path) })), handedOff: r.handoff !== null }, vms);
   };
   const report = await boot(
     {

@@ -36,13 +36,20 @@ export function restoreMachine(file: string): RestoredMachine {
     hooks = guestHooks(g.machine, g.hypervisor);
     release = () => g.hypervisor.close();
     what = `guest ${shape.guests.map((x) => basename(x.path)).join(', ')}`;
+  } else if (vms && vms.length > 0) {
+    // A boot that failed after the handoff: its VMs, each where it stopped, on a machine of their own.
+    const g = restoreGuestMachine(vms, { pcpus: shape.cpus, pace: 'realtime' });
+    machine = g.machine;
+    hooks = guestHooks(g.machine, g.hypervisor);
+    release = () => g.hypervisor.close();
+    what = `firmware boot after the handoff: VM${vms.length > 1 ? 's' : ''} ${g.vms.map((v) => v.name).join(', ')}`;
   } else {
     // Fault specs were checked when the machine first ran; a bad one here means a hand-edited file.
     machine = createBootMachine({ memBytes: shape.memBytes, cpus: shape.cpus, faults: shape.faults.map(parseFault), seed: shape.seed, pace: 'realtime' });
     what = `firmware boot, ${shape.memBytes >> 20} MiB, ${shape.cpus} CPU${shape.cpus > 1 ? 's' : ''}${shape.handedOff ? ', after the handoff' : ''}`;
   }
   try {
-    if (shape.command === 'boot') {
+    if (shape.command === 'boot' && !vms?.length) {
       if (!state) throw new StateError(file, 'machine', 'a boot snapshot holds the machine record; this file has none');
       machine.restoreState(state);
     }
@@ -60,7 +67,7 @@ export function restoreMachine(file: string): RestoredMachine {
     machine,
     session,
     label,
-    initialCpu: shape.command === 'run' ? machine.cpus.length : 0,
+    initialCpu: shape.command === 'run' || vms?.length ? machine.cpus.length : 0,
     initialConsole: () => hooks.vmConsoles?.()[0]?.id ?? 'com1',
     close: async () => {
       if (!machine.exit) machine.stop('closed by the user');
