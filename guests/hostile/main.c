@@ -260,6 +260,32 @@ static unsigned hole_probes(void)
     hole_int(0x3FC00000ull + 0x10000);
     kprintf("hostile: INT 0x81 with the stack in a hole: handler ran %u time(s)\n", (unsigned)hole_handler_ran);
     wrong += hole_handler_ran != 1;
+    /* PUSH, PUSHF and CALLs (direct, through a register, through memory) with RSP in the hole:
+       the stores are dropped, RSP still moves and the calls reach their targets. */
+    static volatile uint64_t call_slot;
+    uint64_t moved, reached;
+    __asm__ volatile(
+        "pushfq; cli; mov %%rsp, %%r11\n\t"
+        "mov %[hole], %%rsp\n\t"
+        "xor %[reached], %[reached]\n\t"
+        "pushq $1; push %%rax; pushfq\n\t"
+        "call 1f\n\t"
+        "jmp 9f\n"
+        "1: inc %[reached]\n\t"
+        "lea 2f(%%rip), %%rcx; call *%%rcx\n\t"
+        "jmp 9f\n"
+        "2: inc %[reached]\n\t"
+        "lea 3f(%%rip), %%rcx; mov %%rcx, %[slot]; call *%[slot]\n\t"
+        "jmp 9f\n"
+        "3: inc %[reached]\n"
+        "9: mov %[hole], %[moved]; sub %%rsp, %[moved]\n\t"
+        "mov %%r11, %%rsp; popfq"
+        : [moved] "=&r"(moved), [reached] "=&r"(reached), [slot] "+m"(call_slot)
+        : [hole] "i"(0x3FC10000)
+        : "rax", "rcx", "r11", "memory", "cc");
+    kprintf("hostile: PUSH, PUSH, PUSHF, CALL, CALL reg, CALL [mem] with the stack in a hole: RSP moved by %llu, calls reached %llu of 3\n",
+            (unsigned long long)moved, (unsigned long long)reached);
+    wrong += moved != 48 || reached != 3;
     pd[509] = saved[0];
     pd[510] = saved[1];
     pd[511] = saved[2];

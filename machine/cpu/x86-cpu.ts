@@ -942,6 +942,21 @@ export class X86Cpu implements DeliveryCpu {
   }
 
   /** Code bytes at a linear address (CS base applied outside long mode), empty where unmapped. */
+  /** `n` data bytes at a linear address through the CPU's mappings, or null if any is not readable. */
+  readLinearBytes(linear: bigint, n: number): Uint8Array | null {
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const r = this.translate(linear + BigInt(i), 'read');
+      if (!r.ok) return null;
+      try {
+        out[i] = this.memoryView.readU8(Number(r.paddr));
+      } catch {
+        return null;
+      }
+    }
+    return out;
+  }
+
   fetchBytes(rip: bigint, n: number): Uint8Array {
     const lin = rip + (this.mode() === 'long' ? 0n : this.segBase(SEG.CS));
     const out: number[] = [];
