@@ -64,7 +64,7 @@ describe('VM snapshots from the CLI and the monitor', () => {
     // Lazy population ends with the same console.
     const lazy = JSON.parse(cli('run', '--restore', 'mid', '--store', store, '--json', '--populate', 'lazy', '--clock', 'virtual').stdout) as RunDoc;
     expect(lazy.serial).toBe(ref.serial);
-  });
+  }, 240_000);
 
   it('bad input: an unknown snapshot, a missing monitor, an image beside --restore', () => {
     const store = path.join(dir, 'empty');
@@ -76,7 +76,7 @@ describe('VM snapshots from the CLI and the monitor', () => {
     expect(noMon.status).toBe(2);
     expect(noMon.stderr).toMatch(/--monitor/);
     expect(cli('run', 'x.elf', '--restore', 'mid').status).toBe(2);
-  });
+  }, 240_000);
 
   it('snapshot-load puts a running VM back in place: the run then ends exactly like one that went on from the snapshot', async () => {
     const guest = (await buildImages({ quiet: true })).guests['dirtier']!;
@@ -120,5 +120,5 @@ describe('VM snapshots from the CLI and the monitor', () => {
       g.hypervisor.close();
       g.machine.close();
     }
-  });
+  }, 240_000);
 });
