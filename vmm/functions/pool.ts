@@ -180,11 +180,12 @@ export class FunctionPool {
   }
 
   /**
-   * Builds the machine and, per shape, the base image: from `bases` when given
-   * (a stored base, so that processes sharing a store agree), else by booting
-   * the runtime to READY. Then fills the warm pool.
+   * Builds the machine and, per shape, the base image: `bases.load` (a stored
+   * base, so that processes sharing a store agree), else by booting the runtime
+   * to READY and handing the image to `bases.booted` (which stores it, or
+   * returns the one another process stored first). Then fills the warm pool.
    */
-  static async start(config: PoolConfig, bases: Map<string, VmImage> = new Map()): Promise<FunctionPool> {
+  static async start(config: PoolConfig, bases: { load?: (s: ShapeConfig) => Promise<VmImage | null>; booted?: (s: ShapeConfig, image: VmImage) => Promise<VmImage> } = {}): Promise<FunctionPool> {
     if (config.shapes.length === 0) throw new RangeError('pool: no shapes configured');
     const names = new Set<string>();
     for (const s of config.shapes) {
@@ -201,7 +202,11 @@ export class FunctionPool {
     const pool = new FunctionPool(config, machine, hypervisor);
     try {
       for (const s of config.shapes) {
-        const image = bases.get(s.name) ?? (await pool.bootToReady(s));
+        let image = (await bases.load?.(s)) ?? null;
+        if (!image) {
+          image = await pool.bootToReady(s);
+          if (bases.booted) image = await bases.booted(s, image);
+        }
         const base = SharedImage.create(hypervisor.host, `fn-${s.name}`, s.memMiB * MiB, image.memory);
         pool.shapes.set(s.name, { config: s, image, base, baseKey: baseKeyOf(image), warm: [], busy: new Set(), created: 0 });
       }
