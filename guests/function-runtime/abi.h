@@ -51,6 +51,7 @@
 #define FN_BAD_ELF 3u
 #define FN_BAD_SYSCALL 4u
 #define FN_TOO_BIG 5u
+#define FN_FN_ERROR 6u /* the function returned a negative value */
 
 /* User syscalls: INT 0x80, RAX = number, arguments RDI RSI RDX R10 R8 R9. */
 #define FN_SYS_EXIT 0u     /* RDI = response length (in the output buffer) */

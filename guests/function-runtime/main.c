@@ -255,7 +255,11 @@ static void on_syscall(struct intr_frame *f)
 {
     switch (f->rax) {
     case FN_SYS_EXIT:
-        if (f->rdi > FN_IO_MAX) {
+        if ((int64_t)f->rdi < 0) {
+            MB->status = FN_FN_ERROR;
+            MB->resp_len = 0;
+            MB->fault_rip = f->rdi; /* the value it returned */
+        } else if (f->rdi > FN_IO_MAX) {
             MB->status = FN_TOO_BIG;
             MB->resp_len = 0;
         } else {

@@ -28,7 +28,7 @@ export const FN_MAILBOX_MAGIC = 0x424d4e46;
 /** The lowest guest RAM the runtime accepts (the private range ends at 4 MiB). */
 export const FN_MIN_RAM = 4 * 1024 * 1024;
 
-export const FN_STATUS = ['ok', 'fault', 'timeout', 'bad-elf', 'bad-syscall', 'too-big'] as const;
+export const FN_STATUS = ['ok', 'fault', 'timeout', 'bad-elf', 'bad-syscall', 'too-big', 'function-error'] as const;
 export type FnStatus = (typeof FN_STATUS)[number];
 
 /** Byte offsets in struct fn_mailbox. */
@@ -127,6 +127,8 @@ export function describeFailure(status: FnStatus, mb: MailboxView, limitMs: numb
       return 'the runtime refused the ELF';
     case 'bad-syscall':
       return `unknown syscall at rip=${hex(mb.faultRip)}`;
+    case 'function-error':
+      return `the function returned ${BigInt.asIntN(64, mb.faultRip)}`;
     case 'too-big':
       return `the response is larger than ${FN_IO_MAX} bytes`;
     default:

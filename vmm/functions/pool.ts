@@ -25,8 +25,11 @@ import {
 const MiB = 1024 * 1024;
 /** Host RAM per VM beyond its private range: EPT tables, its control area, pages it copies on write. */
 const VM_HEADROOM_BYTES = 1 * MiB;
-/** How long past its own limit an invocation may run before the host stops its VM (the guest's tick should have). */
-const WATCHDOG_GRACE_MS = 5000;
+/**
+ * How long (wall time) an invocation may run before the host stops its VM: the guest's tick should
+ * have stopped it at its limit in virtual time, which runs slower than wall time when VMs share a CPU.
+ */
+const watchdogMs = (limitMs: number): number => 2 * limitMs + 5000;
 
 export interface ShapeConfig {
   name: string;
@@ -425,8 +428,8 @@ export class FunctionPool {
     pv.runs++;
     inv.tAssigned = performance.now();
     inv.watchdog = setTimeout(() => {
-      if (pv.current === inv && !pv.dead) pv.vm.stop({ reason: 'error', code: 2, detail: `function ${inv.code.name} ran ${inv.code.limitMs + WATCHDOG_GRACE_MS} ms of wall time without an answer; the host stopped the VM` });
-    }, inv.code.limitMs + WATCHDOG_GRACE_MS);
+      if (pv.current === inv && !pv.dead) pv.vm.stop({ reason: 'error', code: 2, detail: `function ${inv.code.name} ran ${watchdogMs(inv.code.limitMs)} ms of wall time without an answer; the host stopped the VM` });
+    }, watchdogMs(inv.code.limitMs));
     inv.watchdog.unref();
     this.start(pv);
   }

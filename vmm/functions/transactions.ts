@@ -59,7 +59,11 @@ export class TransactionStore {
    */
   async claim(txid: string): Promise<ParkedVm> {
     if (!TXID_RE.test(txid)) throw new TransactionError(400, `transaction id ${JSON.stringify(txid)} is not a UUID`);
-    if (fs.existsSync(this.claimFile(txid))) throw new TransactionError(409, `transaction ${txid} was already answered`);
+    if (fs.existsSync(this.claimFile(txid))) {
+      const why = await fsp.readFile(this.claimFile(txid), 'utf8').catch(() => '');
+      if (why.startsWith('expired')) throw new TransactionError(410, `transaction ${txid} expired (${why.trim()}); its function was answered with 504`);
+      throw new TransactionError(409, `transaction ${txid} was already answered`);
+    }
     const ref = TransactionStore.ref(txid);
     if (!(await this.store.names()).includes(ref)) throw new TransactionError(404, `no parked function under transaction ${txid}`);
     const data = await this.store.load(ref);

@@ -5,11 +5,8 @@
 _start:
     andq $-16, %rsp
     call handle
-    movq %rax, %rdi
-    testq %rax, %rax
-    jns 1f
-    movq $0xffffffff, %rdi      /* negative: too big, the runtime reports an error */
-1:  xorl %eax, %eax             /* syscall 0: exit(length) */
+    movq %rax, %rdi             /* the length, or a negative error the runtime reports */
+    xorl %eax, %eax             /* syscall 0: exit(length) */
     int $0x80
     ud2
     .section .note.GNU-stack, "", @progbits
