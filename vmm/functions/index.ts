@@ -47,12 +47,12 @@ export async function startFunctionService(o: FunctionServiceOptions): Promise<R
   const booted = async (s: ShapeConfig, image: VmImage): Promise<VmImage> => {
     try {
       await store.save(baseRef(s), { state: image.state, memory: image.memory, meta: { kind: 'fn-base', shape: s.name } });
-      return image;
     } catch (e) {
       // Another process stored this base first: use that one, so checkpoints move between the two.
-      if (e instanceof SnapshotStoreError) return (await load(s)) ?? image;
-      throw e;
+      if (!(e instanceof SnapshotStoreError)) throw e;
     }
+    // Every process runs the stored form (the same bytes and key), not its own boot's.
+    return (await load(s)) ?? image;
   };
   const pool = await FunctionPool.start(o.pool, { load, booted });
   const tx = new TransactionStore(store, o.txTtlMs);
