@@ -22,8 +22,8 @@ export const FN_OUT_GPA = 0x2b0000;
 export const FN_IO_MAX = 0x10000;
 export const FN_EXT_GPA = 0x2c0000;
 export const FN_EXT_URL_MAX = 2048;
-/** Where the runtime puts the function's segments (user VA 0x400000). */
-export const FN_USER_GPA = 0x300000;
+/** Where functions are linked (the runtime maps them there, from guest-physical 0x300000). */
+export const FN_USER_VA = 0x400000;
 export const FN_MAILBOX_MAGIC = 0x424d4e46;
 /** The lowest guest RAM the runtime accepts (the private range ends at 4 MiB). */
 export const FN_MIN_RAM = 4 * 1024 * 1024;

@@ -19,7 +19,7 @@ import type { MachineExit, PcMachine } from '../../machine/platform/pc.js';
 import type { StateRecord } from '../../machine/state.js';
 import { guestHost } from '../run-guests.js';
 import {
-  describeFailure, FN_HYPERCALL, FN_USER_GPA, FN_MIN_RAM, FN_PRIVATE, FN_STATUS, readExternalRequest, readMailbox, readResponse, writeExternalAnswer, writeInvocation, type FnStatus,
+  describeFailure, FN_HYPERCALL, FN_USER_VA, FN_MIN_RAM, FN_PRIVATE, FN_STATUS, readExternalRequest, readMailbox, readResponse, writeExternalAnswer, writeInvocation, type FnStatus,
 } from './abi.js';
 
 const MiB = 1024 * 1024;
@@ -273,6 +273,7 @@ export class FunctionPool {
         if (Number(arg) === pv.seq) this.freeze(vm, vcpu);
         return 0n;
       case FN_HYPERCALL.USER_ENTER:
+        this.dropStaleCode(pv, vcpu);
         if (pv.current && pv.current.tUserEnter === null) pv.current.tUserEnter = performance.now();
         return 0n;
       case FN_HYPERCALL.RESPOND:
@@ -392,7 +393,6 @@ export class FunctionPool {
     return new Promise((resolve) => {
       const inv: Invocation = { code, seq: this.nextSeq++, tArrival, tTaken, tAssigned: 0, tUserEnter: null, tResponded: null, watchdog: null, settle: resolve };
       try {
-        if (pv.runs > 0) this.dropUserCode(pv);
         writeInvocation(pv.vm.vmMemory, { seq: inv.seq, elf: code.elf, body, limitMs: code.limitMs });
       } catch (e) {
         shape.busy.delete(pv);
@@ -406,21 +406,17 @@ export class FunctionPool {
   }
 
   /**
-   * The runtime copies the next function over the last one's pages. Translated
-   * code of those pages must go: the CPU layer does not notice a guest write
-   * through the kernel's alias of a page that holds code (a VM that ran a
-   * function would run the previous function's stale code).
+   * The runtime has copied the function into its user pages. Translated code
+   * of those pages from an earlier function must go: the CPU layer does not
+   * notice guest writes to pages that hold translated code (measured: a VM
+   * that ran one function ran its stale code for the next). Called inside the
+   * USER_ENTER hypercall, where the vCPU's page tables map the function, so
+   * each page is dropped by its virtual address; pages are not contiguous in
+   * host memory, hence one call per page.
    */
-  private dropUserCode(pv: PoolVm): void {
-    const mem = pv.vm.vmMemory;
-    const pages = readMailbox(mem).userPages;
-    for (let i = 0; i < pages; i++) {
-      const gpa = FN_USER_GPA + i * 4096;
-      const m = mem.ept.lookup(gpa);
-      if (!m) continue;
-      const hpa = m.hpa + (gpa - m.gpa);
-      for (const h of this.machine.hostCpus) h.invalidateCode(hpa, 4096);
-    }
+  private dropStaleCode(pv: PoolVm, vcpu: Vcpu): void {
+    const pages = readMailbox(pv.vm.vmMemory).userPages;
+    for (let i = 0; i < pages; i++) vcpu.cpu.engine.invalidateCode(FN_USER_VA + i * 4096, FN_USER_VA + (i + 1) * 4096);
   }
 
   private begin(pv: PoolVm, inv: Invocation): void {

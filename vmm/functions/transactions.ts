@@ -114,7 +114,7 @@ export class TransactionStore {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
       throw e;
     }
-    await this.finish(txid, { kind: 'error', httpStatus: 504, error: `transaction ${txid} expired before its callback` });
+    await this.finish(txid, { kind: 'error', httpStatus: 504, error: `transaction ${txid}: no callback within ${this.ttlMs} ms` });
     return true;
   }
 
