@@ -255,10 +255,23 @@ export class FunctionPool {
     vcpu.cpu.requestStop();
   }
 
-  /** Host work after a hypercall runs outside the slice (the engines are not running then). */
+  private deferred = 0;
+
+  /**
+   * Host work after a hypercall runs outside the slice (the engines are not
+   * running then). The machine pauses after the round so that its loop yields
+   * to the event loop now: a loop with a near timer otherwise blocks the
+   * thread (Atomics.wait) or runs rounds for up to 15 ms before it yields.
+   */
   private defer(fn: () => void): void {
+    this.deferred++;
+    this.machine.pauseAfterRound();
     setImmediate(() => {
-      if (!this.closed) fn();
+      try {
+        if (!this.closed) fn();
+      } finally {
+        if (--this.deferred === 0 && !this.closed) this.machine.resume();
+      }
     });
   }
 
