@@ -27,7 +27,7 @@ const until = async (cond: () => boolean): Promise<void> => {
 describe('function pool', () => {
   it('keeps N warm clones, grows under load up to maxVms, refuses beyond, refills, and shrinks back after the idle timeout', async () => {
     await until(() => pool.status().shapes[0]!.warm === 2);
-    const code = { name: 'spin', elf: elfOf(b, 'spin'), limitMs: 300 };
+    const code = { name: 'spin', elf: elfOf(b, 'spin'), limitMs: 100 };
     const running = Array.from({ length: 5 }, () => pool.invoke('s', code, new Uint8Array(0), performance.now()));
     expect(pool.status().vms).toBe(5);
     expect(() => pool.invoke('s', code, new Uint8Array(0), performance.now())).toThrow(PoolExhausted);

@@ -108,9 +108,9 @@ describe('POST /functions/NAME/invoke', () => {
   });
 
   it('503 with Retry-After when every VM is busy and no more fit', async () => {
-    expect((await request(base, 'POST', '/functions?name=spin-long&limitMs=1500', elfOf(b, 'spin'))).status).toBe(201);
+    expect((await request(base, 'POST', '/functions?name=spin-long&limitMs=500', elfOf(b, 'spin'))).status).toBe(201);
     const busy = [request(base, 'POST', '/functions/spin-long/invoke', ''), request(base, 'POST', '/functions/spin-long/invoke', '')];
-    // Both VMs (maxVms 2) are running a 1.5 s loop; a third request finds none.
+    // Both VMs (maxVms 2) are running a 500 ms loop; a third request finds none.
     while (((await request(base, 'GET', '/pool')).json['shapes'] as { busy: number }[])[0]!.busy < 2) await new Promise((r) => setTimeout(r, 10));
     const third = await request(base, 'POST', '/functions/echo/invoke', 'x');
     expect(third.status).toBe(503);

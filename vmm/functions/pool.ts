@@ -29,7 +29,7 @@ const VM_HEADROOM_BYTES = 1 * MiB;
  * How long (wall time) an invocation may run before the host stops its VM: the guest's tick should
  * have stopped it at its limit in virtual time, which runs slower than wall time when VMs share a CPU.
  */
-const watchdogMs = (limitMs: number): number => 2 * limitMs + 5000;
+const watchdogMs = (limitMs: number): number => 20 * limitMs + 10_000;
 
 export interface ShapeConfig {
   name: string;
