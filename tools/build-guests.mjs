@@ -44,6 +44,7 @@ export const GUESTS = Object.freeze({
   hostile: 'x86_64',
   clone: 'x86_64',
   'function-runtime': 'x86_64',
+  kvstore: 'x86_64',
 });
 
 const COMMON_CFLAGS = [

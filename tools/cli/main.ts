@@ -12,6 +12,7 @@ import { CONTAINERS_HELP, containersCommand } from './containers.js';
 import { SNAPSHOT_HELP, snapshotCommand } from './snapshot.js';
 import { TEST_HELP, testCommand } from './test.js';
 import { SERVE_HELP, serveCommand } from './serve.js';
+import { BACKUP_HELP, backupCommand } from './backup.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -28,6 +29,7 @@ Commands:
   inspect     run to a stop point (breakpoint, POST code, exit) and print the inspection views as JSON
   test        run suites of boot tests in parallel workers; JUnit and JSON reports, shards, --merge
   serve       the function service: warm linked-clone VMs run uploaded functions over HTTP
+  backup      an application-consistent snapshot of a running VM (quiesced through its guest agent)
   help        this text
 
 ${BOOT_HELP}
@@ -48,7 +50,9 @@ ${INSPECT_HELP}
 
 ${TEST_HELP}
 
-${SERVE_HELP}`;
+${SERVE_HELP}
+
+${BACKUP_HELP}`;
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -76,6 +80,8 @@ export async function main(argv: string[]): Promise<number> {
         return await testCommand(rest);
       case 'serve':
         return await serveCommand(rest);
+      case 'backup':
+        return await backupCommand(rest);
       case undefined:
       case 'help':
       case '--help':
