@@ -75,7 +75,8 @@ export class FunctionService {
 
   async listen(port: number, host = '127.0.0.1'): Promise<{ port: number; url: string }> {
     const server = http.createServer((req, res) => void this.handle(req, res, performance.now()));
-    server.keepAliveTimeout = 5000;
+    // Longer than clients' idle keep-alive sockets usually live, so a reused socket is rarely closed under a request.
+    server.keepAliveTimeout = 65_000;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
