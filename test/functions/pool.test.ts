@@ -53,6 +53,22 @@ describe('function pool', () => {
   });
 });
 
+describe('a runtime that dies', () => {
+  it('its invocation is answered "crashed" with the VM\'s exit, the VM leaves the pool, and the pool refills', async () => {
+    const inv = pool.invoke('s', { name: 'spin', elf: elfOf(b, 'spin'), limitMs: 10_000 }, new Uint8Array(0), performance.now());
+    const shape = pool.shapes.get('s')!;
+    const busy = [...shape.busy][0]!;
+    // What a kernel panic, a triple fault or the host watchdog does to the VM.
+    busy.vm.stop({ reason: 'triple-fault', code: 0, detail: 'vCPU 0: simulated' });
+    const r = (await inv) as InvocationResult;
+    expect(r.status).toBe('crashed');
+    expect(r.detail).toMatch(/the runtime VM stopped: triple-fault code 0: vCPU 0: simulated/);
+    expect(shape.busy.size).toBe(0);
+    await until(() => pool.status().shapes[0]!.warm >= 2);
+    expect(pool.counters.vmCrashes).toBe(1);
+  });
+});
+
 describe('example functions', () => {
   it('build reproducibly (two forced builds into different directories are byte-identical)', async () => {
     const d1 = mkdtempSync(path.join(os.tmpdir(), 'fm-fn-a-'));
