@@ -53,7 +53,8 @@ export function handleHypercall(vm: Vm, vcpu: Vcpu): boolean {
       result = vm.cloneIndex === null ? HC_ENOSYS : BigInt(vm.cloneIndex);
       break;
     default:
-      result = HC_ENOSYS;
+      // 16-31: the function service's calls (vmm/functions/), when a host service listens on this VM.
+      result = fn >= 16 && fn <= 31 && vm.onServiceCall ? vm.onServiceCall(vm, vcpu, fn, arg) : HC_ENOSYS;
   }
   e.writeReg(REG.RAX, result);
   return true;

@@ -94,6 +94,8 @@ export class Vm implements CpuHost {
   onStop: ((vm: Vm) => void) | undefined;
   /** The guest's CHECKPOINT hypercall (the host snapshots here; the slice has ended). */
   onCheckpoint: ((vm: Vm, vcpu: Vcpu) => void) | undefined;
+  /** Hypercalls 16-31 (the function service, docs/functions.md): returns RAX; unset means HC_ENOSYS. */
+  onServiceCall: ((vm: Vm, vcpu: Vcpu, fn: number, arg: bigint) => bigint) | undefined;
   /** Which linked clone this VM is (CLONE_INDEX hypercall); null when it is not one. */
   cloneIndex: number | null = null;
 

@@ -43,6 +43,8 @@ export const GUESTS = Object.freeze({
   crash: 'i386',
   hostile: 'x86_64',
   clone: 'x86_64',
+  'function-runtime': 'x86_64',
+  kvstore: 'x86_64',
 });
 
 const COMMON_CFLAGS = [

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { buildFirmware } from './build-firmware.mjs';
 import { buildGuests } from './build-guests.mjs';
+import { buildFunctions } from './build-functions.mjs';
 import { buildOs } from './build-os.mjs';
 import { buildOciLayout } from './oci-layout.mjs';
 
@@ -14,7 +15,8 @@ export async function buildImages({ force = false, quiet = true } = {}) {
   const os = await buildOs({ force, quiet });
   const layout = await buildOciLayout({ force, quiet });
   const guests = await buildGuests({ force, quiet });
-  return { firmware, os, layout, guests };
+  const functions = await buildFunctions({ force });
+  return { firmware, os, layout, guests, functions };
 }
 
 if (path.resolve(process.argv[1] ?? '') === fileURLToPath(import.meta.url)) {

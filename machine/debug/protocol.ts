@@ -63,6 +63,21 @@ export interface Commands {
   'snapshot-save': { args: { name: string; vm?: string; force?: boolean }; result: SnapshotSaved };
   /** Puts a VM (default: the first) back at snapshot NAME from the store, in place. */
   'snapshot-load': { args: { name: string; vm?: string }; result: SnapshotLoaded };
+  // ---- backup service (vmm/backup/, docs/functions.md)
+  /** An application-consistent snapshot of a VM into the store as `to`: quiesced through its agent when its profile's toolkit says so. */
+  backup: { args: { to: string; vm?: string; force?: boolean }; result: BackupDone };
+}
+
+export interface BackupDone {
+  vm: string;
+  ref: string;
+  digest: string;
+  toolkit: string;
+  profile: string | null;
+  consistency: 'application' | 'crash';
+  quiesceMs: number;
+  heldMs: number;
+  memoryBytes: number;
 }
 
 export interface SnapshotSaved {
@@ -88,13 +103,14 @@ export interface SnapshotLoaded {
 }
 
 /** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */
-export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load'] as const satisfies readonly CommandName[];
+export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'backup'] as const satisfies readonly CommandName[];
 
 export type CommandName = keyof Commands;
 export const COMMAND_NAMES: readonly CommandName[] = [
   'hello', 'status', 'snapshot', 'cpu', 'memory', 'translate', 'disasm', 'timeline', 'events', 'consoles', 'vcpus',
   'pause', 'resume', 'step', 'run-to-mode-switch', 'break', 'delete', 'breakpoints', 'watch', 'unwatch', 'serial-input', 'stop',
   'snapshot-save', 'snapshot-load',
+  'backup',
 ];
 
 export interface MonitorRequest<K extends CommandName = CommandName> {

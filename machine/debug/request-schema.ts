@@ -63,6 +63,8 @@ const ARGS = {
   stop: empty,
   'snapshot-save': z.strictObject({ name: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), force: z.boolean().optional() }),
   'snapshot-load': z.strictObject({ name: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional() }),
+  // backup service
+  backup: z.strictObject({ to: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), force: z.boolean().optional() }),
 } satisfies { [K in CommandName]: z.ZodType<Commands[K]['args']> };
 
 const REQUEST = z.strictObject({

@@ -28,6 +28,8 @@ export interface SessionOptions {
   debugger?: Debugger;
   /** The VM snapshot commands, from the layer that owns the hypervisor and the store. */
   snapshots?: SnapshotCommands;
+  /** The backup service's command (vmm/backup/), from the same layer. */
+  backup?: (args: Commands['backup']['args']) => Promise<Commands['backup']['result']>;
 }
 
 export interface SnapshotCommands {
@@ -103,6 +105,16 @@ export class DebugSession {
   /** Executes one request, including the asynchronous ones (snapshot save and load); never rejects. */
   async handleAsync(raw: unknown): Promise<MonitorResponse> {
     const checked = checkRequest(raw);
+    if (checked.ok && checked.request.cmd === 'backup') {
+      const id = checked.request.id;
+      try {
+        if (!this.opts.backup) throw new Error(`'backup' needs a machine running VMs under the hypervisor (firmament run, or boot with --guest)`);
+        const result = await this.opts.backup(checked.request.args as Commands['backup']['args']);
+        return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
+      } catch (e) {
+        return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
+      }
+    }
     if (!checked.ok || (checked.request.cmd !== 'snapshot-save' && checked.request.cmd !== 'snapshot-load')) return this.handle(raw);
     const req = checked.request;
     const id = req.id;

@@ -493,6 +493,7 @@ export class PcMachine implements CpuHost {
 
   /** True when no CPU can ever run again: all asleep, and no timer or interrupt can wake any of them. */
   private deadlocked(): boolean {
+    if (this.serving) return false;
     const all = this.scheduler ? this.scheduler.all() : this.cpus;
     if (all.some((c) => c.state === 'running')) return false;
     if (all.every((c) => !c.canBeWokenByInterrupt())) return true;
@@ -501,6 +502,8 @@ export class PcMachine implements CpuHost {
 
   /** Outside input (serial console, monitor) may still arrive: never call an idle machine dead. */
   interactive = false;
+  /** A service machine (firmament serve): VMs come and go, so one with none, or all asleep, waits for the host. */
+  serving = false;
 
   /**
    * Runs until the machine exits or `timeoutMs` of wall time passes. Idle CPUs

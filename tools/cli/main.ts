@@ -11,6 +11,8 @@ import { TRANSLATE_HELP, translateCommand } from './translate.js';
 import { CONTAINERS_HELP, containersCommand } from './containers.js';
 import { SNAPSHOT_HELP, snapshotCommand } from './snapshot.js';
 import { TEST_HELP, testCommand } from './test.js';
+import { SERVE_HELP, serveCommand } from './serve.js';
+import { BACKUP_HELP, backupCommand } from './backup.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -26,6 +28,8 @@ Commands:
   tui         terminal UI: inspect and debug the machine live (or --attach to a --monitor socket)
   inspect     run to a stop point (breakpoint, POST code, exit) and print the inspection views as JSON
   test        run suites of boot tests in parallel workers; JUnit and JSON reports, shards, --merge
+  serve       the function service: warm linked-clone VMs run uploaded functions over HTTP
+  backup      an application-consistent snapshot of a running VM (quiesced through its guest agent)
   help        this text
 
 ${BOOT_HELP}
@@ -44,7 +48,11 @@ ${TUI_HELP}
 
 ${INSPECT_HELP}
 
-${TEST_HELP}`;
+${TEST_HELP}
+
+${SERVE_HELP}
+
+${BACKUP_HELP}`;
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -70,6 +78,10 @@ export async function main(argv: string[]): Promise<number> {
         return await inspectCommand(rest);
       case 'test':
         return await testCommand(rest);
+      case 'serve':
+        return await serveCommand(rest);
+      case 'backup':
+        return await backupCommand(rest);
       case undefined:
       case 'help':
       case '--help':

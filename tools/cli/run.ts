@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { createGuestMachine, restoreGuestMachine } from '../../vmm/run-guests.js';
 import { defaultStoreDir, SnapshotStore } from '../../vmm/snapshot/index.js';
 import { vmSnapshotCommands } from './vm-snapshots.js';
+import { backupCommand } from '../../vmm/backup/index.js';
 import { MAX_GUEST_RAM, parseCount, parseMemSize, parseTimeoutMs, parseTimerSlack, toJson, UsageError } from './args.js';
 import { cliOutput } from './stdout.js';
 import { DebugSession } from '../../machine/debug/session.js';
@@ -81,7 +82,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
-    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir) });
+    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir), backup: backupCommand(hypervisor, storeDir) });
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }

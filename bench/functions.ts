@@ -1,0 +1,157 @@
+/**
+ * `npm run bench` rows for the function service (docs/functions.md): request
+ * to first user instruction and to response, p50/p99, on a warm pool and with
+ * a boot per request; throughput with 16 concurrent clients; transaction
+ * checkpoint park and resume. Everything on loopback; request loops are
+ * bounded in count.
+ */
+import http from 'node:http';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { startFunctionService } from '../vmm/functions/index.js';
+import { FunctionPool, type InvocationResult } from '../vmm/functions/pool.js';
+
+export interface FunctionBenchRow {
+  metric: string;
+  firmament: string;
+  qemu: string;
+  ratio: string;
+  note: string;
+}
+
+const pct = (xs: number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+};
+const f = (x: number): string => `${x.toFixed(x < 10 ? 2 : 1)} ms`;
+const row = (metric: string, firmament: string, note: string): FunctionBenchRow => ({ metric, firmament, qemu: 'n/a', ratio: 'n/a', note });
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+function post(url: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent, headers: { 'Content-Length': String(Buffer.byteLength(body)), ...headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown> }));
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' ? resolve({ status: 0, json: { error: e.message } }) : reject(e)));
+    req.end(body);
+  });
+}
+
+export async function functionBenchRows(runtime: string, functions: Record<string, string>): Promise<FunctionBenchRow[]> {
+  const rows: FunctionBenchRow[] = [];
+  const store = mkdtempSync(join(tmpdir(), 'fm-fn-bench-'));
+  const echo = new Uint8Array(readFileSync(functions['echo']!));
+  try {
+    // 1. Warm pool, sequential requests.
+    const svc = await startFunctionService({
+      pool: { shapes: [{ name: 'default', memMiB: 8, vcpus: 1, image: runtime }], warm: 16, maxVms: 40, idleTimeoutMs: 600_000 },
+      storeDir: store, port: 0, limitMs: 100, txTtlMs: 60_000, outcomePollMs: 20,
+    });
+    try {
+      svc.service.addFunction('echo', echo);
+      svc.service.addFunction('external', new Uint8Array(readFileSync(functions['external']!)));
+      while (svc.pool.status().shapes[0]!.warm < 16) await new Promise((r) => setTimeout(r, 10));
+      const N = 300;
+      const first: number[] = [];
+      const total: number[] = [];
+      const client: number[] = [];
+      let resets = 0;
+      for (let i = 0; i < N; i++) {
+        const t0 = performance.now();
+        const r = await post(`${svc.url}/functions/echo/invoke`, `request ${i}`);
+        if (r.status === 0) {
+          resets++;
+          continue;
+        }
+        client.push(performance.now() - t0);
+        if (r.status !== 200) throw new Error(`bench: echo answered ${r.status}: ${JSON.stringify(r.json)}`);
+        const t = r.json['timings'] as Record<string, number>;
+        if (i >= 20) {
+          first.push(t['firstUserInstructionMs']!);
+          total.push(t['totalMs']!);
+        }
+      }
+      rows.push(row('fn warm pool: request -> first user instruction', `p50 ${f(pct(first, 0.5))}, p99 ${f(pct(first, 0.99))}`, `echo, ${first.length} sequential requests after 20 warm-up, 16 warm clones (VMs reused); goal p50 <= 1 ms; server-side, from request arrival`));
+      rows.push(row('fn warm pool: request -> response', `p50 ${f(pct(total, 0.5))}, p99 ${f(pct(total, 0.99))}`, `server-side; client round trip p50 ${f(pct(client, 0.5))}${resets ? `; ${resets} connection resets` : ''}`));
+
+      // 3. Throughput: 16 clients, 25 requests each.
+      const CLIENTS = 16;
+      const EACH = 25;
+      const t0 = performance.now();
+      let ok = 0;
+      let busy = 0;
+      await Promise.all(Array.from({ length: CLIENTS }, async (_, c) => {
+        for (let i = 0; i < EACH; i++) {
+          const r = await post(`${svc.url}/functions/echo/invoke`, `c${c} r${i}`);
+          if (r.status === 200) ok++;
+          else if (r.status === 503) busy++;
+        }
+      }));
+      const secs = (performance.now() - t0) / 1000;
+      rows.push(row('fn throughput, 16 concurrent clients', `${(ok / secs).toFixed(0)} req/s`, `${ok}/${CLIENTS * EACH} answered 200 (${busy} 503) in ${secs.toFixed(2)} s, echo, one machine (1 host CPU engine)`));
+
+      // 4. Checkpoint park and resume, with a loopback service that calls back at once.
+      const parks: number[] = [];
+      const resumes: number[] = [];
+      let sentAt = 0;
+      const ext = http.createServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          parks.push(performance.now() - sentAt);
+          res.writeHead(202).end();
+          const txid = String(req.headers['x-transaction-id']);
+          const t = performance.now();
+          void post(String(req.headers['x-callback-url']), 'pong', { 'X-Transaction-Id': txid }).then(() => resumes.push(performance.now() - t));
+        });
+      });
+      await new Promise<void>((r) => ext.listen(0, '127.0.0.1', () => r()));
+      const extUrl = `http://127.0.0.1:${(ext.address() as AddressInfo).port}/`;
+      try {
+        for (let i = 0; i < 12; i++) {
+          sentAt = performance.now();
+          const r = await post(`${svc.url}/functions/external/invoke`, `${extUrl}\nping`);
+          if (r.json['response'] !== 'external said: pong') throw new Error(`bench: external answered ${JSON.stringify(r.json)}`);
+        }
+      } finally {
+        ext.close();
+      }
+      rows.push(row('fn checkpoint park', `p50 ${f(pct(parks.slice(2), 0.5))}`, 'invoke -> external request out: run to the EXTERNAL hypercall, save state + private pages into the store (fsync), POST out; median of 10'));
+      rows.push(row('fn checkpoint resume', `p50 ${f(pct(resumes.slice(2), 0.5))}`, 'callback -> its answer: claim, load from the store, restore into a clone, run to the response, record the outcome; median of 10'));
+    } finally {
+      await svc.close();
+    }
+
+    // 2. No pool: boot the runtime for every request (machine, boot to READY, clone, run).
+    const bootFirst: number[] = [];
+    const bootTotal: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      const pool = await FunctionPool.start({ shapes: [{ name: 'cold', memMiB: 8, vcpus: 1, image: runtime }], warm: 0, maxVms: 1, idleTimeoutMs: 60_000 });
+      try {
+        const r = (await pool.invoke('cold', { name: 'echo', elf: echo, limitMs: 100 }, new TextEncoder().encode('cold'), t0)) as InvocationResult;
+        bootFirst.push(r.timings.firstUserInstructionMs);
+        bootTotal.push(r.timings.totalMs);
+      } finally {
+        await pool.close();
+      }
+    }
+    rows.push(row('fn boot per request: request -> first user instruction', `p50 ${f(pct(bootFirst, 0.5))}, max ${f(Math.max(...bootFirst))}`, '5 requests, each: new machine, boot the runtime to READY, snapshot, one clone, run echo'));
+    rows.push(row('fn boot per request: request -> response', `p50 ${f(pct(bootTotal, 0.5))}, max ${f(Math.max(...bootTotal))}`, 'same runs'));
+  } finally {
+    rmSync(store, { recursive: true, force: true });
+    agent.destroy();
+  }
+  return rows;
+}
+
+// Standalone: npx tsx bench/functions.ts
+if (process.argv[1]?.endsWith('functions.ts')) {
+  const { buildImages } = await import('../tools/build-images.mjs');
+  const images = await buildImages({ quiet: true });
+  for (const r of await functionBenchRows(images.guests['function-runtime']!, images.functions)) console.log(`${r.metric}: ${r.firmament}  (${r.note})`);
+}
