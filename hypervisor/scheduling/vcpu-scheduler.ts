@@ -1,0 +1,320 @@
+/**
+ * The hypervisor's vCPU scheduler: which vCPU runs on which pCPU (`--cpus`),
+ * in the machine's virtual time, and how HLT/MWAIT idle periods are spent
+ * (idle-controller.ts).
+ *
+ * Model. The machine runs one pCPU turn per scheduling step; virtual time
+ * advances with the guest code a turn executes, with the virtual charges
+ * below, and with a contended pCPU's native wait. A pCPU has an owner: the
+ * vCPU running there, or a vCPU idling there natively. A runnable vCPU
+ * without a pCPU waits.
+ *  - Fair share: every vCPU accrues the pCPU time it holds (running,
+ *    switching in, native waits while others want the pCPU). At a pCPU's turn
+ *    a waiter with less accrued time than the owner takes the pCPU (CFS-like),
+ *    so a spinning vCPU cannot starve another, in the same VM or not. A vCPU
+ *    that wakes is placed half a quantum behind the least-served vCPU, so it
+ *    gets a pCPU at the next turn (wake-up preemption) without being able to
+ *    hoard one.
+ *  - A switch (a pCPU starts a vCPU other than the one it last ran, or a vCPU
+ *    comes back from an emulated idle) costs SWITCH_NS of virtual time before
+ *    the vCPU's first instruction.
+ *  - A native idle keeps the pCPU. While nobody waits that costs nothing; when
+ *    someone waits, the pCPU's turn is spent waiting (virtual time passes)
+ *    until the owner wakes, at most HOLD_SLOT_NS, unless the controller or the
+ *    fair share gives the pCPU up.
+ *  - A woken native owner runs at once on its own pCPU: the next turn is its.
+ */
+import type { X86Cpu } from '../../machine/cpu/x86-cpu.js';
+import type { PcMachine } from '../../machine/platform/pc.js';
+import type { Vcpu, Vm } from '../vm.js';
+import { HOLD_SLOT_NS, IdleController, IdleHistory, SWITCH_NS, type IdleInstruction, type IdleMode, type IdlePolicy, type Decision } from './idle-controller.js';
+import { IdleStats } from './idle-stats.js';
+
+/** How far behind the least-served vCPU a waking vCPU is placed (CFS's sleeper credit). */
+const WAKE_CREDIT_NS = HOLD_SLOT_NS / 2;
+
+interface Idle {
+  kind: IdleInstruction;
+  mode: IdleMode;
+  /** Start of the idle period (for the history) and of its current mode (for time per state). */
+  sinceNs: number;
+  modeSinceNs: number;
+}
+
+/** The scheduler's view of one vCPU; kept per Vcpu across VM list changes. */
+class Entity {
+  pcpu = -1;
+  /** pCPU time accrued (fair share). */
+  vruntime = 0;
+  idle: Idle | null = null;
+  /** Woken at this virtual time and not yet run since (wake latency runs until its first instruction). */
+  wokeAtNs: number | null = null;
+  wokeFrom: IdleMode = 'native';
+  /** Must pay a switch before its next instruction. */
+  switchPending = false;
+  sliceStartNs = 0;
+  readonly history = new IdleHistory();
+  readonly stats = new IdleStats();
+
+  constructor(
+    readonly vcpu: Vcpu,
+    readonly order: number,
+  ) {}
+}
+
+export class VcpuScheduler {
+  readonly controller: IdleController;
+  private readonly entities = new WeakMap<Vcpu, Entity>();
+  private list: Entity[] = [];
+  private byCpu = new Map<X86Cpu, Entity>();
+  private owners: (Entity | null)[];
+  /** The vCPU each pCPU ran last (a different one next costs a switch). */
+  private lastRan: (Entity | null)[];
+  private turn = 0;
+  private order = 0;
+  private readonly picked: X86Cpu[] = [];
+  private readonly waiters: Entity[] = [];
+
+  constructor(
+    private readonly machine: PcMachine,
+    policy: IdlePolicy = 'adaptive',
+  ) {
+    this.controller = new IdleController(policy);
+    this.owners = new Array<Entity | null>(machine.cpus.length).fill(null);
+    this.lastRan = new Array<Entity | null>(machine.cpus.length).fill(null);
+  }
+
+  get policy(): IdlePolicy {
+    return this.controller.policy;
+  }
+
+  /** The VM list changed: new vCPUs start at the least-served one's share; gone ones release their pCPUs. */
+  sync(vms: readonly Vm[]): void {
+    const minV = this.list.length ? Math.min(...this.list.map((e) => e.vruntime)) : 0;
+    const list: Entity[] = [];
+    for (const vm of vms) {
+      for (const v of vm.vcpus) {
+        let e = this.entities.get(v);
+        if (!e) {
+          e = new Entity(v, this.order++);
+          e.vruntime = minV;
+          this.entities.set(v, e);
+        }
+        list.push(e);
+      }
+    }
+    this.list = list;
+    this.byCpu = new Map(list.map((e) => [e.vcpu.cpu, e]));
+    const live = new Set(list);
+    this.owners = this.owners.map((o) => (o && live.has(o) ? o : null));
+    this.lastRan = this.lastRan.map((o) => (o && live.has(o) ? o : null));
+  }
+
+  stats(v: Vcpu): IdleStats | undefined {
+    return this.entities.get(v)?.stats;
+  }
+
+  private now(): number {
+    return this.machine.timeline.nowNs();
+  }
+
+  private eligible(e: Entity): boolean {
+    const vm = e.vcpu.vm;
+    return vm.state === 'running' && !vm.frozen;
+  }
+
+  /** Notes idle entries and wake-ups since the last look; releases pCPUs of vCPUs that cannot use them. */
+  private observe(now: number): void {
+    let waiting = 0;
+    for (const e of this.list) if (e.pcpu < 0 && e.vcpu.cpu.state === 'running' && e.idle === null && this.eligible(e)) waiting++;
+    for (const e of this.list) {
+      const st = e.vcpu.cpu.state;
+      if (!this.eligible(e) || st === 'wait-for-sipi' || st === 'shutdown') {
+        this.release(e);
+        continue;
+      }
+      if (e.idle && st === 'running') this.woke(e, now);
+      else if (!e.idle && (st === 'halted' || st === 'mwait')) this.enterIdle(e, st === 'mwait' ? 'mwait' : 'hlt', now, waiting);
+    }
+  }
+
+  private enterIdle(e: Entity, kind: IdleInstruction, now: number, waiting: number): void {
+    const d = this.controller.onEntry(e.history, kind, waiting);
+    e.idle = { kind, mode: d.mode, sinceNs: now, modeSinceNs: now };
+    e.wokeAtNs = null;
+    e.stats.instructions[kind]++;
+    e.stats.entries[d.mode]++;
+    this.noteDecision(e, d, now);
+    if (d.mode === 'emulated') this.release(e);
+  }
+
+  private noteDecision(e: Entity, d: Decision, now: number): void {
+    e.stats.decisions[d.mode]++;
+    e.stats.lastDecision = { atNs: now, mode: d.mode, reason: d.reason, predictedNs: d.predictedNs };
+  }
+
+  private woke(e: Entity, now: number): void {
+    const idle = e.idle!;
+    e.stats.timeNs[idle.mode] += now - idle.modeSinceNs;
+    e.history.noteIdle(idle.kind, now - idle.sinceNs);
+    e.idle = null;
+    e.wokeAtNs = now;
+    e.wokeFrom = e.pcpu >= 0 ? 'native' : 'emulated';
+    if (e.pcpu < 0) {
+      // Back from giving the pCPU up: placed just behind the least-served runnable vCPU, and a switch in.
+      e.switchPending = true;
+      let minV = Infinity;
+      for (const o of this.list) if (o !== e && (o.pcpu >= 0 || (o.vcpu.cpu.state === 'running' && o.idle === null))) minV = Math.min(minV, o.vruntime);
+      if (minV !== Infinity) e.vruntime = Math.max(e.vruntime, minV - WAKE_CREDIT_NS);
+    }
+  }
+
+  private release(e: Entity): void {
+    if (e.pcpu < 0) return;
+    if (this.owners[e.pcpu] === e) this.owners[e.pcpu] = null;
+    e.pcpu = -1;
+    e.switchPending = true;
+  }
+
+  private assign(e: Entity, p: number): void {
+    const old = this.owners[p];
+    if (old && old !== e) this.release(old);
+    this.release(e);
+    this.owners[p] = e;
+    e.pcpu = p;
+    e.switchPending = this.lastRan[p] !== e || e.switchPending;
+  }
+
+  /** Runnable vCPUs without a pCPU, least served first (ties: creation order). */
+  private collectWaiters(): Entity[] {
+    const w = this.waiters;
+    w.length = 0;
+    for (const e of this.list) if (e.pcpu < 0 && e.idle === null && e.vcpu.cpu.state === 'running' && this.eligible(e)) w.push(e);
+    w.sort((a, b) => a.vruntime - b.vruntime || a.order - b.order);
+    return w;
+  }
+
+  /** The vCPU for the next pCPU turn (at most one), or none when every pCPU would only wait. */
+  runnable(): readonly X86Cpu[] {
+    const picked = this.picked;
+    picked.length = 0;
+    const now = this.now();
+    this.observe(now);
+    const P = this.owners.length;
+    // A native owner that woke runs now on the pCPU that waited for it.
+    for (let p = 0; p < P; p++) {
+      const o = this.owners[p];
+      if (o && o.idle === null && o.wokeAtNs !== null && o.vcpu.cpu.state === 'running') {
+        picked.push(o.vcpu.cpu);
+        this.turn = (p + 1) % P;
+        return picked;
+      }
+    }
+    const waiters = this.collectWaiters();
+    for (let k = 0; k < P; k++) {
+      const p = (this.turn + k) % P;
+      const o = this.owners[p];
+      const w = waiters[0];
+      if (o && o.idle === null) {
+        if (w && w.vruntime < o.vruntime) {
+          this.assign(w, p);
+          waiters.shift();
+          picked.push(w.vcpu.cpu);
+        } else picked.push(o.vcpu.cpu);
+      } else if (o && o.idle) {
+        if (!w) continue; // a native wait nobody else wants the pCPU for costs nothing
+        const d = this.controller.reconsider(o.history, o.idle.kind, now - o.idle.sinceNs, waiters.length);
+        if (d) {
+          o.stats.decisions.released++;
+          this.noteDecision(o, d, now);
+          this.convertToEmulated(o);
+        } else if (w.vruntime < o.vruntime) {
+          o.stats.decisions.preempted++;
+          this.convertToEmulated(o);
+        }
+        if (this.owners[p] === null) {
+          this.assign(w, p);
+          waiters.shift();
+          picked.push(w.vcpu.cpu);
+        } else picked.push(o.vcpu.cpu); // the pCPU waits for its owner (beginSlice)
+      } else if (w) {
+        this.assign(w, p);
+        waiters.shift();
+        picked.push(w.vcpu.cpu);
+      } else continue;
+      this.turn = (p + 1) % P;
+      return picked;
+    }
+    return picked;
+  }
+
+  private convertToEmulated(o: Entity): void {
+    const idle = o.idle!;
+    const now = this.now();
+    o.stats.timeNs.native += now - idle.modeSinceNs;
+    this.release(o);
+    o.idle = { kind: idle.kind, mode: 'emulated', sinceNs: idle.sinceNs, modeSinceNs: now };
+  }
+
+  pcpuFor(cpu: X86Cpu): number {
+    const e = this.byCpu.get(cpu);
+    return e && e.pcpu >= 0 ? e.pcpu : 0;
+  }
+
+  /**
+   * Before a turn's slice: a contended native wait passes virtual time until
+   * the owner wakes (or the hold slot ends); a switch is charged; a wake-up's
+   * latency ends here. Returns true when virtual time was used.
+   */
+  beginSlice(cpu: X86Cpu): boolean {
+    const e = this.byCpu.get(cpu);
+    if (!e) return false;
+    const tl = this.machine.timeline;
+    let used = false;
+    if (e.idle && e.pcpu >= 0) {
+      const start = tl.nowNs();
+      const end = start + HOLD_SLOT_NS;
+      while (cpu.state !== 'running' && !this.machine.exit && this.eligible(e)) {
+        const next = Math.min(tl.nextDeadline(), end);
+        if (next > tl.nowNs()) tl.advanceTo(next);
+        cpu.serviceInterrupts();
+        if (tl.nowNs() >= end) break;
+      }
+      const held = tl.nowNs() - start;
+      e.vruntime += held;
+      e.stats.pcpuNs += held;
+      used = held > 0;
+      if (cpu.state === 'running' && e.idle) this.woke(e, tl.nowNs());
+      if (cpu.state !== 'running') return used;
+    }
+    if (cpu.state !== 'running') return used;
+    if (e.switchPending) {
+      e.switchPending = false;
+      e.stats.switches++;
+      tl.advanceTo(tl.nowNs() + SWITCH_NS);
+      e.vruntime += SWITCH_NS;
+      e.stats.pcpuNs += SWITCH_NS;
+      used = true;
+    }
+    const now = tl.nowNs();
+    if (e.wokeAtNs !== null) {
+      const lat = now - e.wokeAtNs;
+      e.stats.recordLatency(lat);
+      if (e.wokeFrom === 'emulated') e.history.noteEmulatedLatency(lat);
+      e.wokeAtNs = null;
+    }
+    if (e.pcpu >= 0) this.lastRan[e.pcpu] = e;
+    e.sliceStartNs = now;
+    return used;
+  }
+
+  /** After a slice: the vCPU's share grows by the virtual time it ran. */
+  sliceEnded(cpu: X86Cpu): void {
+    const e = this.byCpu.get(cpu);
+    if (!e) return;
+    const ran = Math.max(0, this.now() - e.sliceStartNs);
+    e.vruntime += ran;
+    e.stats.pcpuNs += ran;
+    e.sliceStartNs = this.now();
+  }
+}
