@@ -13,6 +13,7 @@ import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import { hasQemu, QEMU_ARGS, runMeasured, runQemu } from './qemu.js';
 import { vmStateRows } from './vm-state.js';
 import { cloneBenchRows } from './clones.js';
+import { idlePolicyRows } from './idle-policy.js';
 
 const MiB = 1024 * 1024;
 
@@ -108,6 +109,8 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push(...(await vmStateRows(images.guests, qemu)));
   // 5. Linked clones: creation time per clone, host frames of 100 clones of a 16 MiB base.
   rows.push(...(await cloneBenchRows(images.guests['clone']!)));
+  // 6. Idle policies (native, emulated, adaptive) on the idling workload guests, in virtual time.
+  rows.push(...(await idlePolicyRows(images.guests)));
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

@@ -45,7 +45,7 @@ import { dropWrite } from './dropped-writes.js';
 import { OpenBusExhausted } from './open-bus.js';
 import { VcpuScheduler } from './scheduling/vcpu-scheduler.js';
 import type { IdlePolicy } from './scheduling/idle-controller.js';
-import type { IdleStatsReport } from './scheduling/idle-stats.js';
+import type { IdleStats, IdleStatsReport } from './scheduling/idle-stats.js';
 
 export interface GuestSpec {
   image: Uint8Array;
@@ -207,6 +207,11 @@ export class Hypervisor implements CpuScheduler {
   /** A vCPU's idling counters (run --json, the monitor, the TUI). */
   idleStats(v: Vcpu): IdleStatsReport | undefined {
     return this.sched.stats(v)?.report(this.sched.policy);
+  }
+
+  /** The live counters behind idleStats (benches pool the wake-latency samples). */
+  idleStatsOf(v: Vcpu): IdleStats | undefined {
+    return this.sched.stats(v);
   }
 
   private readonly vcpuByCpu = new Map<X86Cpu, Vcpu>();

@@ -43,6 +43,10 @@ export const GUESTS = Object.freeze({
   crash: 'i386',
   hostile: 'x86_64',
   clone: 'x86_64',
+  ipipong: 'x86_64',
+  overcommit: 'x86_64',
+  phases: 'x86_64',
+  spin: 'x86_64',
 });
 
 const COMMON_CFLAGS = [

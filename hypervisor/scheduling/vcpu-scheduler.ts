@@ -315,6 +315,7 @@ export class VcpuScheduler {
     const ran = Math.max(0, this.now() - e.sliceStartNs);
     e.vruntime += ran;
     e.stats.pcpuNs += ran;
+    e.stats.runNs += ran;
     e.sliceStartNs = this.now();
   }
 }
