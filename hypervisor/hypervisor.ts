@@ -293,7 +293,7 @@ export class Hypervisor implements CpuScheduler {
   /** One VM's state record and guest memory, between slices (the machine must not be inside a run). */
   snapshotVm(vm: Vm): VmImage {
     if (this.machine.hostCpus.some((h) => h.running)) throw new StateError('hypervisor', 'running', 'cannot save a VM while a CPU is running');
-    return { state: vm.saveState(), memory: [...vm.vmMemory.contentRanges()].sort((a, b) => a.gpa - b.gpa) };
+    return { state: { ...vm.saveState(), scheduling: this.sched.saveVm(vm) }, memory: [...vm.vmMemory.contentRanges()].sort((a, b) => a.gpa - b.gpa) };
   }
 
   /**
@@ -330,7 +330,10 @@ export class Hypervisor implements CpuScheduler {
       vm.close();
       throw e;
     }
-    if (opts.start !== false) this.addVm(vm);
+    if (opts.start !== false) {
+      this.addVm(vm);
+      this.restoreScheduling(vm, state);
+    }
     return vm;
   }
 
@@ -347,6 +350,8 @@ export class Hypervisor implements CpuScheduler {
     probe.close();
     if (probe.vcpuCount !== vm.vcpuCount) throw new StateError(`vm ${vm.name}`, 'vcpus', `snapshot has ${probe.vcpuCount} vCPUs, this VM ${vm.vcpuCount}`);
     if (probe.vmMemory.ramBytes !== vm.vmMemory.ramBytes) throw new StateError(`vm ${vm.name}`, 'memBytes', `snapshot has ${probe.vmMemory.ramBytes} bytes of RAM, this VM ${vm.vmMemory.ramBytes}`);
+    // Checked whole before it changes anything, like the probe above.
+    this.restoreScheduling(vm, image.state, { inPlace: true });
     const given = new Set<number>();
     for (const r of image.memory) for (let off = 0; off < r.bytes.length; off += 4096) given.add(r.gpa + off);
     const zero = new Uint8Array(4096);
@@ -358,6 +363,19 @@ export class Hypervisor implements CpuScheduler {
     this.allCache = null;
     this.vcpuByCpu.clear();
     this.machine.kick();
+  }
+
+  /** A record's optional scheduling state (older snapshots have none: the VM then starts with fresh shares). */
+  private restoreScheduling(vm: Vm, state: StateRecord, opts: { inPlace?: boolean } = {}): void {
+    const s = state['scheduling'];
+    if (s === undefined) return;
+    if (s === null || typeof s !== 'object' || Array.isArray(s) || s instanceof Uint8Array) throw new StateError(`vm ${vm.name}`, 'scheduling', 'not a record');
+    try {
+      this.sched.restoreVm(vm, s);
+    } catch (e) {
+      if (!opts.inPlace) this.removeVm(vm);
+      throw e;
+    }
   }
 
   /** The per-guest JSON the CLI prints. */

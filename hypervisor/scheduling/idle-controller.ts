@@ -20,6 +20,8 @@
  * waits, nor what a switch costs, nor how long the vCPU will wait for a pCPU.
  */
 
+import { StateError } from '../../machine/state.js';
+
 export type IdlePolicy = 'native' | 'emulated' | 'adaptive';
 export type IdleMode = 'native' | 'emulated';
 export type IdleInstruction = 'hlt' | 'mwait';
@@ -68,6 +70,27 @@ export class IdleHistory {
 
   predict(kind: IdleInstruction): number | null {
     return this.idleAvg[kind];
+  }
+
+  /** For a VM's saved scheduling state (-1: no value yet). */
+  save(): { hlt: number; mwait: number; emulatedLatency: number } {
+    return { hlt: this.idleAvg.hlt ?? -1, mwait: this.idleAvg.mwait ?? -1, emulatedLatency: this.emulatedLatencyAvg ?? -1 };
+  }
+
+  static parse(rec: { [k: string]: unknown }, who: string): { hlt: number; mwait: number; emulatedLatency: number } {
+    const out = { hlt: 0, mwait: 0, emulatedLatency: 0 };
+    for (const k of ['hlt', 'mwait', 'emulatedLatency'] as const) {
+      const v = rec[k];
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < -1) throw new StateError(who, k, `expected a duration in ns or -1, got ${String(v)}`);
+      out[k] = v;
+    }
+    return out;
+  }
+
+  load(v: { hlt: number; mwait: number; emulatedLatency: number }): void {
+    this.idleAvg.hlt = v.hlt < 0 ? null : v.hlt;
+    this.idleAvg.mwait = v.mwait < 0 ? null : v.mwait;
+    this.emulatedLatencyAvg = v.emulatedLatency < 0 ? null : v.emulatedLatency;
   }
 }
 

@@ -29,6 +29,7 @@ import type { PcMachine } from '../../machine/platform/pc.js';
 import type { Vcpu, Vm } from '../vm.js';
 import { HOLD_SLOT_NS, IdleController, IdleHistory, SWITCH_NS, type IdleInstruction, type IdleMode, type IdlePolicy, type Decision } from './idle-controller.js';
 import { IdleStats } from './idle-stats.js';
+import { stateNumber, stateString, StateError, type StateRecord } from '../../machine/state.js';
 
 /** How far behind the least-served vCPU a waking vCPU is placed (CFS's sleeper credit). */
 const WAKE_CREDIT_NS = HOLD_SLOT_NS / 2;
@@ -176,13 +177,97 @@ export class VcpuScheduler {
     e.switchPending = true;
   }
 
+  /**
+   * The scheduling state of one VM's vCPUs, between slices: fair shares
+   * (relative to the VM's least-served vCPU), idle periods, pending wake-ups
+   * and switches, pCPU ownership and the idle history. A VM restored from it
+   * onto a machine with the same pCPUs is scheduled exactly as it would have been.
+   */
+  saveVm(vm: Vm): StateRecord {
+    const es = vm.vcpus.map((v) => this.entities.get(v)!);
+    const now = this.now();
+    const minV = Math.min(...es.map((e) => e.vruntime));
+    return {
+      version: 1,
+      turn: this.turn,
+      vcpus: es.map((e) => ({
+        vruntime: e.vruntime - minV,
+        pcpu: e.pcpu,
+        lastRanOn: this.lastRan.flatMap((o, p) => (o === e ? [p] : [])),
+        idleKind: e.idle?.kind ?? '',
+        idleMode: e.idle?.mode ?? '',
+        idleAgoNs: e.idle ? now - e.idle.sinceNs : 0,
+        modeAgoNs: e.idle ? now - e.idle.modeSinceNs : 0,
+        wokeAgoNs: e.wokeAtNs === null ? -1 : now - e.wokeAtNs,
+        wokeFrom: e.wokeFrom,
+        switchPending: e.switchPending ? 1 : 0,
+        history: e.history.save(),
+      })),
+    };
+  }
+
+  /** Applies saveVm()'s record to a VM just added (checked whole before anything changes). */
+  restoreVm(vm: Vm, rec: StateRecord): void {
+    const who = `vm ${vm.name}.scheduling`;
+    if (stateNumber(rec, 'version', who) !== 1) throw new StateError(who, 'version', `unknown version ${String(rec['version'])}`);
+    const list = rec['vcpus'];
+    if (!Array.isArray(list) || list.length !== vm.vcpus.length) throw new StateError(who, 'vcpus', `expected ${vm.vcpus.length} vCPU records`);
+    const P = this.owners.length;
+    const parsed = list.map((r, i) => {
+      const w = `${who}.vcpus[${i}]`;
+      if (r === null || typeof r !== 'object' || Array.isArray(r) || r instanceof Uint8Array) throw new StateError(who, `vcpus[${i}]`, 'not a record');
+      const kind = stateString(r, 'idleKind', w);
+      const mode = stateString(r, 'idleMode', w);
+      if (kind !== '' && kind !== 'hlt' && kind !== 'mwait') throw new StateError(w, 'idleKind', `'${kind}' is not hlt or mwait`);
+      if (mode !== '' && mode !== 'native' && mode !== 'emulated') throw new StateError(w, 'idleMode', `'${mode}' is not native or emulated`);
+      const wokeFrom = stateString(r, 'wokeFrom', w);
+      if (wokeFrom !== 'native' && wokeFrom !== 'emulated') throw new StateError(w, 'wokeFrom', `'${wokeFrom}' is not native or emulated`);
+      const lastRanOn = r['lastRanOn'];
+      if (!Array.isArray(lastRanOn) || !lastRanOn.every((p) => typeof p === 'number')) throw new StateError(w, 'lastRanOn', 'expected pCPU numbers');
+      const history = r['history'];
+      if (history === null || typeof history !== 'object' || Array.isArray(history) || history instanceof Uint8Array) throw new StateError(w, 'history', 'not a record');
+      return {
+        vruntime: stateNumber(r, 'vruntime', w),
+        pcpu: stateNumber(r, 'pcpu', w),
+        lastRanOn: lastRanOn as number[],
+        idle: kind === '' ? null : { kind: kind as IdleInstruction, mode: (mode || 'native') as IdleMode, ago: stateNumber(r, 'idleAgoNs', w), modeAgo: stateNumber(r, 'modeAgoNs', w) },
+        wokeAgo: stateNumber(r, 'wokeAgoNs', w),
+        wokeFrom: wokeFrom as IdleMode,
+        switchPending: stateNumber(r, 'switchPending', w) !== 0,
+        history: IdleHistory.parse(history, `${w}.history`),
+      };
+    });
+    const turn = stateNumber(rec, 'turn', who);
+    const now = this.now();
+    const others = this.list.filter((e) => e.vcpu.vm !== vm);
+    const base = others.length ? Math.min(...others.map((e) => e.vruntime)) : 0;
+    vm.vcpus.forEach((v, i) => {
+      const e = this.entities.get(v)!;
+      const r = parsed[i]!;
+      this.release(e);
+      e.vruntime = base + r.vruntime;
+      e.idle = r.idle ? { kind: r.idle.kind, mode: r.idle.mode, sinceNs: now - r.idle.ago, modeSinceNs: now - r.idle.modeAgo } : null;
+      e.wokeAtNs = r.wokeAgo < 0 ? null : now - r.wokeAgo;
+      e.wokeFrom = r.wokeFrom;
+      if (r.pcpu >= 0 && r.pcpu < P && this.owners[r.pcpu] === null) {
+        this.owners[r.pcpu] = e;
+        e.pcpu = r.pcpu;
+      }
+      for (const p of r.lastRanOn) if (p >= 0 && p < P && this.lastRan[p] === null) this.lastRan[p] = e;
+      e.switchPending = r.switchPending;
+      e.history.load(r.history);
+    });
+    if (others.length === 0 && Number.isInteger(turn) && turn >= 0 && turn < P) this.turn = turn;
+  }
+
   private assign(e: Entity, p: number): void {
     const old = this.owners[p];
     if (old && old !== e) this.release(old);
     this.release(e);
     this.owners[p] = e;
     e.pcpu = p;
-    e.switchPending = this.lastRan[p] !== e || e.switchPending;
+    // A pCPU's very first context (machine start, or a VM restored onto a fresh machine) is no switch.
+    e.switchPending = (this.lastRan[p] !== null && this.lastRan[p] !== e) || e.switchPending;
   }
 
   /** Runnable vCPUs without a pCPU, least served first (ties: creation order). */
