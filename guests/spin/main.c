@@ -14,6 +14,7 @@ int guest_main(struct boot_info *bi)
         guest_panic(EXIT_BAD_CONFIG, "spin: bad ms=");
     pic_init();
     pit_start(1000, 0);
+    cpu_sti();
     extern volatile uint64_t pit_ticks;
     kprintf("spin: spinning for %u ms\n", ms);
     uint64_t x = 1;
