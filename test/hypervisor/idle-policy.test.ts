@@ -3,7 +3,13 @@
  * the machine's virtual time (deterministic): which idle state the controller
  * picks per vCPU and phase, and that a spinning VM cannot starve a worker.
  */
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { DebugSession } from '../../machine/debug/session.js';
+import { guestHooks } from '../../tools/cli/guest-hooks.js';
+import { vcpusPane } from '../../tui/panes/vcpus-pane.js';
+import type { VcpusView } from '../../machine/inspect/vcpus-view.js';
+import type { IdleStatsReport } from '../../hypervisor/scheduling/idle-stats.js';
 import { buildImages } from '../../tools/build-images.mjs';
 import { createGuestMachine } from '../../vmm/run-guests.js';
 import { IDLE_WORKLOADS, runIdleWorkload, type IdleRun } from '../../bench/idle-policy.js';
@@ -106,6 +112,48 @@ describe('fair scheduling', () => {
         hypervisor.close();
         machine.close();
       }
+    }
+  }, 300_000);
+});
+
+describe('idle counters in the CLI, the monitor and the TUI', () => {
+  const CLI = new URL('../../tools/firmament.mjs', import.meta.url).pathname;
+  const cli = (...args: string[]) => spawnSync('node', [CLI, ...args], { encoding: 'utf8', timeout: 120_000 });
+
+  it('run --json reports each vCPU\'s idle counters under the chosen --idle-policy; a bad policy is a usage error', async () => {
+    const g = await guests();
+    const r = cli('run', g.ipipong!, '--vcpus', '2', '--cpus', '2', '--clock', 'virtual', '--idle-policy', 'emulated', '--cmdline', 'rounds=50', '--json');
+    expect(r.status).toBe(1);
+    const doc = JSON.parse(r.stdout) as { guests: { vcpus: { idle: IdleStatsReport }[] }[] };
+    const idle = doc.guests[0]!.vcpus[0]!.idle;
+    expect(idle.policy).toBe('emulated');
+    expect(idle.entries.native).toBe(0);
+    expect(idle.entries.emulated).toBeGreaterThanOrEqual(50);
+    expect(idle.wakeLatencyNs.count).toBe(idle.entries.emulated);
+    expect(idle.switches).toBeGreaterThanOrEqual(50);
+    expect(idle.decisions.last?.reason).toBe('policy emulated');
+    const bad = cli('run', g.ipipong!, '--idle-policy', 'lazy');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('--idle-policy lazy: expected native, emulated or adaptive');
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+  }, 300_000);
+
+  it('the monitor\'s vcpus command and the TUI vCPU pane show them', async () => {
+    const g = await guests();
+    const { machine, hypervisor } = createGuestMachine([{ path: g.overcommit!, memBytes: 32 * 1024 * 1024, vcpus: 4, cmdline: 'ms=10' }], { pcpus: 2, pace: 'virtual' });
+    try {
+      await machine.run({ timeoutMs: 120_000 });
+      const session = new DebugSession(machine, { label: 'test', hooks: guestHooks(machine, hypervisor) });
+      const res = session.handle({ cmd: 'vcpus' }) as { ok: boolean; result: VcpusView };
+      expect(res.ok).toBe(true);
+      const v0 = res.result.vms[0]!.vcpus[0]!;
+      expect(v0.idle?.policy).toBe('adaptive');
+      expect(v0.idle!.entries.native + v0.idle!.entries.emulated).toBeGreaterThan(20);
+      const pane = vcpusPane.render({ vcpus: res.result, errors: {} } as never, { cpu: -1 } as never, 200);
+      expect(pane.lines.join('\n')).toMatch(/idle adaptive: native \d+x .*emulated \d+x .*wake p50 .* p99 .*switches \d+/);
+    } finally {
+      hypervisor.close();
+      machine.close();
     }
   }, 300_000);
 });
