@@ -92,10 +92,10 @@ export async function idlePolicyRows(guests: Record<string, string>): Promise<Be
   rows.push({ metric: 'vCPU context switch (HostCpu.bind, median of 2000): SWITCH_NS models it', firmament: us(measureSwitchNs(guests['ipipong']!)), qemu: '', ratio: '', note: `SWITCH_NS = ${us(SWITCH_NS)}` });
   for (const w of IDLE_WORKLOADS) {
     const runs: IdleRun[] = [];
-    for (const p of ['native', 'emulated', 'adaptive'] as const) runs.push(await runIdleWorkload(w, guests[w.guest]!, p));
+    for (const p of ['native', 'emulated', 'adaptive', 'haltpoll'] as const) runs.push(await runIdleWorkload(w, guests[w.guest]!, p));
     const bestFixed = Math.max(runs[0]!.usefulPerSecond, runs[1]!.usefulPerSecond);
     for (const r of runs) {
-      const vs = r.policy === 'adaptive' ? `, ${((r.usefulPerSecond / bestFixed) * 100).toFixed(1)}% of the best fixed policy` : '';
+      const vs = r.policy === 'adaptive' || r.policy === 'haltpoll' ? `, ${((r.usefulPerSecond / bestFixed) * 100).toFixed(1)}% of the best fixed policy` : '';
       rows.push({
         metric: `idle ${w.name}: ${r.policy}`,
         firmament: `${(r.usefulPerSecond / 1e6).toFixed(1)} M units/virtual s`,

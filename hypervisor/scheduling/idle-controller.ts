@@ -22,11 +22,16 @@
 
 import { StateError } from '../../machine/state.js';
 
-export type IdlePolicy = 'native' | 'emulated' | 'adaptive';
+/** haltpoll: KVM's dynamic halt polling (docs/virt/kvm/halt-polling.rst), for comparison. */
+export type IdlePolicy = 'native' | 'emulated' | 'adaptive' | 'haltpoll';
 export type IdleMode = 'native' | 'emulated';
 export type IdleInstruction = 'hlt' | 'mwait';
 
-export const IDLE_POLICIES: readonly IdlePolicy[] = ['native', 'emulated', 'adaptive'];
+export const IDLE_POLICIES: readonly IdlePolicy[] = ['native', 'emulated', 'adaptive', 'haltpoll'];
+
+/** KVM's x86 defaults: halt_poll_ns 200 us, grow x2 starting at 10 us, shrink 0 (back to no polling). */
+export const HALTPOLL_MAX_NS = 200_000;
+const HALTPOLL_GROW_START_NS = 10_000;
 
 /**
  * Virtual cost of one vCPU context switch on a pCPU, charged when a vCPU is
@@ -48,7 +53,7 @@ const ALPHA = 0.5;
 export function parseIdlePolicy(s: string | undefined, flag = '--idle-policy'): IdlePolicy {
   if (s === undefined) return 'adaptive';
   if ((IDLE_POLICIES as readonly string[]).includes(s)) return s as IdlePolicy;
-  throw new Error(`${flag} ${s}: expected native, emulated or adaptive`);
+  throw new Error(`${flag} ${s}: expected native, emulated or adaptive (or haltpoll, KVM's halt polling)`);
 }
 
 /** One vCPU's recent history: what the controller predicts from. */
@@ -57,6 +62,16 @@ export class IdleHistory {
   private readonly idleAvg: Record<IdleInstruction, number | null> = { hlt: null, mwait: null };
   /** Average of past emulated wake latencies (switch included): what giving the pCPU up costs this vCPU. */
   emulatedLatencyAvg: number | null = null;
+  /** haltpoll only: this vCPU's poll window (KVM's vcpu->halt_poll_ns). */
+  pollWindowNs = 0;
+
+  /** KVM's grow/shrink after a halt of `blockNs` (kvm_vcpu_halt: grow_halt_poll_ns / shrink_halt_poll_ns with shrink 0). */
+  notePollOutcome(blockNs: number): void {
+    const w = this.pollWindowNs;
+    if (blockNs <= w) return;
+    if (w > 0 && blockNs > HALTPOLL_MAX_NS) this.pollWindowNs = 0;
+    else if (w < HALTPOLL_MAX_NS && blockNs < HALTPOLL_MAX_NS) this.pollWindowNs = Math.min(HALTPOLL_MAX_NS, w === 0 ? HALTPOLL_GROW_START_NS : w * 2);
+  }
 
   noteIdle(kind: IdleInstruction, ns: number): void {
     const a = this.idleAvg[kind];
@@ -73,13 +88,13 @@ export class IdleHistory {
   }
 
   /** For a VM's saved scheduling state (-1: no value yet). */
-  save(): { hlt: number; mwait: number; emulatedLatency: number } {
-    return { hlt: this.idleAvg.hlt ?? -1, mwait: this.idleAvg.mwait ?? -1, emulatedLatency: this.emulatedLatencyAvg ?? -1 };
+  save(): { hlt: number; mwait: number; emulatedLatency: number; pollWindow: number } {
+    return { hlt: this.idleAvg.hlt ?? -1, mwait: this.idleAvg.mwait ?? -1, emulatedLatency: this.emulatedLatencyAvg ?? -1, pollWindow: this.pollWindowNs };
   }
 
-  static parse(rec: { [k: string]: unknown }, who: string): { hlt: number; mwait: number; emulatedLatency: number } {
-    const out = { hlt: 0, mwait: 0, emulatedLatency: 0 };
-    for (const k of ['hlt', 'mwait', 'emulatedLatency'] as const) {
+  static parse(rec: { [k: string]: unknown }, who: string): { hlt: number; mwait: number; emulatedLatency: number; pollWindow: number } {
+    const out = { hlt: 0, mwait: 0, emulatedLatency: 0, pollWindow: 0 };
+    for (const k of ['hlt', 'mwait', 'emulatedLatency', 'pollWindow'] as const) {
       const v = rec[k];
       if (typeof v !== 'number' || !Number.isFinite(v) || v < -1) throw new StateError(who, k, `expected a duration in ns or -1, got ${String(v)}`);
       out[k] = v;
@@ -87,7 +102,8 @@ export class IdleHistory {
     return out;
   }
 
-  load(v: { hlt: number; mwait: number; emulatedLatency: number }): void {
+  load(v: { hlt: number; mwait: number; emulatedLatency: number; pollWindow: number }): void {
+    this.pollWindowNs = Math.max(0, v.pollWindow);
     this.idleAvg.hlt = v.hlt < 0 ? null : v.hlt;
     this.idleAvg.mwait = v.mwait < 0 ? null : v.mwait;
     this.emulatedLatencyAvg = v.emulatedLatency < 0 ? null : v.emulatedLatency;
@@ -98,6 +114,8 @@ export interface Decision {
   mode: IdleMode;
   reason: string;
   predictedNs: number | null;
+  /** haltpoll: hold the pCPU at most this long, then give it up. */
+  pollNs?: number;
 }
 
 export class IdleController {
@@ -106,6 +124,12 @@ export class IdleController {
   /** At an idle instruction: `waiting` is how many runnable vCPUs have no pCPU right now. */
   onEntry(h: IdleHistory, kind: IdleInstruction, waiting: number): Decision {
     const predicted = h.predict(kind);
+    if (this.policy === 'haltpoll') {
+      // KVM stops polling as soon as another task is runnable (need_resched).
+      if (waiting > 0) return { mode: 'emulated', reason: `haltpoll: ${waiting} waiting, no polling`, predictedNs: predicted };
+      if (h.pollWindowNs === 0) return { mode: 'emulated', reason: 'haltpoll: poll window 0', predictedNs: predicted };
+      return { mode: 'native', reason: `haltpoll: poll up to ${us(h.pollWindowNs)}`, predictedNs: predicted, pollNs: h.pollWindowNs };
+    }
     if (this.policy !== 'adaptive') return { mode: this.policy, reason: `policy ${this.policy}`, predictedNs: predicted };
     if (waiting === 0) return { mode: 'native', reason: 'no vCPU waits for a pCPU', predictedNs: predicted };
     if (predicted === null) return { mode: 'emulated', reason: `${waiting} waiting, no history`, predictedNs: null };
@@ -118,6 +142,7 @@ export class IdleController {
    * fair-share limit takes it).
    */
   reconsider(h: IdleHistory, kind: IdleInstruction, idleSoFarNs: number, waiting: number): Decision | null {
+    if (this.policy === 'haltpoll') return { mode: 'emulated', reason: `haltpoll: ${waiting} waiting, polling stops`, predictedNs: h.predict(kind) };
     if (this.policy !== 'adaptive') return null;
     const predicted = h.predict(kind);
     const remaining = predicted === null ? null : predicted > idleSoFarNs ? predicted - idleSoFarNs : idleSoFarNs;

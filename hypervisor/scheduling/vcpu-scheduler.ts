@@ -147,6 +147,16 @@ export class VcpuScheduler {
     e.stats.entries[d.mode]++;
     this.noteDecision(e, d, now);
     if (d.mode === 'emulated') this.release(e);
+    else if (d.pollNs !== undefined) {
+      // haltpoll: the poll window ends; if the vCPU still sleeps, it gives the pCPU up.
+      const idle = e.idle;
+      this.machine.timeline.schedule(now + d.pollNs, () => {
+        if (e.idle !== idle || idle.mode !== 'native' || e.pcpu < 0) return;
+        e.stats.decisions.released++;
+        this.noteDecision(e, { mode: 'emulated', reason: 'haltpoll: poll window over', predictedNs: d.predictedNs }, this.now());
+        this.convertToEmulated(e);
+      });
+    }
   }
 
   private noteDecision(e: Entity, d: Decision, now: number): void {
@@ -158,6 +168,7 @@ export class VcpuScheduler {
     const idle = e.idle!;
     e.stats.timeNs[idle.mode] += now - idle.modeSinceNs;
     e.history.noteIdle(idle.kind, now - idle.sinceNs);
+    if (this.controller.policy === 'haltpoll') e.history.notePollOutcome(now - idle.sinceNs);
     e.idle = null;
     e.wokeAtNs = now;
     e.wokeFrom = e.pcpu >= 0 ? 'native' : 'emulated';

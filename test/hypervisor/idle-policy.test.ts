@@ -43,7 +43,7 @@ describe('idle controller', () => {
   it('parses --idle-policy and names the choices on a bad one', () => {
     expect(parseIdlePolicy(undefined)).toBe('adaptive');
     expect(parseIdlePolicy('native')).toBe('native');
-    expect(() => parseIdlePolicy('fast')).toThrow(/--idle-policy fast: expected native, emulated or adaptive/);
+    expect(() => parseIdlePolicy('fast')).toThrow(/--idle-policy fast: expected native, emulated or adaptive \(or haltpoll/);
   });
 });
 

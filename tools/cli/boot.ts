@@ -36,7 +36,7 @@ export const BOOT_HELP = `firmament boot [options]
   --guest ELF         a Multiboot guest for the hypervisor after the handoff; repeatable
   --guest-mem SIZE    RAM per guest (default 64M, as QEMU -m 64)
   --guest-vcpus N     vCPUs per guest (default 1)
-  --idle-policy P     how a vCPU's HLT/MWAIT idles: native, emulated or adaptive (default; see
+  --idle-policy P     how a vCPU's HLT/MWAIT idles: native, emulated, adaptive (default) or haltpoll (see
                       docs/hypervisor.md "Idling")
   --registry URL      pull the firmware containers from an OCI registry instead of the
                       local layout: http://HOST:PORT/<prefix>[:tag] (every <prefix>/<name>)

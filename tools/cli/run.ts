@@ -25,8 +25,9 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
   --cmdline S         Multiboot command line (QEMU's -append)
   --timeout S         stop after S seconds of wall time (status 124)
   --clock MODE        realtime (default) or virtual
-  --idle-policy P     how a vCPU's HLT/MWAIT idles: native (keeps its pCPU), emulated (gives it up)
-                      or adaptive (default; decides per idle period, docs/hypervisor.md "Idling")
+  --idle-policy P     how a vCPU's HLT/MWAIT idles: native (keeps its pCPU), emulated (gives it up),
+                      adaptive (default; decides per idle period) or haltpoll (KVM's halt polling,
+                      for comparison); docs/hypervisor.md "Idling"
   --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
   --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits}], host: {wallMs, cpuMs}}
                       (host: wall and process CPU time from guest start to exit)
