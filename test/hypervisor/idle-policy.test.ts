@@ -157,3 +157,32 @@ describe('idle counters in the CLI, the monitor and the TUI', () => {
     }
   }, 300_000);
 });
+
+describe('scheduling state in a VM snapshot', () => {
+  it('is saved with the VM, and a malformed record is refused naming the field, leaving the hypervisor as it was', async () => {
+    const g = await guests();
+    const { machine, hypervisor, vms } = createGuestMachine([{ path: g.phases!, memBytes: 32 * 1024 * 1024, vcpus: 4, cmdline: 'ms=4' }], { pcpus: 2, pace: 'virtual', extraHostBytes: 96 * 1024 * 1024 });
+    try {
+      machine.timeline.schedule(60_000_000, () => machine.pause());
+      const running = machine.run({ timeoutMs: 120_000 });
+      while (!machine.paused && !machine.exit) await new Promise((r) => setTimeout(r, 2));
+      const image = hypervisor.snapshotVm(vms[0]!);
+      machine.stop('snapshot taken');
+      await running;
+      const sched = image.state['scheduling'] as { version: number; vcpus: { idleKind: string; vruntime: number }[] };
+      expect(sched.version).toBe(1);
+      expect(sched.vcpus).toHaveLength(4);
+      expect(Math.min(...sched.vcpus.map((v) => v.vruntime))).toBe(0); // shares relative to the least-served vCPU
+      const bad = structuredClone(image.state) as typeof image.state;
+      (bad['scheduling'] as { vcpus: { idleKind: string }[] }).vcpus[1]!.idleKind = 'pause';
+      const before = hypervisor.vms.length;
+      expect(() => hypervisor.restoreVm(bad, { ranges: image.memory })).toThrow(/scheduling\.vcpus\[1\].*idleKind.*'pause' is not hlt or mwait/);
+      expect(hypervisor.vms.length).toBe(before);
+      const ok = hypervisor.restoreVm(image.state, { ranges: image.memory }, { name: 'copy' });
+      expect(hypervisor.idleStats(ok.vcpus[0]!)?.policy).toBe('adaptive');
+    } finally {
+      hypervisor.close();
+      machine.close();
+    }
+  }, 300_000);
+});

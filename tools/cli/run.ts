@@ -29,7 +29,8 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
                       adaptive (default; decides per idle period) or haltpoll (KVM's halt polling,
                       for comparison); docs/hypervisor.md "Idling"
   --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
-  --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits}], host: {wallMs, cpuMs}}
+  --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits, vcpus}], host: {wallMs, cpuMs}}
+                      (vcpus[].idle: idle entries, time and wake latency per state, switches, decisions)
                       (host: wall and process CPU time from guest start to exit)
   --snapshot-on-exit FILE
                       when the machine stops (any reason), save its state to FILE ('firmament tui --restore FILE')
