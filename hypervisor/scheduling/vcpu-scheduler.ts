@@ -372,9 +372,10 @@ export class VcpuScheduler {
       const end = start + HOLD_SLOT_NS;
       while (cpu.state !== 'running' && !this.machine.exit && this.eligible(e)) {
         const next = Math.min(tl.nextDeadline(), end);
-        if (next > tl.nowNs()) tl.advanceTo(next);
+        const progressed = next > tl.nowNs();
+        if (progressed) tl.advanceTo(next);
         cpu.serviceInterrupts();
-        if (tl.nowNs() >= end) break;
+        if (!progressed || tl.nowNs() >= end) break;
       }
       const held = tl.nowNs() - start;
       e.vruntime += held;
