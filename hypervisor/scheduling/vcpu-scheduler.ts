@@ -125,9 +125,14 @@ export class VcpuScheduler {
   }
 
   /** Notes idle entries and wake-ups since the last look; releases pCPUs of vCPUs that cannot use them. */
-  private observe(now: number): void {
+  private waitingCount(): number {
     let waiting = 0;
     for (const e of this.list) if (e.pcpu < 0 && e.vcpu.cpu.state === 'running' && e.idle === null && this.eligible(e)) waiting++;
+    return waiting;
+  }
+
+  private observe(now: number): void {
+    const waiting = this.waitingCount();
     for (const e of this.list) {
       const st = e.vcpu.cpu.state;
       if (!this.eligible(e) || st === 'wait-for-sipi' || st === 'shutdown') {
@@ -414,5 +419,9 @@ export class VcpuScheduler {
     e.stats.pcpuNs += ran;
     e.stats.runNs += ran;
     e.sliceStartNs = this.now();
+    // The idle period starts now: an interrupt already pending (STI; HLT with a request waiting)
+    // wakes the vCPU before the next scheduling step, and that zero-length idle still counts.
+    const st = cpu.state;
+    if (!e.idle && (st === 'halted' || st === 'mwait') && this.eligible(e)) this.enterIdle(e, st === 'mwait' ? 'mwait' : 'hlt', this.now(), this.waitingCount());
   }
 }

@@ -80,11 +80,11 @@ describe('idle policies on the workload guests', () => {
     const g = await guests();
     const w = workload('phases');
     const [native, emulated, adaptive] = [await runIdleWorkload(w, g.phases!, 'native'), await runIdleWorkload(w, g.phases!, 'emulated'), await runIdleWorkload(w, g.phases!, 'adaptive')];
-    const v0 = adaptive.vcpus[0]!;
-    // vCPU 0: ~3000 short ping-pong idles (native), then ~250 period waits with vCPUs 2 and 3 computing (emulated).
-    expect(v0.entries.native).toBeGreaterThan(2000);
+    const [v0, v1] = [adaptive.vcpus[0]!, adaptive.vcpus[1]!];
+    // vCPUs 0 and 1: ~3000 short ping-pong idles (native), then ~250 period waits each with vCPUs 2 and 3 computing (emulated).
+    expect(v0.entries.native + v1.entries.native).toBeGreaterThan(2000);
     expect(v0.entries.emulated).toBeGreaterThan(200);
-    expect(adaptive.vcpus[1]!.entries.emulated).toBeGreaterThan(200);
+    expect(v1.entries.emulated).toBeGreaterThan(200);
     expect(adaptive.usefulPerSecond).toBeGreaterThan(native.usefulPerSecond);
     expect(adaptive.usefulPerSecond).toBeGreaterThan(emulated.usefulPerSecond);
   }, 300_000);
