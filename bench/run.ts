@@ -14,6 +14,7 @@ import { hasQemu, QEMU_ARGS, runMeasured, runQemu } from './qemu.js';
 import { vmStateRows } from './vm-state.js';
 import { cloneBenchRows } from './clones.js';
 import { functionBenchRows } from './functions.js';
+import { idlePolicyRows } from './idle-policy.js';
 
 const MiB = 1024 * 1024;
 
@@ -111,6 +112,8 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push(...(await cloneBenchRows(images.guests['clone']!)));
   // 6. Function service: warm pool vs boot per request, 16 clients, checkpoint park/resume (docs/functions.md).
   rows.push(...(await functionBenchRows(images.guests['function-runtime']!, images.functions)));
+  // 7. Idle policies (native, emulated, adaptive) on the idling workload guests, in virtual time.
+  rows.push(...(await idlePolicyRows(images.guests)));
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

@@ -43,6 +43,9 @@ import { chooseMbiRegion } from './multiboot/mbi-placement.js';
 import { seabiosDeviceState } from './legacy-state.js';
 import { dropWrite } from './dropped-writes.js';
 import { OpenBusExhausted } from './open-bus.js';
+import { VcpuScheduler } from './scheduling/vcpu-scheduler.js';
+import type { IdlePolicy } from './scheduling/idle-controller.js';
+import type { IdleStats, IdleStatsReport } from './scheduling/idle-stats.js';
 
 export interface GuestSpec {
   image: Uint8Array;
@@ -64,7 +67,7 @@ export interface GuestReport {
   exit: VmExit | null;
   serial: string;
   exits: Record<string, number>;
-  vcpus: { index: number; state: string; hostMs: number; lastPcpu: number }[];
+  vcpus: { index: number; state: string; hostMs: number; lastPcpu: number; idle?: IdleStatsReport }[];
 }
 
 export class Hypervisor implements CpuScheduler {
@@ -72,8 +75,9 @@ export class Hypervisor implements CpuScheduler {
   readonly vms: Vm[] = [];
   readonly host: HostMemoryManager;
   readonly msrFrames: MsrExitFrames;
-  private rr = 0;
   private nextVmId = 1;
+  /** Fair-share vCPU scheduling and HLT/MWAIT idling (hypervisor/scheduling/). */
+  private sched: VcpuScheduler;
   onAllStopped: (() => void) | undefined;
 
   constructor(
@@ -85,6 +89,7 @@ export class Hypervisor implements CpuScheduler {
     this.msrFrames = new MsrExitFrames(host);
     // From now on the machine's CPUs run our vCPUs; the machine's own CPUs stay parked.
     machine.scheduler = this;
+    this.sched = new VcpuScheduler(machine);
     machine.log('hypervisor', `took over: ${handoffMap.filter((r) => r.type === 1).length} usable ranges, ${handoffMap.filter((r) => r.type === 5).length} fenced`);
   }
 
@@ -133,6 +138,7 @@ export class Hypervisor implements CpuScheduler {
     this.vms.push(vm);
     this.allCache = null;
     this.vcpuByCpu.clear();
+    this.sched.sync(this.vms);
   }
 
   /** Takes a VM off the machine and frees everything it holds (after migration, or a clone's end). */
@@ -142,6 +148,7 @@ export class Hypervisor implements CpuScheduler {
     this.vms.splice(i, 1);
     this.allCache = null;
     this.vcpuByCpu.clear();
+    this.sched.sync(this.vms);
     vm.close();
     if (this.vms.length > 0 && this.vms.every((v) => v.state === 'stopped')) this.onAllStopped?.();
   }
@@ -168,38 +175,43 @@ export class Hypervisor implements CpuScheduler {
     return this.allCache;
   }
 
-  private readonly ready: Vcpu[] = [];
-  private readonly picked: X86Cpu[] = [];
+  /** How HLT/MWAIT idle periods run: native, emulated or adaptive (--idle-policy). Set before the first step. */
+  get idlePolicy(): IdlePolicy {
+    return this.sched.policy;
+  }
 
-  /**
-   * Round-robin: at most one vCPU per pCPU per round; the rest wait for the next round.
-   * VMs take turns being first, and each VM rotates its own vCPUs with a cursor
-   * that is part of its saved state, so a restored VM interleaves its vCPUs
-   * exactly as it would have. The array is reused (valid until the next call):
-   * this runs once per timer tick of an idle guest.
-   */
+  set idlePolicy(policy: IdlePolicy) {
+    if (policy === this.sched.policy) return;
+    this.sched = new VcpuScheduler(this.machine, policy);
+    this.sched.sync(this.vms);
+  }
+
+  /** One pCPU turn at a time, fair in virtual time (hypervisor/scheduling/vcpu-scheduler.ts). */
   runnable(): readonly X86Cpu[] {
-    const picked = this.picked;
-    picked.length = 0;
-    const nVms = this.vms.length;
-    for (let k = 0; k < nVms && picked.length < this.pcpus; k++) {
-      const vm = this.vms[(this.rr + k) % nVms]!;
-      if (vm.state !== 'running' || vm.frozen) continue;
-      const ready = this.ready;
-      ready.length = 0;
-      for (const c of vm.vcpus) if (c.cpu.state === 'running') ready.push(c);
-      if (ready.length === 0) continue;
-      const start = vm.scheduleCursor % ready.length;
-      const n = Math.min(this.pcpus - picked.length, ready.length);
-      for (let i = 0; i < n; i++) {
-        const v = ready[(start + i) % ready.length]!;
-        v.lastPcpu = picked.length;
-        picked.push(v.cpu);
-      }
-      vm.scheduleCursor += n;
+    const picked = this.sched.runnable();
+    for (const cpu of picked) {
+      const v = this.vcpuOf(cpu);
+      if (v) v.lastPcpu = this.sched.pcpuFor(cpu);
     }
-    if (nVms > 0) this.rr = (this.rr + 1) % nVms;
     return picked;
+  }
+
+  pcpuFor(cpu: X86Cpu): number {
+    return this.sched.pcpuFor(cpu);
+  }
+
+  beginSlice(cpu: X86Cpu): boolean {
+    return this.sched.beginSlice(cpu);
+  }
+
+  /** A vCPU's idling counters (run --json, the monitor, the TUI). */
+  idleStats(v: Vcpu): IdleStatsReport | undefined {
+    return this.sched.stats(v)?.report(this.sched.policy);
+  }
+
+  /** The live counters behind idleStats (benches pool the wake-latency samples). */
+  idleStatsOf(v: Vcpu): IdleStats | undefined {
+    return this.sched.stats(v);
   }
 
   private readonly vcpuByCpu = new Map<X86Cpu, Vcpu>();
@@ -219,6 +231,7 @@ export class Hypervisor implements CpuScheduler {
     if (!v) return;
     v.hostMs += hostMs;
     v.slices++;
+    this.sched.sliceEnded(cpu);
     const vm = v.vm;
     switch (exit.kind) {
       case 'triple-fault':
@@ -280,7 +293,7 @@ export class Hypervisor implements CpuScheduler {
   /** One VM's state record and guest memory, between slices (the machine must not be inside a run). */
   snapshotVm(vm: Vm): VmImage {
     if (this.machine.hostCpus.some((h) => h.running)) throw new StateError('hypervisor', 'running', 'cannot save a VM while a CPU is running');
-    return { state: vm.saveState(), memory: [...vm.vmMemory.contentRanges()].sort((a, b) => a.gpa - b.gpa) };
+    return { state: { ...vm.saveState(), scheduling: this.sched.saveVm(vm) }, memory: [...vm.vmMemory.contentRanges()].sort((a, b) => a.gpa - b.gpa) };
   }
 
   /**
@@ -317,7 +330,10 @@ export class Hypervisor implements CpuScheduler {
       vm.close();
       throw e;
     }
-    if (opts.start !== false) this.addVm(vm);
+    if (opts.start !== false) {
+      this.addVm(vm);
+      this.restoreScheduling(vm, state);
+    }
     return vm;
   }
 
@@ -334,6 +350,8 @@ export class Hypervisor implements CpuScheduler {
     probe.close();
     if (probe.vcpuCount !== vm.vcpuCount) throw new StateError(`vm ${vm.name}`, 'vcpus', `snapshot has ${probe.vcpuCount} vCPUs, this VM ${vm.vcpuCount}`);
     if (probe.vmMemory.ramBytes !== vm.vmMemory.ramBytes) throw new StateError(`vm ${vm.name}`, 'memBytes', `snapshot has ${probe.vmMemory.ramBytes} bytes of RAM, this VM ${vm.vmMemory.ramBytes}`);
+    // Checked whole before it changes anything, like the probe above.
+    this.restoreScheduling(vm, image.state, { inPlace: true });
     const given = new Set<number>();
     for (const r of image.memory) for (let off = 0; off < r.bytes.length; off += 4096) given.add(r.gpa + off);
     const zero = new Uint8Array(4096);
@@ -347,6 +365,19 @@ export class Hypervisor implements CpuScheduler {
     this.machine.kick();
   }
 
+  /** A record's optional scheduling state (older snapshots have none: the VM then starts with fresh shares). */
+  private restoreScheduling(vm: Vm, state: StateRecord, opts: { inPlace?: boolean } = {}): void {
+    const s = state['scheduling'];
+    if (s === undefined) return;
+    if (s === null || typeof s !== 'object' || Array.isArray(s) || s instanceof Uint8Array) throw new StateError(`vm ${vm.name}`, 'scheduling', 'not a record');
+    try {
+      this.sched.restoreVm(vm, s);
+    } catch (e) {
+      if (!opts.inPlace) this.removeVm(vm);
+      throw e;
+    }
+  }
+
   /** The per-guest JSON the CLI prints. */
   guestReports(): GuestReport[] {
     return this.vms.map((vm) => ({
@@ -354,7 +385,10 @@ export class Hypervisor implements CpuScheduler {
       exit: vm.exit,
       serial: vm.serial,
       exits: vm.exitCounts(),
-      vcpus: vm.vcpus.map((c) => ({ index: c.index, state: c.cpu.state, hostMs: Math.round(c.hostMs * 10) / 10, lastPcpu: c.lastPcpu })),
+      vcpus: vm.vcpus.map((c) => {
+        const idle = this.idleStats(c);
+        return { index: c.index, state: c.cpu.state, hostMs: Math.round(c.hostMs * 10) / 10, lastPcpu: c.lastPcpu, ...(idle ? { idle } : {}) };
+      }),
     }));
   }
 

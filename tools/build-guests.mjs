@@ -45,6 +45,10 @@ export const GUESTS = Object.freeze({
   clone: 'x86_64',
   'function-runtime': 'x86_64',
   kvstore: 'x86_64',
+  ipipong: 'x86_64',
+  overcommit: 'x86_64',
+  phases: 'x86_64',
+  spin: 'x86_64',
 });
 
 const COMMON_CFLAGS = [

@@ -8,6 +8,7 @@ import type { CpuMode } from '../cpu/x86/registers.js';
 import type { PcMachine } from '../platform/pc.js';
 import { cpuLocation } from './cpu-view.js';
 import { hex64 } from './hex.js';
+import type { IdleStatsReport } from '../../hypervisor/scheduling/idle-stats.js';
 
 export interface VcpuView {
   /** 'cpu0', later 'vm:<name>/vcpu<n>'. */
@@ -25,6 +26,8 @@ export interface VcpuView {
   /** Virtual-time units executed (code bytes of entered blocks). */
   units: string;
   host: { thread: string; pid: number };
+  /** A hypervisor vCPU's idling counters (hypervisor/scheduling/idle-stats.ts). */
+  idle?: IdleStatsReport;
 }
 
 export interface VmView {

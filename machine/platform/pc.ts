@@ -112,6 +112,10 @@ export interface CpuScheduler {
   onSliceExit(cpu: X86Cpu, exit: SliceExit, hostMs: number): void;
   /** A debugger holds this CPU stopped: it neither runs nor takes interrupts until released. */
   frozen?(cpu: X86Cpu): boolean;
+  /** Which logical CPU this context runs on (default: its position in runnable()). */
+  pcpuFor?(cpu: X86Cpu): number;
+  /** Just before the slice: the scheduler may spend virtual time (a switch, a pCPU waiting); true if it did. */
+  beginSlice?(cpu: X86Cpu): boolean;
   /** Timer-driven devices of guests keep running on the machine timeline. */
   readonly name: string;
 }
@@ -445,7 +449,11 @@ export class PcMachine implements CpuHost {
     let slot = 0;
     for (const cpu of sched ? sched.runnable() : this.cpus) {
       if (this.exit) break;
-      if (sched) cpu.placeOn(this.hostCpus[slot++ % this.hostCpus.length]!);
+      if (sched) {
+        cpu.placeOn(this.hostCpus[(sched.pcpuFor?.(cpu) ?? slot) % this.hostCpus.length]!);
+        slot++;
+        if (sched.beginSlice?.(cpu)) ran = true;
+      }
       if (cpu.state !== 'running') continue;
       ran = true;
       const deadline = Math.min(this.timeline.nextDeadline(), this.timeline.nowNs() + maxNs);

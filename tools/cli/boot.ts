@@ -13,6 +13,7 @@ import { bootHooks, type BootHooks } from './boot-hooks.js';
 import { deferClose, gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 import type { Handoff } from '../../machine/platform/handoff.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
+import { idlePolicyOption } from './idle-policy-option.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
 
 export const BOOT_HELP = `firmament boot [options]
@@ -35,6 +36,8 @@ export const BOOT_HELP = `firmament boot [options]
   --guest ELF         a Multiboot guest for the hypervisor after the handoff; repeatable
   --guest-mem SIZE    RAM per guest (default 64M, as QEMU -m 64)
   --guest-vcpus N     vCPUs per guest (default 1)
+  --idle-policy P     how a vCPU's HLT/MWAIT idles: native, emulated, adaptive (default) or haltpoll (see
+                      docs/hypervisor.md "Idling")
   --registry URL      pull the firmware containers from an OCI registry instead of the
                       local layout: http://HOST:PORT/<prefix>[:tag] (every <prefix>/<name>)
   --strict            fail when POST reported any error or a container did not pass
@@ -83,6 +86,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
       guest: { type: 'string', multiple: true },
       'guest-mem': { type: 'string' },
       'guest-vcpus': { type: 'string' },
+      'idle-policy': { type: 'string' },
       registry: { type: 'string' },
       junit: { type: 'string' },
       'snapshot-on-exit': { type: 'string' },
@@ -98,6 +102,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
   const o = machineOptions(values);
   const guestMem = parseMemSize(values['guest-mem'] ?? '64M', '--guest-mem', MAX_GUEST_RAM);
   const guestVcpus = parseCount(values['guest-vcpus'], '--guest-vcpus', 1);
+  const idlePolicy = idlePolicyOption(values['idle-policy']);
   const guests: BootGuest[] = (values.guest ?? []).map((path) => ({ path, memBytes: guestMem, vcpus: guestVcpus }));
   // With guests, the machine needs their RAM on top of what the firmware and OS use.
   const memBytes = machineMemoryFor(guests, values.mem !== undefined ? o.memBytes : undefined);
@@ -130,6 +135,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
     else gdb?.onMachine(m);
   };
   const onHandoff = (h: Handoff, hv: Hypervisor | null): void => {
+    if (hv) hv.idlePolicy = idlePolicy;
     monitorHooks?.onHandoff(h, hv);
     if (gdb && hv) releaseHypervisor = deferClose(hv);
     gdb?.onHypervisor(hv);
@@ -164,7 +170,8 @@ export async function bootCommand(argv: string[]): Promise<number> {
             onGuestSerial: guestConsole(),
           }
         : {}),
-      ...(monitor || gdb ? { onMachine, onHandoff } : {}),
+      ...(monitor || gdb ? { onMachine } : {}),
+      onHandoff,
       onExit: saveOnExit,
     },
   );

@@ -36,7 +36,8 @@ export function guestHooks(machine: PcMachine, hypervisor: Hypervisor): InspectH
           exits: report?.exits ?? {},
           vcpus: vm.vcpus.filter(open).map((v) => {
             const last = report?.vcpus.find((r) => r.index === v.index);
-            return vcpuView(v.cpu, index++, `vm:${vm.name}/vcpu${v.index}`, 'vm-vcpu', {}, last ? `pcpu${last.lastPcpu} (${last.hostMs} ms)` : 'not run yet');
+            const view = vcpuView(v.cpu, index++, `vm:${vm.name}/vcpu${v.index}`, 'vm-vcpu', {}, last ? `pcpu${last.lastPcpu} (${last.hostMs} ms)` : 'not run yet');
+            return last?.idle ? { ...view, idle: last.idle } : view;
           }),
         };
       });

@@ -13,6 +13,7 @@ import { guestHooks } from './guest-hooks.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
 import { gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 import { CLONE_HELP, cloneRunCommand, isCloneRun } from './clone.js';
+import { idlePolicyOption } from './idle-policy-option.js';
 
 export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --clone REF --count N [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
@@ -25,8 +26,12 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
   --cmdline S         Multiboot command line (QEMU's -append)
   --timeout S         stop after S seconds of wall time (status 124)
   --clock MODE        realtime (default) or virtual
+  --idle-policy P     how a vCPU's HLT/MWAIT idles: native (keeps its pCPU), emulated (gives it up),
+                      adaptive (default; decides per idle period) or haltpoll (KVM's halt polling,
+                      for comparison); docs/hypervisor.md "Idling"
   --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
-  --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits}], host: {wallMs, cpuMs}}
+  --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits, vcpus}], host: {wallMs, cpuMs}}
+                      (vcpus[].idle: idle entries, time and wake latency per state, switches, decisions)
                       (host: wall and process CPU time from guest start to exit)
   --snapshot-on-exit FILE
                       when the machine stops (any reason), save its state to FILE ('firmament tui --restore FILE')
@@ -50,7 +55,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -69,6 +74,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const snapshotUnless = snapshotSkipStatus(values['snapshot-unless-status']);
   const timeoutMs = parseTimeoutMs(values.timeout);
   const pcpus = parseCount(values.cpus, '--cpus', 1);
+  const idlePolicy = idlePolicyOption(values['idle-policy']);
   const memBytes = parseMemSize(values.mem ?? '64M', '--mem', MAX_GUEST_RAM);
   const { out, err } = cliOutput();
   const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) } as const;
@@ -76,6 +82,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { machine: m, hypervisor, vms } = restoring
     ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate })
     : createGuestMachine([guest], machineOpts);
+  hypervisor.idlePolicy = idlePolicy;
   // COM1 is bytes: 0x80 and above go out as themselves, not re-encoded as UTF-8. After a restore only
   // what the VM prints from now on goes to stdout (--json has the whole transcript).
   if (!values.json) vms[0]!.onSerial = (t) => out.writeBytes(t);

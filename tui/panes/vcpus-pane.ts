@@ -13,7 +13,15 @@ function cpuLines(v: VcpuView, selected: boolean): string[] {
     .sort((a, b) => b[1] - a[1])
     .map(([k, n]) => `${k}=${n}`)
     .join(' ');
-  return [head, `  {gray-fg}${esc(counts || 'no exits yet')}{/gray-fg}`];
+  return [head, `  {gray-fg}${esc(counts || 'no exits yet')}{/gray-fg}`, ...(v.idle ? [idleLine(v.idle)] : [])];
+}
+
+const us = (ns: number): string => `${(ns / 1000).toFixed(ns < 10_000 ? 1 : 0)}us`;
+
+/** Idle policy and counters of a hypervisor vCPU: entries and time per state, wake latency, switches, last decision. */
+export function idleLine(i: NonNullable<VcpuView['idle']>): string {
+  const last = i.decisions.last ? ` last=${i.decisions.last.mode} (${i.decisions.last.reason})` : '';
+  return `  {magenta-fg}idle ${i.policy}: native ${i.entries.native}x ${us(i.timeNs.native)}, emulated ${i.entries.emulated}x ${us(i.timeNs.emulated)}; wake p50 ${us(i.wakeLatencyNs.p50)} p99 ${us(i.wakeLatencyNs.p99)}; switches ${i.switches}; released ${i.decisions.released} preempted ${i.decisions.preempted}${esc(last)}{/magenta-fg}`;
 }
 
 export const vcpusPane: PaneRenderer = {
