@@ -63,6 +63,17 @@ export interface Commands {
   'snapshot-save': { args: { name: string; vm?: string; force?: boolean }; result: SnapshotSaved };
   /** Puts a VM (default: the first) back at snapshot NAME from the store, in place. */
   'snapshot-load': { args: { name: string; vm?: string }; result: SnapshotLoaded };
+  /** Live-migrates a VM (default: the first) to a destination waiting with `--incoming tcp:HOST:PORT` (docs/migration.md); answers with the JSON report when the destination runs it. */
+  migrate: { args: MigrateArgs; result: Record<string, unknown> };
+}
+
+export interface MigrateArgs {
+  uri: string;
+  vm?: string;
+  downtimeLimitMs?: number;
+  /** Bytes per second; unlimited when absent. */
+  bandwidth?: number;
+  autoConverge?: boolean;
 }
 
 export interface SnapshotSaved {
@@ -88,13 +99,14 @@ export interface SnapshotLoaded {
 }
 
 /** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */
-export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load'] as const satisfies readonly CommandName[];
+export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'migrate'] as const satisfies readonly CommandName[];
 
 export type CommandName = keyof Commands;
 export const COMMAND_NAMES: readonly CommandName[] = [
   'hello', 'status', 'snapshot', 'cpu', 'memory', 'translate', 'disasm', 'timeline', 'events', 'consoles', 'vcpus',
   'pause', 'resume', 'step', 'run-to-mode-switch', 'break', 'delete', 'breakpoints', 'watch', 'unwatch', 'serial-input', 'stop',
   'snapshot-save', 'snapshot-load',
+  'migrate',
 ];
 
 export interface MonitorRequest<K extends CommandName = CommandName> {
@@ -118,6 +130,8 @@ export interface MonitorEvents {
   console: { id: string; text: string };
   /** Machine events since the last batch (debugcon bytes excluded; see `console`). */
   'machine-events': { events: EventView[]; dropped: number };
+  /** A running migration's progress (after each round, at the switch-over, at the end). */
+  migration: Record<string, unknown>;
 }
 
 export type MonitorEventName = keyof MonitorEvents;

@@ -11,6 +11,7 @@ import { TRANSLATE_HELP, translateCommand } from './translate.js';
 import { CONTAINERS_HELP, containersCommand } from './containers.js';
 import { SNAPSHOT_HELP, snapshotCommand } from './snapshot.js';
 import { TEST_HELP, testCommand } from './test.js';
+import { MIGRATE_HELP, migrateCommand } from './migrate.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -22,6 +23,7 @@ Commands:
   translate   show a guest's GVA -> GPA -> HPA walk, every level of both tables
   containers  list, build or verify the firmware containers (OCI images)
   snapshot    list, inspect, verify, diff, push or pull VM snapshots (OCI artifacts)
+  migrate     live-migrate a running VM to a machine waiting with 'run --incoming' (tcp)
   bench       measure emulation speed, boot time and idle cost (vs QEMU when installed)
   tui         terminal UI: inspect and debug the machine live (or --attach to a --monitor socket)
   inspect     run to a stop point (breakpoint, POST code, exit) and print the inspection views as JSON
@@ -37,6 +39,8 @@ ${TRANSLATE_HELP}
 ${CONTAINERS_HELP}
 
 ${SNAPSHOT_HELP}
+
+${MIGRATE_HELP}
 
 ${BENCH_HELP}
 
@@ -70,6 +74,8 @@ export async function main(argv: string[]): Promise<number> {
         return await inspectCommand(rest);
       case 'test':
         return await testCommand(rest);
+      case 'migrate':
+        return await migrateCommand(rest);
       case undefined:
       case 'help':
       case '--help':
