@@ -280,12 +280,13 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     const held = performance.now();
     release = holdVm(hv, vm);
     const last: RoundReport = { round: round + 1, pagesSent: 0, zeroPages: 0, unchangedPages: 0, dirtyPages: 0, ms: 0, throttlePercent: 0 };
-    const finalPages = mem.harvestDirty();
+    // What the last round's harvest found (not sent yet) plus what was written since.
+    const finalPages = [...new Set([...pages, ...mem.harvestDirty()])].sort((a, b) => a - b);
     last.dirtyPages = finalPages.length;
     progress({ phase: 'stop-and-copy', round: last.round, remainingBytes: finalPages.length * PAGE_SIZE, dirtyRate: 0, expectedDowntimeMs: rate === Infinity ? 0 : ((finalPages.length * PAGE_SIZE) / rate) * 1000 });
     await sendPages(finalPages, last.round, last);
     const state = vm.saveState();
-    const stateBytes = encodeSnapshot({ vm: state, hotPages: [...pages, ...finalPages].slice(0, 65536) });
+    const stateBytes = encodeSnapshot({ vm: state, hotPages: finalPages.slice(0, 65536) });
     await ch.send(FrameType.STATE, stateBytes);
     await ch.send(FrameType.END, encodeJson({ digest: digest.hex(), nonZeroPages: digest.nonZeroPages, rounds: last.round }));
     last.ms = Math.round((performance.now() - held) * 10) / 10;
