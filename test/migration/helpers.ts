@@ -56,12 +56,15 @@ export interface Destination {
   close(): void;
   freeFrames(): number;
   initialFreeFrames: number;
+  /** Frame owners other than the hypervisor's own (its MSR map and shared vCPU control areas stay once made). */
+  vmOwners(): string[];
 }
 
 /** A machine waiting for one VM; once it arrives it runs to the VM's exit. */
 export async function startDestination(opts: { capacity?: number; populate?: IncomingPopulate; pcpus?: number; pace?: 'virtual' | 'realtime' } = {}): Promise<Destination> {
   const { machine, hypervisor } = guestHost(opts.capacity ?? 64 * MiB, { pcpus: opts.pcpus ?? 1, pace: opts.pace ?? 'virtual' });
   const initialFreeFrames = hypervisor.host.allocator.freeFrames;
+  const initialOwners = new Set(Object.keys(hypervisor.host.allocator.usage().byOwner));
   const inc = await listenIncoming(hypervisor, { host: '127.0.0.1', port: 0 }, opts.populate ? { populate: opts.populate } : {});
   let closed = false;
   const close = (): void => {
@@ -83,7 +86,7 @@ export async function startDestination(opts: { capacity?: number; populate?: Inc
     const exit = await machine.run({ timeoutMs: 300_000 });
     return { vm, report, printed, exit, afterResume };
   });
-  return { port: inc.port, result, close, freeFrames: () => hypervisor.host.allocator.freeFrames, initialFreeFrames };
+  return { port: inc.port, result, close, freeFrames: () => hypervisor.host.allocator.freeFrames, initialFreeFrames, vmOwners: () => Object.keys(hypervisor.host.allocator.usage().byOwner).filter((o) => !o.startsWith('hv:') && !initialOwners.has(o)) };
 }
 
 export type Fault = { kind: 'cut-after-bytes'; bytes: number } | { kind: 'corrupt-at'; offset: number } | { kind: 'truncate-at'; bytes: number } | { kind: 'none' };
