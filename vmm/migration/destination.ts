@@ -154,17 +154,29 @@ async function receive(hv: Hypervisor, socket: Socket, opts: IncomingOptions): P
         const t0 = performance.now();
         if (end.digest !== digest.hex() || end.nonZeroPages !== digest.nonZeroPages) throw new MigrationStreamError(`frame ${f.seq} (END)`, f.offset, 'digest', `guest memory digest ${digest.hex().slice(0, 16)}… (${digest.nonZeroPages} non-zero pages) does not match the source's ${end.digest.slice(0, 16)}… (${end.nonZeroPages})`);
         let walked = { walked: 0, translated: 0 };
+        const phases: Record<string, number> = {};
+        const lap = (name: string, since: number): number => {
+          const now = performance.now();
+          phases[name] = Math.round((now - since) * 100) / 100;
+          return now;
+        };
+        let t = t0;
         if (vm) {
           vm.loadInPlace(state);
-          vm.vmMemory.prepopulate(vm.vmMemory.ranges);
+          t = lap('loadMs', t);
+          // Done after round 1 already (every later page was mapped when written); a stream without rounds maps it here.
+          if (rounds === 0) vm.vmMemory.prepopulate(vm.vmMemory.ranges);
+          t = lap('prepopulateMs', t);
           walked = prefillWorkingSet(vm, hot);
+          t = lap('prefillMs', t);
           vm.vmMemory.lazyFaults = 0;
           vm.vmMemory.eptViolations = 0;
         } else {
           vm = hv.restoreVm(state, { ranges: [...lazyPages].map(([gpa, bytes]) => ({ gpa, bytes })), populate: 'lazy' }, { start: false });
+          t = lap('loadMs', t);
         }
         if (vm.vcpuCount !== (state['vcpus'] as number)) throw new Error('vCPU count changed');
-        await ch.send(FrameType.READY, encodeJson({ populate, downtimeMs: Math.round((performance.now() - t0) * 100) / 100 }));
+        await ch.send(FrameType.READY, encodeJson({ populate, downtimeMs: Math.round((performance.now() - t0) * 100) / 100, ...phases }));
         await ch.expect(FrameType.GO, timeout);
         hv.addVm(vm);
         scheduled = true;

@@ -76,6 +76,8 @@ export interface MigrationReport {
   downtimeLimitMet: boolean;
   /** Source: from holding the VM to the destination's RUNNING. */
   downtimeMsSource: number;
+  /** Where the source's downtime went: final harvest, last pages, state save, state send, waiting for READY, GO to RUNNING. */
+  switchOver: Record<string, number>;
   /** Destination: from END received to the VM scheduled (its READY report). */
   downtimeMsDestination: number;
   totalMs: number;
@@ -133,17 +135,22 @@ class Throttle {
     if (percent > 0 && !this.timer) this.tick();
   }
 
+  /** The run loop yields about every 15 ms: a VM released for less than that runs that long anyway, so the period stretches instead. */
+  private static readonly MIN_RUN_MS = 15;
+
   private tick(): void {
     if (this.percent <= 0) {
       this.timer = null;
       return;
     }
+    const runMs = Math.max(Throttle.MIN_RUN_MS, (Throttle.PERIOD_MS * (100 - this.percent)) / 100);
+    const holdMs = (runMs * this.percent) / (100 - this.percent);
     this.release = holdVm(this.hv, this.vm);
     this.timer = setTimeout(() => {
       this.release?.();
       this.release = null;
-      this.timer = setTimeout(() => this.tick(), (Throttle.PERIOD_MS * (100 - this.percent)) / 100);
-    }, (Throttle.PERIOD_MS * this.percent) / 100);
+      this.timer = setTimeout(() => this.tick(), runMs);
+    }, holdMs);
   }
 
   stop(): void {
@@ -249,7 +256,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       rounds.push(stats);
       const sent = ch.bytesOut - bytes0;
       // Our own send rate (reading, hashing, framing, writing) bounds what the stop-and-copy can do; the link limit bounds it too.
-      if (busy > 0 && sent > 64 * 1024) rate = Math.min(rate === Infinity ? Infinity : rate * 2, (sent / busy) * 1000);
+      if (busy > 0 && sent > 64 * 1024) rate = (sent / busy) * 1000;
       if (ch.bandwidth !== null) rate = Math.min(rate, ch.bandwidth);
       pages = mem.harvestDirty();
       const dirtyBytes = pages.length * PAGE_SIZE;
@@ -284,11 +291,22 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     const finalPages = [...new Set([...pages, ...mem.harvestDirty()])].sort((a, b) => a - b);
     last.dirtyPages = finalPages.length;
     progress({ phase: 'stop-and-copy', round: last.round, remainingBytes: finalPages.length * PAGE_SIZE, dirtyRate: 0, expectedDowntimeMs: rate === Infinity ? 0 : ((finalPages.length * PAGE_SIZE) / rate) * 1000 });
+    const switchPhases: Record<string, number> = {};
+    let lapAt = held;
+    const lap = (name: string): void => {
+      const now = performance.now();
+      switchPhases[name] = Math.round((now - lapAt) * 100) / 100;
+      lapAt = now;
+    };
+    lap('harvestMs');
     await sendPages(finalPages, last.round, last);
+    lap('pagesMs');
     const state = vm.saveState();
     const stateBytes = encodeSnapshot({ vm: state, hotPages: finalPages.slice(0, 65536) });
+    lap('saveStateMs');
     await ch.send(FrameType.STATE, stateBytes);
     await ch.send(FrameType.END, encodeJson({ digest: digest.hex(), nonZeroPages: digest.nonZeroPages, rounds: last.round }));
+    lap('sendStateMs');
     last.ms = Math.round((performance.now() - held) * 10) / 10;
     rounds.push(last);
     for (const r of rounds) {
@@ -297,12 +315,14 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       totals.unchangedPages += r.unchangedPages;
     }
     const ready = await ch.expect(FrameType.READY, opts.ackTimeoutMs ?? 60_000);
+    lap('readyWaitMs');
     const dst = decodeJson<Record<string, unknown>>(ready, {});
     // Point of no return: after GO the destination may run the VM, so it never runs here again.
     committed = true;
     await ch.send(FrameType.GO);
     const running = await ch.expect(FrameType.RUNNING, opts.ackTimeoutMs ?? 30_000);
     const downtimeMsSource = performance.now() - held;
+    lap('goToRunningMs');
     const dstRunning = decodeJson<Record<string, unknown>>(running, {});
     mem.stopDirtyLog();
     migrating.delete(vm);
@@ -321,6 +341,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       downtimeLimitMs,
       downtimeLimitMet: limitMet,
       downtimeMsSource: Math.round(downtimeMsSource * 100) / 100,
+      switchOver: switchPhases,
       downtimeMsDestination: typeof dstRunning['downtimeMs'] === 'number' ? dstRunning['downtimeMs'] : typeof dst['downtimeMs'] === 'number' ? dst['downtimeMs'] : -1,
       totalMs: Math.round((performance.now() - t0) * 10) / 10,
       digest: digest.hex(),
