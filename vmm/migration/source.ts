@@ -269,7 +269,8 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
         break;
       }
       // Auto-converge, as QEMU: the guest dirtied more than half of what the round sent, twice → throttle 20%, then +10% steps.
-      if (opts.autoConverge !== false && dirtyBytes > sent / 2) {
+      // A few pages (an idle guest's stack and counters) never count as a high dirty rate.
+      if (opts.autoConverge !== false && dirtyBytes > sent / 2 && dirtyBytes > 64 * PAGE_SIZE) {
         if (++highDirtyRounds >= 2) {
           highDirtyRounds = 0;
           const next = throttle.percent === 0 ? 20 : Math.min(99, throttle.percent + 10);
