@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildImages } from '../../tools/build-images.mjs';
 import { closeSource, migrateTo, startDestination, startSource, waitFor } from './helpers.js';
+import { guestHooks } from '../../tools/cli/guest-hooks.js';
+import type { MigrationProgress } from '../../vmm/migration/source.js';
 
 /**
  * Every deterministic guest of the golden suite, live-migrated mid-run between
@@ -81,7 +83,13 @@ describe('live migration keeps the transcript', () => {
       try {
         await waitFor(() => src.g.machine.paused || src.g.machine.exit !== null, 'the source to start');
         expect(src.vm.state).toBe('running');
-        const migrating = migrateTo(src, dst.port, c.bandwidth ? { bandwidth: c.bandwidth } : {});
+        // The VMs pane (monitor `vcpus`, TUI) shows the migration while it runs.
+        const paneStates: string[] = [];
+        const hooks = guestHooks(src.g.machine, src.g.hypervisor);
+        const onProgress = (p: MigrationProgress): void => {
+          if (p.phase === 'pre-copy') paneStates.push(hooks.vms!()[0]!.state);
+        };
+        const migrating = migrateTo(src, dst.port, { ...(c.bandwidth ? { bandwidth: c.bandwidth } : {}), onProgress });
         src.g.machine.resume();
         const report = await migrating;
         const done = await dst.result;
@@ -99,6 +107,7 @@ describe('live migration keeps the transcript', () => {
         if (c.populate === 'prepopulate') expect(done.exit.atNs).toBe(refExit.atNs);
         // It ran during pre-copy: more than one round, and the guest printed on the source after the migration began.
         expect(report.rounds.length).toBeGreaterThan(1);
+        expect(paneStates[0]).toMatch(/^migrating: pre-copy round 1, \d+\.\d MiB sent/);
         console.log(JSON.stringify({ case: `${c.guest} ${c.append} ${c.populate}`, rounds: report.rounds.length, pagesSent: report.pagesSent, ramPages: report.ramPages, throttle: report.throttleSteps, downtimeMsSource: report.downtimeMsSource, downtimeMsDestination: report.downtimeMsDestination, afterResume: done.afterResume }));
       } finally {
         dst.result.catch(() => undefined);

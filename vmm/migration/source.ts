@@ -175,7 +175,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
   const downtimeLimitMs = opts.downtimeLimitMs ?? 5;
   const maxRounds = opts.maxRounds ?? 30;
   const t0 = performance.now();
-  migrating.add(vm);
+  migrating.set(vm, null);
   const socket = createConnection({ host: target.host, port: target.port });
   const ch = new MigrationChannel(socket, 'destination→source');
   ch.bandwidth = opts.bandwidth ?? null;
@@ -188,7 +188,11 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
   let release: (() => void) | null = null;
   let committed = false;
   let totals = { pagesSent: 0, zeroPages: 0, unchangedPages: 0 };
-  const progress = (p: Omit<MigrationProgress, 'vm' | 'bytesSent' | 'throttlePercent'>): void => opts.onProgress?.({ vm: vm.name, bytesSent: ch.bytesOut, throttlePercent: throttle.percent, ...p });
+  const progress = (p: Omit<MigrationProgress, 'vm' | 'bytesSent' | 'throttlePercent'>): void => {
+    const full = { vm: vm.name, bytesSent: ch.bytesOut, throttlePercent: throttle.percent, ...p };
+    if (migrating.has(vm)) migrating.set(vm, full);
+    opts.onProgress?.(full);
+  };
 
   /** Sends the pages' current content: unchanged pages (same as last sent) are skipped, zero pages go as a flag. Returns the busy time spent. */
   const sendPages = async (pages: readonly number[], round: number, stats: RoundReport): Promise<number> => {
@@ -374,5 +378,13 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
   }
 }
 
-/** VMs with a migration under way (the TUI's VMs pane and the monitor read this). */
-export const migrating = new Set<Vm>();
+/** VMs with a migration under way and their last progress (the TUI's VMs pane reads this). */
+export const migrating = new Map<Vm, MigrationProgress | null>();
+
+/** One line for a VM being migrated, or null. */
+export function migrationStatus(vm: Vm): string | null {
+  if (!migrating.has(vm)) return null;
+  const p = migrating.get(vm);
+  if (!p) return 'migrating: connecting';
+  return `migrating: ${p.phase} round ${p.round}, ${(p.bytesSent / 2 ** 20).toFixed(1)} MiB sent, ${(p.remainingBytes / 2 ** 20).toFixed(1)} MiB left, throttle ${p.throttlePercent}%`;
+}
