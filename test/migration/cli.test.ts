@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -47,7 +47,7 @@ describe('firmament run --incoming + firmament migrate (separate processes)', ()
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('moves a running dirtier guest; the joined COM1 equals an unmigrated run', async () => {
-    const guest = [images['dirtier']!, '--cmdline', 'mib=8 passes=60'];
+    const guest = [images['dirtier']!, '--cmdline', 'mib=8 passes=250'];
     const ref = start(['run', ...guest]);
     const refCode = await ref.done;
     const dst = start(['run', '--incoming', 'tcp:127.0.0.1:0']);
@@ -58,10 +58,11 @@ describe('firmament run --incoming + firmament migrate (separate processes)', ()
       const sock = path.join(dir, 'src.sock');
       const src = start(['run', ...guest, '--monitor', sock]);
       procs.push(src);
-      await until(() => src.stdout().includes('pass 2/60'), 'the source guest to run');
+      await until(() => src.stdout().includes('pass 2/250') && existsSync(sock), 'the source guest and its monitor');
       const mig = start(['migrate', '--monitor', sock, '--to', `tcp:127.0.0.1:${port}`, '--json']);
       procs.push(mig);
-      expect(await mig.done).toBe(0);
+      const migCode = await mig.done;
+      expect(migCode, mig.stderr()).toBe(0);
       const report = JSON.parse(mig.stdout()) as { rounds: unknown[]; pagesSent: number; ramPages: number; downtimeMsSource: number; destination: { populate: string } };
       expect(report.rounds.length).toBeGreaterThanOrEqual(2);
       expect(report.destination.populate).toBe('prepopulate');
@@ -81,7 +82,7 @@ describe('firmament run --incoming + firmament migrate (separate processes)', ()
     const sock = path.join(dir, 'src2.sock');
     const src = start(['run', images['dirtier']!, '--cmdline', 'mib=4 passes=400', '--monitor', sock]);
     try {
-      await until(() => src.stdout().includes('pass 1/400'), 'the source guest to run');
+      await until(() => src.stdout().includes('pass 1/400') && existsSync(sock), 'the source guest and its monitor');
       const mig = start(['migrate', '--monitor', sock, '--to', 'tcp:127.0.0.1:1']);
       expect(await mig.done).toBe(1);
       expect(mig.stderr()).toMatch(/cannot connect to tcp:127\.0\.0\.1:1.*keeps running here/);
