@@ -1,6 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildImages } from '../../tools/build-images.mjs';
+import { createConnection } from 'node:net';
 import { MigrationError } from '../../vmm/migration/source.js';
+import { encodeJson, encodePages, FrameDecoder, FrameEncoder, FrameType } from '../../vmm/migration/stream.js';
+import { encodeSnapshot } from '../../machine/snapshot/codec.js';
 import { closeSource, migrateTo, startDestination, startProxy, startSource, waitFor, type Fault, type Source } from './helpers.js';
 
 /**
@@ -64,6 +67,7 @@ describe('migration faults lose nothing', () => {
     { name: 'the link cut in round 1', fault: { kind: 'cut-after-bytes', bytes: 3 * MiB }, dstError: /truncated|connection|closed/ },
     { name: 'a corrupt byte', fault: { kind: 'corrupt-at', offset: 2 * MiB + 77 }, dstError: /field 'crc'.*corrupt/ },
     { name: 'a truncated stream', fault: { kind: 'truncate-at', bytes: MiB + 5 }, dstError: /truncated/ },
+    { name: 'a version mismatch', fault: { kind: 'preamble-version', version: 2 }, dstError: /field 'version': stream version 2; this build speaks version 1/ },
   ];
   for (const c of cases) {
     it(`${c.name}: the destination refuses and frees, the source keeps the VM, a retry succeeds`, async () => {
@@ -140,6 +144,40 @@ describe('migration faults lose nothing', () => {
     } finally {
       cutter.close();
       proxy.close();
+      dst.close();
+      await endSource(src);
+    }
+  }, 300_000);
+
+  it('a digest mismatch: the destination refuses before resuming and frees everything', async () => {
+    const src = await pausedSource();
+    const dst = await startDestination();
+    dst.result.catch(() => undefined);
+    // A peer that sends a well-formed stream whose END digest does not match the pages it sent.
+    const socket = createConnection({ host: '127.0.0.1', port: dst.port });
+    const enc = new FrameEncoder();
+    const dec = new FrameDecoder('dst');
+    const got: number[] = [];
+    socket.on('data', (d: Buffer) => got.push(...dec.push(new Uint8Array(d)).map((f) => f.type)));
+    try {
+      await new Promise<void>((r) => socket.once('connect', () => r()));
+      const vm = src.vm;
+      socket.write(enc.next(FrameType.HELLO, encodeJson({ name: vm.name, vcpus: vm.vcpuCount, memBytes: vm.vmMemory.ramBytes, pcpus: 1 })));
+      socket.write(enc.next(FrameType.PAGES, encodePages(1, [{ pfn: 0x100, bytes: vm.vmMemory.readPage(0x100000).slice() }])));
+      socket.write(enc.next(FrameType.ROUND, encodeJson({ round: 1, pages: 1, zero: 0 })));
+      socket.write(enc.next(FrameType.STATE, encodeSnapshot({ vm: vm.saveState(), hotPages: [] })));
+      socket.write(enc.next(FrameType.END, encodeJson({ digest: '00'.repeat(32), nonZeroPages: 1, rounds: 1 })));
+      const refusal = await dst.result.then(
+        () => null,
+        (e: Error) => e,
+      );
+      expect(refusal?.message).toMatch(/frame 4 \(END\) at offset \d+: field 'digest': guest memory digest [0-9a-f]{16}… \(1 non-zero pages\) does not match the source's 0000000000000000…/);
+      await waitFor(() => got.includes(FrameType.REFUSE), 'the REFUSE frame');
+      expect(got).not.toContain(FrameType.READY);
+      expect(dst.vmOwners()).toEqual([]);
+      expect(dst.freeFrames()).toBeGreaterThanOrEqual(dst.initialFreeFrames - 3);
+    } finally {
+      socket.destroy();
       dst.close();
       await endSource(src);
     }

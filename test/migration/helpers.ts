@@ -11,6 +11,7 @@ import { migrateVm, type MigrateOptions, type MigrationReport } from '../../vmm/
 import type { Vm } from '../../hypervisor/vm.js';
 import type { MachineExit } from '../../machine/platform/pc.js';
 import { measureAfterResume, type AfterResume } from '../../tools/cli/migrate.js';
+import { encodePreamble } from '../../vmm/migration/stream.js';
 
 const MiB = 1024 * 1024;
 
@@ -89,7 +90,7 @@ export async function startDestination(opts: { capacity?: number; populate?: Inc
   return { port: inc.port, result, close, freeFrames: () => hypervisor.host.allocator.freeFrames, initialFreeFrames, vmOwners: () => Object.keys(hypervisor.host.allocator.usage().byOwner).filter((o) => !o.startsWith('hv:') && !initialOwners.has(o)) };
 }
 
-export type Fault = { kind: 'cut-after-bytes'; bytes: number } | { kind: 'corrupt-at'; offset: number } | { kind: 'truncate-at'; bytes: number } | { kind: 'none' };
+export type Fault = { kind: 'cut-after-bytes'; bytes: number } | { kind: 'corrupt-at'; offset: number } | { kind: 'truncate-at'; bytes: number } | { kind: 'preamble-version'; version: number } | { kind: 'none' };
 
 /**
  * A TCP proxy between source and destination that injects one fault into
@@ -112,6 +113,13 @@ export async function startProxy(targetPort: number, fault: Fault): Promise<{ po
       if (done) return;
       const start = forwarded;
       forwarded += d.length;
+      if (fault.kind === 'preamble-version' && start === 0 && d.length >= 16) {
+        // A source of another build: a valid preamble (CRC and all) that announces another version.
+        const copy = Buffer.from(d);
+        copy.set(encodePreamble(fault.version), 0);
+        upstream.write(copy);
+        return;
+      }
       if (fault.kind === 'corrupt-at' && fault.offset >= start && fault.offset < forwarded) {
         const copy = Buffer.from(d);
         copy[fault.offset - start]! ^= 0x40;
