@@ -15,6 +15,7 @@ import { vmStateRows } from './vm-state.js';
 import { cloneBenchRows } from './clones.js';
 import { functionBenchRows } from './functions.js';
 import { idlePolicyRows } from './idle-policy.js';
+import { migrationBenchRows } from './migration.js';
 
 const MiB = 1024 * 1024;
 
@@ -114,6 +115,8 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push(...(await functionBenchRows(images.guests['function-runtime']!, images.functions)));
   // 7. Idle policies (native, emulated, adaptive) on the idling workload guests, in virtual time.
   rows.push(...(await idlePolicyRows(images.guests)));
+  // 8. Live migration: downtime, total time, pages sent per RAM, prepopulated vs lazy after resume, QEMU as the peer.
+  rows.push(...(await migrationBenchRows(images.guests, qemu)));
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

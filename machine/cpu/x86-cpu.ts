@@ -386,7 +386,11 @@ export class X86Cpu implements DeliveryCpu {
     return true;
   }
 
+  /** Guest page walks done for the engine's TLB misses (migration reports them after resume). */
+  tlbFillWalks = 0;
+
   hookTlbFill(vaddr: bigint, type: number): { paddr: bigint; perms: number } | null {
+    this.tlbFillWalks++;
     const r = this.guarded(() => this.tlbFill(vaddr, type), null);
     // A refused fill while QEMU is delivering our virtual interrupt (IDT, stack or handler page
     // not mapped yet, e.g. a lazily restored VM) would be retried inside uc_emu_start forever:

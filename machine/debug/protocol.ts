@@ -66,6 +66,8 @@ export interface Commands {
   // ---- backup service (vmm/backup/, docs/functions.md)
   /** An application-consistent snapshot of a VM into the store as `to`: quiesced through its agent when its profile's toolkit says so. */
   backup: { args: { to: string; vm?: string; force?: boolean }; result: BackupDone };
+  /** Live-migrates a VM (default: the first) to a destination waiting with `--incoming tcp:HOST:PORT` (docs/migration.md); answers with the JSON report when the destination runs it. */
+  migrate: { args: MigrateArgs; result: Record<string, unknown> };
 }
 
 export interface BackupDone {
@@ -78,6 +80,15 @@ export interface BackupDone {
   quiesceMs: number;
   heldMs: number;
   memoryBytes: number;
+}
+
+export interface MigrateArgs {
+  uri: string;
+  vm?: string;
+  downtimeLimitMs?: number;
+  /** Bytes per second; unlimited when absent. */
+  bandwidth?: number;
+  autoConverge?: boolean;
 }
 
 export interface SnapshotSaved {
@@ -103,7 +114,7 @@ export interface SnapshotLoaded {
 }
 
 /** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */
-export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'backup'] as const satisfies readonly CommandName[];
+export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'backup', 'migrate'] as const satisfies readonly CommandName[];
 
 export type CommandName = keyof Commands;
 export const COMMAND_NAMES: readonly CommandName[] = [
@@ -111,6 +122,7 @@ export const COMMAND_NAMES: readonly CommandName[] = [
   'pause', 'resume', 'step', 'run-to-mode-switch', 'break', 'delete', 'breakpoints', 'watch', 'unwatch', 'serial-input', 'stop',
   'snapshot-save', 'snapshot-load',
   'backup',
+  'migrate',
 ];
 
 export interface MonitorRequest<K extends CommandName = CommandName> {
@@ -134,6 +146,8 @@ export interface MonitorEvents {
   console: { id: string; text: string };
   /** Machine events since the last batch (debugcon bytes excluded; see `console`). */
   'machine-events': { events: EventView[]; dropped: number };
+  /** A running migration's progress (after each round, at the switch-over, at the end). */
+  migration: Record<string, unknown>;
 }
 
 export type MonitorEventName = keyof MonitorEvents;

@@ -65,6 +65,7 @@ const ARGS = {
   'snapshot-load': z.strictObject({ name: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional() }),
   // backup service
   backup: z.strictObject({ to: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), force: z.boolean().optional() }),
+  migrate: z.strictObject({ uri: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), downtimeLimitMs: z.number().positive().max(3_600_000).optional(), bandwidth: z.number().positive().max(2 ** 40).optional(), autoConverge: z.boolean().optional() }),
 } satisfies { [K in CommandName]: z.ZodType<Commands[K]['args']> };
 
 const REQUEST = z.strictObject({

@@ -18,7 +18,7 @@ import { Debugger } from './debugger.js';
 import { chainListener } from './listeners.js';
 import { parseBreakpointSpec, parseWatchSpec } from './specs.js';
 import { checkRequest } from './request-schema.js';
-import { ASYNC_COMMANDS, COMMAND_NAMES, PROTOCOL_NAME, PROTOCOL_VERSION, type CommandName, type Commands, type MonitorEvent, type MonitorRequest, type MonitorResponse } from './protocol.js';
+import { ASYNC_COMMANDS, COMMAND_NAMES, PROTOCOL_NAME, PROTOCOL_VERSION, type CommandName, type Commands, type MigrateArgs, type MonitorEvent, type MonitorRequest, type MonitorResponse } from './protocol.js';
 
 export interface SessionOptions {
   /** What runs on the machine, for `hello` (e.g. "firmware boot", "guest hello.elf"). */
@@ -30,6 +30,8 @@ export interface SessionOptions {
   snapshots?: SnapshotCommands;
   /** The backup service's command (vmm/backup/), from the same layer. */
   backup?: (args: Commands['backup']['args']) => Promise<Commands['backup']['result']>;
+  /** Live migration of a VM, from the layer that owns the hypervisor (progress goes out as `migration` events). */
+  migrate?: (args: MigrateArgs, progress: (p: Record<string, unknown>) => void) => Promise<Record<string, unknown>>;
 }
 
 export interface SnapshotCommands {
@@ -115,11 +117,16 @@ export class DebugSession {
         return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
       }
     }
-    if (!checked.ok || (checked.request.cmd !== 'snapshot-save' && checked.request.cmd !== 'snapshot-load')) return this.handle(raw);
+    if (!checked.ok || !(ASYNC_COMMANDS as readonly string[]).includes(checked.request.cmd)) return this.handle(raw);
     const req = checked.request;
     const id = req.id;
     try {
       const s = this.opts.snapshots;
+      if (req.cmd === 'migrate') {
+        if (!this.opts.migrate) throw new Error(`'migrate' needs a machine running VMs under the hypervisor (firmament run, or boot with --guest)`);
+        const result = await this.opts.migrate(req.args as MigrateArgs, (p) => this.emit({ event: 'migration', data: p }));
+        return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
+      }
       if (!s) throw new Error(`'${req.cmd}' needs a machine running VMs under the hypervisor (firmament run, or boot with --guest)`);
       const args = req.args as { name: string; vm?: string; force?: boolean };
       const common = { name: args.name, ...(args.vm !== undefined ? { vm: args.vm } : {}) };

@@ -345,6 +345,7 @@ const VALID_ARGS: { [K in (typeof COMMAND_NAMES)[number]]: fc.Arbitrary<unknown>
   'snapshot-save': opt({ name: fc.string({ minLength: 1, maxLength: 12 }), vm: fc.string({ maxLength: 8 }), force: fc.boolean() }, ['name']),
   'snapshot-load': opt({ name: fc.string({ minLength: 1, maxLength: 12 }), vm: fc.string({ maxLength: 8 }) }, ['name']),
   backup: opt({ to: fc.string({ minLength: 1, maxLength: 12 }), vm: fc.string({ maxLength: 8 }), force: fc.boolean() }, ['to']),
+  migrate: opt({ uri: fc.string({ minLength: 1, maxLength: 24 }), vm: fc.string({ maxLength: 8 }), downtimeLimitMs: fc.integer({ min: 1, max: 100 }) }, ['uri']),
 };
 const validRequest = fc.constantFrom(...COMMAND_NAMES).chain((cmd) => fc.record({ id: fc.nat(1000), cmd: fc.constant(cmd), args: VALID_ARGS[cmd] }));
 

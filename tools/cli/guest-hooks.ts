@@ -7,6 +7,7 @@ import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { PcMachine } from '../../machine/platform/pc.js';
 import type { CpuEntry, InspectHooks } from '../../machine/inspect/snapshot.js';
 import { vcpuView, type VmView } from '../../machine/inspect/vcpus-view.js';
+import { migrationStatus } from '../../vmm/migration/source.js';
 
 const TAIL = 32 * 1024;
 
@@ -31,7 +32,7 @@ export function guestHooks(machine: PcMachine, hypervisor: Hypervisor): InspectH
         const report = reports[k];
         return {
           name: vm.name,
-          state: vm.state,
+          state: migrationStatus(vm) ?? vm.state,
           exit: vm.exit ? `${vm.exit.reason} code ${vm.exit.code}` : null,
           exits: report?.exits ?? {},
           vcpus: vm.vcpus.filter(open).map((v) => {

@@ -13,6 +13,7 @@ import { SNAPSHOT_HELP, snapshotCommand } from './snapshot.js';
 import { TEST_HELP, testCommand } from './test.js';
 import { SERVE_HELP, serveCommand } from './serve.js';
 import { BACKUP_HELP, backupCommand } from './backup.js';
+import { MIGRATE_HELP, migrateCommand } from './migrate.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -24,6 +25,7 @@ Commands:
   translate   show a guest's GVA -> GPA -> HPA walk, every level of both tables
   containers  list, build or verify the firmware containers (OCI images)
   snapshot    list, inspect, verify, diff, push or pull VM snapshots (OCI artifacts)
+  migrate     live-migrate a running VM to a machine waiting with 'run --incoming' (tcp)
   bench       measure emulation speed, boot time and idle cost (vs QEMU when installed)
   tui         terminal UI: inspect and debug the machine live (or --attach to a --monitor socket)
   inspect     run to a stop point (breakpoint, POST code, exit) and print the inspection views as JSON
@@ -41,6 +43,8 @@ ${TRANSLATE_HELP}
 ${CONTAINERS_HELP}
 
 ${SNAPSHOT_HELP}
+
+${MIGRATE_HELP}
 
 ${BENCH_HELP}
 
@@ -82,6 +86,8 @@ export async function main(argv: string[]): Promise<number> {
         return await serveCommand(rest);
       case 'backup':
         return await backupCommand(rest);
+      case 'migrate':
+        return await migrateCommand(rest);
       case undefined:
       case 'help':
       case '--help':

@@ -14,6 +14,7 @@ import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from '
 import { gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 import { CLONE_HELP, cloneRunCommand, isCloneRun } from './clone.js';
 import { idlePolicyOption } from './idle-policy-option.js';
+import { INCOMING_HELP, incomingRunCommand, isIncomingRun, vmMigrateCommand } from './migrate.js';
 
 export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --clone REF --count N [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
@@ -48,10 +49,12 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
                       instruction; lazy maps each page on first touch (EPT violations counted)
   --store DIR         the snapshot store for --restore and the monitor's snapshot-save/-load
                       (default $FIRMAMENT_SNAPSHOTS, else ~/.local/share/firmament/snapshots)
+${INCOMING_HELP}
 ${CLONE_HELP}`;
 
 export async function runCommand(argv: string[]): Promise<number> {
   if (isCloneRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return cloneRunCommand(argv);
+  if (isIncomingRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return incomingRunCommand(argv);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -89,7 +92,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
-    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir), backup: backupCommand(hypervisor, storeDir) });
+    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir), backup: backupCommand(hypervisor, storeDir), migrate: vmMigrateCommand(hypervisor) });
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }
