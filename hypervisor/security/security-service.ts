@@ -72,18 +72,27 @@ export class SecurityService {
     return this.profiles.get(this.vm(vmName).name) ?? null;
   }
 
-  /** Learns a profile over `forMs` of the VM's guest time (less if the VM stops first). */
-  learn(vmName: string | undefined, forMs: number): Promise<BehaviourProfile> {
+  /**
+   * Learns a profile over `forMs` of the VM's guest time (less if the VM
+   * stops first). With `apply`, the VM is held to it from the very bucket
+   * the learning ends in (no guest time passes in between).
+   */
+  learn(vmName: string | undefined, forMs: number, opts: { apply?: boolean } = {}): Promise<BehaviourProfile> {
     const vm = this.vm(vmName);
     const o = this.observe(vm);
     const learner = new ProfileLearner(o);
     const endNs = learner.startNs + forMs * MS;
     return new Promise((resolve) => {
       let poll: NodeJS.Timeout | undefined;
+      let done = false;
       const finish = (): void => {
+        if (done) return;
+        done = true;
         detach();
         if (poll) clearInterval(poll);
-        resolve(learner.profile());
+        const profile = learner.profile();
+        if (opts.apply && vm.state === 'running') this.setProfile(vm.name, profile);
+        resolve(profile);
       };
       const detach = o.addSink({
         bucket: (v, b) => {

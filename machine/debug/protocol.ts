@@ -63,6 +63,41 @@ export interface Commands {
   'snapshot-save': { args: { name: string; vm?: string; force?: boolean }; result: SnapshotSaved };
   /** Puts a VM (default: the first) back at snapshot NAME from the store, in place. */
   'snapshot-load': { args: { name: string; vm?: string }; result: SnapshotLoaded };
+  // Behaviour profiles and anomalies (hypervisor/security/, docs/security.md).
+  /** Holds a VM (default: the first) to a behaviour profile document from now on. */
+  'profile-set': { args: { vm?: string; profile: unknown }; result: ProfileSet };
+  /** The profile a VM is held to, or null. */
+  'profile-get': { args: { vm?: string }; result: { vm: string; profile: ProfileJson | null } };
+  /** Learns a profile over forMs of the VM's guest time (answers when it has passed); `apply` holds the VM to it at once. */
+  'profile-learn': { args: { vm?: string; forMs: number; apply?: boolean }; result: { vm: string; profile: ProfileJson } };
+  /** Anomalies raised so far (id > since), oldest first. */
+  anomalies: { args: { since?: number; limit?: number }; result: { anomalies: AnomalyNotice[] } };
+}
+
+/** A behaviour profile as JSON (its schema: hypervisor/security/profile.ts). */
+export type ProfileJson = Record<string, unknown>;
+
+export interface ProfileSet {
+  vm: string;
+  /** Rate thresholds and sets the VM is now checked against. */
+  rates: string[];
+  sets: string[];
+}
+
+/** One anomaly notification (hypervisor/security/anomaly.ts has the field-by-field meaning). */
+export interface AnomalyNotice {
+  id: number;
+  vm: string;
+  behaviour: string;
+  metric: string;
+  description: string;
+  observed: number | string[];
+  expected: number | string;
+  window: { fromMs: number; toMs: number };
+  severity: 'low' | 'medium' | 'high';
+  rip: string;
+  atMs: number;
+  episode: { lastMs: number; events: number };
 }
 
 export interface SnapshotSaved {
@@ -88,13 +123,14 @@ export interface SnapshotLoaded {
 }
 
 /** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */
-export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load'] as const satisfies readonly CommandName[];
+export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'profile-learn'] as const satisfies readonly CommandName[];
 
 export type CommandName = keyof Commands;
 export const COMMAND_NAMES: readonly CommandName[] = [
   'hello', 'status', 'snapshot', 'cpu', 'memory', 'translate', 'disasm', 'timeline', 'events', 'consoles', 'vcpus',
   'pause', 'resume', 'step', 'run-to-mode-switch', 'break', 'delete', 'breakpoints', 'watch', 'unwatch', 'serial-input', 'stop',
   'snapshot-save', 'snapshot-load',
+  'profile-set', 'profile-get', 'profile-learn', 'anomalies',
 ];
 
 export interface MonitorRequest<K extends CommandName = CommandName> {
@@ -118,6 +154,8 @@ export interface MonitorEvents {
   console: { id: string; text: string };
   /** Machine events since the last batch (debugcon bytes excluded; see `console`). */
   'machine-events': { events: EventView[]; dropped: number };
+  /** The security service raised an anomaly (one per episode). */
+  anomaly: AnomalyNotice;
 }
 
 export type MonitorEventName = keyof MonitorEvents;
