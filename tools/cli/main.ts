@@ -11,6 +11,8 @@ import { TRANSLATE_HELP, translateCommand } from './translate.js';
 import { CONTAINERS_HELP, containersCommand } from './containers.js';
 import { SNAPSHOT_HELP, snapshotCommand } from './snapshot.js';
 import { TEST_HELP, testCommand } from './test.js';
+import { profileCommand } from './profile.js';
+import { anomaliesCommand } from './anomalies.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -26,6 +28,8 @@ Commands:
   tui         terminal UI: inspect and debug the machine live (or --attach to a --monitor socket)
   inspect     run to a stop point (breakpoint, POST code, exit) and print the inspection views as JSON
   test        run suites of boot tests in parallel workers; JUnit and JSON reports, shards, --merge
+  profile     learn, push, show or check VM behaviour profiles (firmament profile --help)
+  anomalies   list or follow a running machine's anomaly notifications, --notify URL (firmament anomalies --help)
   help        this text
 
 ${BOOT_HELP}
@@ -70,6 +74,10 @@ export async function main(argv: string[]): Promise<number> {
         return await inspectCommand(rest);
       case 'test':
         return await testCommand(rest);
+      case 'profile':
+        return await profileCommand(rest);
+      case 'anomalies':
+        return await anomaliesCommand(rest);
       case undefined:
       case 'help':
       case '--help':
