@@ -91,6 +91,15 @@ function lineColumn(text: string, pos: number): string {
   return `line ${line}, column ${pos - before.lastIndexOf('\n')}`;
 }
 
+/** For a misspelt metric or set name: the names there are. */
+function knownKeys(issue: z.core.$ZodIssue): string {
+  if (issue.code !== 'unrecognized_keys') return '';
+  const last = issue.path[issue.path.length - 1];
+  if (last === 'rates') return ` (rates: ${RATE_METRICS.join(', ')})`;
+  if (last === 'sets') return ` (sets: ${SET_METRICS.join(', ')})`;
+  return '';
+}
+
 /** Parses and checks a profile; errors read "SOURCE: FIELD: what is wrong". */
 export function parseProfile(value: unknown, source = 'profile'): BehaviourProfile {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ProfileError(`${source}: a profile is a JSON object {"format": "${PROFILE_FORMAT}", "version": ${PROFILE_VERSION}, ...}`);
@@ -103,7 +112,7 @@ export function parseProfile(value: unknown, source = 'profile'): BehaviourProfi
     throw new ProfileError(`${source}: not a valid profile (${(e as Error).message})`);
   }
   if (!r.success) {
-    const issues = r.error.issues.slice(0, 3).map((i) => `${i.path.map(String).join('.') || '(top level)'}: ${i.message}`);
+    const issues = r.error.issues.slice(0, 3).map((i) => `${i.path.map(String).join('.') || '(top level)'}: ${i.message}${knownKeys(i)}`);
     throw new ProfileError(`${source}: ${issues.join('; ')}`);
   }
   const d = r.data;
