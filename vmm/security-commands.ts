@@ -22,7 +22,7 @@ export function securityCommands(security: SecurityService): SecurityCommands {
     get: (args) => {
       const vm = security.vm(args.vm);
       const p = security.profile(vm.name);
-      return { vm: vm.name, profile: p ? json(p) : null };
+      return { vm: vm.name, profile: p ? json(p) : null, learning: security.learning(vm.name) };
     },
     learn: async (args) => {
       const vm = security.vm(args.vm);

@@ -29,6 +29,7 @@ export class SecurityService {
   private readonly log: Anomaly[] = [];
   private readonly listeners = new Set<(a: Anomaly) => void>();
   private nextId = 1;
+  private readonly learners = new Map<Vm, number>();
 
   constructor(
     readonly hypervisor: Hypervisor,
@@ -85,9 +86,11 @@ export class SecurityService {
     return new Promise((resolve) => {
       let poll: NodeJS.Timeout | undefined;
       let done = false;
+      this.learners.set(vm, (this.learners.get(vm) ?? 0) + 1);
       const finish = (): void => {
         if (done) return;
         done = true;
+        this.learners.set(vm, (this.learners.get(vm) ?? 1) - 1);
         detach();
         if (poll) clearInterval(poll);
         const profile = learner.profile();
@@ -106,6 +109,11 @@ export class SecurityService {
       }, STOP_POLL_MS);
       poll.unref();
     });
+  }
+
+  /** Profiles being learned on this VM right now. */
+  learning(vmName?: string): number {
+    return this.learners.get(this.vm(vmName)) ?? 0;
   }
 
   anomalies(sinceId = 0): Anomaly[] {

@@ -67,7 +67,7 @@ export interface Commands {
   /** Holds a VM (default: the first) to a behaviour profile document from now on. */
   'profile-set': { args: { vm?: string; profile: unknown }; result: ProfileSet };
   /** The profile a VM is held to, or null. */
-  'profile-get': { args: { vm?: string }; result: { vm: string; profile: ProfileJson | null } };
+  'profile-get': { args: { vm?: string }; result: { vm: string; profile: ProfileJson | null; learning: number } };
   /** Learns a profile over forMs of the VM's guest time (answers when it has passed); `apply` holds the VM to it at once. */
   'profile-learn': { args: { vm?: string; forMs: number; apply?: boolean }; result: { vm: string; profile: ProfileJson } };
   /** Anomalies raised so far (id > since), oldest first. */
