@@ -13,6 +13,7 @@ import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import { hasQemu, QEMU_ARGS, runMeasured, runQemu } from './qemu.js';
 import { vmStateRows } from './vm-state.js';
 import { cloneBenchRows } from './clones.js';
+import { anomalyBenchRows } from './anomaly.js';
 
 const MiB = 1024 * 1024;
 
@@ -108,6 +109,9 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push(...(await vmStateRows(images.guests, qemu)));
   // 5. Linked clones: creation time per clone, host frames of 100 clones of a 16 MiB base.
   rows.push(...(await cloneBenchRows(images.guests['clone']!)));
+
+  // 6. Behaviour profiles: what the security service costs the compute guest.
+  rows.push(...(await anomalyBenchRows(compute)));
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

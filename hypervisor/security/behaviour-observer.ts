@@ -15,6 +15,7 @@ import type { Vm } from '../vm.js';
 import { EXIT_REASONS, type ExitCounts } from '../exits.js';
 import { DEFAULT_BUCKET_MS, emptyRateCounts, type RateCounts, type SetMetric } from './metrics.js';
 import type { SerialPort, VmObserver } from './vm-observer.js';
+import { DirtyHarvester } from './dirty-harvest.js';
 
 const MS = 1_000_000;
 
@@ -55,6 +56,7 @@ export class BehaviourObserver implements VmObserver {
   private ownsDirtyLog = false;
   private dirtyEpoch = -1;
   private closed = false;
+  private readonly harvester: DirtyHarvester;
 
   constructor(
     readonly vm: Vm,
@@ -62,6 +64,7 @@ export class BehaviourObserver implements VmObserver {
   ) {
     this.bucketNs = (opts.bucketMs ?? DEFAULT_BUCKET_MS) * MS;
     this.recentCap = opts.recentBuckets ?? 10;
+    this.harvester = new DirtyHarvester(vm);
     const now = vm.clock.nowNs();
     this.bucketStart = now;
     this.bucketEnd = now + this.bucketNs;
@@ -125,7 +128,8 @@ export class BehaviourObserver implements VmObserver {
 
   sliceEnd(cpu: X86Cpu): void {
     const now = this.vm.clock.nowNs();
-    if (now >= this.bucketEnd) this.closeBucket(cpu, now);
+    // The slice that stopped the VM closes its last bucket: nothing it did goes unseen.
+    if (now >= this.bucketEnd || (this.vm.state === 'stopped' && now > this.bucketStart)) this.closeBucket(cpu, now);
   }
 
   // ------------------------------------------------------------ internals
@@ -175,7 +179,7 @@ export class BehaviourObserver implements VmObserver {
       this.dirtyEpoch = mem.dirtyLogEpoch;
       return 0;
     }
-    const pages = mem.harvestDirty();
+    const pages = this.harvester.harvest();
     this.dirtyEpoch = mem.dirtyLogEpoch;
     this.recentDirty.push(new Set(pages));
     if (this.recentDirty.length > this.recentCap) this.recentDirty.shift();

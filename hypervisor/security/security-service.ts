@@ -100,7 +100,7 @@ export class SecurityService {
       const detach = o.addSink({
         bucket: (v, b) => {
           learner.bucket(v, b);
-          if (b.endNs >= endNs) finish();
+          if (b.endNs >= endNs || v.state === 'stopped') finish();
         },
         firstTouch: () => {},
       });
