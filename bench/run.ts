@@ -16,6 +16,7 @@ import { cloneBenchRows } from './clones.js';
 import { functionBenchRows } from './functions.js';
 import { idlePolicyRows } from './idle-policy.js';
 import { migrationBenchRows } from './migration.js';
+import { anomalyBenchRows } from './anomaly.js';
 
 const MiB = 1024 * 1024;
 
@@ -117,6 +118,8 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push(...(await idlePolicyRows(images.guests)));
   // 8. Live migration: downtime, total time, pages sent per RAM, prepopulated vs lazy after resume, QEMU as the peer.
   rows.push(...(await migrationBenchRows(images.guests, qemu)));
+  // 9. Behaviour profiles: what the security service costs the compute guest.
+  rows.push(...(await anomalyBenchRows(compute)));
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

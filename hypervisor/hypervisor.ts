@@ -246,6 +246,7 @@ export class Hypervisor implements CpuScheduler {
       default:
         break;
     }
+    for (const o of vm.observers) o.sliceEnd(cpu);
     if (vm.state === 'running' && vm.vcpus.every((c) => !c.cpu.canBeWokenByInterrupt() && c.cpu.state !== 'running')) {
       const wakeable = vm.vcpus.some((c) => c.cpu.state === 'wait-for-sipi') && vm.vcpus.some((c) => c.cpu.state === 'running');
       if (!wakeable) vm.stop({ reason: 'halted', code: 0, detail: 'all vCPUs halted with interrupts disabled' });

@@ -72,6 +72,8 @@ const CONTROL_AREA_BYTES = 0x100;
 
 export class VmMsrs implements MsrExitHandler {
   private readonly controlAreas: number[];
+  /** Every intercepted access, before it is carried out (behaviour observers). */
+  onAccess: ((cpu: X86Cpu, index: number, write: boolean) => void) | undefined;
 
   constructor(
     private readonly frames: MsrExitFrames,
@@ -97,12 +99,14 @@ export class VmMsrs implements MsrExitHandler {
   }
 
   read(cpu: X86Cpu, index: number): bigint | undefined {
+    this.onAccess?.(cpu, index, false);
     if (index !== MSR.APIC_BASE) return undefined;
     const lapic = this.lapicOf(cpu);
     return BigInt(LAPIC_DEFAULT_BASE) | (lapic.bsp ? APIC_BASE_BSP : 0n) | (lapic.hardwareEnabled() ? APIC_BASE_ENABLE : 0n);
   }
 
   write(cpu: X86Cpu, index: number, value: bigint): boolean {
+    this.onAccess?.(cpu, index, true);
     if (index === MSR.EFER && value & ~EFER_ALLOWED) throw new MsrFault(`reserved bits in EFER 0x${value.toString(16)}`);
     if (CANONICAL_MSRS.has(index) && !isCanonical(value)) throw new MsrFault(`non-canonical address 0x${value.toString(16)} in MSR 0x${index.toString(16)}`);
     if (index !== MSR.APIC_BASE) return false;

@@ -21,6 +21,8 @@ import { emptyExitCounts, exitsFromCounters, type ExitCounts } from './exits.js'
 import { handleHypercall } from './hypercalls.js';
 import { appendTranscript } from '../machine/devices/transcript.js';
 import { VmMsrs, type MsrExitFrames } from './msr-exits.js';
+import { REG } from '../machine/cpu/unicorn/constants.js';
+import type { VmObserver } from './security/vm-observer.js';
 
 export const GUEST_LAPIC_GPA = 0xfee00000;
 
@@ -98,6 +100,11 @@ export class Vm implements CpuHost {
   onServiceCall: ((vm: Vm, vcpu: Vcpu, fn: number, arg: bigint) => bigint) | undefined;
   /** Which linked clone this VM is (CLONE_INDEX hypercall); null when it is not one. */
   cloneIndex: number | null = null;
+  /** Behaviour observers on the exit stream (hypervisor/security/); empty costs nothing. */
+  readonly observers: VmObserver[] = [];
+  /** COM2 (0x2F8, IRQ 3): what the guest sent on it, and a listener. */
+  com2Serial = '';
+  onCom2: ((text: string) => void) | undefined;
 
   constructor(
     readonly machine: PcMachine,
@@ -123,6 +130,7 @@ export class Vm implements CpuHost {
         onStartup: (i, vector) => this.vcpus[i]!.cpu.startupAt(vector),
       },
       onSerialByte: (b) => this.serialByte(b),
+      onCom2Byte: (b) => this.com2Byte(b),
       onDebugExit: (status, value) => this.stop({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}` }),
     });
     ({ io: this.io, pic: this.pic, pit: this.pit, uart: this.uart, cmos: this.cmos, debugExit: this.debugExit, debugcon: this.debugcon } = this.board);
@@ -144,6 +152,9 @@ export class Vm implements CpuHost {
       },
     ];
     this.msrExits = new VmMsrs(config.msrFrames, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic);
+    this.msrExits.onAccess = (cpu, index, write) => {
+      for (const o of this.observers) o.msr(cpu, index, write);
+    };
     for (let i = 0; i < config.vcpus; i++) this.vcpus.push(new Vcpu(this, i, this, machine));
     for (const v of this.vcpus.slice(1)) v.cpu.state = 'wait-for-sipi';
   }
@@ -172,14 +183,16 @@ export class Vm implements CpuHost {
     return this.vmMemory.secondLevel;
   }
 
-  ioRead(_cpu: X86Cpu, port: number, size: 1 | 2 | 4): number {
+  ioRead(cpu: X86Cpu, port: number, size: 1 | 2 | 4): number {
     this.ioExits++;
+    for (const o of this.observers) o.io(cpu, port, false);
     this.machine.timeline.advanceTo(this.machine.now());
     return this.io.ioRead(port, size);
   }
 
-  ioWrite(_cpu: X86Cpu, port: number, size: 1 | 2 | 4, value: number): void {
+  ioWrite(cpu: X86Cpu, port: number, size: 1 | 2 | 4, value: number): void {
     this.ioExits++;
+    for (const o of this.observers) o.io(cpu, port, true);
     this.machine.timeline.advanceTo(this.machine.now());
     this.io.ioWrite(port, size, value);
   }
@@ -202,7 +215,15 @@ export class Vm implements CpuHost {
   }
 
   hypercall(cpu: X86Cpu): boolean {
+    if (this.observers.length > 0) {
+      const fn = Number(cpu.engine.readReg(REG.RAX) & 0xffff_ffffn);
+      for (const o of this.observers) o.hypercall(cpu, fn);
+    }
     return handleHypercall(this, this.vcpus[cpu.index]!);
+  }
+
+  onCodeFetch(cpu: X86Cpu, guestPage: number): void {
+    for (const o of this.observers) o.codeFetch(cpu, guestPage);
   }
 
   // ------------------------------------------------------------ events
@@ -214,6 +235,19 @@ export class Vm implements CpuHost {
     const ch = String.fromCharCode(b);
     this.serial = appendTranscript(this.serial, ch);
     this.onSerial?.(ch);
+    for (const o of this.observers) o.serialByte('com1');
+  }
+
+  private com2Byte(b: number): void {
+    const ch = String.fromCharCode(b);
+    this.com2Serial = appendTranscript(this.com2Serial, ch);
+    this.onCom2?.(ch);
+    for (const o of this.observers) o.serialByte('com2');
+  }
+
+  /** The COM2 UART of the board (host input goes to its receive()). */
+  get com2(): Uart16550 {
+    return this.board.com2!;
   }
 
   stop(exit: VmExit): void {

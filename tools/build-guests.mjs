@@ -49,7 +49,12 @@ export const GUESTS = Object.freeze({
   overcommit: 'x86_64',
   phases: 'x86_64',
   spin: 'x86_64',
+  gateway: 'x86_64',
+  'gateway-hostile': 'x86_64',
 });
+
+/** Guests that include another guest's sources (a second build of it): those files are part of their inputs. */
+const INCLUDED_GUEST_DIRS = Object.freeze({ 'gateway-hostile': ['guests/gateway'] });
 
 const COMMON_CFLAGS = [
   '-std=gnu11',
@@ -140,6 +145,7 @@ async function guestInputs(root, name, arch) {
     ...(await listFiles(root, `guests/lib/${arch}`)),
   ];
   const guestFiles = await listFiles(root, `guests/${name}`);
+  for (const dir of INCLUDED_GUEST_DIRS[name] ?? []) libFiles.push(...(await listFiles(root, dir)));
   const sources = [
     ...libFiles.filter((f) => f.startsWith(`guests/lib/${arch}/`) && isSource(f)),
     ...libFiles.filter((f) => f.startsWith('guests/lib/common/') && isSource(f)),

@@ -8,7 +8,7 @@
  * second; while it is paused nothing is fetched until something changes.
  */
 import blessed from 'blessed';
-import type { SessionSnapshot } from '../machine/debug/protocol.js';
+import type { AnomalyNotice, SessionSnapshot } from '../machine/debug/protocol.js';
 import type { SnapshotPart, SnapshotRequest } from '../machine/inspect/snapshot.js';
 import { parseAddress } from '../machine/inspect/hex.js';
 import type { TuiTarget } from './target.js';
@@ -89,6 +89,8 @@ export class TuiApp {
         void this.refresh(true);
       } else if (ev.event === 'resumed') {
         this.dirtyHeavy = true;
+      } else if (ev.event === 'anomaly') {
+        this.addAnomalies([ev.data]);
       }
       this.dirtyLight = true;
     });
@@ -175,7 +177,49 @@ export class TuiApp {
     } finally {
       this.inFlight = false;
     }
+    await this.fetchAnomalies();
     this.render();
+  }
+
+  /** New anomalies for the Security pane (events bring them too; this catches up after attaching). */
+  private async fetchAnomalies(): Promise<void> {
+    const s = this.ui.security;
+    if (s.unavailable !== null || this.closed) return;
+    try {
+      const { anomalies } = await this.target.call('anomalies', { since: s.anomalies.at(-1)?.id ?? 0 });
+      this.addAnomalies(anomalies);
+    } catch (e) {
+      s.unavailable = (e as Error).message;
+    }
+  }
+
+  private addAnomalies(list: readonly AnomalyNotice[]): void {
+    const s = this.ui.security;
+    const last = s.anomalies.at(-1)?.id ?? 0;
+    for (const a of list) if (a.id > last && !s.anomalies.some((b) => b.id === a.id)) s.anomalies.push(a);
+    s.anomalies.sort((a, b) => a.id - b.id);
+    this.dirtyLight = true;
+  }
+
+  /** Enter on the Security pane: the anomaly's VM becomes the selected CPU (its first vCPU) and console. */
+  private jumpToVm(): void {
+    const s = this.ui.security;
+    const a = s.anomalies[s.selected < 0 ? s.anomalies.length - 1 : s.selected];
+    if (this.ui.focus !== 'security' || !a) return;
+    const vm = this.snap?.vcpus?.vms.find((v) => v.name === a.vm);
+    const cpu = vm?.vcpus[0];
+    if (!cpu) {
+      this.ui.message = { text: `VM ${a.vm} is not on this machine`, error: true };
+      return;
+    }
+    this.ui.cpu = cpu.index;
+    const console = `vm:${a.vm}:com1`;
+    if (this.snap?.consoles?.consoles.some((c) => c.id === console)) this.ui.consoleId = console;
+    this.ui.scroll.console = undefined;
+    this.ui.disasmAddress = null;
+    this.ui.message = { text: `VM ${a.vm}: ${a.description}`, error: false };
+    this.setFocus('cpu');
+    void this.refresh(true);
   }
 
   // ------------------------------------------------------------------ drawing
@@ -296,6 +340,10 @@ export class TuiApp {
         this.dirtyHeavy = true;
         void this.refresh(true);
         return;
+      case 'jump-to-vm':
+        this.jumpToVm();
+        this.render();
+        return;
       case 'toggle-run':
         run(this.target.call(state === 'running' ? 'pause' : 'resume', {}));
         return;
@@ -403,6 +451,18 @@ export class TuiApp {
   private scrollAction(action: 'scroll-up' | 'scroll-down' | 'page-up' | 'page-down' | 'scroll-home' | 'scroll-end'): void {
     const id = this.ui.focus;
     const page = Math.max(1, this.layout[id].height - 3);
+    if (id === 'security') {
+      // The Security pane moves its selection (Enter jumps to that anomaly's VM).
+      const s = this.ui.security;
+      const n = s.anomalies.length;
+      if (n === 0) return;
+      const cur = s.selected < 0 ? n - 1 : s.selected;
+      const steps = Math.max(1, Math.floor(page / 3));
+      const next = { 'scroll-up': cur - 1, 'scroll-down': cur + 1, 'page-up': cur - steps, 'page-down': cur + steps, 'scroll-home': 0, 'scroll-end': n - 1 }[action];
+      s.selected = Math.max(0, Math.min(n - 1, next));
+      this.render();
+      return;
+    }
     if (id === 'memory') {
       // The memory pane moves its address instead of scrolling a fixed buffer.
       const row = BigInt(memoryRowBytes(Math.max(10, this.layout.memory.width - 2)));

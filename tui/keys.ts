@@ -7,7 +7,8 @@ export type Action =
   | 'break' | 'delete-break' | 'watch' | 'delete-watch'
   | 'goto-memory' | 'toggle-space' | 'translate' | 'goto-disasm' | 'follow-rip'
   | 'prev-cpu' | 'next-cpu' | 'next-console' | 'serial-input'
-  | 'scroll-up' | 'scroll-down' | 'page-up' | 'page-down' | 'scroll-home' | 'scroll-end';
+  | 'scroll-up' | 'scroll-down' | 'page-up' | 'page-down' | 'scroll-home' | 'scroll-end'
+  | 'jump-to-vm';
 
 export interface KeyBinding {
   /** blessed key names. */
@@ -41,7 +42,8 @@ export const KEY_BINDINGS: readonly KeyBinding[] = [
   { keys: ['i'], label: 'i', action: 'serial-input', help: 'type a line into COM1', group: 'Views' },
   { keys: ['tab'], label: 'Tab', action: 'focus-next', help: 'focus next pane (S-Tab: previous; mouse click focuses)', group: 'Panes' },
   { keys: ['S-tab'], label: 'S-Tab', action: 'focus-prev', help: 'focus previous pane', group: 'Panes' },
-  { keys: ['1', '2', '3', '4', '5', '6', '7', '8'], label: '1-8', action: 'focus-pane', help: 'focus pane by number', group: 'Panes' },
+  { keys: ['1', '2', '3', '4', '5', '6', '7', '8', '9'], label: '1-9', action: 'focus-pane', help: 'focus pane by number', group: 'Panes' },
+  { keys: ['enter'], label: 'Enter', action: 'jump-to-vm', help: 'Security pane: select the VM of the selected anomaly (its vCPU and console); arrows pick the anomaly', group: 'Panes' },
   { keys: ['z'], label: 'z', action: 'zoom', help: 'zoom the focused pane to full screen (again: back)', group: 'Panes' },
   { keys: ['up', 'k'], label: 'Up/k', action: 'scroll-up', help: 'scroll up (memory: previous row)', group: 'Panes' },
   { keys: ['down', 'j'], label: 'Down/j', action: 'scroll-down', help: 'scroll down (memory: next row); mouse wheel scrolls', group: 'Panes' },

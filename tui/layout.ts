@@ -19,8 +19,9 @@ type Plan = Record<PaneId, [number, number, number, number]>;
 
 /** 120x40: CPU and disassembly tall in the middle; logs and memory below. Units are a 120x39 grid. */
 const FULL: Plan = {
-  timeline: [0, 0, 30, 14],
-  vcpus: [0, 14, 30, 10],
+  timeline: [0, 0, 30, 11],
+  vcpus: [0, 11, 30, 7],
+  security: [0, 18, 30, 6],
   cpu: [30, 0, 46, 24],
   disasm: [76, 0, 44, 24],
   console: [0, 24, 43, 8],
@@ -39,7 +40,8 @@ const COMPACT: Plan = {
   memory: [0, 15, 53, 4],
   vcpus: [53, 15, 27, 4],
   events: [0, 19, 40, 4],
-  pagewalk: [40, 19, 40, 4],
+  pagewalk: [40, 19, 20, 4],
+  security: [60, 19, 20, 4],
 };
 const COMPACT_GRID = { cols: 80, rows: 23 };
 

@@ -1,7 +1,8 @@
 /** What the user is looking at: every pane renders from a snapshot plus this state. */
 import type { AddressSpace } from '../machine/inspect/memory-view.js';
+import type { AnomalyNotice } from '../machine/debug/protocol.js';
 
-export const PANE_IDS = ['timeline', 'console', 'cpu', 'disasm', 'memory', 'pagewalk', 'vcpus', 'events'] as const;
+export const PANE_IDS = ['timeline', 'console', 'cpu', 'disasm', 'memory', 'pagewalk', 'vcpus', 'events', 'security'] as const;
 export type PaneId = (typeof PANE_IDS)[number];
 
 export const PANE_TITLES: Record<PaneId, string> = {
@@ -13,6 +14,7 @@ export const PANE_TITLES: Record<PaneId, string> = {
   pagewalk: 'Page walk',
   vcpus: 'VMs / vCPUs',
   events: 'Events',
+  security: 'Security',
 };
 
 export interface UiState {
@@ -28,6 +30,8 @@ export interface UiState {
   /** First shown line per pane; undefined = the pane's natural position (tail for logs, RIP for code). */
   scroll: Partial<Record<PaneId, number>>;
   message: { text: string; error: boolean } | null;
+  /** The Security pane: anomalies from the security service (null: not asked yet; unavailable: why not). */
+  security: { anomalies: AnomalyNotice[]; selected: number; unavailable: string | null };
 }
 
 export function initialUiState(): UiState {
@@ -41,5 +45,6 @@ export function initialUiState(): UiState {
     consoleId: 'com1',
     scroll: {},
     message: null,
+    security: { anomalies: [], selected: -1, unavailable: null },
   };
 }

@@ -93,6 +93,8 @@ export interface CpuHost {
   hypercall?(cpu: X86Cpu): boolean;
   /** RDMSR/WRMSR exits (hypervisor VMs). Without it MSRs execute inside the CPU model. */
   readonly msrExits?: MsrExitHandler;
+  /** A code fetch filled the TLB for this guest-physical page (behaviour profiles: code pages executed). */
+  onCodeFetch?(cpu: X86Cpu, guestPage: number): void;
 }
 
 /** Thrown by an MSR exit handler: the instruction raises #GP(0). */
@@ -461,6 +463,7 @@ export class X86Cpu implements DeliveryCpu {
       this.pendingTlbFault = { page: vaddr, access: type, errorCode: r.errorCode, ...(r.nonCanonical ? { nonCanonical: true } : {}) };
       return null;
     }
+    const guestPaddr = r.paddr;
     if (this.host.secondLevel) {
       const t = this.host.secondLevel.translate(r.paddr & ~0xfffn, access);
       if (!t) {
@@ -476,6 +479,7 @@ export class X86Cpu implements DeliveryCpu {
     if (access === 'fetch' && r.executable) {
       perms |= UC_PROT_EXEC;
       this.hostCpu.noteCodePage(page);
+      this.host.onCodeFetch?.(this, Number(guestPaddr & ~0xfffn));
     }
     // Grant write only on a write (so the D bit and watchers see the first store)
     // or when the page is already dirty and nobody watches it.

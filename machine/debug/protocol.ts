@@ -68,6 +68,15 @@ export interface Commands {
   backup: { args: { to: string; vm?: string; force?: boolean }; result: BackupDone };
   /** Live-migrates a VM (default: the first) to a destination waiting with `--incoming tcp:HOST:PORT` (docs/migration.md); answers with the JSON report when the destination runs it. */
   migrate: { args: MigrateArgs; result: Record<string, unknown> };
+  // Behaviour profiles and anomalies (hypervisor/security/, docs/security.md).
+  /** Holds a VM (default: the first) to a behaviour profile document from now on. */
+  'profile-set': { args: { vm?: string; profile: unknown }; result: ProfileSet };
+  /** The profile a VM is held to, or null. */
+  'profile-get': { args: { vm?: string }; result: { vm: string; profile: ProfileJson | null; learning: number } };
+  /** Learns a profile over forMs of the VM's guest time (answers when it has passed); `apply` holds the VM to it at once. */
+  'profile-learn': { args: { vm?: string; forMs: number; apply?: boolean }; result: { vm: string; profile: ProfileJson } };
+  /** Anomalies raised so far (id > since), oldest first. */
+  anomalies: { args: { since?: number; limit?: number }; result: { anomalies: AnomalyNotice[] } };
 }
 
 export interface BackupDone {
@@ -89,6 +98,32 @@ export interface MigrateArgs {
   /** Bytes per second; unlimited when absent. */
   bandwidth?: number;
   autoConverge?: boolean;
+}
+
+/** A behaviour profile as JSON (its schema: hypervisor/security/profile.ts). */
+export type ProfileJson = Record<string, unknown>;
+
+export interface ProfileSet {
+  vm: string;
+  /** Rate thresholds and sets the VM is now checked against. */
+  rates: string[];
+  sets: string[];
+}
+
+/** One anomaly notification (hypervisor/security/anomaly.ts has the field-by-field meaning). */
+export interface AnomalyNotice {
+  id: number;
+  vm: string;
+  behaviour: string;
+  metric: string;
+  description: string;
+  observed: number | string[];
+  expected: number | string;
+  window: { fromMs: number; toMs: number };
+  severity: 'low' | 'medium' | 'high';
+  rip: string;
+  atMs: number;
+  episode: { lastMs: number; events: number };
 }
 
 export interface SnapshotSaved {
@@ -114,7 +149,7 @@ export interface SnapshotLoaded {
 }
 
 /** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */
-export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'backup', 'migrate'] as const satisfies readonly CommandName[];
+export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'backup', 'migrate', 'profile-learn'] as const satisfies readonly CommandName[];
 
 export type CommandName = keyof Commands;
 export const COMMAND_NAMES: readonly CommandName[] = [
@@ -123,6 +158,7 @@ export const COMMAND_NAMES: readonly CommandName[] = [
   'snapshot-save', 'snapshot-load',
   'backup',
   'migrate',
+  'profile-set', 'profile-get', 'profile-learn', 'anomalies',
 ];
 
 export interface MonitorRequest<K extends CommandName = CommandName> {
@@ -148,6 +184,8 @@ export interface MonitorEvents {
   'machine-events': { events: EventView[]; dropped: number };
   /** A running migration's progress (after each round, at the switch-over, at the end). */
   migration: Record<string, unknown>;
+  /** The security service raised an anomaly (one per episode). */
+  anomaly: AnomalyNotice;
 }
 
 export type MonitorEventName = keyof MonitorEvents;

@@ -66,6 +66,11 @@ const ARGS = {
   // backup service
   backup: z.strictObject({ to: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), force: z.boolean().optional() }),
   migrate: z.strictObject({ uri: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), downtimeLimitMs: z.number().positive().max(3_600_000).optional(), bandwidth: z.number().positive().max(2 ** 40).optional(), autoConverge: z.boolean().optional() }),
+  // Behaviour profiles: the profile document itself is checked by its own schema (hypervisor/security/profile.ts).
+  'profile-set': z.strictObject({ vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), profile: z.unknown() }),
+  'profile-get': z.strictObject({ vm: z.string().min(1).max(MAX_SPEC_CHARS).optional() }),
+  'profile-learn': z.strictObject({ vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), forMs: z.number().int().min(1).max(3_600_000), apply: z.boolean().optional() }),
+  anomalies: z.strictObject({ since: count(Number.MAX_SAFE_INTEGER).optional(), limit: count(1 << 20).optional() }),
 } satisfies { [K in CommandName]: z.ZodType<Commands[K]['args']> };
 
 const REQUEST = z.strictObject({

@@ -18,7 +18,7 @@ import { Debugger } from './debugger.js';
 import { chainListener } from './listeners.js';
 import { parseBreakpointSpec, parseWatchSpec } from './specs.js';
 import { checkRequest } from './request-schema.js';
-import { ASYNC_COMMANDS, COMMAND_NAMES, PROTOCOL_NAME, PROTOCOL_VERSION, type CommandName, type Commands, type MigrateArgs, type MonitorEvent, type MonitorRequest, type MonitorResponse } from './protocol.js';
+import { ASYNC_COMMANDS, COMMAND_NAMES, PROTOCOL_NAME, PROTOCOL_VERSION, type CommandName, type Commands, type MigrateArgs, type MonitorEvent, type MonitorEvents, type MonitorRequest, type MonitorResponse } from './protocol.js';
 
 export interface SessionOptions {
   /** What runs on the machine, for `hello` (e.g. "firmware boot", "guest hello.elf"). */
@@ -32,6 +32,16 @@ export interface SessionOptions {
   backup?: (args: Commands['backup']['args']) => Promise<Commands['backup']['result']>;
   /** Live migration of a VM, from the layer that owns the hypervisor (progress goes out as `migration` events). */
   migrate?: (args: MigrateArgs, progress: (p: Record<string, unknown>) => void) => Promise<Record<string, unknown>>;
+  /** Behaviour profiles and anomalies, from the layer that owns the security service. */
+  security?: SecurityCommands;
+}
+
+export interface SecurityCommands {
+  set(args: Commands['profile-set']['args']): Commands['profile-set']['result'];
+  get(args: Commands['profile-get']['args']): Commands['profile-get']['result'];
+  learn(args: Commands['profile-learn']['args']): Promise<Commands['profile-learn']['result']>;
+  anomalies(args: Commands['anomalies']['args']): Commands['anomalies']['result'];
+  onAnomaly(listener: (a: MonitorEvents['anomaly']) => void): () => void;
 }
 
 export interface SnapshotCommands {
@@ -76,6 +86,7 @@ export class DebugSession {
         else if (isShownEvent(ev)) this.bufferEvent(eventView(ev));
       }),
     );
+    if (opts.security) this.detachers.push(opts.security.onAnomaly((a) => this.emit({ event: 'anomaly', data: a })));
     this.handlers = this.makeHandlers();
   }
 
@@ -117,6 +128,7 @@ export class DebugSession {
         return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
       }
     }
+    if (checked.ok && checked.request.cmd === 'profile-learn') return this.profileLearn(checked.request as MonitorRequest<'profile-learn'>);
     if (!checked.ok || !(ASYNC_COMMANDS as readonly string[]).includes(checked.request.cmd)) return this.handle(raw);
     const req = checked.request;
     const id = req.id;
@@ -135,6 +147,21 @@ export class DebugSession {
     } catch (e) {
       return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
     }
+  }
+
+  private async profileLearn(req: MonitorRequest<'profile-learn'>): Promise<MonitorResponse> {
+    const id = req.id;
+    try {
+      const result = await this.securityCommands().learn(req.args!);
+      return { ...(id !== undefined ? { id } : {}), ok: true, result };
+    } catch (e) {
+      return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
+    }
+  }
+
+  private securityCommands(): SecurityCommands {
+    if (!this.opts.security) throw new Error(`behaviour profiles need a machine running VMs under the hypervisor (firmament run)`);
+    return this.opts.security;
   }
 
   /** Typed in-process call (throws on error). */
@@ -210,6 +237,10 @@ export class DebugSession {
         if (m.paused) m.resume();
         return d.status();
       },
+      // Behaviour profiles and anomalies (profile-learn answers asynchronously: handleAsync).
+      'profile-set': (args) => this.securityCommands().set(args),
+      'profile-get': (args) => this.securityCommands().get(args),
+      anomalies: (args) => this.securityCommands().anomalies(args),
     };
   }
 

@@ -33,6 +33,8 @@ export interface BoardConfig {
   kick: () => void;
   control: BoardCpuControl;
   onSerialByte: (byte: number) => void;
+  /** A second 16550 at 0x2F8 (IRQ 3), as on a PC with two serial ports: VMs have one. */
+  onCom2Byte?: (byte: number) => void;
   /** isa-debug-exit: `status` is what QEMU would pass to exit(). */
   onDebugExit: (status: number, value: number) => void;
   onDebugconByte?: (byte: number) => void;
@@ -44,6 +46,7 @@ export class PcBoard {
   readonly pic: Pic8259;
   readonly pit: Pit8254;
   readonly uart: Uart16550;
+  readonly com2: Uart16550 | null = null;
   readonly cmos: CmosRtc;
   readonly debugExit: DebugExit;
   readonly debugcon: Debugcon;
@@ -60,6 +63,10 @@ export class PcBoard {
     this.debugExit = new DebugExit({ onExit: config.onDebugExit });
     this.debugcon = new Debugcon(config.onDebugconByte ? { onByte: config.onDebugconByte } : {});
     for (const d of [this.pic, this.pit, this.uart, this.cmos, this.debugExit, this.debugcon]) this.io.register(d);
+    if (config.onCom2Byte) {
+      this.com2 = new Uart16550({ clock, irq: irq(3), base: 0x2f8, onTransmit: config.onCom2Byte });
+      this.io.register(this.com2);
+    }
     for (let i = 0; i < config.cpus; i++) {
       const index = i;
       this.lapics.push(
@@ -116,6 +123,8 @@ export class PcBoard {
     if (!Array.isArray(lapics) || lapics.length !== this.lapics.length) throw new StateError(who, 'lapics', `expected ${this.lapics.length} LAPIC records`);
     for (const d of this.io.devices()) {
       const rec = devices[d.snapshotId];
+      // Records from before VMs had COM2 leave it at reset.
+      if (rec === undefined && d === this.com2) continue;
       if (rec === null || typeof rec !== 'object' || Array.isArray(rec) || rec instanceof Uint8Array) throw new StateError(who, `devices.${d.snapshotId}`, 'missing or not a record');
       d.restoreState(rec);
     }

@@ -14,6 +14,8 @@ import { TEST_HELP, testCommand } from './test.js';
 import { SERVE_HELP, serveCommand } from './serve.js';
 import { BACKUP_HELP, backupCommand } from './backup.js';
 import { MIGRATE_HELP, migrateCommand } from './migrate.js';
+import { profileCommand } from './profile.js';
+import { anomaliesCommand } from './anomalies.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -32,6 +34,8 @@ Commands:
   test        run suites of boot tests in parallel workers; JUnit and JSON reports, shards, --merge
   serve       the function service: warm linked-clone VMs run uploaded functions over HTTP
   backup      an application-consistent snapshot of a running VM (quiesced through its guest agent)
+  profile     learn, push, show or check VM behaviour profiles (firmament profile --help)
+  anomalies   list or follow a running machine's anomaly notifications, --notify URL (firmament anomalies --help)
   help        this text
 
 ${BOOT_HELP}
@@ -88,6 +92,10 @@ export async function main(argv: string[]): Promise<number> {
         return await backupCommand(rest);
       case 'migrate':
         return await migrateCommand(rest);
+      case 'profile':
+        return await profileCommand(rest);
+      case 'anomalies':
+        return await anomaliesCommand(rest);
       case undefined:
       case 'help':
       case '--help':

@@ -9,6 +9,8 @@ import { MAX_GUEST_RAM, parseCount, parseMemSize, parseTimeoutMs, parseTimerSlac
 import { cliOutput } from './stdout.js';
 import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
+import { securityCommands, startSecurity } from '../../vmm/security-commands.js';
+import { loadProfileFile } from '../../hypervisor/security/profile.js';
 import { guestHooks } from './guest-hooks.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
 import { gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
@@ -39,6 +41,8 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
   --snapshot-unless-status N
                       with --snapshot-on-exit: skip the snapshot when the exit status is N
   --monitor SOCKET    serve the monitor protocol on this Unix socket (docs/monitor.md)
+  --profile FILE      hold the VM to a behaviour profile from its first instruction; anomalies go
+                      to stderr (and --json's "anomalies"); see firmament profile, docs/security.md
   --gdb tcp::PORT     serve the GDB remote protocol for the guest's VM: its vCPUs are gdb's
                       threads (docs/gdb.md); QEMU's -gdb
   --gdb-arch ARCH     x86-64 (default) or i386: the register layout for an i386 gdb (32-bit guest ELF)
@@ -58,7 +62,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, profile: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -82,6 +86,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { out, err } = cliOutput();
   const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) } as const;
   const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) };
+  // A bad profile is refused before a machine is built.
+  const runProfile = values.profile !== undefined ? loadProfileFile(values.profile) : null;
   const { machine: m, hypervisor, vms } = restoring
     ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate })
     : createGuestMachine([guest], machineOpts);
@@ -89,10 +95,13 @@ export async function runCommand(argv: string[]): Promise<number> {
   // COM1 is bytes: 0x80 and above go out as themselves, not re-encoded as UTF-8. After a restore only
   // what the VM prints from now on goes to stdout (--json has the whole transcript).
   if (!values.json) vms[0]!.onSerial = (t) => out.writeBytes(t);
+  // Behaviour profiles: the security service watches the VM from before its first instruction.
+  const security = values.monitor !== undefined || values.profile !== undefined ? startSecurity(hypervisor, runProfile ? [{ profile: runProfile }] : []) : null;
+  if (security && runProfile && !values.json) security.onAnomaly((a) => err.write(`firmament: anomaly: ${a.vm}: ${a.description} (${a.severity}, rip ${a.rip}, at ${a.atMs.toFixed(1)} ms)\n`));
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
-    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir), backup: backupCommand(hypervisor, storeDir), migrate: vmMigrateCommand(hypervisor) });
+    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir), backup: backupCommand(hypervisor, storeDir), migrate: vmMigrateCommand(hypervisor), ...(security ? { security: securityCommands(security) } : {}) });
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }
@@ -108,7 +117,7 @@ export async function runCommand(argv: string[]): Promise<number> {
     const snapshotFile = values['snapshot-on-exit'];
     const snapshot: SnapshotOutcome | undefined = snapshotFile !== undefined && exit.code !== snapshotUnless ? writeMachineSnapshot(snapshotFile, m, { command: 'run', pcpus, guests: [{ ...guest, path: restoring ? guest.path : resolve(guest.path) }] }, () => hypervisor.vms.map((vm) => hypervisor.snapshotVm(vm))) : undefined;
     if (values.json) {
-      out.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports(), host, ...(snapshot ? { snapshot } : {}) }) + '\n');
+      out.write(toJson({ serial: vms[0]!.serial, exit, guests: hypervisor.guestReports(), host, ...(snapshot ? { snapshot } : {}), ...(security ? { anomalies: security.anomalies() } : {}) }) + '\n');
     } else {
       if (exit.reason !== 'debug-exit') err.write(`\nfirmament: ${exit.reason}${exit.detail ? `: ${exit.detail}` : ''}\n`);
       if (snapshot) err.write('error' in snapshot ? `firmament: snapshot: ${snapshot.error}\n` : `firmament: snapshot: ${snapshot.file} (${snapshot.bytes} bytes)\n`);
@@ -117,6 +126,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   } finally {
     await gdb?.close();
     await monitor?.close();
+    security?.close();
     hypervisor.close();
     m.close();
   }

@@ -9,6 +9,7 @@ import { memoryPane } from './memory-pane.js';
 import { pagewalkPane } from './pagewalk-pane.js';
 import { vcpusPane } from './vcpus-pane.js';
 import { eventsPane } from './events-pane.js';
+import { securityPane } from './security-pane.js';
 
 export const PANES: Record<PaneId, PaneRenderer> = {
   timeline: timelinePane,
@@ -19,5 +20,6 @@ export const PANES: Record<PaneId, PaneRenderer> = {
   pagewalk: pagewalkPane,
   vcpus: vcpusPane,
   events: eventsPane,
+  security: securityPane,
 };
 export type { PaneContent, PaneRenderer } from './pane.js';

@@ -1,0 +1,73 @@
+/**
+ * Harvests a VM's EPT dirty bits for the behaviour observer, reading the
+ * EPT tables straight out of host RAM as 32-bit words. It does what
+ * GuestMemory.harvestDirty() does (clear D, bump the log's epoch, drop the
+ * engines' write permissions) at a fraction of the cost: the generic walk
+ * decodes every leaf through nested generators and BigInts, ~20 ms for
+ * 64 MiB of 4 KiB leaves, which every 100 ms of a compute guest's time was
+ * a quarter of its CPU. The shootdown is skipped when nothing was dirty.
+ */
+import type { Vm } from '../vm.js';
+
+/** Bytes covered by one entry at each level (PML4, PDPT, PD, PT). */
+const LEVEL_SIZE = [2 ** 39, 2 ** 30, 2 ** 21, 2 ** 12] as const;
+const PRESENT = 0x7;
+const PAGE_SIZE_BIT = 0x80;
+const DIRTY = 0x200;
+
+interface RamView {
+  base: number;
+  size: number;
+  /** Host RAM as little-endian 32-bit words (EPT entries are 8-byte aligned). */
+  words: Uint32Array;
+}
+
+export class DirtyHarvester {
+  private readonly views: RamView[];
+
+  constructor(private readonly vm: Vm) {
+    this.views = vm.machine.memory.regions
+      .filter((r) => r.kind === 'ram' && r.view && r.view.byteOffset % 4 === 0)
+      .map((r) => ({ base: r.base, size: r.size, words: new Uint32Array(r.view!.buffer, r.view!.byteOffset, r.view!.byteLength >>> 2) }));
+  }
+
+  /** Guest-physical pages written since the last harvest; their D bits are cleared. */
+  harvest(): number[] {
+    const mem = this.vm.vmMemory;
+    const pages: number[] = [];
+    this.walk(Number(mem.ept.eptp() & ~0xfffn), 0, 0, mem.ramBytes, pages);
+    mem.dirtyLogEpoch++;
+    if (pages.length > 0) {
+      // Engines that cached a writable translation must take a write fill (and set D) again.
+      mem.ept.invalidate();
+      mem.shootdown();
+    }
+    return pages;
+  }
+
+  private view(addr: number): { words: Uint32Array; index: number } {
+    for (const v of this.views) if (addr >= v.base && addr + 4096 <= v.base + v.size) return { words: v.words, index: (addr - v.base) >>> 2 };
+    throw new Error(`EPT table at 0x${addr.toString(16)} is outside host RAM`);
+  }
+
+  private walk(table: number, level: number, base: number, limit: number, out: number[]): void {
+    const size = LEVEL_SIZE[level]!;
+    const { words, index } = this.view(table);
+    const last = Math.min(511, Math.floor((limit - 1 - base) / size));
+    for (let i = 0; i <= last; i++) {
+      const at = index + i * 2;
+      const lo = words[at]!;
+      if ((lo & PRESENT) === 0) continue;
+      const gpa = base + i * size;
+      if (level === 3 || (level > 0 && lo & PAGE_SIZE_BIT)) {
+        if (lo & DIRTY) {
+          words[at] = (lo & ~DIRTY) >>> 0;
+          for (let p = gpa; p < gpa + size && p < limit; p += 4096) out.push(p);
+        }
+        continue;
+      }
+      const hi = words[at + 1]! & 0xfffff;
+      this.walk(hi * 2 ** 32 + (lo & 0xfffff000), level + 1, gpa, limit, out);
+    }
+  }
+}
