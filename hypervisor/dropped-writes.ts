@@ -10,12 +10,15 @@
  * instruction is skipped whole (its write is its only effect for MOV stores;
  * see docs/hypervisor.md for what that leaves out).
  */
-import { Decoder, DecoderOptions, Mnemonic, OpKind } from 'iced-x86';
+import { icedX86 } from '../machine/cpu/x86/iced.js';
 import type { X86Cpu } from '../machine/cpu/x86-cpu.js';
 import { REG } from '../machine/cpu/unicorn/constants.js';
 import { RFLAGS } from '../machine/cpu/x86/registers.js';
 
-const ELEMENT: Partial<Record<number, { bytes: number; movs: boolean }>> = {
+let element: Partial<Record<number, { bytes: number; movs: boolean }>> | undefined;
+const stringElement = (mnemonic: number): { bytes: number; movs: boolean } | undefined => {
+  const { Mnemonic } = icedX86();
+  element ??= {
   [Mnemonic.Stosb]: { bytes: 1, movs: false },
   [Mnemonic.Stosw]: { bytes: 2, movs: false },
   [Mnemonic.Stosd]: { bytes: 4, movs: false },
@@ -24,6 +27,8 @@ const ELEMENT: Partial<Record<number, { bytes: number; movs: boolean }>> = {
   [Mnemonic.Movsw]: { bytes: 2, movs: true },
   [Mnemonic.Movsd]: { bytes: 4, movs: true },
   [Mnemonic.Movsq]: { bytes: 8, movs: true },
+  };
+  return element[mnemonic];
 };
 
 export type DroppedWrite = { kind: 'string'; iterations: number; done: boolean } | { kind: 'skipped'; length: number } | { kind: 'undecodable' };
@@ -34,13 +39,14 @@ export function dropWrite(cpu: X86Cpu): DroppedWrite {
   const bytes = cpu.fetchBytes(rip, 15);
   if (bytes.length === 0) return { kind: 'undecodable' };
   const mode = cpu.mode();
+  const { Decoder, DecoderOptions, OpKind } = icedX86();
   const decoder = new Decoder(mode === 'long' ? 64 : mode === 'real' ? 16 : 32, bytes, DecoderOptions.None);
   try {
     const instr = decoder.decode();
     try {
       const len = instr.length;
       if (len === 0 || instr.isInvalid) return { kind: 'undecodable' };
-      const el = ELEMENT[instr.mnemonic];
+      const el = stringElement(instr.mnemonic);
       const addrBits = instr.op0Kind === OpKind.MemoryESRDI ? 64 : instr.op0Kind === OpKind.MemoryESEDI ? 32 : instr.op0Kind === OpKind.MemoryESDI ? 16 : 0;
       if (el && addrBits) return stringStore(cpu, rip, BigInt(len), el, addrBits, instr.hasRepPrefix || instr.hasRepePrefix || instr.hasRepnePrefix);
       cpu.completeInstruction(rip + BigInt(len));

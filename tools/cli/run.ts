@@ -3,10 +3,8 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createGuestMachine, restoreGuestMachine } from '../../vmm/run-guests.js';
 import { defaultStoreDir, SnapshotStore } from '../../vmm/snapshot/index.js';
-import { vmSnapshotCommands } from './vm-snapshots.js';
 import { MAX_GUEST_RAM, parseCount, parseMemSize, parseTimeoutMs, parseTimerSlack, toJson, UsageError } from './args.js';
 import { cliOutput } from './stdout.js';
-import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
@@ -81,6 +79,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
+    // The debugger (request schemas, disassembler) loads only for a monitor: plain runs start faster.
+    const [{ DebugSession }, { vmSnapshotCommands }] = await Promise.all([import('../../machine/debug/session.js'), import('./vm-snapshots.js')]);
     const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir) });
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
