@@ -13,6 +13,7 @@ import { cpuid, type CpuidConfig } from './x86/cpuid.js';
 import { walk, type PagingControl, type PhysicalReader, type WalkResult } from './x86/paging.js';
 import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
 import { contextLayout, HF, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
+import { cachedBytes } from './unicorn/probe-cache.js';
 import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
 import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { faultAddress } from './x86/fault-address.js';
@@ -172,7 +173,7 @@ export class X86Cpu implements DeliveryCpu {
     private readonly cpuidConfig: CpuidConfig,
     hostCpu?: HostCpu,
   ) {
-    resetContext ??= makeResetContext();
+    resetContext ??= cachedBytes('resetContext', contextLayout().size, makeResetContext);
     this.parked = resetContext.slice();
     this.ownHostCpu = hostCpu ? null : new HostCpu(index, host.memory, host.localMmio);
     this.hostCpu = hostCpu ?? this.ownHostCpu!;

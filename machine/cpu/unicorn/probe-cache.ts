@@ -50,6 +50,15 @@ export function cachedProbe<T>(name: string, valid: (v: unknown) => v is T, prob
   return result;
 }
 
+/** Bytes produced by a probe engine (e.g. the power-on context), stored as base64; `length` checks them. */
+export function cachedBytes(name: string, length: number, produce: () => Uint8Array): Uint8Array {
+  const isBlob = (v: unknown): v is string => typeof v === 'string' && Buffer.byteLength(v, 'base64') === length;
+  const b64 = cachedProbe(name, isBlob, () => Buffer.from(produce()).toString('base64'), (v) => isBlob(v));
+  const out = new Uint8Array(length);
+  out.set(Buffer.from(b64, 'base64').subarray(0, length));
+  return out;
+}
+
 function open(): typeof state {
   if (!probeCacheEnabled()) return null;
   if (state !== undefined) return state;
