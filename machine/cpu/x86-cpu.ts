@@ -67,6 +67,8 @@ export interface SecondLevelStep {
 
 /** The EPT step for guests: guest-physical to host-physical, or null on an EPT violation. */
 export interface SecondLevelTranslation {
+  /** The EPT pointer of these tables when they are in host RAM in Intel's format (the native TLB fill walks them). */
+  eptp?(): bigint;
   translate(gpa: bigint, access: 'read' | 'write' | 'fetch'): { hpa: bigint; writable: boolean; executable: boolean; dirty: boolean } | null;
   /** Side-effect-free walk with every level, for the inspection views. */
   inspect(gpa: bigint, access: 'read' | 'write' | 'fetch'): { steps: SecondLevelStep[]; hpa: bigint | null; fault?: string };
@@ -88,6 +90,8 @@ export interface CpuHost {
   readonly localMmio: readonly LocalMmio[];
   /** Pages whose write access must be observed (MWAIT monitors, dirty logging). */
   isWatchedPage(pagePaddr: number): boolean;
+  /** Whether any page is watched now (absent: the native TLB fill assumes some are). */
+  hasWatchedPages?(): boolean;
   /** A CPU got write access to a watched page. */
   onWatchedWrite(cpu: X86Cpu, pagePaddr: number): void;
   /** VMCALL/VMMCALL: returns true if handled (RIP is advanced by the CPU). */
@@ -649,6 +653,7 @@ export class X86Cpu implements DeliveryCpu {
     const h = this.hostCpu;
     h.running = true;
     h.flushCodeIfPending();
+    h.nativeTlb.prepare(this.host);
     h.slice64[SLICE.limit / 8] = h.slice64[SLICE.units / 8]! + budget;
     h.slice32[SLICE.stopped / 4] = 0;
     h.slice32[SLICE.request / 4] = 0;

@@ -289,6 +289,10 @@ export class PcMachine implements CpuHost {
     return this.watched.has(page);
   }
 
+  hasWatchedPages(): boolean {
+    return this.watched.size > 0;
+  }
+
   onWatchedWrite(writer: X86Cpu, page: number): void {
     this.triggerMonitors(page, 4096, `write by CPU ${writer.index}`);
     writer.requestStop();
