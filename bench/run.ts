@@ -13,6 +13,7 @@ import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import { hasQemu, QEMU_ARGS, runMeasured, runQemu } from './qemu.js';
 import { vmStateRows } from './vm-state.js';
 import { cloneBenchRows } from './clones.js';
+import { haltedVmsRows, sieveRows, startupRows } from './perf-rows.js';
 
 const MiB = 1024 * 1024;
 
@@ -60,6 +61,11 @@ export async function runBench(argv: string[]): Promise<number> {
     qIps = counted.instructions / (Math.max(1, q.wallMs - base.wallMs) / 1000);
   }
   rows.push({ metric: 'compute guest: instructions/s', firmament: fmt(ips / 1e6, 'M/s'), qemu: fmt(qIps / 1e6, 'M/s'), ratio: qemu ? (ips / qIps).toFixed(2) : 'n/a', note: `${(counted.instructions / 1e6).toFixed(1)} M instructions (counted exactly); QEMU wall minus its hello-guest start-up` });
+
+  // 1b. Start-up of a whole `firmament run`, the memory-bound sieve guest, halted VMs (bench/perf-rows.ts).
+  rows.push(...(await startupRows(hello, qemu)));
+  rows.push(...(await sieveRows(images.guests['sieve']!, hello, qemu)));
+  rows.push(...(await haltedVmsRows(timer, qemu)));
 
   // 2. Reset to POST complete (handoff POST code) on the default machine.
   let handoffWall = NaN;
