@@ -76,6 +76,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   // COM1 is bytes: 0x80 and above go out as themselves, not re-encoded as UTF-8. After a restore only
   // what the VM prints from now on goes to stdout (--json has the whole transcript).
   if (!values.json) vms[0]!.onSerial = (t) => out.writeBytes(t);
+  // A debugger attached may still resume, poke or interrupt a guest that waits for nothing: never call it dead.
+  if (values.monitor !== undefined || gdbAddress) m.interactive = true;
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
