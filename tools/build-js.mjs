@@ -7,7 +7,7 @@
 // One esbuild bundle with code splitting: loading ~160 small ES modules cost more start-up than
 // compiling them, and the dynamic import()s (bench, OCI registry, images) stay separate chunks.
 // npm packages stay external (node_modules resolves them as before).
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -50,6 +50,9 @@ export async function buildJs({ quiet = false } = {}) {
     target: 'node20',
     packages: 'external',
     outdir: tmp,
+    // Every file is named by its content: a running `firmament` that loads a chunk late (a
+    // command's module, the debugger) finds it even after a rebuild published a new dist/.
+    entryNames: '[name]-[hash]',
     chunkNames: 'chunk-[hash]',
     sourcemap: 'linked',
     metafile: true,
@@ -62,17 +65,28 @@ export async function buildJs({ quiet = false } = {}) {
     const st = statSync(path.join(ROOT, rel));
     sources[rel] = { size: st.size, mtimeMs: st.mtimeMs };
   }
-  writeFileSync(path.join(tmp, MANIFEST), JSON.stringify({ entry: 'main.js', builtAt: new Date().toISOString(), esbuild: esbuild.version, sources }, null, 1));
-  // Swap in whole: a concurrent `firmament` sees the old dist/, none, or the new one, never half.
-  const old = `${DIST}.old-${process.pid}`;
-  try {
-    renameSync(DIST, old);
-  } catch {
-    // no previous build
+  const outputs = Object.keys(result.metafile.outputs).map((f) => path.basename(f));
+  const entry = outputs.find((f) => /^main-.*\.js$/.test(f));
+  if (!entry) throw new Error('esbuild produced no main-*.js');
+  // Publish: files first (new names only ever appear), then the manifest by one rename, the commit point.
+  mkdirSync(DIST, { recursive: true });
+  for (const f of outputs) renameSync(path.join(tmp, f), path.join(DIST, f));
+  const manifest = path.join(DIST, MANIFEST);
+  writeFileSync(`${manifest}.${process.pid}.tmp`, JSON.stringify({ entry, builtAt: new Date().toISOString(), esbuild: esbuild.version, files: outputs, sources }, null, 1));
+  renameSync(`${manifest}.${process.pid}.tmp`, manifest);
+  rmSync(tmp, { recursive: true, force: true });
+  // Files of older builds go once no process started before them can still be loading them.
+  const keep = new Set([...outputs, MANIFEST]);
+  for (const f of readdirSync(DIST)) {
+    if (keep.has(f)) continue;
+    const full = path.join(DIST, f);
+    try {
+      if (Date.now() - statSync(full).mtimeMs > 10 * 60_000) rmSync(full, { force: true });
+    } catch {
+      // removed by a concurrent build
+    }
   }
-  renameSync(tmp, DIST);
-  rmSync(old, { recursive: true, force: true });
-  if (!quiet) console.log(`dist/: ${Object.keys(sources).length} sources compiled into ${Object.keys(result.metafile.outputs).filter((f) => f.endsWith('.js')).length} files`);
+  if (!quiet) console.log(`dist/: ${Object.keys(sources).length} sources compiled into ${outputs.filter((f) => f.endsWith('.js')).length} files`);
   return { sources: Object.keys(sources).length };
 }
 

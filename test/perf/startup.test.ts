@@ -24,7 +24,7 @@ describe('compiled CLI (dist/)', () => {
     await (buildJs as (o: { quiet: boolean }) => Promise<unknown>)({ quiet: true });
     const d = fresh();
     expect(d.reason).toBeNull();
-    expect(d.entry).toMatch(/\/dist\/main\.js$/);
+    expect(d.entry).toMatch(/\/dist\/main-\w+\.js$/);
     const manifest = JSON.parse(readFileSync(path.join(DIST as string, MANIFEST as string), 'utf8')) as { sources: Record<string, unknown> };
     expect(Object.keys(manifest.sources)).toContain('tools/cli/main.ts');
     expect(Object.keys(manifest.sources)).toContain('machine/cpu/unicorn/locate.ts');
