@@ -17,6 +17,7 @@ import { functionBenchRows } from './functions.js';
 import { idlePolicyRows } from './idle-policy.js';
 import { migrationBenchRows } from './migration.js';
 import { anomalyBenchRows } from './anomaly.js';
+import { haltedVmsRows, sieveRows, startupRows } from './perf-rows.js';
 
 const MiB = 1024 * 1024;
 
@@ -64,6 +65,11 @@ export async function runBench(argv: string[]): Promise<number> {
     qIps = counted.instructions / (Math.max(1, q.wallMs - base.wallMs) / 1000);
   }
   rows.push({ metric: 'compute guest: instructions/s', firmament: fmt(ips / 1e6, 'M/s'), qemu: fmt(qIps / 1e6, 'M/s'), ratio: qemu ? (ips / qIps).toFixed(2) : 'n/a', note: `${(counted.instructions / 1e6).toFixed(1)} M instructions (counted exactly); QEMU wall minus its hello-guest start-up` });
+
+  // 1b. Start-up of a whole `firmament run`, the memory-bound sieve guest, halted VMs (bench/perf-rows.ts).
+  rows.push(...(await startupRows(hello, qemu)));
+  rows.push(...(await sieveRows(images.guests['sieve']!, hello, qemu)));
+  rows.push(...(await haltedVmsRows(timer, qemu)));
 
   // 2. Reset to POST complete (handoff POST code) on the default machine.
   let handoffWall = NaN;

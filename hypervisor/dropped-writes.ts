@@ -12,23 +12,31 @@
  * (its write is its only effect for MOV stores; see docs/hypervisor.md for
  * what that leaves out).
  */
-import { Decoder, DecoderOptions, FlowControl, Mnemonic, OpKind, Register, RegisterExt, type Instruction } from 'iced-x86';
+import type { Instruction, Register } from 'iced-x86';
+import { icedX86 } from '../machine/cpu/x86/iced.js';
 import type { X86Cpu } from '../machine/cpu/x86-cpu.js';
 import { REG } from '../machine/cpu/unicorn/constants.js';
 import { RFLAGS } from '../machine/cpu/x86/registers.js';
 import { SEG } from '../machine/cpu/x86/context-layout.js';
 
-const SEGMENT: Partial<Record<number, number>> = { [Register.ES]: SEG.ES, [Register.CS]: SEG.CS, [Register.SS]: SEG.SS, [Register.DS]: SEG.DS, [Register.FS]: SEG.FS, [Register.GS]: SEG.GS };
-
-const ELEMENT: Partial<Record<number, { bytes: number; movs: boolean }>> = {
-  [Mnemonic.Stosb]: { bytes: 1, movs: false },
-  [Mnemonic.Stosw]: { bytes: 2, movs: false },
-  [Mnemonic.Stosd]: { bytes: 4, movs: false },
-  [Mnemonic.Stosq]: { bytes: 8, movs: false },
-  [Mnemonic.Movsb]: { bytes: 1, movs: true },
-  [Mnemonic.Movsw]: { bytes: 2, movs: true },
-  [Mnemonic.Movsd]: { bytes: 4, movs: true },
-  [Mnemonic.Movsq]: { bytes: 8, movs: true },
+// iced-x86 loads on first use (machine/cpu/x86/iced.ts): most runs never drop a write.
+let tables: { element: Partial<Record<number, { bytes: number; movs: boolean }>>; segment: Partial<Record<number, number>> } | undefined;
+const lookup = (): NonNullable<typeof tables> => {
+  const { Mnemonic, Register } = icedX86();
+  tables ??= {
+    element: {
+      [Mnemonic.Stosb]: { bytes: 1, movs: false },
+      [Mnemonic.Stosw]: { bytes: 2, movs: false },
+      [Mnemonic.Stosd]: { bytes: 4, movs: false },
+      [Mnemonic.Stosq]: { bytes: 8, movs: false },
+      [Mnemonic.Movsb]: { bytes: 1, movs: true },
+      [Mnemonic.Movsw]: { bytes: 2, movs: true },
+      [Mnemonic.Movsd]: { bytes: 4, movs: true },
+      [Mnemonic.Movsq]: { bytes: 8, movs: true },
+    },
+    segment: { [Register.ES]: SEG.ES, [Register.CS]: SEG.CS, [Register.SS]: SEG.SS, [Register.DS]: SEG.DS, [Register.FS]: SEG.FS, [Register.GS]: SEG.GS },
+  };
+  return tables;
 };
 
 export type DroppedWrite =
@@ -43,6 +51,7 @@ export function dropWrite(cpu: X86Cpu): DroppedWrite {
   const bytes = cpu.fetchBytes(rip, 15);
   if (bytes.length === 0) return { kind: 'undecodable' };
   const mode = cpu.mode();
+  const { Decoder, DecoderOptions, OpKind } = icedX86();
   const bitness = mode === 'long' ? 64 : mode === 'real' ? 16 : 32;
   const decoder = new Decoder(bitness, bytes, DecoderOptions.None);
   decoder.ip = rip;
@@ -51,7 +60,7 @@ export function dropWrite(cpu: X86Cpu): DroppedWrite {
     try {
       const len = instr.length;
       if (len === 0 || instr.isInvalid) return { kind: 'undecodable' };
-      const el = ELEMENT[instr.mnemonic];
+      const el = lookup().element[instr.mnemonic];
       const addrBits = instr.op0Kind === OpKind.MemoryESRDI ? 64 : instr.op0Kind === OpKind.MemoryESEDI ? 32 : instr.op0Kind === OpKind.MemoryESDI ? 16 : 0;
       if (el && addrBits) return stringStore(cpu, rip, BigInt(len), el, addrBits, instr.hasRepPrefix || instr.hasRepePrefix || instr.hasRepnePrefix);
       if (instr.stackPointerIncrement < 0) {
@@ -99,6 +108,7 @@ function stringStore(cpu: X86Cpu, rip: bigint, len: bigint, el: { bytes: number;
 
 /** Reads a general register as the instruction names it (EAX: the low 32 bits of RAX). */
 function gpr(cpu: X86Cpu, reg: Register): bigint | null {
+  const { Register, RegisterExt } = icedX86();
   if (reg === Register.None) return 0n;
   const full = Register[RegisterExt.fullRegister(reg)] as keyof typeof REG | undefined;
   const id = full !== undefined ? REG[full] : undefined;
@@ -115,6 +125,7 @@ function gpr(cpu: X86Cpu, reg: Register): bigint | null {
  * memory that cannot be read): those are skipped whole.
  */
 function stackStore(cpu: X86Cpu, instr: Instruction, next: bigint, bitness: 16 | 32 | 64): DroppedWrite | null {
+  const { FlowControl, Mnemonic, OpKind } = icedX86();
   let target: bigint | null = null;
   if (instr.flowControl === FlowControl.Call || instr.flowControl === FlowControl.IndirectCall) {
     const op = instr.op0Kind;
@@ -137,6 +148,7 @@ function stackStore(cpu: X86Cpu, instr: Instruction, next: bigint, bitness: 16 |
 
 /** The target of `call [mem]`: the pointer read through the guest's own mappings. */
 function indirectTarget(cpu: X86Cpu, instr: Instruction, next: bigint): bigint | null {
+  const { Register } = icedX86();
   const size = instr.memorySize === 0 ? 0 : instr.stackPointerIncrement < 0 ? -instr.stackPointerIncrement : 0;
   if (size === 0) return null;
   let addr: bigint;
@@ -149,7 +161,7 @@ function indirectTarget(cpu: X86Cpu, instr: Instruction, next: bigint): bigint |
     addr = base + index * BigInt(instr.memoryIndexScale) + instr.memoryDisplacementU64;
   }
   // Long mode: only FS and GS have bases. Otherwise the segment's base applies.
-  const seg = SEGMENT[instr.memorySegment];
+  const seg = lookup().segment[instr.memorySegment];
   if (seg !== undefined && (cpu.mode() !== 'long' || seg === SEG.FS || seg === SEG.GS)) addr += cpu.segBase(seg);
   if (cpu.mode() !== 'long') addr &= 0xffff_ffffn;
   const bytes = cpu.readLinearBytes(BigInt.asUintN(64, addr), size);

@@ -209,6 +209,10 @@ export class Vm implements CpuHost {
     return this.machine.isWatchedPage(page);
   }
 
+  hasWatchedPages(): boolean {
+    return this.machine.hasWatchedPages();
+  }
+
   onWatchedWrite(cpu: X86Cpu, page: number): void {
     this.machine.triggerMonitors(page, 4096, `write by ${this.name} vCPU ${cpu.index}`);
     cpu.requestStop();

@@ -51,6 +51,7 @@ export const GUESTS = Object.freeze({
   spin: 'x86_64',
   gateway: 'x86_64',
   'gateway-hostile': 'x86_64',
+  sieve: 'x86_64',
 });
 
 /** Guests that include another guest's sources (a second build of it): those files are part of their inputs. */

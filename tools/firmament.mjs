@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// The `firmament` CLI. TypeScript sources run through tsx, so there is no build step.
+// The `firmament` CLI. Runs the compiled JavaScript in dist/ (built by `npm install` or
+// `npm run build:js`) while it matches the TypeScript sources, else the sources through tsx.
 import v8 from 'node:v8';
-import { register } from 'tsx/esm/api';
+import { freshDistEntry } from './build-js.mjs';
 
 // Our JavaScript is the control plane around native emulation: device models and exits that run
 // thousands of times a second for microseconds each. With V8's default tiering budget, TurboFan
@@ -12,6 +13,17 @@ import { register } from 'tsx/esm/api';
 // Set before any of our modules load, so every function gets the larger budget.
 v8.setFlagsFromString('--interrupt-budget=270336');
 
-register();
-const { main } = await import('./cli/main.ts');
+// FIRMAMENT_TSX=1 forces the sources (e.g. to compare); a stale or missing dist/ falls back silently.
+const dist = process.env['FIRMAMENT_TSX'] === '1' ? { entry: null } : freshDistEntry();
+let main;
+if (dist.entry) {
+  // Stack traces name the TypeScript lines (dist/ has linked source maps) only when asked: enabling
+  // them costs start-up.
+  if (process.env['FIRMAMENT_SOURCE_MAPS'] === '1') process.setSourceMapsEnabled(true);
+  ({ main } = await import(dist.entry));
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  ({ main } = await import('./cli/main.ts'));
+}
 process.exitCode = await main(process.argv.slice(2));

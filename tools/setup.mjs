@@ -77,13 +77,15 @@ async function ensureUnicorn() {
 }
 
 async function buildHelper() {
-  const src = path.join(root, 'machine/cpu/native/fmcpu.c');
+  const srcs = ['fmcpu.c', 'tlbfill.c'].map((f) => path.join(root, 'machine/cpu/native', f));
   const out = path.join(cache, 'native/libfmcpu.so');
   await fs.mkdirp(path.dirname(out));
-  const fresh = (await fs.pathExists(out)) && (await fs.stat(out)).mtimeMs >= (await fs.stat(src)).mtimeMs;
+  const outTime = (await fs.pathExists(out)) ? (await fs.stat(out)).mtimeMs : -1;
+  let fresh = outTime >= 0;
+  for (const src of srcs) fresh &&= outTime >= (await fs.stat(src)).mtimeMs;
   if (fresh) return;
   log('building the native CPU helper');
-  await $`gcc -O2 -shared -fPIC -Wall -Werror -o ${out} ${src} -ldl -lgcc_s`;
+  await $`gcc -O2 -shared -fPIC -Wall -Werror -o ${out} ${srcs} -ldl -lgcc_s`;
 }
 
 async function buildImages() {

@@ -38,6 +38,10 @@ export function guestHost(guestBytes: number, opts: GuestMachineOptions): { mach
     { base: 0, length: 0xa0000, type: 1 },
     { base: 0x100000, length: machine.memory.lowRamTop - 0x100000, type: 1 },
   ];
+  // Nor did anything program the host's PIT, which powers on ticking at 18.2 Hz (QEMU's model) for
+  // nobody: the VMs have their own. Stop it (mode 0, no count), or it wakes an idle machine ~15 times
+  // a second (docs/performance.md, "Idle").
+  machine.io.ioWrite(0x43, 1, 0x30);
   return { machine, hypervisor: new Hypervisor(machine, map, new HostMemoryManager(machine.memory, map)) };
 }
 

@@ -3,7 +3,9 @@
  * from PIT channel 0 (IRQ0, 1000 Hz), then TICKS interrupts from the local
  * APIC timer (periodic), idling in HLT in between.
  * Command line: ticks=N (default 20); idle=MS switches to the idle-cost
- * bench mode: only idle MS milliseconds of PIT time in HLT.
+ * bench mode: only idle MS milliseconds of PIT time in HLT; halt=1 halts with
+ * no timer armed and interrupts enabled, until reset (what an idle VM with nothing
+ * to wake it costs the host).
  */
 #include "x86_64.h"
 
@@ -46,9 +48,21 @@ static int idle_mode(uint32_t ms)
     return EXIT_OK;
 }
 
+static int halt_mode(void)
+{
+    pic_init();
+    pit_stop(); /* the loader (SeaBIOS under QEMU) left PIT channel 0 running */
+    kputs("timer: halt mode, no timer armed, HLT with interrupts enabled until reset\n");
+    for (;;)
+        cpu_sti_hlt();
+    return EXIT_OK;
+}
+
 int guest_main(struct boot_info *bi)
 {
-    uint32_t idle_ms, ticks;
+    uint32_t idle_ms, ticks, halt;
+    if (cmdline_get_u32(bi->cmdline, "halt", 0, &halt) > 0 && halt)
+        return halt_mode();
     int idle = cmdline_get_u32(bi->cmdline, "idle", 0, &idle_ms);
     if (idle < 0)
         guest_panic(EXIT_BAD_CONFIG, "timer: idle= must be a number of milliseconds");

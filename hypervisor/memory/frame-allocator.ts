@@ -42,6 +42,8 @@ export const FIRST_MIB_EXCLUSION: ExcludedRange = { base: 0, length: 0x100000, r
 /** What the allocator needs from the machine: zeroing, and optionally the region layout to verify the map. */
 export interface FrameMemory {
   write(addr: number, data: Uint8Array): void;
+  /** When present: whether a range already holds only zeros (then it is not written). */
+  isZero?(addr: number, length: number): boolean;
   /** When present (PhysicalMemory), every usable byte must lie in a 'ram' or 'bad-ram' region. */
   readonly regions?: readonly { readonly kind: string; readonly base: number; readonly size: number }[];
 }
@@ -399,6 +401,8 @@ export class HostFrameAllocator implements Snapshottable {
     this.insertAlloc({ base, end, owner });
     for (let a = base; a < end; a += HostFrameAllocator.ZERO.length) {
       const n = Math.min(HostFrameAllocator.ZERO.length, end - a);
+      // Never-used RAM is zero already: skipping it saves the writes and the host pages they commit.
+      if (this.memory.isZero?.(a, n)) continue;
       this.memory.write(a, n === HostFrameAllocator.ZERO.length ? HostFrameAllocator.ZERO : HostFrameAllocator.ZERO.subarray(0, n));
     }
   }

@@ -165,6 +165,9 @@ export class GuestMemory {
     const data = this.loader;
     const ept = this.ept;
     this.secondLevel = {
+      // The CPU's walks read guest tables through walkMemory (paging-structure accesses, EPT A/D) and
+      // translate() through `loader`: both this EPT, which the native TLB fill may walk the same way.
+      eptp: () => ept.eptp(),
       translate: (gpa, access) => {
         try {
           const r = data.translate(gpa, access);

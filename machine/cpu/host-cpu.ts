@@ -15,6 +15,7 @@ import { UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ } from './unicorn/c
 import type { PhysicalMemory } from '../memory/physical-memory.js';
 import type { X86Cpu } from './x86-cpu.js';
 import { ioPermissionLayout, PortIoGate } from './x86/io-permission.js';
+import { NativeTlb } from './native-tlb.js';
 
 /** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
 export const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24, stopPc: 32 } as const;
@@ -41,6 +42,8 @@ export class HostCpu {
   running = false;
   /** The port I/O privilege gate of this engine (null: this Unicorn build defeats it; see io-permission.ts). */
   ioGate: PortIoGate | null = null;
+  /** The TLB-fill hook in C (native-tlb.ts); the bound vCPU prepares it before each slice. */
+  readonly nativeTlb: NativeTlb;
   /** Context switches so far (a measure of how hard the scheduler thrashes engines). */
   switches = 0;
 
@@ -50,6 +53,7 @@ export class HostCpu {
     windows: readonly LocalWindow[],
   ) {
     this.engine = new UnicornEngine(UC_MODE_64);
+    this.nativeTlb = new NativeTlb(memory);
     this.mapMemory(memory, windows);
     // Host writes (DMA, loaders, debugger pokes, restores) bypass QEMU's self-modifying-code detection.
     memory.onHostWrite((addr, length) => this.invalidateCode(addr, length));
@@ -148,7 +152,9 @@ export class HostCpu {
     e.onInvalidInstruction(() => false);
     e.onInsn('CPUID', () => this.bound!.hookCpuid());
     e.onInsn('SYSCALL', () => this.bound!.hookSyscall());
-    e.onTlbFill((vaddr, type) => this.bound!.hookTlbFill(vaddr, type));
+    // Refills that change nothing are answered in C; the rest (and every fill without the C path) here.
+    const fill = (vaddr: bigint, type: number): { paddr: bigint; perms: number } | null => this.bound!.hookTlbFill(vaddr, type);
+    if (!this.nativeTlb.install(e, fill)) e.onTlbFill(fill);
     e.onMemInvalid(() => false);
   }
 

@@ -13,6 +13,7 @@ import { cpuid, type CpuidConfig } from './x86/cpuid.js';
 import { walk, type PagingControl, type PhysicalReader, type WalkResult } from './x86/paging.js';
 import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
 import { contextLayout, HF, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
+import { cachedBytes } from './unicorn/probe-cache.js';
 import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
 import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { faultAddress } from './x86/fault-address.js';
@@ -66,6 +67,8 @@ export interface SecondLevelStep {
 
 /** The EPT step for guests: guest-physical to host-physical, or null on an EPT violation. */
 export interface SecondLevelTranslation {
+  /** The EPT pointer of these tables when they are in host RAM in Intel's format (the native TLB fill walks them). */
+  eptp?(): bigint;
   translate(gpa: bigint, access: 'read' | 'write' | 'fetch'): { hpa: bigint; writable: boolean; executable: boolean; dirty: boolean } | null;
   /** Side-effect-free walk with every level, for the inspection views. */
   inspect(gpa: bigint, access: 'read' | 'write' | 'fetch'): { steps: SecondLevelStep[]; hpa: bigint | null; fault?: string };
@@ -87,6 +90,8 @@ export interface CpuHost {
   readonly localMmio: readonly LocalMmio[];
   /** Pages whose write access must be observed (MWAIT monitors, dirty logging). */
   isWatchedPage(pagePaddr: number): boolean;
+  /** Whether any page is watched now (absent: the native TLB fill assumes some are). */
+  hasWatchedPages?(): boolean;
   /** A CPU got write access to a watched page. */
   onWatchedWrite(cpu: X86Cpu, pagePaddr: number): void;
   /** VMCALL/VMMCALL: returns true if handled (RIP is advanced by the CPU). */
@@ -174,7 +179,7 @@ export class X86Cpu implements DeliveryCpu {
     private readonly cpuidConfig: CpuidConfig,
     hostCpu?: HostCpu,
   ) {
-    resetContext ??= makeResetContext();
+    resetContext ??= cachedBytes('resetContext', contextLayout().size, makeResetContext);
     this.parked = resetContext.slice();
     this.ownHostCpu = hostCpu ? null : new HostCpu(index, host.memory, host.localMmio);
     this.hostCpu = hostCpu ?? this.ownHostCpu!;
@@ -656,6 +661,7 @@ export class X86Cpu implements DeliveryCpu {
     const h = this.hostCpu;
     h.running = true;
     h.flushCodeIfPending();
+    h.nativeTlb.prepare(this.host);
     h.slice64[SLICE.limit / 8] = h.slice64[SLICE.units / 8]! + budget;
     h.slice32[SLICE.stopped / 4] = 0;
     h.slice32[SLICE.request / 4] = 0;

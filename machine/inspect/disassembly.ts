@@ -4,7 +4,7 @@
  * Lines before RIP come from re-synchronising a backward window, as
  * debuggers do; the first window start whose decode lands exactly on RIP wins.
  */
-import { Decoder, DecoderOptions, Formatter, FormatterSyntax, Instruction } from 'iced-x86';
+import { icedX86, type IcedX86 } from '../cpu/x86/iced.js';
 import type { X86Cpu } from '../cpu/x86-cpu.js';
 import type { CpuMode } from '../cpu/x86/registers.js';
 import { cpuLocation } from './cpu-view.js';
@@ -42,10 +42,11 @@ export interface DisassemblyView {
 const MAX_INSN = 15;
 const BACK_WINDOW = 64;
 
-let formatter: Formatter | undefined;
+let formatter: IcedX86.Formatter | undefined;
 
 /** Intel syntax with 0x-prefixed lower-case hex and no leading zeros on branch targets: short lines for narrow panes. */
-function newFormatter(): Formatter {
+function newFormatter(): IcedX86.Formatter {
+  const { Formatter, FormatterSyntax } = icedX86();
   const f = new Formatter(FormatterSyntax.Intel);
   f.hexPrefix = '0x';
   f.hexSuffix = '';
@@ -68,6 +69,7 @@ export function decodeBytes(bits: 16 | 32 | 64, address: bigint, bytes: readonly
   const out: Decoded[] = [];
   if (usable.length === 0 || limit <= 0) return out;
   formatter ??= newFormatter();
+  const { Decoder, DecoderOptions, Instruction } = icedX86();
   const decoder = new Decoder(bits, usable, DecoderOptions.None);
   const insn = new Instruction();
   try {

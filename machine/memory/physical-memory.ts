@@ -35,6 +35,8 @@ export class MemoryError extends Error {
   override name = 'MemoryError';
 }
 
+const ZERO_CHUNK = new Uint8Array(64 * KiB);
+
 export class PhysicalMemory implements PhysicalReader, PhysicalMemoryAccess {
   readonly ram: Uint8Array;
   readonly rom: Uint8Array;
@@ -168,6 +170,21 @@ export class PhysicalMemory implements PhysicalReader, PhysicalMemoryAccess {
     } else {
       for (let i = 0; i < data.length; i++) this.slowWrite(addr + i, data[i]!);
     }
+  }
+
+  /**
+   * Whether [addr, addr + length) is plain RAM holding only zero bytes. The frame allocator asks
+   * before zeroing a frame: fresh RAM is already zero, and reading it (memcmp) neither writes
+   * nor makes the host commit pages that were never touched.
+   */
+  isZero(addr: number, length: number): boolean {
+    const off = this.ramOffset(addr);
+    if (length <= 0 || off < 0 || this.ramOffset(addr + length - 1) !== off + length - 1 || this.anyFaulty(addr, length)) return false;
+    for (let at = off; at < off + length; at += ZERO_CHUNK.length) {
+      const n = Math.min(ZERO_CHUNK.length, off + length - at);
+      if (Buffer.compare(this.ram.subarray(at, at + n), n === ZERO_CHUNK.length ? ZERO_CHUNK : ZERO_CHUNK.subarray(0, n)) !== 0) return false;
+    }
+    return true;
   }
 
   onHostWrite(listener: (addr: number, length: number) => void): void {

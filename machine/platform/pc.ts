@@ -293,6 +293,10 @@ export class PcMachine implements CpuHost {
     return this.watched.has(page);
   }
 
+  hasWatchedPages(): boolean {
+    return this.watched.size > 0;
+  }
+
   onWatchedWrite(writer: X86Cpu, page: number): void {
     this.triggerMonitors(page, 4096, `write by CPU ${writer.index}`);
     writer.requestStop();
@@ -543,8 +547,10 @@ export class PcMachine implements CpuHost {
           const sleepMs = this.pacer.msUntil(deadline, this.timeline.nowNs());
           // Waits shorter than a host timer tick are skipped, not slept: the futex round trip costs more than it saves.
           if (sleepMs > 0.05) {
-            const interrupted = await this.sleep(sleepMs);
-            if (interrupted) continue;
+            // Never past --timeout: with no deadline at all (an interactive machine whose CPUs wait for input) it is the only bound.
+            const left = opts.timeoutMs !== undefined ? Math.max(1, opts.timeoutMs - (performance.now() - wallStart)) : Infinity;
+            const interrupted = await this.sleep(Math.min(sleepMs, left));
+            if (interrupted || left < sleepMs) continue;
           }
         }
         this.timeline.advanceTo(deadline);

@@ -7,7 +7,6 @@ import type { PcMachine } from '../../machine/platform/pc.js';
 import { MACHINE_OPTION_SPEC, MAX_GUEST_RAM, MAX_MACHINE_RAM, machineOptions, parseCount, parseMemSize, toJson, UsageError } from './args.js';
 import { cliOutput } from './stdout.js';
 import { ensureImages } from './images.js';
-import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { bootHooks, type BootHooks } from './boot-hooks.js';
 import { deferClose, gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
@@ -120,10 +119,13 @@ export async function bootCommand(argv: string[]): Promise<number> {
   const live = !o.json;
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (values.monitor !== undefined) await claimSocketPath(values.monitor);
+  // The debugger (request schemas, disassembler) loads only for a monitor: plain boots start faster.
+  const { DebugSession } = monitor ? await import('../../machine/debug/session.js') : { DebugSession: null };
   // The monitor's views follow the boot: containers and guests appear after the handoff.
   let monitorHooks: BootHooks | null = null;
   const attachMonitor = (m: PcMachine): void => {
     monitorHooks = bootHooks(m);
+    if (!DebugSession) throw new Error('attachMonitor without a monitor');
     const session = new DebugSession(m, { label: `firmware boot, ${memBytes >> 20} MiB, ${o.cpus} CPU${o.cpus > 1 ? 's' : ''}`, hooks: monitorHooks.hooks });
     if (values.paused) session.debugger.pause();
     monitor?.attach(session);

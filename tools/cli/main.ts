@@ -2,22 +2,31 @@
 import { UsageError } from './args.js';
 import { reportCliError } from './errors.js';
 import { cliOutput } from './stdout.js';
-import { BOOT_HELP, bootCommand } from './boot.js';
-import { BENCH_HELP, benchCommand } from './bench.js';
-import { RUN_HELP, runCommand } from './run.js';
-import { TUI_HELP, tuiCommand } from './tui.js';
-import { INSPECT_HELP, inspectCommand } from './inspect.js';
-import { TRANSLATE_HELP, translateCommand } from './translate.js';
-import { CONTAINERS_HELP, containersCommand } from './containers.js';
-import { SNAPSHOT_HELP, snapshotCommand } from './snapshot.js';
-import { TEST_HELP, testCommand } from './test.js';
-import { SERVE_HELP, serveCommand } from './serve.js';
-import { BACKUP_HELP, backupCommand } from './backup.js';
-import { MIGRATE_HELP, migrateCommand } from './migrate.js';
-import { profileCommand } from './profile.js';
-import { anomaliesCommand } from './anomalies.js';
 
-const HELP = `firmament: a bare-metal boot and firmware environment emulator
+// Each command's module is loaded only when it runs: the TUI (blessed), the test runner (TOML,
+// XML), the OCI tools (zx) and the debugger (iced-x86, zod) cost start-up that `run` never needs.
+const load = {
+  boot: () => import('./boot.js'),
+  run: () => import('./run.js'),
+  translate: () => import('./translate.js'),
+  containers: () => import('./containers.js'),
+  snapshot: () => import('./snapshot.js'),
+  bench: () => import('./bench.js'),
+  tui: () => import('./tui.js'),
+  inspect: () => import('./inspect.js'),
+  test: () => import('./test.js'),
+  migrate: () => import('./migrate.js'),
+  serve: () => import('./serve.js'),
+  backup: () => import('./backup.js'),
+  profile: () => import('./profile.js'),
+  anomalies: () => import('./anomalies.js'),
+};
+
+async function help(): Promise<string> {
+  const [boot, run, translate, containers, snapshot, bench, tui, inspect, test, migrate, serve, backup] = await Promise.all([
+    load.boot(), load.run(), load.translate(), load.containers(), load.snapshot(), load.bench(), load.tui(), load.inspect(), load.test(), load.migrate(), load.serve(), load.backup(),
+  ]);
+  return `firmament: a bare-metal boot and firmware environment emulator
 
 Usage: firmament <command> [options]
 
@@ -38,29 +47,30 @@ Commands:
   anomalies   list or follow a running machine's anomaly notifications, --notify URL (firmament anomalies --help)
   help        this text
 
-${BOOT_HELP}
+${boot.BOOT_HELP}
 
-${RUN_HELP}
+${run.RUN_HELP}
 
-${TRANSLATE_HELP}
+${translate.TRANSLATE_HELP}
 
-${CONTAINERS_HELP}
+${containers.CONTAINERS_HELP}
 
-${SNAPSHOT_HELP}
+${snapshot.SNAPSHOT_HELP}
 
-${MIGRATE_HELP}
+${migrate.MIGRATE_HELP}
 
-${BENCH_HELP}
+${bench.BENCH_HELP}
 
-${TUI_HELP}
+${tui.TUI_HELP}
 
-${INSPECT_HELP}
+${inspect.INSPECT_HELP}
 
-${TEST_HELP}
+${test.TEST_HELP}
 
-${SERVE_HELP}
+${serve.SERVE_HELP}
 
-${BACKUP_HELP}`;
+${backup.BACKUP_HELP}`;
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -69,38 +79,38 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (cmd) {
       case 'boot':
-        return await bootCommand(rest);
+        return await (await load.boot()).bootCommand(rest);
       case 'run':
-        return await runCommand(rest);
+        return await (await load.run()).runCommand(rest);
       case 'translate':
-        return await translateCommand(rest);
+        return await (await load.translate()).translateCommand(rest);
       case 'containers':
-        return await containersCommand(rest);
+        return await (await load.containers()).containersCommand(rest);
       case 'snapshot':
-        return await snapshotCommand(rest);
+        return await (await load.snapshot()).snapshotCommand(rest);
       case 'bench':
-        return await benchCommand(rest);
+        return await (await load.bench()).benchCommand(rest);
       case 'tui':
-        return await tuiCommand(rest);
+        return await (await load.tui()).tuiCommand(rest);
       case 'inspect':
-        return await inspectCommand(rest);
+        return await (await load.inspect()).inspectCommand(rest);
       case 'test':
-        return await testCommand(rest);
-      case 'serve':
-        return await serveCommand(rest);
-      case 'backup':
-        return await backupCommand(rest);
+        return await (await load.test()).testCommand(rest);
       case 'migrate':
-        return await migrateCommand(rest);
+        return await (await load.migrate()).migrateCommand(rest);
+      case 'serve':
+        return await (await load.serve()).serveCommand(rest);
+      case 'backup':
+        return await (await load.backup()).backupCommand(rest);
       case 'profile':
-        return await profileCommand(rest);
+        return await (await load.profile()).profileCommand(rest);
       case 'anomalies':
-        return await anomaliesCommand(rest);
+        return await (await load.anomalies()).anomaliesCommand(rest);
       case undefined:
       case 'help':
       case '--help':
       case '-h':
-        console.log(HELP);
+        console.log(await help());
         return 0;
       default:
         throw new UsageError(`unknown command '${cmd}' (try 'firmament --help')`);

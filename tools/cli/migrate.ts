@@ -7,6 +7,7 @@
  */
 import { createConnection } from 'node:net';
 import { parseArgs } from 'node:util';
+export { INCOMING_HELP, isIncomingRun } from './incoming-option.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Vm } from '../../hypervisor/vm.js';
 import type { MachineExit } from '../../machine/platform/pc.js';
@@ -22,12 +23,6 @@ import { cliOutput } from './stdout.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { guestHooks } from './guest-hooks.js';
 import { vmByName, vmSnapshotCommands } from './vm-snapshots.js';
-
-export const INCOMING_HELP = `  --incoming tcp:HOST:PORT
-                      instead of an image: wait for a VM migrated from another machine
-                      (firmament migrate / the monitor's migrate), then run it; port 0 picks one
-                      (printed on stderr). --mem is the RAM this machine offers (default 256M),
-                      --populate prepopulate (default) or lazy decides how the VM's memory is mapped`;
 
 export const MIGRATE_HELP = `firmament migrate --monitor SOCK --to tcp:HOST:PORT [options]
   Live-migrates a VM of a running 'firmament run' or 'boot' (its --monitor socket) to a
@@ -68,9 +63,6 @@ export function vmMigrateCommand(hypervisor: Hypervisor): (args: MigrateArgs, pr
   };
 }
 
-export function isIncomingRun(argv: readonly string[]): boolean {
-  return argv.some((a) => a === '--incoming' || a.startsWith('--incoming='));
-}
 
 /** What the first 10 ms of guest time after resume cost (the populate modes are compared on these). */
 export interface AfterResume {

@@ -3,20 +3,15 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createGuestMachine, restoreGuestMachine } from '../../vmm/run-guests.js';
 import { defaultStoreDir, SnapshotStore } from '../../vmm/snapshot/index.js';
-import { vmSnapshotCommands } from './vm-snapshots.js';
-import { backupCommand } from '../../vmm/backup/index.js';
 import { MAX_GUEST_RAM, parseCount, parseMemSize, parseTimeoutMs, parseTimerSlack, toJson, UsageError } from './args.js';
 import { cliOutput } from './stdout.js';
-import { DebugSession } from '../../machine/debug/session.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
-import { securityCommands, startSecurity } from '../../vmm/security-commands.js';
-import { loadProfileFile } from '../../hypervisor/security/profile.js';
 import { guestHooks } from './guest-hooks.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
 import { gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 import { CLONE_HELP, cloneRunCommand, isCloneRun } from './clone.js';
 import { idlePolicyOption } from './idle-policy-option.js';
-import { INCOMING_HELP, incomingRunCommand, isIncomingRun, vmMigrateCommand } from './migrate.js';
+import { INCOMING_HELP, isIncomingRun } from './incoming-option.js';
 
 export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --clone REF --count N [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
@@ -58,7 +53,7 @@ ${CLONE_HELP}`;
 
 export async function runCommand(argv: string[]): Promise<number> {
   if (isCloneRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return cloneRunCommand(argv);
-  if (isIncomingRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return incomingRunCommand(argv);
+  if (isIncomingRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return (await import('./migrate.js')).incomingRunCommand(argv);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -87,7 +82,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) } as const;
   const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) };
   // A bad profile is refused before a machine is built.
-  const runProfile = values.profile !== undefined ? loadProfileFile(values.profile) : null;
+  // Profiles and the security service (zod schemas) load only when asked for: plain runs start faster.
+  const runProfile = values.profile !== undefined ? (await import('../../hypervisor/security/profile.js')).loadProfileFile(values.profile) : null;
+  const securityModule = values.monitor !== undefined || values.profile !== undefined ? await import('../../vmm/security-commands.js') : null;
   const { machine: m, hypervisor, vms } = restoring
     ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate })
     : createGuestMachine([guest], machineOpts);
@@ -96,12 +93,16 @@ export async function runCommand(argv: string[]): Promise<number> {
   // what the VM prints from now on goes to stdout (--json has the whole transcript).
   if (!values.json) vms[0]!.onSerial = (t) => out.writeBytes(t);
   // Behaviour profiles: the security service watches the VM from before its first instruction.
-  const security = values.monitor !== undefined || values.profile !== undefined ? startSecurity(hypervisor, runProfile ? [{ profile: runProfile }] : []) : null;
+  const security = securityModule ? securityModule.startSecurity(hypervisor, runProfile ? [{ profile: runProfile }] : []) : null;
   if (security && runProfile && !values.json) security.onAnomaly((a) => err.write(`firmament: anomaly: ${a.vm}: ${a.description} (${a.severity}, rip ${a.rip}, at ${a.atMs.toFixed(1)} ms)\n`));
+  // A debugger attached may still resume, poke or interrupt a guest that waits for nothing: never call it dead.
+  if (values.monitor !== undefined || gdbAddress) m.interactive = true;
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
-    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir), backup: backupCommand(hypervisor, storeDir), migrate: vmMigrateCommand(hypervisor), ...(security ? { security: securityCommands(security) } : {}) });
+    // The debugger (request schemas, disassembler) and the VM services load only for a monitor: plain runs start faster.
+    const [{ DebugSession }, { vmSnapshotCommands }, { backupCommand }, { vmMigrateCommand }] = await Promise.all([import('../../machine/debug/session.js'), import('./vm-snapshots.js'), import('../../vmm/backup/index.js'), import('./migrate.js')]);
+    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir), backup: backupCommand(hypervisor, storeDir), migrate: vmMigrateCommand(hypervisor), ...(security && securityModule ? { security: securityModule.securityCommands(security) } : {}) });
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }

@@ -10,7 +10,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import lockfile from 'proper-lockfile';
 import { SnapshotStoreError } from './errors.js';
 import { ARTIFACT_TYPE, isDigest, MT_INDEX, MT_MANIFEST, parseDescriptor, parseJson, REF_NAME, type Descriptor } from './format.js';
 
@@ -111,6 +110,8 @@ export class Layout {
     let release: () => Promise<void>;
     // proper-lockfile's default is to throw from a timer (a host crash) when the lock is lost; record it instead.
     let lost: Error | null = null;
+    // Loaded here, not at start-up: proper-lockfile brings graceful-fs, which patches fs (~30 ms).
+    const { default: lockfile } = await import('proper-lockfile');
     try {
       release = await lockfile.lock(this.dir, {
         lockfilePath: path.join(this.dir, LOCK_FILE),

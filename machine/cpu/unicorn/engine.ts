@@ -336,6 +336,21 @@ export class UnicornEngine {
     this.addHook(UC_HOOK_TLB_FILL, cb);
   }
 
+  /**
+   * The TLB-fill hook in C (machine/cpu/native-tlb.ts): `install(uc, cb)` adds it with `h`, as a
+   * C function pointer, for the fills C leaves to JavaScript. False if it could not be added.
+   */
+  onTlbFillNative(h: TlbFillHandler, install: (uc: unknown, cb: unknown) => number): boolean {
+    const cb = this.register((_uc: unknown, vaddr: number | bigint, type: number, entry: unknown) => {
+      const r = h(asU64(vaddr), type);
+      if (!r) return false;
+      koffi.encode(entry, 0, 'uint64_t', r.paddr);
+      koffi.encode(entry, 8, 'uint32_t', r.perms);
+      return true;
+    }, this.lib.proto.tlbFill);
+    return install(this.uc, cb) === 0; // UC_ERR_OK
+  }
+
   /** Accesses to unmapped or read-only memory; return true to continue (the access is dropped). */
   onMemInvalid(h: MemInvalidHandler): void {
     const cb = this.register((_uc: unknown, type: number, addr: number | bigint, size: number, value: number | bigint) => h(type, asU64(addr), size, asU64(value)), this.lib.proto.memInvalid);

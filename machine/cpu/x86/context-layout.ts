@@ -8,6 +8,7 @@
  */
 import { UnicornEngine } from '../unicorn/engine.js';
 import { REG, UC_MODE_16, UC_MODE_64, UC_PROT_ALL } from '../unicorn/constants.js';
+import { cachedProbe, hasIntFields } from '../unicorn/probe-cache.js';
 
 export interface ContextLayout {
   size: number;
@@ -46,7 +47,7 @@ export class LayoutError extends Error {
 let cached: ContextLayout | undefined;
 
 export function contextLayout(): ContextLayout {
-  cached ??= discover();
+  cached ??= cachedProbe('contextLayout', hasIntFields('size', 'regs', 'hflags', 'hflags2', 'segs', 'cr', 'errorCode', 'exceptionIsInt', 'oldException'), discover);
   return cached;
 }
 

@@ -9,6 +9,8 @@
 import { UnicornEngine } from '../unicorn/engine.js';
 import { REG, UC_MODE_32 } from '../unicorn/constants.js';
 import { contextLayout } from './context-layout.js';
+import { loadUnicorn } from '../unicorn/binding.js';
+import { cachedProbe, hasIntFields } from '../unicorn/probe-cache.js';
 
 /** How much of uc_struct is searched for the CPUState pointer. */
 const UC_STRUCT_SCAN = 0x4000;
@@ -28,9 +30,14 @@ export function engineCpuState(): EngineCpuState | string {
 }
 
 function discover(): EngineCpuState | string {
+  // The helper's symbol look-ups are needed with a cached layout too.
+  if ((loadUnicorn().fn.initIrq() as number) !== 0) return 'libunicorn does not export cpu_interrupt_handler';
+  return cachedProbe('cpuState', hasIntFields('cpuField', 'envOffset'), findOnProbeEngine, (v) => typeof v !== 'string');
+}
+
+function findOnProbeEngine(): EngineCpuState | string {
   const e = new UnicornEngine(UC_MODE_32);
   try {
-    if ((e.lib.fn.initIrq() as number) !== 0) return 'libunicorn does not export cpu_interrupt_handler';
     // Register values nothing else holds: their bytes are found only in CPUX86State and saved copies of it.
     [REG.EAX, REG.ECX, REG.EDX, REG.EBX, REG.ESP, REG.EBP, REG.ESI, REG.EDI].forEach((r, i) => e.writeReg(r, 0x5eed_0000 + i * 0x1357));
     const regs = contextLayout().regs;

@@ -18,6 +18,7 @@
  */
 import { UnicornEngine } from '../unicorn/engine.js';
 import { REG, UC_MODE_64, UC_PROT_ALL } from '../unicorn/constants.js';
+import { cachedProbe } from '../unicorn/probe-cache.js';
 import { armMsrIntercept, EXCP_VMEXIT, MSRPM_BYTES, svmLayout, VMCB_MSRPM_BASE_PA, type SvmLayout } from './msr-intercept.js';
 
 export const SVM_EXIT_READ_DR0 = 0x20;
@@ -51,7 +52,7 @@ let cached: true | string | undefined;
 
 /** Whether MOV DR exits work in this build (checked once on a probe engine), and if not, why. */
 export function debugRegisterIntercept(): true | string {
-  cached ??= probe();
+  cached ??= cachedProbe('debugRegisterIntercept', (v): v is true => v === true, probe, (v) => v === true);
   return cached;
 }
 

@@ -3,7 +3,7 @@
  * gives the page, so we decode the faulting instruction (iced-x86) and find
  * the memory operand that touches that page, as the CPU would report it.
  */
-import { Decoder, DecoderOptions, Instruction, InstructionInfoFactory, MemorySizeExt, Register } from 'iced-x86';
+import { icedX86, type IcedX86 } from './iced.js';
 import { REG, UC_MEM_FETCH } from '../unicorn/constants.js';
 import type { UnicornEngine } from '../unicorn/engine.js';
 import { SEG } from './context-layout.js';
@@ -23,7 +23,8 @@ const GPR64: Record<string, number> = {
 const SEG_INDEX: Record<string, number> = { ES: SEG.ES, CS: SEG.CS, SS: SEG.SS, DS: SEG.DS, FS: SEG.FS, GS: SEG.GS };
 
 /** Value of an iced register (any width) as an unsigned BigInt. */
-function regValue(cpu: FaultingCpu, reg: Register, nextRip: bigint): bigint {
+function regValue(cpu: FaultingCpu, reg: IcedX86.Register, nextRip: bigint): bigint {
+  const { Register } = icedX86();
   const name = Register[reg] ?? '';
   const size = Register[reg] === undefined ? 8 : (RegisterExtSize(reg) ?? 8);
   let full = name;
@@ -36,7 +37,8 @@ function regValue(cpu: FaultingCpu, reg: Register, nextRip: bigint): bigint {
   return cpu.engine.readReg(id) & ((1n << BigInt(size * 8)) - 1n);
 }
 
-function RegisterExtSize(reg: Register): number | undefined {
+function RegisterExtSize(reg: IcedX86.Register): number | undefined {
+  const { Register } = icedX86();
   const n = Register[reg] ?? '';
   if (n.startsWith('R') && !/^R\d+[DWB]$/.test(n)) return 8;
   if (n.startsWith('E') || /^R\d+D$/.test(n)) return 4;
@@ -44,7 +46,7 @@ function RegisterExtSize(reg: Register): number | undefined {
   return undefined;
 }
 
-let factory: InstructionInfoFactory | undefined;
+let factory: IcedX86.InstructionInfoFactory | undefined;
 
 export function faultAddress(cpu: FaultingCpu, rip: bigint, page: bigint, access: number): bigint {
   const mode = cpu.mode();
@@ -59,6 +61,7 @@ export function faultAddress(cpu: FaultingCpu, rip: bigint, page: bigint, access
   if (bytes.length === 0) return page;
   // 16-bit protected-mode code is treated as 32-bit here; nothing we run uses it.
   const bits = long ? 64 : mode === 'real' ? 16 : 32;
+  const { Decoder, DecoderOptions, Instruction, InstructionInfoFactory, MemorySizeExt, Register } = icedX86();
   const decoder = new Decoder(bits, bytes, DecoderOptions.None);
   decoder.ip = rip;
   const instr = new Instruction();

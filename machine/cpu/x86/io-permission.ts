@@ -14,8 +14,7 @@
  * once per process (cpu-state.ts, shared with native-irq.ts). If this Unicorn
  * build defeats that, `ioPermissionLayout()` says why and port I/O is unchecked.
  */
-import { UnicornEngine } from '../unicorn/engine.js';
-import { UC_MODE_64 } from '../unicorn/constants.js';
+import { loadUnicorn } from '../unicorn/binding.js';
 import { engineCpuState } from './cpu-state.js';
 import { contextLayout, SEG, SEG_CACHE_SIZE } from './context-layout.js';
 
@@ -46,12 +45,8 @@ export function ioPermissionLayout(): IoPermissionLayout | string {
 function discover(): IoPermissionLayout | string {
   const found = engineCpuState();
   if (typeof found === 'string') return found;
-  const e = new UnicornEngine(UC_MODE_64);
-  try {
-    if ((e.lib.fn.initIo() as number) !== 0) return 'libunicorn does not export raise_exception_err_ra';
-  } finally {
-    e.close();
-  }
+  // A symbol look-up in the helper: no engine needed.
+  if ((loadUnicorn().fn.initIo() as number) !== 0) return 'libunicorn does not export raise_exception_err_ra';
   const L = contextLayout();
   // `found.envOffset` is where the context blob's offsets start; QEMU's CPUX86State itself starts at regs[0].
   return { cpuField: found.cpuField, envOffset: found.envOffset + L.regs, hflagsAt: L.hflags - L.regs, eflagsAt: EFLAGS_IN_REGS };

@@ -15,6 +15,7 @@
 import { UnicornEngine } from '../unicorn/engine.js';
 import { REG, UC_MODE_64, UC_PROT_ALL } from '../unicorn/constants.js';
 import { contextLayout } from './context-layout.js';
+import { cachedProbe, hasIntFields } from '../unicorn/probe-cache.js';
 
 /** UC_HOOK_INTR numbers at and above this are SVM exits (QEMU's EXCP_VMEXIT + exit code). */
 export const EXCP_VMEXIT = 0x100;
@@ -80,7 +81,7 @@ let cached: SvmLayout | string | undefined;
 
 /** Where the SVM fields live in the context blob, or why MSR exits are unavailable in this build. */
 export function svmLayout(): SvmLayout | string {
-  cached ??= discover();
+  cached ??= cachedProbe('svm', hasIntFields('vmcb', 'intercept'), discover, (v) => typeof v !== 'string');
   return cached;
 }
 

@@ -23,6 +23,7 @@ import { REG, UC_MODE_32, UC_PROT_ALL } from '../unicorn/constants.js';
 import { contextLayout } from './context-layout.js';
 import { armMsrIntercept, MSRPM_BYTES, svmLayout, VMCB_MSRPM_BASE_PA } from './msr-intercept.js';
 import { engineCpuState } from './cpu-state.js';
+import { cachedProbe, hasIntFields } from '../unicorn/probe-cache.js';
 
 /** QEMU's CPU_INTERRUPT_VIRQ (CPU_INTERRUPT_TGT_INT_0). */
 export const CPU_INTERRUPT_VIRQ = 0x100;
@@ -55,6 +56,13 @@ function discover(): NativeIrqLayout | string {
   if (typeof svm === 'string') return `needs SVM guest mode: ${svm}`;
   const found = engineCpuState();
   if (typeof found === 'string') return found;
+  const sameCpuState = (v: unknown): v is NativeIrqLayout => isLayout(v) && v.cpuField === found.cpuField && v.envOffset === found.envOffset;
+  return cachedProbe('nativeIrq', sameCpuState, () => probeDelivery(found, svm), (v) => typeof v !== 'string');
+}
+
+const isLayout = hasIntFields('cpuField', 'envOffset', 'request');
+
+function probeDelivery(found: { cpuField: number; envOffset: number }, svm: Exclude<ReturnType<typeof svmLayout>, string>): NativeIrqLayout | string {
   const e = new UnicornEngine(UC_MODE_32);
   try {
     // Unicorn creates the engine's CPU on its first register access: before it, uc_struct's pointer is null.
