@@ -21,7 +21,10 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
   --mem SIZE          guest RAM (default 64M)
   --vcpus N           virtual CPUs (default 1)
   --cpus N            logical CPUs of the host machine the vCPUs are scheduled on (default 1)
-  --cmdline S         Multiboot command line (QEMU's -append)
+  --cmdline S         kernel command line (QEMU's -append)
+  --initrd FILE       a Linux initrd (bzImage or PVH vmlinux), or the first Multiboot module (QEMU's -initrd)
+  --module FILE[,CMDLINE]
+                      a Multiboot (or PVH) module with its command line; repeat for more
   --timeout S         stop after S seconds of wall time (status 124)
   --clock MODE        realtime (default) or virtual
   --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
@@ -44,12 +47,22 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
                       (default $FIRMAMENT_SNAPSHOTS, else ~/.local/share/firmament/snapshots)
 ${CLONE_HELP}`;
 
+/** --initrd FILE and --module FILE[,CMDLINE] (the first comma splits; the command line may hold more). */
+function bootFileOptions(initrd: string | undefined, modules: string[] | undefined): { initrd?: string; modules?: { path: string; cmdline?: string }[] } {
+  const mods = (modules ?? []).map((m) => {
+    const comma = m.indexOf(',');
+    if (comma === 0) throw new UsageError(`--module ${m}: expected FILE[,CMDLINE]`);
+    return comma < 0 ? { path: m } : { path: m.slice(0, comma), cmdline: m.slice(comma + 1) };
+  });
+  return { ...(initrd !== undefined ? { initrd } : {}), ...(mods.length > 0 ? { modules: mods } : {}) };
+}
+
 export async function runCommand(argv: string[]): Promise<number> {
   if (isCloneRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return cloneRunCommand(argv);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -57,6 +70,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   const restoring = values.restore !== undefined;
   if (positionals.length !== (restoring ? 0 : 1)) throw new UsageError(restoring ? 'run --restore REF: takes no guest image (the snapshot is the VM)' : 'run: expected exactly one guest image (firmament run <guest.elf>)');
+  if (restoring && (values.initrd !== undefined || values.module !== undefined)) throw new UsageError('run --restore REF: --initrd and --module belong to a new guest, not a snapshot');
   const populate = values.populate ?? 'eager';
   if (populate !== 'eager' && populate !== 'lazy') throw new UsageError(`--populate ${populate}: expected eager or lazy`);
   const storeDir = values.store ?? defaultStoreDir();
@@ -71,7 +85,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const memBytes = parseMemSize(values.mem ?? '64M', '--mem', MAX_GUEST_RAM);
   const { out, err } = cliOutput();
   const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) } as const;
-  const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) };
+  const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}), ...bootFileOptions(values.initrd, values.module) };
   const { machine: m, hypervisor, vms } = restoring
     ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate })
     : createGuestMachine([guest], machineOpts);
