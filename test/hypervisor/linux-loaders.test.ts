@@ -157,6 +157,20 @@ describe('Linux loaders (hypervisor/linux/)', () => {
     expect(r.code).toBe(1); // isa-debug-exit(0): QEMU's status (0 << 1) | 1
   });
 
+  it('a Linux guest finds the BIOS Data Area SeaBIOS leaves: COM1, the EBDA segment and 639 KiB of base memory', () => {
+    const { machine, hypervisor, vms } = createGuestMachine([{ path: file('vmlinuz-bda', bzImage(probe.flat)), memBytes: 64 * MiB, vcpus: 1 }], { pcpus: 1, pace: 'virtual' });
+    try {
+      const bda = new DataView(vms[0]!.vmMemory.read(0x400, 0x20).buffer);
+      expect(bda.getUint16(0x00, true)).toBe(0x3f8);
+      expect(bda.getUint16(0x0e, true)).toBe(0x9fc0);
+      expect(bda.getUint16(0x13, true)).toBe(639);
+      expect(vms[0]!.vmMemory.read(0x9fc00, 1)[0]).toBe(1);
+    } finally {
+      hypervisor.close();
+      machine.close();
+    }
+  });
+
   it('runs a PVH vmlinux with --initrd and --module FILE,CMDLINE: modules in order, each with its command line', async () => {
     const r = await runGuest({
       path: file('vmlinux', probe.elf),
