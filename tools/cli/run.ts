@@ -25,6 +25,7 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
   --initrd FILE       a Linux initrd (bzImage or PVH vmlinux), or the first Multiboot module (QEMU's -initrd)
   --module FILE[,CMDLINE]
                       a Multiboot (or PVH) module with its command line; repeat for more
+  --serial-stdin      send what arrives on stdin to the guest's COM1 (type into a Linux shell)
   --timeout S         stop after S seconds of wall time (status 124)
   --clock MODE        realtime (default) or virtual
   --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
@@ -62,7 +63,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, 'serial-stdin': { type: 'boolean' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -92,6 +93,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   // COM1 is bytes: 0x80 and above go out as themselves, not re-encoded as UTF-8. After a restore only
   // what the VM prints from now on goes to stdout (--json has the whole transcript).
   if (!values.json) vms[0]!.onSerial = (t) => out.writeBytes(t);
+  const fromStdin = (b: Buffer): void => vms[0]!.uart.receive(b);
+  if (values['serial-stdin']) process.stdin.on('data', fromStdin);
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
@@ -118,6 +121,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
     return exit.code;
   } finally {
+    if (values['serial-stdin']) {
+      process.stdin.off('data', fromStdin);
+      process.stdin.destroy();
+    }
     await gdb?.close();
     await monitor?.close();
     hypervisor.close();
