@@ -9,6 +9,7 @@ import { checkInputFile, readInputFile } from '../machine/platform/input-file.js
 import { Hypervisor, type GuestReport, type HandoffMemoryRange } from './hypervisor.js';
 import { HostMemoryManager } from './host-memory.js';
 import type { Vm } from './vm.js';
+import type { BootFile } from './linux/index.js';
 
 /** A Multiboot image on disk and the VM to give it (`--guest path,mem=,vcpus=,cmdline=`). */
 export interface GuestFileSpec {
@@ -16,6 +17,10 @@ export interface GuestFileSpec {
   memBytes: number;
   vcpus: number;
   cmdline?: string;
+  /** --initrd FILE: a Linux initrd (bzImage, PVH module 0) or the first Multiboot module. */
+  initrd?: string;
+  /** --module FILE[,cmdline]: Multiboot/PVH modules, in order after the initrd. */
+  modules?: readonly { path: string; cmdline?: string }[];
 }
 
 /** Beyond its RAM, an image may carry this much that is never loaded (symbols, debug info). */
@@ -23,9 +28,18 @@ const IMAGE_SLACK_BYTES = 64 * 1024 * 1024;
 
 const imageLimits = (g: GuestFileSpec): { what: string; maxBytes: number } => ({ what: 'guest image', maxBytes: g.memBytes + IMAGE_SLACK_BYTES });
 
-/** Checks a guest image is a regular file of a plausible size, without reading it. */
+/** Checks a guest image (and its initrd and modules) are regular files of a plausible size, without reading them. */
 export function checkGuestImage(g: GuestFileSpec): void {
   checkInputFile(g.path, imageLimits(g));
+  if (g.initrd !== undefined) checkInputFile(g.initrd, { what: 'initrd', maxBytes: g.memBytes });
+  for (const m of g.modules ?? []) checkInputFile(m.path, { what: 'module', maxBytes: g.memBytes });
+}
+
+/** The initrd and modules as the loaders take them (read with the same limits). */
+function bootFiles(g: GuestFileSpec): { initrd?: BootFile; modules?: BootFile[] } {
+  const initrd = g.initrd !== undefined ? { name: basename(g.initrd), bytes: readInputFile(g.initrd, { what: 'initrd', maxBytes: g.memBytes }) } : undefined;
+  const modules = (g.modules ?? []).map((m) => ({ name: basename(m.path), bytes: readInputFile(m.path, { what: 'module', maxBytes: g.memBytes }), ...(m.cmdline !== undefined ? { cmdline: m.cmdline } : {}) }));
+  return { ...(initrd ? { initrd } : {}), ...(modules.length > 0 ? { modules } : {}) };
 }
 
 /** Reads a guest image, refusing directories, devices and files far larger than the guest's RAM before reading. */
@@ -71,6 +85,7 @@ export function hypervisorWithGuests(
           memBytes: g.memBytes,
           vcpus: g.vcpus,
           ...(g.cmdline !== undefined ? { cmdline: g.cmdline } : {}),
+          ...bootFiles(g),
         }),
       );
     } catch (e) {

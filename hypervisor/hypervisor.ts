@@ -40,7 +40,11 @@ function pageSource(ranges: readonly MemoryRange[]): PageSource {
 import { MsrExitFrames } from './msr-exits.js';
 import { parseMultibootImage, buildMultibootInfo, qemuPcMemoryMap, MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot/index.js';
 import { chooseMbiRegion } from './multiboot/mbi-placement.js';
+import { linuxBootPlan, type BootFile, type LinuxBootPlan } from './linux/index.js';
+import { placeMultibootModules } from './linux/multiboot-modules.js';
+import { REG } from '../machine/cpu/unicorn/constants.js';
 import { seabiosDeviceState } from './legacy-state.js';
+import { biosDataArea } from './bios-data-area.js';
 import { dropWrite } from './dropped-writes.js';
 import { OpenBusExhausted } from './open-bus.js';
 import { VcpuScheduler } from './scheduling/vcpu-scheduler.js';
@@ -54,6 +58,10 @@ export interface GuestSpec {
   memBytes: number;
   vcpus: number;
   cmdline?: string;
+  /** --initrd: the bzImage's initrd, PVH module 0, or a Multiboot module (as QEMU's -initrd). */
+  initrd?: BootFile;
+  /** --module FILE[,cmdline]: Multiboot or PVH modules after the initrd. */
+  modules?: readonly BootFile[];
 }
 
 export interface HandoffMemoryRange {
@@ -95,23 +103,43 @@ export class Hypervisor implements CpuScheduler {
 
   /** Builds a VM from a Multiboot image, as qemu -kernel does. Errors name the file and field. */
   createGuest(spec: GuestSpec): Vm {
+    // A Linux bzImage or PVH vmlinux boots through its own protocol (hypervisor/linux/).
+    const linux = linuxBootPlan(spec, qemuPcMemoryMap(spec.memBytes));
+    if (linux) return this.createLinuxGuest(spec, linux);
     const plan = parseMultibootImage(spec.image, spec.fileName, { ramSize: spec.memBytes });
+    const mods = placeMultibootModules(plan.segments, [...(spec.initrd ? [spec.initrd] : []), ...(spec.modules ?? [])], spec.memBytes);
     const vm = this.newVm({ name: spec.name ?? basename(spec.fileName).replace(/\.elf$/, ''), vcpus: spec.vcpus, memBytes: spec.memBytes });
     const memory = vm.vmMemory;
+    // What SeaBIOS leaves in low memory first: a kernel loaded over it keeps its own bytes.
+    for (const w of biosDataArea()) memory.write(w.gpa, w.bytes);
     for (const seg of plan.segments) {
       const bytes = new Uint8Array(seg.memSize);
       bytes.set(seg.fileBytes.subarray(0, Math.min(seg.fileBytes.length, seg.memSize)));
       memory.write(seg.paddr, bytes);
     }
+    for (const w of mods.writes) memory.write(w.gpa, w.bytes);
     // QEMU always passes "<kernel> <append>", with the space even when -append is empty.
     const cmdline = `${spec.fileName} ${spec.cmdline ?? ''}`;
     // The MBI never lands on the kernel's own bytes (mbi-placement.ts).
-    const mbi = buildMultibootInfo({ memoryMap: qemuPcMemoryMap(spec.memBytes), cmdline, bootLoaderName: 'qemu', placeAt: chooseMbiRegion(plan.segments, spec.memBytes, spec.fileName) });
+    const mbi = buildMultibootInfo({ memoryMap: qemuPcMemoryMap(spec.memBytes), cmdline, bootLoaderName: 'qemu', modules: mods.modules, placeAt: chooseMbiRegion([...plan.segments, ...mods.asSegments], spec.memBytes, spec.fileName) });
     memory.write(mbi.base, mbi.bytes);
     seabiosDeviceState(vm.io);
     vm.vcpus[0]!.cpu.enterFlatProtectedMode(plan.entry, MULTIBOOT_BOOTLOADER_MAGIC, mbi.address);
     this.addVm(vm);
     this.machine.log('hypervisor', `${vm.name}: ${spec.memBytes >> 20} MiB, ${spec.vcpus} vCPU, entry 0x${plan.entry.toString(16)}`);
+    return vm;
+  }
+
+  /** A Linux kernel (bzImage or PVH) as the plan from hypervisor/linux/ says: its bytes, then its 32-bit entry. */
+  private createLinuxGuest(spec: GuestSpec, plan: LinuxBootPlan): Vm {
+    const vm = this.newVm({ name: spec.name ?? basename(spec.fileName), vcpus: spec.vcpus, memBytes: spec.memBytes });
+    for (const w of [...biosDataArea(), ...plan.writes]) vm.vmMemory.write(w.gpa, w.bytes);
+    seabiosDeviceState(vm.io);
+    const cpu = vm.vcpus[0]!.cpu;
+    cpu.enterFlatProtectedMode(plan.entry, 0, plan.ebx);
+    cpu.engine.writeReg(REG.RSI, plan.esi);
+    this.addVm(vm);
+    this.machine.log('hypervisor', `${vm.name}: ${spec.memBytes >> 20} MiB, ${spec.vcpus} vCPU, ${plan.summary}`);
     return vm;
   }
 

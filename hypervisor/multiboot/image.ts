@@ -5,6 +5,7 @@
  */
 import elfy from 'elfy';
 import { MultibootError, hex } from './errors.js';
+import { describeKernel, identifyKernel, SUPPORTED_FORMATS } from '../linux/kernel-format.js';
 
 export const MULTIBOOT_HEADER_MAGIC = 0x1badb002;
 /** EAX at guest entry. */
@@ -156,11 +157,18 @@ function findHeader(r: Reader, file: string): MultibootHeaderInfo {
       `${hex(badChecksum.checksum)} is wrong: magic + flags + checksum must be 0 mod 2^32 (expected ${hex(badChecksum.expected)})`,
     );
   }
+  // Say what the file is instead (a Linux bzImage, a PVH vmlinux, gzip data...) and what is supported.
+  let what: string;
+  try {
+    what = describeKernel(identifyKernel(r.bytes, file));
+  } catch {
+    what = 'a malformed ELF file';
+  }
   throw new MultibootError(
     file,
     0,
     'multiboot header',
-    `not found: no 4-byte aligned magic ${hex(MULTIBOOT_HEADER_MAGIC)} with a valid checksum in the first ${limit} bytes (file size ${hex(r.length)})`,
+    `not found: no 4-byte aligned magic ${hex(MULTIBOOT_HEADER_MAGIC)} with a valid checksum in the first ${limit} bytes (file size ${hex(r.length)}); the file is ${what}; ${SUPPORTED_FORMATS}`,
   );
 }
 

@@ -96,6 +96,23 @@ export class HostCpu {
     this.codePages.add(page);
   }
 
+  isCodePage(page: number): boolean {
+    return this.codePages.has(page);
+  }
+
+  /**
+   * The guest got write access to a page holding translated code. Unicorn 2.1 catches only
+   * the first store into such a page (then it drops the TLB entry's write protection while
+   * other blocks of the page remain, and later stores leave them stale: Linux's alternatives
+   * patching ran a patched-away call). Drop translated code before the next block. (A TLB
+   * flush instead, to re-arm Unicorn's own detection, crashed Unicorn with SIGBUS.)
+   * See docs/linux.md and test/cpu/smc-irq.test.ts.
+   */
+  noteCodeWrite(): void {
+    this.flushCodePending = true;
+    this.bound?.requestStop();
+  }
+
   invalidateCode(addr: number, length: number): void {
     if (this.flushCodePending) return;
     for (let p = addr - (addr % 4096); p < addr + length; p += 4096) {

@@ -487,13 +487,16 @@ export class X86Cpu implements DeliveryCpu {
       this.host.onCodeFetch?.(this, Number(guestPaddr & ~0xfffn));
     }
     // Grant write only on a write (so the D bit and watchers see the first store)
-    // or when the page is already dirty and nobody watches it.
+    // or when the page is already dirty, nobody watches it and it holds no translated code
+    // (stores into code must come here: host-cpu.ts noteCodeWrite).
     if (r.writable) {
       const watched = this.host.isWatchedPage(page);
+      const code = this.hostCpu.isCodePage(page);
       if (access === 'write') {
         perms |= UC_PROT_WRITE;
         if (watched) this.host.onWatchedWrite(this, page);
-      } else if (r.dirty && !watched) {
+        if (code) this.hostCpu.noteCodeWrite();
+      } else if (r.dirty && !watched && !code) {
         perms |= UC_PROT_WRITE;
       }
     }

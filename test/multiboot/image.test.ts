@@ -363,8 +363,10 @@ describe.skipIf(!hasToolchain)('parseMultibootImage: malformed images', () => {
   });
 
   it('header not found: no magic, misaligned magic, magic past 8 KiB, empty file', () => {
-    const problem = (n: number, size: number) => `not found: no 4-byte aligned magic 0x1badb002 with a valid checksum in the first ${n} bytes (file size 0x${size.toString(16)})`;
-    expectError(set32(tiny32, HDR, 0), 'guest.elf', 0, 'multiboot header', problem(8192, tiny32.length));
+    const supported = 'supported: a Multiboot v1 kernel (ELF or a.out kludge), a Linux bzImage (boot protocol 2.06 or later), or an ELF vmlinux with a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)';
+    const problem = (n: number, size: number, what = 'not a kernel format we know') =>
+      `not found: no 4-byte aligned magic 0x1badb002 with a valid checksum in the first ${n} bytes (file size 0x${size.toString(16)}); the file is ${what}; ${supported}`;
+    expectError(set32(tiny32, HDR, 0), 'guest.elf', 0, 'multiboot header', problem(8192, tiny32.length, 'an ELF32 i386 executable without a Multiboot header or a PVH entry note'));
     const mis = new Uint8Array(0x100);
     mis.set(kludge.subarray(0, 32), 2);
     expectError(mis, 'mis.bin', 0, 'multiboot header', problem(0x100, 0x100));

@@ -37,6 +37,8 @@ export const BOOT_HELP = `firmament boot [options]
   --guest-vcpus N     vCPUs per guest (default 1)
   --idle-policy P     how a vCPU's HLT/MWAIT idles: native, emulated, adaptive (default) or haltpoll (see
                       docs/hypervisor.md "Idling")
+  --guest-cmdline S   kernel command line for the guests (QEMU's -append)
+  --guest-initrd FILE a Linux initrd for the guests (or their first Multiboot module)
   --registry URL      pull the firmware containers from an OCI registry instead of the
                       local layout: http://HOST:PORT/<prefix>[:tag] (every <prefix>/<name>)
   --strict            fail when POST reported any error or a container did not pass
@@ -86,6 +88,8 @@ export async function bootCommand(argv: string[]): Promise<number> {
       'guest-mem': { type: 'string' },
       'guest-vcpus': { type: 'string' },
       'idle-policy': { type: 'string' },
+      'guest-cmdline': { type: 'string' },
+      'guest-initrd': { type: 'string' },
       registry: { type: 'string' },
       junit: { type: 'string' },
       'snapshot-on-exit': { type: 'string' },
@@ -102,7 +106,8 @@ export async function bootCommand(argv: string[]): Promise<number> {
   const guestMem = parseMemSize(values['guest-mem'] ?? '64M', '--guest-mem', MAX_GUEST_RAM);
   const guestVcpus = parseCount(values['guest-vcpus'], '--guest-vcpus', 1);
   const idlePolicy = idlePolicyOption(values['idle-policy']);
-  const guests: BootGuest[] = (values.guest ?? []).map((path) => ({ path, memBytes: guestMem, vcpus: guestVcpus }));
+  const guestBoot = { ...(values['guest-cmdline'] !== undefined ? { cmdline: values['guest-cmdline'] } : {}), ...(values['guest-initrd'] !== undefined ? { initrd: values['guest-initrd'] } : {}) };
+  const guests: BootGuest[] = (values.guest ?? []).map((path) => ({ path, memBytes: guestMem, vcpus: guestVcpus, ...guestBoot }));
   // With guests, the machine needs their RAM on top of what the firmware and OS use.
   const memBytes = machineMemoryFor(guests, values.mem !== undefined ? o.memBytes : undefined);
   if (memBytes > MAX_MACHINE_RAM) throw new UsageError(`${guests.length} guests of ${values['guest-mem'] ?? '64M'} need ${memBytes >> 20} MiB of machine RAM, more than the ${MAX_MACHINE_RAM >> 20} MiB one machine can have`);

@@ -21,7 +21,11 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
   --mem SIZE          guest RAM (default 64M)
   --vcpus N           virtual CPUs (default 1)
   --cpus N            logical CPUs of the host machine the vCPUs are scheduled on (default 1)
-  --cmdline S         Multiboot command line (QEMU's -append)
+  --cmdline S         kernel command line (QEMU's -append)
+  --initrd FILE       a Linux initrd (bzImage or PVH vmlinux), or the first Multiboot module (QEMU's -initrd)
+  --module FILE[,CMDLINE]
+                      a Multiboot (or PVH) module with its command line; repeat for more
+  --serial-stdin      send what arrives on stdin to the guest's COM1 (type into a Linux shell)
   --timeout S         stop after S seconds of wall time (status 124)
   --clock MODE        realtime (default) or virtual
   --idle-policy P     how a vCPU's HLT/MWAIT idles: native (keeps its pCPU), emulated (gives it up),
@@ -51,13 +55,23 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
 ${INCOMING_HELP}
 ${CLONE_HELP}`;
 
+/** --initrd FILE and --module FILE[,CMDLINE] (the first comma splits; the command line may hold more). */
+function bootFileOptions(initrd: string | undefined, modules: string[] | undefined): { initrd?: string; modules?: { path: string; cmdline?: string }[] } {
+  const mods = (modules ?? []).map((m) => {
+    const comma = m.indexOf(',');
+    if (comma === 0) throw new UsageError(`--module ${m}: expected FILE[,CMDLINE]`);
+    return comma < 0 ? { path: m } : { path: m.slice(0, comma), cmdline: m.slice(comma + 1) };
+  });
+  return { ...(initrd !== undefined ? { initrd } : {}), ...(mods.length > 0 ? { modules: mods } : {}) };
+}
+
 export async function runCommand(argv: string[]): Promise<number> {
   if (isCloneRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return cloneRunCommand(argv);
   if (isIncomingRun(argv) && !argv.includes('--help') && !argv.includes('-h')) return (await import('./migrate.js')).incomingRunCommand(argv);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, profile: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, 'serial-stdin': { type: 'boolean' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, profile: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -65,6 +79,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   const restoring = values.restore !== undefined;
   if (positionals.length !== (restoring ? 0 : 1)) throw new UsageError(restoring ? 'run --restore REF: takes no guest image (the snapshot is the VM)' : 'run: expected exactly one guest image (firmament run <guest.elf>)');
+  if (restoring && (values.initrd !== undefined || values.module !== undefined)) throw new UsageError('run --restore REF: --initrd and --module belong to a new guest, not a snapshot');
   const populate = values.populate ?? 'eager';
   if (populate !== 'eager' && populate !== 'lazy') throw new UsageError(`--populate ${populate}: expected eager or lazy`);
   const storeDir = values.store ?? defaultStoreDir();
@@ -80,7 +95,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const memBytes = parseMemSize(values.mem ?? '64M', '--mem', MAX_GUEST_RAM);
   const { out, err } = cliOutput();
   const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) } as const;
-  const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) };
+  const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}), ...bootFileOptions(values.initrd, values.module) };
   // A bad profile is refused before a machine is built.
   // Profiles and the security service (zod schemas) load only when asked for: plain runs start faster.
   const runProfile = values.profile !== undefined ? (await import('../../hypervisor/security/profile.js')).loadProfileFile(values.profile) : null;
@@ -97,6 +112,12 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (security && runProfile && !values.json) security.onAnomaly((a) => err.write(`firmament: anomaly: ${a.vm}: ${a.description} (${a.severity}, rip ${a.rip}, at ${a.atMs.toFixed(1)} ms)\n`));
   // A debugger attached may still resume, poke or interrupt a guest that waits for nothing: never call it dead.
   if (values.monitor !== undefined || gdbAddress) m.interactive = true;
+  const fromStdin = (b: Buffer): void => vms[0]!.uart.receive(b);
+  if (values['serial-stdin']) {
+    // Input may still arrive on stdin: a guest waiting for it is not dead.
+    m.interactive = true;
+    process.stdin.on('data', fromStdin);
+  }
   const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
   if (monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
@@ -125,6 +146,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
     return exit.code;
   } finally {
+    if (values['serial-stdin']) {
+      process.stdin.off('data', fromStdin);
+      process.stdin.destroy();
+    }
     await gdb?.close();
     await monitor?.close();
     security?.close();

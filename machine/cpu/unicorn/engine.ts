@@ -8,6 +8,7 @@ import { check, loadUnicorn, UnicornError, type UnicornLibrary } from './binding
 import {
   INS,
   UC_ARCH_X86,
+  UC_CTL_CPU_MODEL_WRITE,
   UC_CTL_TB_FLUSH,
   UC_CTL_TB_REMOVE_CACHE,
   UC_CTL_TCG_BUFFER_SIZE_READ,
@@ -27,6 +28,7 @@ import {
   UC_HOOK_TLB_FILL,
   UC_TLB_VIRTUAL,
 } from './constants.js';
+import { X86_CPU_MODEL } from '../x86/cpu-model.js';
 
 export type InHandler = (port: number, size: 1 | 2 | 4) => number;
 export type OutHandler = (port: number, size: 1 | 2 | 4, value: number) => void;
@@ -64,11 +66,13 @@ export class UnicornEngine {
   private ctxSize = 0;
   private ctxView: Uint8Array | null = null;
 
-  constructor(mode: number) {
+  constructor(mode: number, cpuModel: number = X86_CPU_MODEL) {
     this.lib = loadUnicorn();
     const out: unknown[] = [null];
     check(this.lib, 'uc_open', this.lib.fn.open(UC_ARCH_X86, mode, out));
     this.uc = out[0];
+    // Before anything else touches the engine: the model decides which instructions TCG executes.
+    check(this.lib, 'uc_ctl(CPU_MODEL)', this.lib.fn.ctl1(this.uc, UC_CTL_CPU_MODEL_WRITE, 'int', cpuModel));
     // Unicorn 2.1 memsets the whole translated-code buffer on every TB flush (tcg_region_reset_all):
     // with the default 1 GiB that is 2.5 s the first time (page faults) and 0.1 s after, and 1 GiB
     // of RSS per engine. Our firmware, OS and guests translate a few MiB at most; a full buffer only

@@ -3,7 +3,12 @@
  * in leaf 1 EDX, FPU/TSC/APIC, so every leaf is ours. The identity (vendor,
  * family/model/stepping) is QEMU's default qemu64 model, so software that
  * prints it behaves as under the reference oracle; the feature bits are the
- * ones the emulated CPU really has, plus MONITOR/MWAIT, which we emulate.
+ * ones the emulated CPU really executes (the engine's model is in cpu-model.ts;
+ * test/cpu/cpuid-features.test.ts runs one instruction of every advertised
+ * flag in ring 0 and ring 3), plus MONITOR/MWAIT, which we emulate.
+ * Not advertised although the engine runs them: XSAVE (context save/restore
+ * and leaf 0xD would have to follow XCR0), SSE4A (the engine does not check it,
+ * so it would "run" on any model), SVM (ours, for MSR exits).
  */
 /** MAXPHYADDR (CPUID 0x80000008 EAX[7:0]): page-table address bits above it are reserved (paging.ts). */
 export const MAX_PHYS_ADDR_BITS = 40;
@@ -25,9 +30,13 @@ export interface CpuidConfig {
 const str4 = (s: string): number => (s.charCodeAt(0) | (s.charCodeAt(1) << 8) | (s.charCodeAt(2) << 16) | (s.charCodeAt(3) << 24)) >>> 0;
 const BRAND = 'Firmament virtual x86-64 CPU'.padEnd(48, '\0');
 
+/** Leaf 0x80000001 ECX and EDX. */
+export const EXT1_ECX = { LAHF_LM: 0, ABM: 5 } as const;
+export const EXT1_EDX = { SYSCALL: 11, NX: 20, PDPE1GB: 26, RDTSCP: 27, LM: 29 } as const;
+
 const bits = (...n: number[]): number => n.reduce((acc, b) => (acc | (1 << b)) >>> 0, 0);
 
-export const LEAF1_ECX = { SSE3: 0, MONITOR: 3, SSSE3: 9, CX16: 13, SSE41: 19, SSE42: 20, POPCNT: 23, HYPERVISOR: 31 } as const;
+export const LEAF1_ECX = { SSE3: 0, PCLMULQDQ: 1, MONITOR: 3, SSSE3: 9, CX16: 13, SSE41: 19, SSE42: 20, POPCNT: 23, AES: 25, HYPERVISOR: 31 } as const;
 export const LEAF1_EDX = { FPU: 0, VME: 1, DE: 2, PSE: 3, TSC: 4, MSR: 5, PAE: 6, MCE: 7, CX8: 8, APIC: 9, SEP: 11, MTRR: 12, PGE: 13, MCA: 14, CMOV: 15, PAT: 16, PSE36: 17, CLFSH: 19, MMX: 23, FXSR: 24, SSE: 25, SSE2: 26 } as const;
 
 export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidResult {
@@ -38,7 +47,7 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
     case 1: {
       const e = LEAF1_EDX;
       const c = LEAF1_ECX;
-      let ecx = bits(c.SSE3, c.MONITOR, c.SSSE3, c.CX16, c.SSE41, c.SSE42, c.POPCNT);
+      let ecx = bits(c.SSE3, c.PCLMULQDQ, c.MONITOR, c.SSSE3, c.CX16, c.SSE41, c.SSE42, c.POPCNT, c.AES);
       if (cfg.hypervisor) ecx = (ecx | (1 << c.HYPERVISOR)) >>> 0;
       return {
         // qemu64: family 15, model 107, stepping 1
@@ -57,8 +66,8 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
     case 0x80000000:
       return { eax: 0x80000008, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
     case 0x80000001:
-      // LAHF/SAHF in 64-bit; SYSCALL, NX, 1 GiB pages, RDTSCP? (no), long mode.
-      return { eax: 0, ebx: 0, ecx: bits(0), edx: bits(11, 20, 26, 29) };
+      // LAHF/SAHF in 64-bit, LZCNT; SYSCALL, NX, 1 GiB pages, RDTSCP, long mode.
+      return { eax: 0, ebx: 0, ecx: bits(EXT1_ECX.LAHF_LM, EXT1_ECX.ABM), edx: bits(EXT1_EDX.SYSCALL, EXT1_EDX.NX, EXT1_EDX.PDPE1GB, EXT1_EDX.RDTSCP, EXT1_EDX.LM) };
     case 0x80000002:
     case 0x80000003:
     case 0x80000004: {
