@@ -94,6 +94,7 @@ export class HostCpu {
   /** A page held translated code (called from the TLB fill of a fetch). */
   noteCodePage(page: number): void {
     this.codePages.add(page);
+    this.nativeTlb.markCode(page);
   }
 
   isCodePage(page: number): boolean {
@@ -129,6 +130,7 @@ export class HostCpu {
     if (!this.flushCodePending) return;
     this.engine.flushCode();
     this.codePages.clear();
+    this.nativeTlb.clearCode();
     this.flushCodePending = false;
   }
 

@@ -17,12 +17,13 @@ import type { PhysicalMemory } from '../memory/physical-memory.js';
 import type { UnicornEngine } from './unicorn/engine.js';
 
 /** Offsets in fm_tlb (tlbfill.c); keep in sync. */
-const TLB = { eptp: 0, lowTop: 8, ramSize: 16, fast: 24, slow: 32, enabled: 40, maxPhys: 44, size: 64 } as const;
-const ABI = 1;
+const TLB = { eptp: 0, lowTop: 8, ramSize: 16, fast: 24, slow: 32, enabled: 40, maxPhys: 44, codeMap: 64, size: 72 } as const;
+const ABI = 2;
 
 interface TlbLib {
   install: (...args: unknown[]) => unknown;
   attachRam: (...args: unknown[]) => unknown;
+  attachCodeMap: (...args: unknown[]) => unknown;
   walk: (...args: unknown[]) => unknown;
 }
 
@@ -40,6 +41,7 @@ export function nativeTlbLib(): TlbLib | null {
     lib = {
       install: h.func('int fm_tlb_install(void *uc, _Out_ uint64_t *hh, void *tlb, void *ram, fm_tlb_cb *js)'),
       attachRam: h.func('void fm_tlb_attach_ram(void *tlb, void *ram)'),
+      attachCodeMap: h.func('void fm_tlb_attach_code_map(void *tlb, void *map)'),
       walk: h.func('int fm_tlb_walk(void *tlb, uint64_t cr0, uint64_t cr3, uint64_t cr4, uint64_t efer, uint64_t cs, uint64_t vaddr, int type, _Out_ uint64_t *out)'),
     };
   } catch {
@@ -68,8 +70,16 @@ export class NativeTlb {
   /** False for machines with bad RAM: those reads go through FaultyRam in TypeScript. */
   private readonly plainRam: boolean;
 
+  /**
+   * Pages holding translated code, 1 bit per 4 KiB of host RAM by RAM offset (set with the
+   * host CPU's code pages): the C path never grants write to them, so every store into code
+   * reaches X86Cpu.tlbFill, which drops the stale translations.
+   */
+  readonly codeMap: Uint8Array;
+
   constructor(private readonly memory: PhysicalMemory) {
     this.plainRam = !memory.regions.some((r) => r.kind === 'bad-ram');
+    this.codeMap = new Uint8Array(Math.ceil(memory.ramSize / 4096 / 8));
     this.view.setBigUint64(TLB.lowTop, BigInt(memory.lowRamTop), true);
     this.view.setBigUint64(TLB.ramSize, BigInt(memory.ramSize), true);
     this.view.setUint32(TLB.maxPhys, MAX_PHYS_ADDR_BITS, true);
@@ -80,7 +90,19 @@ export class NativeTlb {
     const l = nativeTlbLib();
     if (!l || !nativeTlbWanted()) return false;
     this.installed = engine.onTlbFillNative(js, (uc, cb) => l.install(uc, [0n], this.buffer, this.memory.ram, cb) as number);
+    if (this.installed) l.attachCodeMap(this.buffer, this.codeMap);
     return this.installed;
+  }
+
+  /** A host-physical page now holds translated code. */
+  markCode(page: number): void {
+    const off = this.memory.ramOffset(page);
+    if (off >= 0) this.codeMap[off >>> 15]! |= 1 << ((off >>> 12) & 7);
+  }
+
+  /** Translated code was flushed: no page holds any. */
+  clearCode(): void {
+    this.codeMap.fill(0);
   }
 
   /** Before a slice: the bound vCPU's EPT, and whether the C path may answer at all. */

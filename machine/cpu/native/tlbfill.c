@@ -36,6 +36,7 @@ typedef struct {
   uint32_t max_phys; /* 44: MAXPHYADDR (address bits from here to 51 are reserved) */
   uint8_t *ram;      /* 48: host RAM (set by fm_tlb_install) */
   tlb_cb js;         /* 56: the TypeScript hook (set by fm_tlb_install) */
+  uint8_t *code_map; /* 64: 1 bit per 4 KiB of host RAM (by RAM offset): the page holds translated code */
 } fm_tlb;
 
 typedef struct {
@@ -69,8 +70,8 @@ int fm_tlb_init(const char *unicorn_path) {
   return (p_hook_add && p_reg_read) ? 0 : -2;
 }
 
-/* 1: fm_tlb layout above. */
-int fm_tlb_abi_version(void) { return 1; }
+/* 2: fm_tlb layout above (with code_map). */
+int fm_tlb_abi_version(void) { return 2; }
 
 /* Host-physical address -> offset in host RAM, as PhysicalMemory.ramOffset; 0 if not plain RAM. */
 static inline int ram_offset(const fm_tlb *t, uint64_t pa, uint64_t len, uint64_t *off) {
@@ -244,8 +245,12 @@ walked:;
   uint64_t off;
   if (!ram_offset(t, hpa & ~0xfffull, 4096, &off)) return 0;
   if (write && !writable) return 0;
+  /* A page holding translated code: a store must reach TypeScript, which drops the code
+     (Unicorn 2.1 notices only the first store into such a page; host-cpu.ts noteCodeWrite). */
+  int code = t->code_map && ((t->code_map[off >> 15] >> ((off >> 12) & 7)) & 1);
+  if (code && write) return 0;
   uint32_t perms = PROT_READ;
-  if (writable && (write || dirty)) perms |= PROT_WRITE;
+  if (writable && (write || dirty) && !code) perms |= PROT_WRITE;
   out[0] = hpa;
   out[1] = perms;
   return 1;
@@ -274,6 +279,9 @@ static bool fill(void *uc, uint64_t vaddr, int type, uc_tlb_entry *entry, void *
 
 /* Where host RAM is (the same bytes the engine maps; PhysicalMemory.ram). */
 void fm_tlb_attach_ram(fm_tlb *t, uint8_t *ram) { t->ram = ram; }
+
+/* The code-page bitmap the host CPU keeps (NULL: no page holds code). */
+void fm_tlb_attach_code_map(fm_tlb *t, uint8_t *map) { t->code_map = map; }
 
 /* Installs the native fill on an engine; `js` answers what it cannot. */
 int fm_tlb_install(void *uc, uint64_t *hh, fm_tlb *t, uint8_t *ram, tlb_cb js) {
