@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `npm install` runs this: provide Unicorn >= 2.1, build the native CPU helper,
-// and build the firmware and guest images. Every step is idempotent.
+// build the firmware and guest images, and fetch the Debian kernel and busybox the
+// Linux boot test runs (tools/fetch-linux.mjs). Every step is idempotent.
 import { $, fs, path, chalk } from 'zx';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
@@ -99,6 +100,11 @@ try {
   await ensureUnicorn();
   await buildHelper();
   if (!process.argv.includes('--no-images')) await buildImages();
+  // Test images nobody here wrote (docs/linux.md): fetched like Unicorn, into the git-ignored cache.
+  if (!process.argv.includes('--no-images') && !process.argv.includes('--no-linux')) {
+    const { fetchLinux } = await import(path.join(root, 'tools/fetch-linux.mjs'));
+    await fetchLinux();
+  }
 } catch (e) {
   console.error(chalk.red('[setup] failed:'), e.stderr || e.message || e);
   process.exit(1);
