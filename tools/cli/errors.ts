@@ -9,7 +9,7 @@ import { cliOutput } from './stdout.js';
 
 const USAGE_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
 /** Bad input (images, files, blocks, snapshots, registries) gets its message, not a stack trace. */
-const INPUT_ERRORS = new Set(['FaultSpecError', 'MultibootError', 'MultibootInfoError', 'BootInfoParseError', 'HandoffParseError', 'SnapshotFormatError', 'StateError', 'RegistryError', 'MemoryError', 'UnicornLoadError', 'FrameAllocatorError', 'EptError', 'InputFileError', 'SnapshotStoreError', 'SuiteError', 'JunitError', 'OpenBusExhausted', 'ProfileError', 'SecurityError']);
+const INPUT_ERRORS = new Set(['FaultSpecError', 'MultibootError', 'MultibootInfoError', 'BootInfoParseError', 'HandoffParseError', 'SnapshotFormatError', 'StateError', 'RegistryError', 'MemoryError', 'UnicornLoadError', 'FrameAllocatorError', 'EptError', 'InputFileError', 'SnapshotStoreError', 'SuiteError', 'JunitError', 'OpenBusExhausted', 'ProfileError', 'SecurityError', 'LinuxImageError', 'LinuxLoadError', 'MigrationError', 'MigrationStreamError', 'BackupError', 'ToolkitError', 'FunctionElfError', 'TransactionError', 'OciDocumentError', 'SpecError']);
 
 export interface CliErrorDocument {
   error: { kind: string; message: string };
