@@ -86,7 +86,9 @@ export interface BackupDone {
   toolkit: string;
   profile: string | null;
   consistency: 'application' | 'crash';
+  /** Request to acknowledgement (0 for a crash-consistent backup). */
   quiesceMs: number;
+  /** How long the VM was held (quiesce acknowledged to thaw). */
   heldMs: number;
   memoryBytes: number;
 }

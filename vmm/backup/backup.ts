@@ -10,20 +10,10 @@ import type { SnapshotStore } from '../snapshot/index.js';
 import { saveVmSnapshot } from '../incremental-restore.js';
 import { AGENT_REQUEST, type BackupAgents } from './agent.js';
 import type { ToolkitRegistry } from './toolkits.js';
+import type { BackupDone } from '../../machine/debug/protocol.js';
 
-export interface BackupResult {
-  vm: string;
-  ref: string;
-  digest: string;
-  toolkit: string;
-  profile: string | null;
-  consistency: 'application' | 'crash';
-  /** Request to acknowledgement (0 for a crash-consistent backup). */
-  quiesceMs: number;
-  /** How long the VM was held (quiesce acknowledged to thaw). */
-  heldMs: number;
-  memoryBytes: number;
-}
+/** What a backup reports: the monitor's `backup` answer (machine/debug/protocol.ts has the fields). */
+export type BackupResult = BackupDone;
 
 export class BackupError extends Error {
   override name = 'BackupError';

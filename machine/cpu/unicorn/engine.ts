@@ -330,14 +330,18 @@ export class UnicornEngine {
   }
 
   onTlbFill(h: TlbFillHandler): void {
-    const cb = this.register((_uc: unknown, vaddr: number | bigint, type: number, entry: unknown) => {
+    this.addHook(UC_HOOK_TLB_FILL, this.tlbFillCallback(h));
+  }
+
+  /** `h` as Unicorn's uc_cb_tlbevent_t: fills the entry from its answer. */
+  private tlbFillCallback(h: TlbFillHandler): unknown {
+    return this.register((_uc: unknown, vaddr: number | bigint, type: number, entry: unknown) => {
       const r = h(asU64(vaddr), type);
       if (!r) return false;
       koffi.encode(entry, 0, 'uint64_t', r.paddr);
       koffi.encode(entry, 8, 'uint32_t', r.perms);
       return true;
     }, this.lib.proto.tlbFill);
-    this.addHook(UC_HOOK_TLB_FILL, cb);
   }
 
   /**
@@ -345,14 +349,7 @@ export class UnicornEngine {
    * C function pointer, for the fills C leaves to JavaScript. False if it could not be added.
    */
   onTlbFillNative(h: TlbFillHandler, install: (uc: unknown, cb: unknown) => number): boolean {
-    const cb = this.register((_uc: unknown, vaddr: number | bigint, type: number, entry: unknown) => {
-      const r = h(asU64(vaddr), type);
-      if (!r) return false;
-      koffi.encode(entry, 0, 'uint64_t', r.paddr);
-      koffi.encode(entry, 8, 'uint32_t', r.perms);
-      return true;
-    }, this.lib.proto.tlbFill);
-    return install(this.uc, cb) === 0; // UC_ERR_OK
+    return install(this.uc, this.tlbFillCallback(h)) === 0; // UC_ERR_OK
   }
 
   /** Accesses to unmapped or read-only memory; return true to continue (the access is dropped). */
