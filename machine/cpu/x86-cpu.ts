@@ -217,6 +217,16 @@ export class X86Cpu implements DeliveryCpu {
     return this.hostCpu.resident === this;
   }
 
+  /** The engine of the host CPU this context runs on next, without binding it (debugger hooks). */
+  get hostEngine(): UnicornEngine {
+    return this.hostCpu.engine;
+  }
+
+  /** Bound on `engine` now: a hook on a shared host engine fires for whichever context runs there. */
+  residentOn(engine: UnicornEngine): boolean {
+    return this.hostCpu.engine === engine && this.hostCpu.resident === this;
+  }
+
   /** Called by HostCpu.bind: load this context into its engine. */
   load(h: HostCpu): void {
     h.engine.restoreContext(this.parked);

@@ -88,8 +88,8 @@ interface Breakpoint {
   id: number;
   spec: BreakpointSpec;
   hits: number;
-  /** Installed code hooks (linear and physical kinds). */
-  hooks: { cpu: X86Cpu; linear: bigint; handle: bigint }[];
+  /** Installed code hooks (linear and physical kinds): one per host engine the CPU may run on. */
+  hooks: { cpu: X86Cpu; linear: bigint; handles: EngineHook[] }[];
 }
 
 /** Which data accesses an access watch stops on (gdb's watch, rwatch and awatch). */
@@ -111,7 +111,13 @@ export interface AccessWatchSpec {
 interface AccessWatch extends AccessWatchSpec {
   id: number;
   hits: number;
-  hooks: { cpu: X86Cpu; handle: bigint }[];
+  hooks: EngineHook[];
+}
+
+/** A hook on one host engine (engines run whichever CPU context the scheduler binds). */
+interface EngineHook {
+  engine: X86Cpu['engine'];
+  handle: bigint;
 }
 
 interface Watch {
@@ -195,9 +201,18 @@ function setRoundHook(m: PcMachine, hook: RoundHook, on: boolean): void {
  * instrumentation: drop the translation of that one address. A full flush
  * would work too but costs ~100 ms in Unicorn.
  */
-function dropTranslation(cpu: X86Cpu, linear: bigint): void {
+/**
+ * Code translated before a hook was added (or removed) keeps its old hook calls. Where the CPU
+ * is bound, drop the block at its linear address; other engines may hold blocks it ran there
+ * before the scheduler moved it, translated under its mappings, so they drop everything.
+ */
+function dropTranslation(cpu: X86Cpu, engine: X86Cpu['engine'], linear: bigint): void {
+  if (!cpu.residentOn(engine)) {
+    engine.flushCode();
+    return;
+  }
   try {
-    cpu.engine.invalidateCode(Number(linear), Number(linear) + 1);
+    engine.invalidateCode(Number(linear), Number(linear) + 1);
   } catch {
     // Not mapped now: nothing was translated there under the current mapping.
   }
@@ -406,16 +421,18 @@ export class Debugger {
     if (!Number.isInteger(spec.length) || spec.length < 1 || spec.length > 1 << 20) throw new RangeError(`access watch length ${spec.length}: expected 1 byte to 1 MiB`);
     const w: AccessWatch = { ...spec, id: this.nextId++, hits: 0, hooks: [] };
     const kinds = { read: spec.kind !== 'write', write: spec.kind !== 'read' };
-    for (const cpu of this.cpus()) {
-      if (cpu.isClosed) continue;
-      const engine = cpu.engine;
+    const cpus = this.cpus().filter((c) => !c.isClosed);
+    for (const engine of this.engines()) {
       for (const piece of spec.pieces) {
         // Unicorn matches a hook on the access's first byte: start 7 bytes early so that an
         // 8-byte access that begins before the range is seen, and check the overlap in the hook.
         const begin = piece.hostPhysical >= 7n ? piece.hostPhysical - 7n : 0n;
         const end = piece.hostPhysical + BigInt(piece.length) - 1n;
-        const handle = engine.onMemAccess(kinds, begin, end, (write, address, size) => this.accessHit(w, piece, cpu, write, address, size));
-        w.hooks.push({ cpu, handle });
+        const handle = engine.onMemAccess(kinds, begin, end, (write, address, size) => {
+          const cpu = cpus.find((c) => c.residentOn(engine));
+          if (cpu) this.accessHit(w, piece, cpu, engine, write, address, size);
+        });
+        w.hooks.push({ engine, handle });
       }
       const exact = this.exactStops.get(engine);
       if (exact) exact.users++;
@@ -432,10 +449,13 @@ export class Debugger {
     const w = this.accessWatches.get(id);
     if (!w) return false;
     this.accessWatches.delete(id);
+    const engines = new Set<X86Cpu['engine']>();
     for (const h of w.hooks) {
-      if (h.cpu.isClosed) continue;
-      const engine = h.cpu.engine;
-      engine.removeHook(h.handle);
+      if (h.engine.isClosed) continue;
+      h.engine.removeHook(h.handle);
+      engines.add(h.engine);
+    }
+    for (const engine of engines) {
       const exact = this.exactStops.get(engine);
       if (exact && --exact.users === 0) {
         engine.removeHook(exact.handle);
@@ -447,9 +467,7 @@ export class Debugger {
   }
 
   /** Runs inside Unicorn's memory hook, before the access: the CPU stops after this instruction. */
-  private accessHit(w: AccessWatch, piece: AccessWatchSpec['pieces'][number], cpu: X86Cpu, write: boolean, hostPhysical: bigint, size: number): void {
-    // The engine runs other contexts too (other VMs' vCPUs): only this CPU's accesses count.
-    if (!cpu.isResident) return;
+  private accessHit(w: AccessWatch, piece: AccessWatchSpec['pieces'][number], cpu: X86Cpu, engine: X86Cpu['engine'], write: boolean, hostPhysical: bigint, size: number): void {
     const end = piece.hostPhysical + BigInt(piece.length);
     if (hostPhysical + BigInt(size) <= piece.hostPhysical || hostPhysical >= end) return;
     w.hits++;
@@ -460,7 +478,7 @@ export class Debugger {
     cpu.requestStop();
     // Not engine.stop(): that would end the run inside this instruction. The native code hook
     // stops before the next one.
-    cpu.engine.armWatchStop();
+    engine.armWatchStop();
   }
 
   /** Removes every hook and wrapper; the machine runs as if never debugged. */
@@ -481,17 +499,30 @@ export class Debugger {
     return v;
   }
 
+  /** Every host engine a debugged CPU may run on: the scheduler moves vCPUs between them. */
+  private engines(): X86Cpu['engine'][] {
+    const set = new Set<X86Cpu['engine']>();
+    for (const h of this.machine.hostCpus) if (!h.engine.isClosed) set.add(h.engine);
+    for (const c of this.cpus()) if (!c.isClosed && !c.hostEngine.isClosed) set.add(c.hostEngine);
+    return [...set];
+  }
+
   private hook(bp: Breakpoint, cpu: X86Cpu, linear: bigint): void {
-    const handle = cpu.engine.onCode(linear, linear, (addr) => this.codeHit(bp, cpu, addr));
-    dropTranslation(cpu, linear);
-    bp.hooks.push({ cpu, linear, handle });
+    const handles = this.engines().map((engine) => {
+      const handle = engine.onCode(linear, linear, (addr) => this.codeHit(bp, cpu, engine, addr));
+      dropTranslation(cpu, engine, linear);
+      return { engine, handle };
+    });
+    bp.hooks.push({ cpu, linear, handles });
   }
 
   private unhookAll(bp: Breakpoint): void {
     for (const h of bp.hooks.splice(0)) {
-      if (h.cpu.isClosed) continue;
-      h.cpu.engine.removeHook(h.handle);
-      dropTranslation(h.cpu, h.linear);
+      for (const { engine, handle } of h.handles) {
+        if (engine.isClosed) continue;
+        engine.removeHook(handle);
+        if (!h.cpu.isClosed) dropTranslation(h.cpu, engine, h.linear);
+      }
     }
   }
 
@@ -515,9 +546,9 @@ export class Debugger {
   }
 
   /** Runs inside Unicorn's code hook: stop before the instruction at `addr`. */
-  private codeHit(bp: Breakpoint, cpu: X86Cpu, addr: bigint): void {
-    // Hooks live on the host engine, which runs other contexts too (vCPUs of other VMs).
-    if (!cpu.isResident) return;
+  private codeHit(bp: Breakpoint, cpu: X86Cpu, engine: X86Cpu['engine'], addr: bigint): void {
+    // Hooks live on every host engine, which run other contexts too (vCPUs of other VMs).
+    if (!cpu.residentOn(engine)) return;
     if (this.skip.get(cpu) === addr) {
       this.skip.delete(cpu);
       return;
@@ -531,7 +562,7 @@ export class Debugger {
     const n = this.cpus().indexOf(cpu);
     this.stopLater({ reason: 'breakpoint', breakpoint: bp.id, address: hex64(addr), cpu: n, message: `breakpoint ${bp.id} (${formatBreakpointSpec(bp.spec)}) hit on CPU ${n} at ${hex(addr)}` });
     cpu.requestStop();
-    cpu.engine.stop();
+    engine.stop();
   }
 
   /** Runs inside the POST port write (an OUT instruction): the CPU stops at the end of its block. */

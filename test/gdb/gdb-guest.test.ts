@@ -131,6 +131,19 @@ describe('gdb on a VM under the hypervisor', () => {
     }
   }, 180_000);
 
+  it('an SMP guest on 2 host CPUs: breakpoints and watchpoints follow the vCPUs wherever the scheduler runs them', async () => {
+    const fm = await startFirmament(['run', guestElf('smp', false), '--vcpus', '2', '--cpus', '2', '--gdb', 'tcp::0', '--paused', '--clock', 'virtual']);
+    try {
+      const r = await runGdb(fm.port, guestElf('smp'), ['break ap_entry64', 'continue', 'delete', 'watch *(unsigned long *)&counter', 'continue', 'bt 1', 'delete', 'kill']);
+      // Both hooks sat on every host engine; before, the AP's breakpoint hooked only the engine it was parked on.
+      expect(r.output).toMatch(/Thread 2 hit Breakpoint 1, 0x[0-9a-f]+ in ap_entry64/);
+      expect(r.output).toMatch(/Hardware watchpoint 2: \*\(unsigned long \*\)&counter\s+Old value = \d+\s+New value = \d+/);
+      expect(r.output).toMatch(/#0\s+0x[0-9a-f]+ in \w+ \(\)/);
+    } finally {
+      await fm.kill();
+    }
+  }, 180_000);
+
   it('an SMP guest: each vCPU is a thread; thread N selects it and stepi steps only it', async () => {
     const fm = await startFirmament(['run', guestElf('smp', false), '--vcpus', '2', '--gdb', 'tcp::0', '--paused', '--clock', 'virtual']);
     try {
