@@ -77,7 +77,7 @@ export function coalesceRanges(ranges: Iterable<MemoryRange>): MemoryRange[] {
 /** Starts (or re-arms) the VM's dirty log now: what it reports from here on was written after this instant. */
 function armDirtyLog(vm: Vm): number {
   const mem = vm.vmMemory;
-  if (mem.dirtyLogging) mem.harvestDirty();
+  if (mem.isDirtyReader()) mem.harvestDirty();
   else mem.startDirtyLog();
   return mem.dirtyLogEpoch;
 }
@@ -180,7 +180,7 @@ export async function restoreIncrementally(
   let fallback: string | null = null;
   if (opts.method === 'hash') fallback = 'hash method requested';
   else if (!base) fallback = 'no base snapshot known for this VM';
-  else if (!mem.dirtyLogging || mem.dirtyLogEpoch !== base.epoch) fallback = 'the dirty log was stopped or harvested by someone else since the base';
+  else if (!mem.isDirtyReader() || mem.dirtyLogEpoch !== base.epoch) fallback = 'the dirty log was stopped or harvested by someone else since the base';
   else {
     baseTable = await store.chunkTable(base.digest).catch((e: unknown) => {
       if (e instanceof SnapshotStoreError) return null;

@@ -120,6 +120,9 @@ export interface GuestMemoryOptions {
   privateRanges?: readonly GpaRange[];
 }
 
+/** The dirty-log reader of callers that name none. */
+export const DEFAULT_DIRTY_READER: object = Object.freeze({ name: 'default dirty-log reader' });
+
 export class GuestMemory {
   readonly ept: EptTables;
   readonly walkMemory: GuestCpuMemory;
@@ -134,7 +137,13 @@ export class GuestMemory {
   private readonly held = new Map<number, { hpa: number; size: number }>();
   private source: PageSource | null;
   private logging = false;
-  /** Counts startDirtyLog() and harvestDirty() calls: a dirty-log reader whose count moved knows someone else consumed pages. */
+  /**
+   * Readers of the dirty log (migration, the behaviour observer, incremental restore), each with
+   * the pages another reader's harvest collected from the EPT since its own last one: a harvest
+   * clears the D bits for everyone, so it hands what it found to the others too.
+   */
+  private readonly dirtyReaders = new Map<object, Set<number>>();
+  /** Counts the default reader's startDirtyLog() and harvestDirty() calls (incremental restore's base check). */
   dirtyLogEpoch = 0;
   eptViolations = 0;
   lazyFaults = 0;
@@ -337,30 +346,59 @@ export class GuestMemory {
     return this.logging;
   }
 
-  /** Starts exact dirty logging: 2 MiB leaves are split, dirty bits cleared, every engine's TLB shot down. */
-  startDirtyLog(): void {
+  /**
+   * Starts exact dirty logging for `reader` (default: the one shared by callers that pass none):
+   * 2 MiB leaves are split, dirty bits cleared, every engine's TLB shot down. When the log is
+   * already on for other readers nothing is cleared; this reader's first harvest may then name a
+   * few pages written just before it started (a superset, never a loss).
+   */
+  startDirtyLog(reader: object = DEFAULT_DIRTY_READER): void {
+    if (reader === DEFAULT_DIRTY_READER) this.dirtyLogEpoch++;
+    this.dirtyReaders.set(reader, new Set());
+    if (this.logging) return;
     for (const m of [...this.ept.mappings(0, this.ramBytes)]) if (m.size > FRAME_SIZE) this.ept.protect(m.gpa, FRAME_SIZE, m.perms);
     this.logging = true;
-    this.dirtyLogEpoch++;
     this.ept.clearDirty(0, this.ramBytes);
     this.ept.invalidate();
     this.shootdown();
   }
 
-  /** GPA pages written since the last harvest (or since logging started); re-arms the log. */
-  harvestDirty(): number[] {
-    if (!this.logging) throw new Error(`${this.owner}: dirty logging is not on`);
-    this.dirtyLogEpoch++;
+  /** Whether `reader` has the dirty log on. */
+  isDirtyReader(reader: object = DEFAULT_DIRTY_READER): boolean {
+    return this.dirtyReaders.has(reader);
+  }
+
+  /** GPA pages written since `reader`'s last harvest (or since it started logging); re-arms the log. */
+  harvestDirty(reader: object = DEFAULT_DIRTY_READER): number[] {
+    if (!this.logging || !this.dirtyReaders.has(reader)) throw new Error(`${this.owner}: dirty logging is not on${this.logging ? ' for this reader' : ''}`);
     const pages: number[] = [];
     for (const d of this.ept.collectDirty(0, this.ramBytes, { clear: true })) for (let off = 0; off < d.size; off += FRAME_SIZE) pages.push(d.gpa + off);
     // Engines that cached a writable translation must take a write fill (and set D) again.
     this.ept.invalidate();
     this.shootdown();
-    return pages;
+    return this.tookDirty(pages, reader);
   }
 
-  stopDirtyLog(): void {
-    this.logging = false;
+  /**
+   * Pages a harvest by `reader` cleared from the EPT (the caller walked the tables itself, e.g.
+   * the behaviour observer's fast harvester): the other readers keep them for their next
+   * harvest. Returns `pages` plus what others' harvests kept for `reader`.
+   */
+  tookDirty(pages: readonly number[], reader: object = DEFAULT_DIRTY_READER): number[] {
+    if (reader === DEFAULT_DIRTY_READER) this.dirtyLogEpoch++;
+    for (const [r, pending] of this.dirtyReaders) if (r !== reader) for (const p of pages) pending.add(p);
+    const own = this.dirtyReaders.get(reader);
+    if (!own || own.size === 0) return [...pages];
+    const all = new Set(own);
+    for (const p of pages) all.add(p);
+    own.clear();
+    return [...all].sort((a, b) => a - b);
+  }
+
+  /** Ends `reader`'s dirty log; logging stops when no reader is left. */
+  stopDirtyLog(reader: object = DEFAULT_DIRTY_READER): void {
+    this.dirtyReaders.delete(reader);
+    if (this.dirtyReaders.size === 0) this.logging = false;
   }
 
   // ------------------------------------------------------------ access

@@ -53,8 +53,6 @@ export class BehaviourObserver implements VmObserver {
   private readonly lastIrq = new Map<string, number>();
   /** Pages the dirty log reported in the last few buckets: code run from one of them was freshly written. */
   private readonly recentDirty: Set<number>[] = [];
-  private ownsDirtyLog = false;
-  private dirtyEpoch = -1;
   private closed = false;
   private readonly harvester: DirtyHarvester;
 
@@ -64,18 +62,14 @@ export class BehaviourObserver implements VmObserver {
   ) {
     this.bucketNs = (opts.bucketMs ?? DEFAULT_BUCKET_MS) * MS;
     this.recentCap = opts.recentBuckets ?? 10;
-    this.harvester = new DirtyHarvester(vm);
+    this.harvester = new DirtyHarvester(vm, this);
     const now = vm.clock.nowNs();
     this.bucketStart = now;
     this.bucketEnd = now + this.bucketNs;
     this.lastExits = vm.exitCounts();
     this.scanInterrupts(null, now);
-    const mem = vm.vmMemory;
-    if (!mem.dirtyLogging) {
-      mem.startDirtyLog();
-      this.ownsDirtyLog = true;
-    }
-    this.dirtyEpoch = mem.dirtyLogEpoch;
+    // A reader of its own: a migration or incremental restore reading the same log loses nothing.
+    vm.vmMemory.startDirtyLog(this);
     vm.observers.push(this);
   }
 
@@ -96,8 +90,7 @@ export class BehaviourObserver implements VmObserver {
     this.closed = true;
     const i = this.vm.observers.indexOf(this);
     if (i >= 0) this.vm.observers.splice(i, 1);
-    const mem = this.vm.vmMemory;
-    if (this.ownsDirtyLog && mem.dirtyLogging && mem.dirtyLogEpoch === this.dirtyEpoch) mem.stopDirtyLog();
+    this.vm.vmMemory.stopDirtyLog(this);
     this.sinks.clear();
   }
 
@@ -170,17 +163,15 @@ export class BehaviourObserver implements VmObserver {
     for (const s of this.sinks) s.bucket(this.vm, b);
   }
 
-  /** Pages dirtied since the last bucket, from the VM's dirty log (someone else's harvest in between is lost to us: counted 0). */
+  /** Pages dirtied since the last bucket, from the VM's dirty log (as a reader of its own). */
   private harvest(): number {
     const mem = this.vm.vmMemory;
-    if (!mem.dirtyLogging) {
-      mem.startDirtyLog();
-      this.ownsDirtyLog = true;
-      this.dirtyEpoch = mem.dirtyLogEpoch;
+    if (!mem.isDirtyReader(this)) {
+      // Restored in place or reloaded: the log was reset under us.
+      mem.startDirtyLog(this);
       return 0;
     }
     const pages = this.harvester.harvest();
-    this.dirtyEpoch = mem.dirtyLogEpoch;
     this.recentDirty.push(new Set(pages));
     if (this.recentDirty.length > this.recentCap) this.recentDirty.shift();
     return pages.length;

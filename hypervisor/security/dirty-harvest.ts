@@ -1,7 +1,7 @@
 /**
  * Harvests a VM's EPT dirty bits for the behaviour observer, reading the
  * EPT tables straight out of host RAM as 32-bit words. It does what
- * GuestMemory.harvestDirty() does (clear D, bump the log's epoch, drop the
+ * GuestMemory.harvestDirty() does (clear D, hand the pages to the log's other readers, drop the
  * engines' write permissions) at a fraction of the cost: the generic walk
  * decodes every leaf through nested generators and BigInts, ~20 ms for
  * 64 MiB of 4 KiB leaves, which every 100 ms of a compute guest's time was
@@ -25,7 +25,11 @@ interface RamView {
 export class DirtyHarvester {
   private readonly views: RamView[];
 
-  constructor(private readonly vm: Vm) {
+  constructor(
+    private readonly vm: Vm,
+    /** The dirty-log reader this harvests for (GuestMemory.startDirtyLog). */
+    private readonly reader: object,
+  ) {
     this.views = vm.machine.memory.regions
       .filter((r) => r.kind === 'ram' && r.view && r.view.byteOffset % 4 === 0)
       .map((r) => ({ base: r.base, size: r.size, words: new Uint32Array(r.view!.buffer, r.view!.byteOffset, r.view!.byteLength >>> 2) }));
@@ -36,13 +40,13 @@ export class DirtyHarvester {
     const mem = this.vm.vmMemory;
     const pages: number[] = [];
     this.walk(Number(mem.ept.eptp() & ~0xfffn), 0, 0, mem.ramBytes, pages);
-    mem.dirtyLogEpoch++;
     if (pages.length > 0) {
       // Engines that cached a writable translation must take a write fill (and set D) again.
       mem.ept.invalidate();
       mem.shootdown();
     }
-    return pages;
+    // Other readers of the log (a migration, incremental restore) keep what this cleared.
+    return mem.tookDirty(pages, this.reader);
   }
 
   private view(addr: number): { words: Uint32Array; index: number } {

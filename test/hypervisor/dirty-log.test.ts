@@ -51,4 +51,32 @@ describe('exact dirty logging', () => {
       g.machine.close();
     }
   });
+
+  it('two readers of the log each see every page: one harvesting first takes nothing from the other', async () => {
+    const guest = (await buildImages({ quiet: true })).guests['dirtier']!;
+    const g = createGuestMachine([{ path: guest, memBytes: 64 * MiB, vcpus: 1, cmdline: 'mib=1 passes=1' }], { pcpus: 1, pace: 'virtual' });
+    const mem = g.vms[0]!.vmMemory;
+    const observer = { reader: 'observer' };
+    const migration = { reader: 'migration' };
+    try {
+      mem.startDirtyLog(observer);
+      mem.startDirtyLog(migration);
+      await g.machine.run({ timeoutMs: 120_000 });
+      const seenByObserver = new Set(mem.harvestDirty(observer));
+      expect(seenByObserver.size).toBeGreaterThanOrEqual(256);
+      // The observer's harvest cleared the D bits; the migration still gets all of those pages.
+      const seenByMigration = new Set(mem.harvestDirty(migration));
+      for (const p of seenByObserver) expect(seenByMigration.has(p)).toBe(true);
+      // And nothing twice: both are now up to date.
+      expect(mem.harvestDirty(migration)).toEqual([]);
+      mem.stopDirtyLog(observer);
+      expect(mem.dirtyLogging).toBe(true);
+      mem.stopDirtyLog(migration);
+      expect(mem.dirtyLogging).toBe(false);
+      expect(() => mem.harvestDirty(migration)).toThrow(/not on/);
+    } finally {
+      g.hypervisor.close();
+      g.machine.close();
+    }
+  });
 });

@@ -180,6 +180,8 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
   const ch = new MigrationChannel(socket, 'destination→source');
   ch.bandwidth = opts.bandwidth ?? null;
   const mem = vm.vmMemory;
+  // A dirty-log reader of its own: the behaviour observer (run --monitor) reads the same log.
+  const dirtyReader = { migration: vm.name };
   const ramPages = mem.ramBytes / PAGE_SIZE;
   const digest = new MemoryDigest();
   const throttle = new Throttle(hv, vm);
@@ -243,7 +245,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
 
     // Round 1: every populated page (unpopulated ones are zero on both sides). Logging starts first, so
     // whatever the guest writes while round 1 is on the wire is dirty for round 2.
-    mem.startDirtyLog();
+    mem.startDirtyLog(dirtyReader);
     let pages = [...mem.ept.mappings(0, mem.ramBytes)].flatMap((m) => Array.from({ length: m.size / PAGE_SIZE }, (_, k) => m.gpa + k * PAGE_SIZE));
     let round = 1;
     let highDirtyRounds = 0;
@@ -262,7 +264,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       // Our own send rate (reading, hashing, framing, writing) bounds what the stop-and-copy can do; the link limit bounds it too.
       if (busy > 0 && sent > 64 * 1024) rate = (sent / busy) * 1000;
       if (ch.bandwidth !== null) rate = Math.min(rate, ch.bandwidth);
-      pages = mem.harvestDirty();
+      pages = mem.harvestDirty(dirtyReader);
       const dirtyBytes = pages.length * PAGE_SIZE;
       const dirtyRate = stats.ms > 0 ? (dirtyBytes / stats.ms) * 1000 : 0;
       const expectedDowntimeMs = rate === Infinity ? 0 : (dirtyBytes / rate) * 1000;
@@ -293,7 +295,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     release = holdVm(hv, vm);
     const last: RoundReport = { round: round + 1, pagesSent: 0, zeroPages: 0, unchangedPages: 0, dirtyPages: 0, ms: 0, throttlePercent: 0 };
     // What the last round's harvest found (not sent yet) plus what was written since.
-    const finalPages = [...new Set([...pages, ...mem.harvestDirty()])].sort((a, b) => a - b);
+    const finalPages = [...new Set([...pages, ...mem.harvestDirty(dirtyReader)])].sort((a, b) => a - b);
     last.dirtyPages = finalPages.length;
     progress({ phase: 'stop-and-copy', round: last.round, remainingBytes: finalPages.length * PAGE_SIZE, dirtyRate: 0, expectedDowntimeMs: rate === Infinity ? 0 : ((finalPages.length * PAGE_SIZE) / rate) * 1000 });
     const switchPhases: Record<string, number> = {};
@@ -329,7 +331,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     const downtimeMsSource = performance.now() - held;
     lap('goToRunningMs');
     const dstRunning = decodeJson<Record<string, unknown>>(running, {});
-    mem.stopDirtyLog();
+    mem.stopDirtyLog(dirtyReader);
     migrating.delete(vm);
     release = null;
     hv.removeVm(vm);
@@ -370,7 +372,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       // the link is gone already
     }
     ch.close();
-    if (mem.dirtyLogging) mem.stopDirtyLog();
+    mem.stopDirtyLog(dirtyReader);
     release?.();
     migrating.delete(vm);
     progress({ phase: 'failed', round: rounds.length, remainingBytes: 0, dirtyRate: 0, expectedDowntimeMs: 0 });
