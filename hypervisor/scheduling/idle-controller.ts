@@ -23,8 +23,8 @@
 import { StateError } from '../../machine/state.js';
 
 /** haltpoll: KVM's dynamic halt polling (docs/virt/kvm/halt-polling.rst), for comparison. */
-export type IdlePolicy = 'native' | 'emulated' | 'adaptive' | 'haltpoll';
-export type IdleMode = 'native' | 'emulated';
+export type { IdleMode, IdlePolicy } from '../../machine/inspect/idle-report.js';
+import type { IdleMode, IdlePolicy } from '../../machine/inspect/idle-report.js';
 export type IdleInstruction = 'hlt' | 'mwait';
 
 export const IDLE_POLICIES: readonly IdlePolicy[] = ['native', 'emulated', 'adaptive', 'haltpoll'];

@@ -3,34 +3,14 @@
  * vCPU spent idle in each state, and how long a wake-up took to reach the
  * guest's next instruction. All times are the machine's virtual nanoseconds.
  */
+import type { IdleDecision, IdleStatsReport } from '../../machine/inspect/idle-report.js';
 import type { IdleMode, IdlePolicy } from './idle-controller.js';
 
 /** Wake latencies kept for percentiles; older ones are overwritten in a ring (bounded memory). */
 const LATENCY_SAMPLES = 65_536;
 
-export interface IdleDecision {
-  atNs: number;
-  mode: IdleMode;
-  /** Why the controller chose it (one short phrase). */
-  reason: string;
-  /** The idle duration it predicted, or null when the vCPU had no history yet. */
-  predictedNs: number | null;
-}
-
-/** The JSON shape shown in `run --json`, the monitor and the TUI. */
-export interface IdleStatsReport {
-  policy: IdlePolicy;
-  entries: { native: number; emulated: number };
-  instructions: { hlt: number; mwait: number };
-  timeNs: { native: number; emulated: number };
-  wakeLatencyNs: { count: number; p50: number; p99: number; max: number; mean: number };
-  switches: number;
-  decisions: { native: number; emulated: number; released: number; preempted: number; last: IdleDecision | null };
-  /** Virtual time this vCPU held a pCPU: running, switching in, or waiting natively on a contended pCPU. */
-  pcpuNs: number;
-  /** Virtual time it ran guest code (its executed units). */
-  runNs: number;
-}
+// The report's shape belongs to the views that show it (machine/ never imports hypervisor/).
+export type { IdleDecision, IdleStatsReport } from '../../machine/inspect/idle-report.js';
 
 export class IdleStats {
   readonly entries = { native: 0, emulated: 0 };

@@ -8,7 +8,7 @@ import type { CpuMode } from '../cpu/x86/registers.js';
 import type { PcMachine } from '../platform/pc.js';
 import { cpuLocation } from './cpu-view.js';
 import { hex64 } from './hex.js';
-import type { IdleStatsReport } from '../../hypervisor/scheduling/idle-stats.js';
+import type { IdleStatsReport } from './idle-report.js';
 
 export interface VcpuView {
   /** 'cpu0', later 'vm:<name>/vcpu<n>'. */
