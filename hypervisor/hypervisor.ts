@@ -127,6 +127,16 @@ export class Hypervisor implements CpuScheduler {
     }
   }
 
+  /** The round-robin position and the next VM id: live update carries them over (VM owners and interleaving stay the same). */
+  get counters(): { rr: number; nextVmId: number } {
+    return { rr: this.rr, nextVmId: this.nextVmId };
+  }
+
+  set counters(c: { rr: number; nextVmId: number }) {
+    this.rr = c.rr;
+    this.nextVmId = c.nextVmId;
+  }
+
   /** Starts scheduling a VM built by newVm(). */
   addVm(vm: Vm): void {
     vm.onStop = () => this.vmStopped();

@@ -43,6 +43,7 @@ export const GUESTS = Object.freeze({
   crash: 'i386',
   hostile: 'x86_64',
   clone: 'x86_64',
+  uptick: 'x86_64',
 });
 
 const COMMON_CFLAGS = [

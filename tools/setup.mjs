@@ -78,12 +78,14 @@ async function ensureUnicorn() {
 
 async function buildHelper() {
   const src = path.join(root, 'machine/cpu/native/fmcpu.c');
+  const shm = path.join(root, 'machine/cpu/native/shm.c');
   const out = path.join(cache, 'native/libfmcpu.so');
   await fs.mkdirp(path.dirname(out));
-  const fresh = (await fs.pathExists(out)) && (await fs.stat(out)).mtimeMs >= (await fs.stat(src)).mtimeMs;
+  const newest = Math.max((await fs.stat(src)).mtimeMs, (await fs.stat(shm)).mtimeMs);
+  const fresh = (await fs.pathExists(out)) && (await fs.stat(out)).mtimeMs >= newest;
   if (fresh) return;
   log('building the native CPU helper');
-  await $`gcc -O2 -shared -fPIC -Wall -Werror -o ${out} ${src} -ldl -lgcc_s`;
+  await $`gcc -O2 -shared -fPIC -Wall -Werror -o ${out} ${src} ${shm} -ldl -lgcc_s`;
 }
 
 async function buildImages() {
