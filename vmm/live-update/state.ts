@@ -89,6 +89,9 @@ export function saveLiveState(hv: Hypervisor, shape: HostShape): StateRecord {
     host: hostShapeRecord(shape),
     nowNs: m.timeline.nowNs(),
     serial: m.serial,
+    // The machine's own devices keep timers on the same timeline: they decide where slices end, so they travel too.
+    devices: Object.fromEntries(m.io.devices().map((d) => [d.snapshotId, d.saveState()])),
+    lapics: m.lapics.map((l) => l.saveState()),
     hostMemory: hv.host.residentState(),
     msr: { permissionMap: msr.permissionMap, freeSlots: msr.freeSlots },
     counters: hv.counters,
@@ -145,7 +148,13 @@ export function adoptLiveState(rec: StateRecord, machine: PcMachine): { hypervis
   const msrRec = stateRecord(rec, 'msr', WHO);
   const msr = { permissionMap: stateNumber(msrRec, 'permissionMap', `${WHO}.msr`), freeSlots: stateNumbers(msrRec, 'freeSlots', `${WHO}.msr`) };
 
+  const devices = stateRecord(rec, 'devices', WHO);
+  const lapics = rec['lapics'];
+  if (!Array.isArray(lapics) || lapics.length !== machine.lapics.length) throw new StateError(WHO, 'lapics', `expected ${machine.lapics.length} LAPIC records`);
+  // Time first: devices re-arm their timers against it.
   machine.timeline.reset(stateNumber(rec, 'nowNs', WHO));
+  for (const d of machine.io.devices()) d.restoreState(stateRecord(devices, d.snapshotId, `${WHO}.devices`));
+  machine.lapics.forEach((l, i) => l.restoreState(record(lapics[i], `${WHO}.lapics`, String(i))));
   machine.serial = stateString(rec, 'serial', WHO);
   const hv = new Hypervisor(machine, shape.map, new HostMemoryManager(machine.memory, shape.map));
   const vms: Vm[] = [];
