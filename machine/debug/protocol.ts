@@ -63,7 +63,38 @@ export interface Commands {
   'snapshot-save': { args: { name: string; vm?: string; force?: boolean }; result: SnapshotSaved };
   /** Puts a VM (default: the first) back at snapshot NAME from the store, in place. */
   'snapshot-load': { args: { name: string; vm?: string }; result: SnapshotLoaded };
+  /** Live update: a new process (PATH's Firmament, default this one) takes the VMs over in place (docs/live-update.md). */
+  update: { args: { to?: string; timeoutMs?: number }; result: LiveUpdateReport };
 }
+
+export interface VmBlackout {
+  vm: string;
+  /** Last guest instruction in the old process (the pause) to the VM's first instruction in the new one. */
+  blackoutMs: number;
+  /** Old side: pause to commit ('go' sent). */
+  oldSideMs: number;
+  /** New side: 'go' received to this VM's first slice. */
+  newSideMs: number;
+}
+
+/** What `update` answers: the takeover and its blackout, or the rollback and why. */
+export type LiveUpdateReport =
+  | {
+      ok: true;
+      from: { pid: number; path: string };
+      to: { pid: number; path: string; hcVersion: number; liveUpdateVersion: number };
+      /** The successor's start to 'ready' (code loaded, engines built, RAM mapped), guests running meanwhile. */
+      prepareMs: number;
+      /** Pause to the successor's 'adopted'. */
+      adoptMs: number;
+      blackout: VmBlackout[];
+      stateBytes: number;
+      shm: { inode: number; successorInode: number };
+      /** The successor's private memory before and after adopting (a copy of guest RAM would show here). */
+      rssAnonKiB: { beforeAdopt: number; afterAdopt: number };
+      guestRamBytes: number;
+    }
+  | { ok: false; rolledBack: true; reason: string; phase: 'spawn' | 'prepare' | 'takeover'; pausedMs: number };
 
 export interface SnapshotSaved {
   vm: string;
@@ -88,13 +119,13 @@ export interface SnapshotLoaded {
 }
 
 /** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */
-export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load'] as const satisfies readonly CommandName[];
+export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'update'] as const satisfies readonly CommandName[];
 
 export type CommandName = keyof Commands;
 export const COMMAND_NAMES: readonly CommandName[] = [
   'hello', 'status', 'snapshot', 'cpu', 'memory', 'translate', 'disasm', 'timeline', 'events', 'consoles', 'vcpus',
   'pause', 'resume', 'step', 'run-to-mode-switch', 'break', 'delete', 'breakpoints', 'watch', 'unwatch', 'serial-input', 'stop',
-  'snapshot-save', 'snapshot-load',
+  'snapshot-save', 'snapshot-load', 'update',
 ];
 
 export interface MonitorRequest<K extends CommandName = CommandName> {

@@ -63,6 +63,7 @@ const ARGS = {
   stop: empty,
   'snapshot-save': z.strictObject({ name: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), force: z.boolean().optional() }),
   'snapshot-load': z.strictObject({ name: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional() }),
+  update: z.strictObject({ to: z.string().min(1).max(4096).optional(), timeoutMs: z.number().int().min(1).max(3_600_000).optional() }),
 } satisfies { [K in CommandName]: z.ZodType<Commands[K]['args']> };
 
 const REQUEST = z.strictObject({

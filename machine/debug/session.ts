@@ -28,6 +28,8 @@ export interface SessionOptions {
   debugger?: Debugger;
   /** The VM snapshot commands, from the layer that owns the hypervisor and the store. */
   snapshots?: SnapshotCommands;
+  /** Live update (`update`), from the layer that owns the hypervisor and its shared RAM. */
+  update?: (args: Commands['update']['args']) => Promise<Commands['update']['result']>;
 }
 
 export interface SnapshotCommands {
@@ -103,6 +105,7 @@ export class DebugSession {
   /** Executes one request, including the asynchronous ones (snapshot save and load); never rejects. */
   async handleAsync(raw: unknown): Promise<MonitorResponse> {
     const checked = checkRequest(raw);
+    if (checked.ok && checked.request.cmd === 'update') return this.handleUpdate(checked.request as MonitorRequest<'update'>);
     if (!checked.ok || (checked.request.cmd !== 'snapshot-save' && checked.request.cmd !== 'snapshot-load')) return this.handle(raw);
     const req = checked.request;
     const id = req.id;
@@ -112,6 +115,17 @@ export class DebugSession {
       const args = req.args as { name: string; vm?: string; force?: boolean };
       const common = { name: args.name, ...(args.vm !== undefined ? { vm: args.vm } : {}) };
       const result = req.cmd === 'snapshot-save' ? await s.save({ ...common, ...(args.force ? { force: true } : {}) }) : await s.load(common);
+      return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
+    } catch (e) {
+      return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
+    }
+  }
+
+  private async handleUpdate(req: MonitorRequest<'update'>): Promise<MonitorResponse> {
+    const id = req.id;
+    try {
+      if (!this.opts.update) throw new Error("'update' needs a machine running VMs with its RAM in a shared-memory file (firmament run --shared-ram)");
+      const result = await this.opts.update(req.args ?? {});
       return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
     } catch (e) {
       return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };

@@ -344,6 +344,7 @@ const VALID_ARGS: { [K in (typeof COMMAND_NAMES)[number]]: fc.Arbitrary<unknown>
   stop: fc.constant({}),
   'snapshot-save': opt({ name: fc.string({ minLength: 1, maxLength: 12 }), vm: fc.string({ maxLength: 8 }), force: fc.boolean() }, ['name']),
   'snapshot-load': opt({ name: fc.string({ minLength: 1, maxLength: 12 }), vm: fc.string({ maxLength: 8 }) }, ['name']),
+  update: opt({ to: fc.string({ minLength: 1, maxLength: 12 }), timeoutMs: fc.integer({ min: 1, max: 60_000 }) }),
 };
 const validRequest = fc.constantFrom(...COMMAND_NAMES).chain((cmd) => fc.record({ id: fc.nat(1000), cmd: fc.constant(cmd), args: VALID_ARGS[cmd] }));
 

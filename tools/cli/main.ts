@@ -11,6 +11,8 @@ import { TRANSLATE_HELP, translateCommand } from './translate.js';
 import { CONTAINERS_HELP, containersCommand } from './containers.js';
 import { SNAPSHOT_HELP, snapshotCommand } from './snapshot.js';
 import { TEST_HELP, testCommand } from './test.js';
+import { UPDATE_HELP, updateCommand } from './update.js';
+import { takeoverCommand } from './takeover.js';
 
 const HELP = `firmament: a bare-metal boot and firmware environment emulator
 
@@ -26,6 +28,7 @@ Commands:
   tui         terminal UI: inspect and debug the machine live (or --attach to a --monitor socket)
   inspect     run to a stop point (breakpoint, POST code, exit) and print the inspection views as JSON
   test        run suites of boot tests in parallel workers; JUnit and JSON reports, shards, --merge
+  update      live update: a new Firmament process takes a running 'run --shared-ram' over in place
   help        this text
 
 ${BOOT_HELP}
@@ -44,7 +47,8 @@ ${TUI_HELP}
 
 ${INSPECT_HELP}
 
-${TEST_HELP}`;
+${TEST_HELP}
+${UPDATE_HELP}`;
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -70,6 +74,10 @@ export async function main(argv: string[]): Promise<number> {
         return await inspectCommand(rest);
       case 'test':
         return await testCommand(rest);
+      case 'update':
+        return await updateCommand(rest);
+      case 'takeover': // hidden: the new process of a live update (vmm/live-update/update.ts)
+        return await takeoverCommand(rest);
       case undefined:
       case 'help':
       case '--help':

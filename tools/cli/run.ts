@@ -12,6 +12,8 @@ import { guestHooks } from './guest-hooks.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
 import { gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 import { CLONE_HELP, cloneRunCommand, isCloneRun } from './clone.js';
+import { LiveUpdateHost } from '../../vmm/live-update/update.js';
+import { liveMonitor } from './takeover.js';
 
 export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --clone REF --count N [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
@@ -40,6 +42,8 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
                       (firmament snapshot save), with its console, devices and virtual time
   --populate MODE     with --restore: eager (default) copies guest memory before the first
                       instruction; lazy maps each page on first touch (EPT violations counted)
+  --shared-ram        host RAM in a shared-memory file (memfd), so 'firmament update' can hand the
+                      running VMs to a new process in place (docs/live-update.md); also FIRMAMENT_SHARED_RAM=1
   --store DIR         the snapshot store for --restore and the monitor's snapshot-save/-load
                       (default $FIRMAMENT_SNAPSHOTS, else ~/.local/share/firmament/snapshots)
 ${CLONE_HELP}`;
@@ -49,7 +53,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'shared-ram': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -70,18 +74,23 @@ export async function runCommand(argv: string[]): Promise<number> {
   const pcpus = parseCount(values.cpus, '--cpus', 1);
   const memBytes = parseMemSize(values.mem ?? '64M', '--mem', MAX_GUEST_RAM);
   const { out, err } = cliOutput();
-  const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) } as const;
+  const sharedRam = values['shared-ram'] === true || process.env['FIRMAMENT_SHARED_RAM'] === '1';
+  const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']), sharedRam } as const;
   const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}) };
-  const { machine: m, hypervisor, vms } = restoring
-    ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate })
-    : createGuestMachine([guest], machineOpts);
+  const built = restoring ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate }) : createGuestMachine([guest], machineOpts);
+  const { machine: m, hypervisor, vms } = built;
+  const label = restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`;
+  if (sharedRam && (values.paused || gdbAddress)) throw new UsageError('--shared-ram (live update) does not combine with --paused or --gdb yet');
+  // With shared RAM this run can hand its VMs to a new process (monitor `update`).
+  const live = built.sharedRam && built.shape ? new LiveUpdateHost(m, hypervisor, built.shape, built.sharedRam, { json: values.json === true, monitor: values.monitor ?? null, storeDir, deadline: timeoutMs !== undefined ? Date.now() + timeoutMs : null, label }) : null;
   // COM1 is bytes: 0x80 and above go out as themselves, not re-encoded as UTF-8. After a restore only
   // what the VM prints from now on goes to stdout (--json has the whole transcript).
   if (!values.json) vms[0]!.onSerial = (t) => out.writeBytes(t);
-  const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
-  if (monitor && values.monitor !== undefined) {
+  const monitor = values.monitor !== undefined && !live ? monitorWhenReady(values.monitor) : live && values.monitor !== undefined ? liveMonitor(values.monitor, m, hypervisor, live, { label, storeDir }) : null;
+  if (live && monitor && 'ready' in monitor) await monitor.ready;
+  else if (monitor && 'attach' in monitor && values.monitor !== undefined) {
     await claimSocketPath(values.monitor);
-    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir) });
+    const session = new DebugSession(m, { label, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir) });
     if (values.paused) session.debugger.pause();
     monitor.attach(session);
   }
@@ -91,6 +100,8 @@ export async function runCommand(argv: string[]): Promise<number> {
     const cpu0 = process.cpuUsage();
     const wall0 = performance.now();
     const exit = await m.run(timeoutMs !== undefined ? { timeoutMs } : {});
+    // Handed over (live update): the last process of the chain reports the guest's status.
+    if (live?.handedOver) return await live.afterHandover();
     // What running the guest cost the host, start-up excluded: every thread of this process (V8's compiler threads too).
     const cpu = process.cpuUsage(cpu0);
     const host = { wallMs: Math.round((performance.now() - wall0) * 10) / 10, cpuMs: Math.round((cpu.user + cpu.system) / 100) / 10 };
@@ -106,7 +117,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   } finally {
     await gdb?.close();
     await monitor?.close();
-    hypervisor.close();
+    if (!live?.handedOver) hypervisor.close();
     m.close();
   }
 }
