@@ -7,14 +7,16 @@
  * checksum. It asks the hypervisor its version (hypercall 0) every round and
  * prints a line only when the answer changes: a run updated to a hypervisor
  * with a new version differs from an un-updated one by exactly that line.
- * With more than one vCPU the APs count in a shared counter, and every round
- * checks that they moved on.
+ * With more than one vCPU every AP counts its own LAPIC timer interrupts into
+ * a shared counter, idling in HLT between them, and every round checks that
+ * the counter moved on.
  * Command line: rounds=N (default 40), period=MS (default 20), kib=N (default 512, at most 2048).
  */
 #include "x86_64.h"
 
 #define MAX_KIB 2048u
 #define HC_VERSION 0u
+#define AP_TIMER_VECTOR 0x41
 
 static uint64_t buffer[MAX_KIB * 1024 / 8];
 static volatile uint64_t ap_counter;
@@ -32,14 +34,24 @@ static inline uint64_t word(uint32_t round, uint64_t i)
     return (i + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)round << 40 | round);
 }
 
+static void ap_tick(struct intr_frame *f)
+{
+    (void)f;
+    __atomic_fetch_add(&ap_counter, 1, __ATOMIC_RELAXED);
+    lapic_eoi();
+}
+
 static void ap_count(unsigned idx)
 {
     (void)idx;
-    while (!__atomic_load_n(&aps_stop, __ATOMIC_ACQUIRE)) {
-        __atomic_fetch_add(&ap_counter, 1, __ATOMIC_RELAXED);
-        for (int i = 0; i < 1000; i++)
-            cpu_pause();
-    }
+    lapic_enable();
+    lapic_write(LAPIC_REG_TMR_DIV, 0x3);                         /* divide by 16 */
+    lapic_write(LAPIC_REG_LVT_TMR, AP_TIMER_VECTOR | (1u << 17)); /* periodic */
+    lapic_write(LAPIC_REG_TMR_INIT, 100000);
+    while (!__atomic_load_n(&aps_stop, __ATOMIC_ACQUIRE))
+        cpu_sti_hlt();
+    lapic_write(LAPIC_REG_LVT_TMR, 1u << 16);
+    ap_halt_forever();
 }
 
 int guest_main(struct boot_info *bi)
@@ -56,6 +68,7 @@ int guest_main(struct boot_info *bi)
     pic_init();
     pit_start(1000, 0);
     lapic_enable();
+    isr_set_handler(AP_TIMER_VECTOR, ap_tick);
     unsigned aps = smp_start_aps(ap_count, 50);
     kprintf("uptick: %u round(s) of %u ms, %u KiB dirtied per round, %u AP(s) counting\n", rounds, period, kib, aps);
 

@@ -87,6 +87,8 @@ export type LiveUpdateReport =
       prepareMs: number;
       /** Pause to the successor's 'adopted'. */
       adoptMs: number;
+      /** Inside that: the old process recording and encoding the state, the successor decoding and adopting it. */
+      phases: { saveMs: number; successorAdoptMs: number };
       blackout: VmBlackout[];
       stateBytes: number;
       shm: { inode: number; successorInode: number };

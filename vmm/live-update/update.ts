@@ -142,6 +142,7 @@ export class LiveUpdateHost {
       await kill();
       throw e;
     }
+    const saveMs = performance.now() - tPause;
     const settings: SuccessorSettings = {
       ...this.settings,
       wallMsBefore: this.startedAt.wallBefore + (performance.now() - this.startedAt.wall),
@@ -191,7 +192,8 @@ export class LiveUpdateHost {
       from: { pid: process.pid, path: REPO_ROOT },
       to: { pid: ready.pid, path: dirname(dirname(cli)), hcVersion: ready.hcVersion, liveUpdateVersion: ready.liveUpdateVersion },
       prepareMs: round(prepareMs),
-      adoptMs: round(performance.now() - tPause - (epochMs() - goAt)),
+      adoptMs: round(goAt - pausedAt),
+      phases: { saveMs: round(saveMs), successorAdoptMs: round(adopted.adoptMs) },
       blackout: this.hypervisor.vms.map((vm) => {
         const first = running.firstSlices.find((f) => f.vm === vm.name)?.at ?? running.resumedAt;
         return { vm: vm.name, blackoutMs: round(first - pausedAt), oldSideMs: round(goAt - pausedAt), newSideMs: round(first - running.goReceivedAt) };
