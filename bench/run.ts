@@ -13,6 +13,7 @@ import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import { hasQemu, QEMU_ARGS, runMeasured, runQemu } from './qemu.js';
 import { vmStateRows } from './vm-state.js';
 import { cloneBenchRows } from './clones.js';
+import { liveUpdateRows } from './live-update.js';
 
 const MiB = 1024 * 1024;
 
@@ -108,6 +109,8 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push(...(await vmStateRows(images.guests, qemu)));
   // 5. Linked clones: creation time per clone, host frames of 100 clones of a 16 MiB base.
   rows.push(...(await cloneBenchRows(images.guests['clone']!)));
+  // 6. Live update: blackout per VM and the successor's preparation, 1 and 4 VMs.
+  rows.push(...(await liveUpdateRows(images.guests['uptick']!)));
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

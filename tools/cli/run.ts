@@ -101,7 +101,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     const wall0 = performance.now();
     const exit = await m.run(timeoutMs !== undefined ? { timeoutMs } : {});
     // Handed over (live update): the last process of the chain reports the guest's status.
-    if (live?.handedOver) return await live.afterHandover();
+    if (live?.handedOver) {
+      await live.released;
+      return await live.afterHandover();
+    }
     // What running the guest cost the host, start-up excluded: every thread of this process (V8's compiler threads too).
     const cpu = process.cpuUsage(cpu0);
     const host = { wallMs: Math.round((performance.now() - wall0) * 10) / 10, cpuMs: Math.round((cpu.user + cpu.system) / 100) / 10 };

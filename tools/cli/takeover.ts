@@ -145,8 +145,10 @@ export async function takeoverCommand(argv: string[]): Promise<number> {
   }
   const exit = await running;
   if (host.handedOver) {
-    await monitor.current?.close();
-    return host.afterHandover();
+    // Handed over in turn (a chain): the monitor answers `update` and goes to the successor first.
+    await host.released;
+    await host.afterHandover();
+    process.exit(0);
   }
   const cpu = process.cpuUsage(cpu0);
   const hostTimes = { wallMs: Math.round((settings.wallMsBefore + performance.now() - wall0) * 10) / 10, cpuMs: Math.round((settings.cpuMsBefore + cpuMs(cpu)) * 10) / 10 };

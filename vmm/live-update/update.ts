@@ -41,6 +41,8 @@ export interface UpdateOptions {
   /** Pause-to-adopted limit (rollback after it). */
   timeoutMs?: number;
   readyTimeoutMs?: number;
+  /** The successor's stdout and stderr: the user's (default), or none (the bench, which prints its own table). */
+  output?: 'inherit' | 'ignore';
 }
 
 export type UpdateReport = LiveUpdateReport;
@@ -52,6 +54,9 @@ export class LiveUpdateHost {
   private statusIn: Socket | null = null;
   /** The monitor server, closed for the successor to bind the same path. */
   releaseMonitor: () => Promise<void> = async () => {};
+  private releasedNow: () => void = () => {};
+  /** Resolves once the monitor has answered `update`, its socket is closed and the successor told so. */
+  readonly released = new Promise<void>((r) => (this.releasedNow = r));
 
   constructor(
     readonly machine: PcMachine,
@@ -86,7 +91,8 @@ export class LiveUpdateHost {
   private async updateOnce(opts: UpdateOptions): Promise<UpdateReport> {
     const cli = this.successorCli(opts.to);
     const m = this.machine;
-    const stdio: StdioOptions = ['ignore', 'inherit', 'inherit', this.ram.fd, 'pipe', this.statusFd ?? 'pipe'];
+    const out = opts.output ?? 'inherit';
+    const stdio: StdioOptions = ['ignore', out, out, this.ram.fd, 'pipe', this.statusFd ?? 'pipe'];
     const args = [cli, 'takeover', '--host-bytes', String(this.shape.hostBytes), '--pcpus', String(this.shape.pcpus), '--pace', this.shape.pace, ...(this.shape.timerSlackMs !== undefined ? ['--timer-slack', String(this.shape.timerSlackMs)] : [])];
     const t0 = performance.now();
     let child: ChildProcess;
@@ -184,6 +190,7 @@ export class LiveUpdateHost {
       void this.releaseMonitor().then(() => {
         channel.send({ type: 'released' });
         channel.close();
+        this.releasedNow();
       });
     }, 20);
     if (this.statusFd === null) this.statusIn = (child.stdio as unknown as (Socket | null)[])[FD_STATUS] ?? null;
