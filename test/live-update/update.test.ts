@@ -124,12 +124,13 @@ describe('live update across processes', () => {
     expect(run.stderr()).toBe('');
   }, 600_000);
 
-  const rollbacks: [string, () => { to?: string; env?: Record<string, string>; timeoutMs?: number }, RegExp][] = [
-    ['a new version that refuses the state', () => ({ to: refuser }), /refused the state: live-update: state field 'version': record version 1 is older than this build reads \(4\.\.5\)/],
-    ['a new version that crashes mid-takeover (SIGKILL)', () => ({ to: v2, env: { FIRMAMENT_TAKEOVER_FAULT: 'crash' } }), /died \(killed by SIGKILL\)/],
-    ['a new version that never answers (timeout)', () => ({ to: v2, env: { FIRMAMENT_TAKEOVER_FAULT: 'hang' }, timeoutMs: 1500 }), /did not answer in time .*killed \(killed by SIGKILL\)/],
+  // A refusal comes at the rehearsal, before any pause ('prepare'); a crash or a hang once the VMs are paused ('takeover').
+  const rollbacks: [string, () => { to?: string; env?: Record<string, string>; timeoutMs?: number }, RegExp, 'prepare' | 'takeover'][] = [
+    ['a new version that refuses the state', () => ({ to: refuser }), /refused the state: live-update: state field 'version': record version 1 is older than this build reads \(4\.\.5\)/, 'prepare'],
+    ['a new version that crashes mid-takeover (SIGKILL)', () => ({ to: v2, env: { FIRMAMENT_TAKEOVER_FAULT: 'crash' } }), /died \(killed by SIGKILL\)/, 'takeover'],
+    ['a new version that never answers (timeout)', () => ({ to: v2, env: { FIRMAMENT_TAKEOVER_FAULT: 'hang' }, timeoutMs: 1500 }), /did not answer in time .*killed \(killed by SIGKILL\)/, 'takeover'],
   ];
-  for (const [label, how, reason] of rollbacks) {
+  for (const [label, how, reason, phase] of rollbacks) {
     it(`rolls back on ${label}: the guest finishes exactly like an un-updated run`, async () => {
       const cmdline = 'rounds=500 period=50';
       const ref = reference(cmdline, 1);
@@ -141,7 +142,7 @@ describe('live update across processes', () => {
       const r = await c.request('update', { ...(to ? { to } : {}), ...(timeoutMs ? { timeoutMs } : {}) });
       expect(r.ok).toBe(false);
       if (r.ok) return;
-      expect(r.phase).toBe('takeover');
+      expect(r.phase).toBe(phase);
       expect(r.reason).toMatch(reason);
       // The old process still serves the monitor and runs the guest.
       expect((await c.request('hello', {})).protocol).toBeTruthy();

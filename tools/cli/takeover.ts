@@ -63,12 +63,25 @@ export async function takeoverCommand(argv: string[]): Promise<number> {
   }
   channel.send({ type: 'ready', pid: process.pid, prepareMs: performance.now(), hcVersion: HC_VERSION, liveUpdateVersion: LIVE_UPDATE_VERSION, inode: ram.info().inode });
 
-  // 2. The state record (the old process has paused its VMs).
+  // 2. The state record (the old process has paused its VMs), after a rehearsal on a record taken
+  //    while they still ran: adopted and dropped (adoption writes no RAM), so the real one runs warm.
   let got: { msg: UpdateMessage; payload: Uint8Array };
-  try {
-    got = await channel.next();
-  } catch {
-    return 0; // the old process went on without us
+  for (;;) {
+    try {
+      got = await channel.next();
+    } catch {
+      return 0; // the old process went on without us
+    }
+    if (got.msg.type !== 'preview') break;
+    const t = performance.now();
+    try {
+      const { vms } = adoptLiveState(decodeSnapshot(got.payload), machine);
+      for (const vm of vms) vm.close();
+    } catch (e) {
+      machine.close();
+      return refuse((e as Error).message);
+    }
+    channel.send({ type: 'rehearsed', ms: performance.now() - t });
   }
   if (got.msg.type !== 'state') return refuse(`expected the state record, got '${got.msg.type}'`);
   const settings: SuccessorSettings = got.msg.settings;

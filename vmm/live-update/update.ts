@@ -130,6 +130,18 @@ export class LiveUpdateHost {
       return { ok: false, rolledBack: true, reason, phase: 'prepare', pausedMs: 0 };
     }
     const prepareMs = performance.now() - t0;
+    // A rehearsal while the guests run: the successor adopts a record taken now and drops it, which
+    // also refuses early (no pause at all) what it would refuse later, and runs its code paths warm.
+    try {
+      channel.send({ type: 'preview' }, encodeSnapshot(saveLiveState(this.hypervisor, this.shape)));
+      const r = await expect(['rehearsed', 'refused'], opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+      if (r.msg.type === 'refused') throw new Refused(r.msg.reason);
+    } catch (e) {
+      const reason = e instanceof Refused ? `the new version refused the state: ${e.message}` : await why(e);
+      if (e instanceof Refused) await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]).then(() => kill());
+      m.log('live-update', `update refused before the pause: ${reason}`);
+      return { ok: false, rolledBack: true, reason, phase: 'prepare', pausedMs: 0 };
+    }
     if (this.machine.exit) {
       await kill();
       throw new Error('the machine stopped while the successor prepared');

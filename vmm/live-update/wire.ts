@@ -10,6 +10,10 @@ import type { Socket } from 'node:net';
 export type UpdateMessage =
   /** new -> old: engines built and the RAM file mapped; guests are still running in the old process. */
   | { type: 'ready'; pid: number; prepareMs: number; hcVersion: number; liveUpdateVersion: number; inode: number }
+  /** old -> new: a record taken while the VMs run on (payload): the successor adopts it as a rehearsal and drops it, so the real adoption runs warm. */
+  | { type: 'preview' }
+  /** new -> old: the rehearsal worked; the real record may come. */
+  | { type: 'rehearsed'; ms: number }
   /** old -> new: the VMs are paused; the payload is the record. */
   | { type: 'state'; pausedAt: number; settings: SuccessorSettings }
   /** new -> old: the record is adopted; nothing has run yet. */
