@@ -8,7 +8,11 @@
  * preparation time (process start to engines built and RAM mapped, while the
  * guests keep running).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createGuestMachine } from '../vmm/run-guests.js';
+import { MonitorClient } from '../tui/monitor-client.js';
 import { LiveUpdateHost } from '../vmm/live-update/update.js';
 import type { LiveUpdateReport } from '../machine/debug/protocol.js';
 import type { BenchRow } from './vm-state.js';
@@ -17,9 +21,12 @@ const MiB = 1024 * 1024;
 const REPEATS = 2;
 
 async function oneUpdate(uptick: string, vms: number): Promise<Extract<LiveUpdateReport, { ok: true }>> {
-  const guests = Array.from({ length: vms }, () => ({ path: uptick, memBytes: 16 * MiB, vcpus: 1, cmdline: 'rounds=15 period=200 kib=64' }));
+  // Long enough for a successor to start on a loaded machine; the bench stops the guests through the successor's monitor.
+  const guests = Array.from({ length: vms }, () => ({ path: uptick, memBytes: 16 * MiB, vcpus: 1, cmdline: 'rounds=1000 period=200 kib=64' }));
   const g = createGuestMachine(guests, { pcpus: 1, pace: 'realtime', sharedRam: true });
-  const host = new LiveUpdateHost(g.machine, g.hypervisor, g.shape!, g.sharedRam!, { json: true, monitor: null, storeDir: '', deadline: null, label: 'bench' });
+  const dir = mkdtempSync(join(tmpdir(), 'fm-bench-lu-'));
+  const monitor = join(dir, 'm.sock');
+  const host = new LiveUpdateHost(g.machine, g.hypervisor, g.shape!, g.sharedRam!, { json: true, monitor, storeDir: dir, deadline: null, label: 'bench' });
   const running = g.machine.run({ timeoutMs: 300_000 });
   // Let every guest start (round 1) before the update.
   while (!g.vms.every((v) => v.serial.includes('round 1 ')) && !g.machine.exit) await new Promise((r) => setTimeout(r, 20));
@@ -30,8 +37,22 @@ async function oneUpdate(uptick: string, vms: number): Promise<Extract<LiveUpdat
     g.machine.close();
     throw new Error(`live update bench: rolled back: ${report.reason}`);
   }
-  const status = await host.afterHandover();
-  if (status !== 1) throw new Error(`live update bench: the guests ended with status ${status}, expected 1`);
+  await host.released;
+  const stopped = host.afterHandover();
+  for (let i = 0; ; i++) {
+    try {
+      const c = await MonitorClient.connect(monitor, 2000);
+      await c.request('stop', {});
+      c.close();
+      break;
+    } catch (e) {
+      if (i > 200) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const status = await stopped;
+  rmSync(dir, { recursive: true, force: true });
+  if (status !== 0) throw new Error(`live update bench: the successor ended with status ${status}, expected 0 (stopped)`);
   return report;
 }
 

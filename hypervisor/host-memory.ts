@@ -109,14 +109,20 @@ export class HostMemoryManager {
     const openBusRegion = stateNumber(rec, 'openBusRegion', who);
     this.allocator.restoreState(stateRecord(rec, 'allocator', who));
     const parsed = new Map<number, number>();
+    const allocated = this.allocator.allocations();
+    let k = 0;
     for (let i = 0; i < refs.length; i += 3) {
       const [hpa, frames, n] = [refs[i]!, refs[i + 1]!, refs[i + 2]!];
-      if (!Number.isSafeInteger(n) || n < 1 || !Number.isSafeInteger(frames) || frames < 1) throw new StateError(who, `refs[${i / 3}]`, 'not a run of referenced frames');
-      for (let f = 0; f < frames; f++) {
-        const a = hpa + f * FRAME_SIZE;
-        if (this.allocator.ownerOf(a) === null) throw new StateError(who, `refs[${i / 3}]`, `frame 0x${a.toString(16)} is referenced but free in the allocator`);
-        parsed.set(a, n);
+      if (!Number.isSafeInteger(n) || n < 1 || !Number.isSafeInteger(frames) || frames < 1 || !Number.isSafeInteger(hpa) || hpa % FRAME_SIZE !== 0) throw new StateError(who, `refs[${i / 3}]`, 'not a run of referenced frames');
+      // Runs and allocations are both sorted: one walk checks that every referenced frame is allocated.
+      const end = hpa + frames * FRAME_SIZE;
+      for (let cur = hpa; cur < end; ) {
+        while (k < allocated.length && allocated[k]!.base + allocated[k]!.length <= cur) k++;
+        const a = allocated[k];
+        if (!a || a.base > cur) throw new StateError(who, `refs[${i / 3}]`, `frame 0x${cur.toString(16)} is referenced but free in the allocator`);
+        cur = a.base + a.length;
       }
+      for (let a = hpa; a < end; a += FRAME_SIZE) parsed.set(a, n);
     }
     for (const [a, n] of parsed) this.refs.set(a, n);
     this.openBusFrame = openBusFrame;

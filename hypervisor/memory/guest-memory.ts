@@ -244,7 +244,8 @@ export class GuestMemory {
       const at = `held[${i / 3}]`;
       if (size !== FRAME_SIZE && size !== LARGE_PAGE_SIZE) throw new StateError(who, at, `size ${size} is neither 4 KiB nor 2 MiB`);
       if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % size !== 0 || gpa + size > this.ramBytes) throw new StateError(who, at, `GPA 0x${gpa.toString(16)} is not an aligned page of guest RAM`);
-      for (let off = 0; off < size; off += FRAME_SIZE) {
+      // A 2 MiB leaf is one allocation: its first and last frames tell its owner (the host checked every referenced frame).
+      for (const off of size === FRAME_SIZE ? [0] : [0, size - FRAME_SIZE]) {
         const o = this.host.allocator.ownerOf(hpa + off);
         if (o !== `${this.owner}:ram`) throw new StateError(who, at, `frame 0x${(hpa + off).toString(16)} is ${o === null ? 'free' : `owned by '${o}'`} in the allocator, expected '${this.owner}:ram'`);
         if (this.host.references(hpa + off) < 1) throw new StateError(who, at, `frame 0x${(hpa + off).toString(16)} has no reference in the host memory manager`);
