@@ -7,7 +7,7 @@ import { buildImages } from '../../tools/build-images.mjs';
 import { createGuestMachine } from '../../vmm/run-guests.js';
 import type { MonitorClient } from '../../tui/monitor-client.js';
 import type { LiveUpdateReport } from '../../machine/debug/protocol.js';
-import { CLI, connectMonitor, copyProject, startRun, type RunProcess } from './project-copy.js';
+import { CLI, connectMonitor, copyProject, ROOT, startRun, type RunProcess } from './project-copy.js';
 
 /**
  * Live update as a user does it: `firmament run --shared-ram --monitor SOCK`
@@ -153,7 +153,7 @@ describe('live update across processes', () => {
   }
 
   it('chains three updates (to v2, v3, then back to this checkout with the CLI)', async () => {
-    const cmdline = 'rounds=1600 period=50';
+    const cmdline = 'rounds=1600 period=50 kib=64';
     const ref = reference(cmdline, 1);
     const sock = join(tmp, 'chain.sock');
     const run = start(sock, cmdline, 1);
@@ -166,7 +166,8 @@ describe('live update across processes', () => {
       pids.add(r.from.pid).add(r.to.pid);
       await new Promise((res) => setTimeout(res, 500));
     }
-    const cli = spawnSync(process.execPath, [CLI, 'update', '--monitor', sock, '--json'], { encoding: 'utf8' });
+    await until(() => run.stdout().includes('round 23 '), 'round 23');
+    const cli = spawnSync(process.execPath, [CLI, 'update', '--monitor', sock, '--to', ROOT, '--json'], { encoding: 'utf8', timeout: 300_000 });
     expect(cli.status, cli.stderr).toBe(0);
     const last = okReport(JSON.parse(cli.stdout) as LiveUpdateReport);
     expect(last.to.hcVersion).toBe(1);

@@ -202,11 +202,12 @@ export class LiveUpdateHost {
     m.stop(`handed over to pid ${ready.pid}`);
     // The monitor answers this request, then its socket goes to the successor.
     setTimeout(() => {
-      void this.releaseMonitor().then(() => {
-        channel.send({ type: 'released' });
-        channel.close();
-        this.releasedNow();
-      });
+      void this.releaseMonitor()
+        .then(() => {
+          channel.send({ type: 'released' });
+          return channel.closeFlushed();
+        })
+        .then(() => this.releasedNow());
     }, 20);
     if (this.statusFd === null) this.statusIn = (child.stdio as unknown as (Socket | null)[])[FD_STATUS] ?? null;
     return {

@@ -95,6 +95,15 @@ export class UpdateChannel {
     this.socket.end();
   }
 
+  /** Ends the channel once everything sent has been written (a process about to exit must not lose its last message). */
+  closeFlushed(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.socket.destroyed || this.socket.writableFinished) return resolve();
+      this.socket.end(() => resolve());
+      this.socket.once('close', () => resolve());
+    });
+  }
+
   private onData(d: Buffer): void {
     this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
     while (this.buf.length >= 4) {
