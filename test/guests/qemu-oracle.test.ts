@@ -220,8 +220,8 @@ describe('golden transcripts agree with independent models', () => {
     const guests = new Set(CASES.map((c) => c.guest));
     // scan and crash probe the hypervisor (isolation, triple-fault containment); QEMU reads 0
     // from unassigned memory and exits 0 on a triple fault, so they have no golden transcript.
-    // clone needs the hypervisor's CHECKPOINT/CLONE_INDEX hypercalls (VMCALL is #UD under QEMU).
-    const probes = ['scan', 'crash', 'clone'];
+    // clone needs the hypervisor's CHECKPOINT/CLONE_INDEX hypercalls, uptick its VERSION hypercall (VMCALL is #UD under QEMU).
+    const probes = ['scan', 'crash', 'clone', 'uptick'];
     expect([...guests].sort()).toEqual(Object.keys(GUESTS).filter((g) => !probes.includes(g)).sort());
     // smp and mwait also run with -smp 2
     for (const g of ['smp', 'mwait']) expect(CASES.some((c) => c.guest === g && c.smp === 2)).toBe(true);
