@@ -18,6 +18,7 @@ import { idlePolicyRows } from './idle-policy.js';
 import { migrationBenchRows } from './migration.js';
 import { anomalyBenchRows } from './anomaly.js';
 import { haltedVmsRows, sieveRows, startupRows } from './perf-rows.js';
+import { liveUpdateRows } from './live-update.js';
 
 const MiB = 1024 * 1024;
 
@@ -126,6 +127,8 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push(...(await migrationBenchRows(images.guests, qemu)));
   // 9. Behaviour profiles: what the security service costs the compute guest.
   rows.push(...(await anomalyBenchRows(compute)));
+  // 6. Live update: blackout per VM and the successor's preparation, 1 and 4 VMs.
+  rows.push(...(await liveUpdateRows(images.guests['uptick']!)));
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

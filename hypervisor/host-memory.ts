@@ -9,6 +9,7 @@ import { EptTables } from './ept/ept-tables.js';
 import { EptViolation, GuestPhysicalMemory } from './ept/guest-physical.js';
 import { eptWalk, formatEptFlags } from './ept/ept-walk.js';
 import type { CpuMemory, SecondLevelTranslation } from '../machine/cpu/x86-cpu.js';
+import { checkVersion, stateNumber, stateNumbers, stateRecord, StateError, type StateRecord } from '../machine/state.js';
 
 export class HostMemoryManager {
   readonly allocator: HostFrameAllocator;
@@ -69,6 +70,64 @@ export class HostMemoryManager {
   }
 
   private openBusRegion: number | null | undefined;
+
+  static readonly RESIDENT_VERSION = 1;
+
+  /**
+   * The allocator's table, the frame references (as runs of equal counts) and
+   * the shared open-bus frames: what a new process over the same RAM needs to
+   * go on allocating exactly where this one left off (live update).
+   */
+  residentState(): StateRecord {
+    const refs: number[] = [];
+    let run: [number, number, number] | null = null;
+    for (const [hpa, n] of [...this.refs.entries()].sort((a, b) => a[0] - b[0])) {
+      if (run && hpa === run[0] + run[1] * FRAME_SIZE && n === run[2]) run[1]++;
+      else {
+        if (run) refs.push(...run);
+        run = [hpa, 1, n];
+      }
+    }
+    if (run) refs.push(...run);
+    return {
+      version: HostMemoryManager.RESIDENT_VERSION,
+      allocator: this.allocator.saveState(),
+      refs,
+      openBusFrame: this.openBusFrame,
+      openBusRegion: this.openBusRegion === undefined ? -2 : this.openBusRegion === null ? -1 : this.openBusRegion,
+    };
+  }
+
+  /** Takes over a residentState() record; checks it whole first. This manager must be new (built over the same map). */
+  adoptResident(rec: StateRecord): void {
+    const who = 'host memory';
+    checkVersion(rec, HostMemoryManager.RESIDENT_VERSION, who);
+    if (this.refs.size > 0 || this.allocator.usage().usedFrames > 0) throw new StateError(who, 'allocator', 'this host memory manager has already allocated frames');
+    const refs = stateNumbers(rec, 'refs', who);
+    if (refs.length % 3 !== 0) throw new StateError(who, 'refs', 'expected (hpa, frames, count) triples');
+    const openBusFrame = stateNumber(rec, 'openBusFrame', who);
+    const openBusRegion = stateNumber(rec, 'openBusRegion', who);
+    this.allocator.restoreState(stateRecord(rec, 'allocator', who));
+    const parsed = new Map<number, number>();
+    const allocated = this.allocator.allocations();
+    let k = 0;
+    for (let i = 0; i < refs.length; i += 3) {
+      const [hpa, frames, n] = [refs[i]!, refs[i + 1]!, refs[i + 2]!];
+      if (!Number.isSafeInteger(n) || n < 1 || !Number.isSafeInteger(frames) || frames < 1 || !Number.isSafeInteger(hpa) || hpa % FRAME_SIZE !== 0) throw new StateError(who, `refs[${i / 3}]`, 'not a run of referenced frames');
+      // Runs and allocations are both sorted: one walk checks that every referenced frame is allocated.
+      const end = hpa + frames * FRAME_SIZE;
+      for (let cur = hpa; cur < end; ) {
+        while (k < allocated.length && allocated[k]!.base + allocated[k]!.length <= cur) k++;
+        const a = allocated[k];
+        if (!a || a.base > cur) throw new StateError(who, `refs[${i / 3}]`, `frame 0x${cur.toString(16)} is referenced but free in the allocator`);
+        cur = a.base + a.length;
+      }
+      for (let a = hpa; a < end; a += FRAME_SIZE) parsed.set(a, n);
+    }
+    for (const [a, n] of parsed) this.refs.set(a, n);
+    this.openBusFrame = openBusFrame;
+    this.openBusRegion = openBusRegion === -2 ? undefined : openBusRegion === -1 ? null : openBusRegion;
+  }
 }
 
 /**

@@ -160,6 +160,21 @@ export class Hypervisor implements CpuScheduler {
     }
   }
 
+  /** The scheduler's turn count ('rr' in live-update records) and the next VM id: live update carries them over (VM owners and interleaving stay the same). */
+  get counters(): { rr: number; nextVmId: number } {
+    return { rr: this.sched.turnCount, nextVmId: this.nextVmId };
+  }
+
+  set counters(c: { rr: number; nextVmId: number }) {
+    this.sched.turnCount = c.rr;
+    this.nextVmId = c.nextVmId;
+  }
+
+  /** A VM's scheduling record (shares, idle state), as snapshotVm saves it. */
+  schedulingRecord(vm: Vm): StateRecord {
+    return this.sched.saveVm(vm);
+  }
+
   /** Starts scheduling a VM built by newVm(). */
   addVm(vm: Vm): void {
     vm.onStop = () => this.vmStopped();
@@ -395,7 +410,7 @@ export class Hypervisor implements CpuScheduler {
   }
 
   /** A record's optional scheduling state (older snapshots have none: the VM then starts with fresh shares). */
-  private restoreScheduling(vm: Vm, state: StateRecord, opts: { inPlace?: boolean } = {}): void {
+  restoreScheduling(vm: Vm, state: StateRecord, opts: { inPlace?: boolean } = {}): void {
     const s = state['scheduling'];
     if (s === undefined) return;
     if (s === null || typeof s !== 'object' || Array.isArray(s) || s instanceof Uint8Array) throw new StateError(`vm ${vm.name}`, 'scheduling', 'not a record');

@@ -40,6 +40,7 @@ const EFER_ALLOWED = (1n << 0n) | (1n << 8n) | (1n << 10n) | (1n << 11n);
 export class MsrExitFrames {
   private permissionMap = -1;
   private readonly freeSlots: number[] = [];
+  private readonly adopting = new Set<number>();
 
   constructor(private readonly host: HostMemoryManager) {}
 
@@ -57,6 +58,8 @@ export class MsrExitFrames {
       for (let off = 4096 - CONTROL_AREA_BYTES; off >= 0; off -= CONTROL_AREA_BYTES) this.freeSlots.push(frame! + off);
     }
     const area = this.freeSlots.pop()!;
+    // An adopted area is handed back as it is: its VM (and, on a rollback, the old process) still uses it.
+    if (this.adopting.delete(area)) return area;
     this.host.memory.writeBytes(area, new Uint8Array(CONTROL_AREA_BYTES));
     this.host.memory.writeU64(area + VMCB_MSRPM_BASE_PA, BigInt(this.map));
     return area;
@@ -64,6 +67,20 @@ export class MsrExitFrames {
 
   freeControlArea(area: number): void {
     this.freeSlots.push(area);
+  }
+
+  /** The permission map and the free control-area slots (live update: a new process goes on from here). */
+  residentState(): { permissionMap: number; freeSlots: number[] } {
+    return { permissionMap: this.permissionMap, freeSlots: [...this.freeSlots] };
+  }
+
+  /** Adopts residentState(); `pending` are areas the next controlArea() calls hand out, in order (a VM being adopted gets its own back). */
+  adoptResident(rec: { permissionMap: number; freeSlots: readonly number[] }, pending: readonly number[] = []): void {
+    this.permissionMap = rec.permissionMap;
+    this.freeSlots.length = 0;
+    this.freeSlots.push(...rec.freeSlots, ...[...pending].reverse());
+    this.adopting.clear();
+    for (const a of pending) this.adopting.add(a);
   }
 }
 
@@ -85,6 +102,11 @@ export class VmMsrs implements MsrExitHandler {
 
   get permissionMap(): number {
     return this.frames.map;
+  }
+
+  /** The host addresses of this VM's control areas, by vCPU. */
+  get areas(): readonly number[] {
+    return this.controlAreas;
   }
 
   /** The VM is gone: its control areas go back to the hypervisor. */

@@ -17,6 +17,7 @@
  */
 import type { EptTables } from './ept/ept-tables.js';
 import { EPT_2M } from './ept/ept-tables.js';
+import { stateNumber, stateNumbers, StateError, type StateRecord } from '../machine/state.js';
 
 export class OpenBusExhausted extends Error {
   override name = 'OpenBusExhausted';
@@ -46,6 +47,23 @@ export class OpenBusMappings {
 
   get count(): number {
     return this.live.length;
+  }
+
+  /** The live mappings (already in the EPT tables) and the eviction count, for live update. */
+  residentState(): StateRecord {
+    return { live: this.live.flatMap((m) => [m.gpa, m.size]), evictions: this.evictions };
+  }
+
+  adoptResident(rec: StateRecord, who: string): void {
+    const live = stateNumbers(rec, 'live', `${who}.openBus`);
+    const evictions = stateNumber(rec, 'evictions', `${who}.openBus`);
+    if (live.length % 2 !== 0 || live.length / 2 > this.maxRegions) throw new StateError(`${who}.openBus`, 'live', `expected at most ${this.maxRegions} (gpa, size) pairs`);
+    for (let i = 0; i < live.length; i += 2) {
+      if (!this.ept.lookup(live[i]!)) throw new StateError(`${who}.openBus`, `live[${i / 2}]`, `GPA 0x${live[i]!.toString(16)} is not mapped in the adopted EPT tables`);
+    }
+    this.live.length = 0;
+    for (let i = 0; i < live.length; i += 2) this.live.push({ gpa: live[i]!, size: live[i + 1]! });
+    this.evictions = evictions;
   }
 
   /** Makes the page at `gpaPage` read as all-ones. */

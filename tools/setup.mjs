@@ -78,7 +78,7 @@ async function ensureUnicorn() {
 }
 
 async function buildHelper() {
-  const srcs = ['fmcpu.c', 'tlbfill.c'].map((f) => path.join(root, 'machine/cpu/native', f));
+  const srcs = ['fmcpu.c', 'tlbfill.c', 'shm.c'].map((f) => path.join(root, 'machine/cpu/native', f));
   const out = path.join(cache, 'native/libfmcpu.so');
   await fs.mkdirp(path.dirname(out));
   const outTime = (await fs.pathExists(out)) ? (await fs.stat(out)).mtimeMs : -1;

@@ -22,6 +22,7 @@ import { FRAME_SIZE, LARGE_PAGE_SIZE } from './frame-allocator.js';
 import { GuestCpuMemory, type HostMemoryManager } from '../host-memory.js';
 import { OpenBusMappings } from '../open-bus.js';
 import type { SecondLevelTranslation } from '../../machine/cpu/x86-cpu.js';
+import { checkVersion, stateBoolean, stateNumber, stateNumbers, stateRecord, StateError, type StateRecord } from '../../machine/state.js';
 
 
 export interface GpaRange {
@@ -118,6 +119,11 @@ export interface GuestMemoryOptions {
   base?: SharedImage;
   /** With `base`: ranges that get private frames from the start (the clone's private writable range). */
   privateRanges?: readonly GpaRange[];
+  /**
+   * Adopt a residentState() record: the EPT tables and frames already in host
+   * RAM (live update, the same RAM in a new process). Nothing is allocated or copied.
+   */
+  adopt?: StateRecord;
 }
 
 /** The dirty-log reader of callers that name none. */
@@ -161,7 +167,9 @@ export class GuestMemory {
   ) {
     if (!Number.isSafeInteger(ramBytes) || ramBytes % FRAME_SIZE !== 0 || ramBytes < 2 * 1024 * 1024) throw new RangeError(`${owner}: guest RAM ${ramBytes} must be a multiple of 4 KiB and at least 2 MiB`);
     this.ranges = [{ gpa: 0, length: ramBytes }];
-    this.ept = new EptTables(host.memory, host.allocator, { owner: `${owner}:ept` });
+    this.ept = options.adopt
+      ? EptTables.restore(host.memory, host.allocator, { owner: `${owner}:ept` }, stateRecord(options.adopt, 'ept', `${owner} memory`))
+      : new EptTables(host.memory, host.allocator, { owner: `${owner}:ept` });
     this.source = options.source ?? null;
     this.loader = new GuestPhysicalMemory(host.memory, this.ept, { pagingStructureAccesses: false });
     this.walkMemory = new GuestCpuMemory(new GuestPhysicalMemory(host.memory, this.ept), host.memory, this.ept, ramBytes, (gpa, write) => this.resolveFromCpu(gpa, write));
@@ -191,6 +199,10 @@ export class GuestMemory {
         return r.ok ? { steps, hpa: r.hpa } : { steps, hpa: null, fault: `${r.kind} at ${r.level}: ${r.reason}` };
       },
     };
+    if (options.adopt) {
+      this.adoptResident(options.adopt);
+      return;
+    }
     try {
       if (options.base) this.mapClone(options.base, options.privateRanges ?? []);
       else if ((options.populate ?? 'eager') === 'eager') this.prepopulate(this.ranges);
@@ -198,6 +210,70 @@ export class GuestMemory {
       this.destroy();
       throw e;
     }
+  }
+
+  // ------------------------------------------------------------ resident state (live update)
+
+  static readonly RESIDENT_VERSION = 1;
+
+  /**
+   * Where this VM's memory lives in host RAM, without the memory itself: the
+   * EPT tables, the frames it holds, its counters. A new process over the same
+   * RAM adopts it (options.adopt) and translates every GPA to the same HPA.
+   */
+  residentState(): StateRecord {
+    const who = `${this.owner} memory`;
+    if (this.shared.size > 0) throw new StateError(who, 'shared', `${this.shared.size} pages are shared copy-on-write with a linked-clone image, which live update does not carry over yet`);
+    if (this.source) throw new StateError(who, 'source', 'the VM was restored lazily and still fills pages from its snapshot; populate it first (or restore with --populate eager)');
+    const held: number[] = [];
+    for (const [gpa, f] of [...this.held.entries()].sort((a, b) => a[0] - b[0])) held.push(gpa, f.hpa, f.size);
+    return {
+      version: GuestMemory.RESIDENT_VERSION,
+      owner: this.owner,
+      ramBytes: this.ramBytes,
+      ept: this.ept.saveState(),
+      held,
+      logging: this.logging,
+      dirtyLogEpoch: this.dirtyLogEpoch,
+      eptViolations: this.eptViolations,
+      lazyFaults: this.lazyFaults,
+      cowCopies: this.cowCopies,
+      openBus: this.openBus.residentState(),
+    };
+  }
+
+  /** Checks the whole record against the allocator before taking anything (the tables were already checked by EptTables.restore). */
+  private adoptResident(rec: StateRecord): void {
+    const who = `${this.owner} memory`;
+    checkVersion(rec, GuestMemory.RESIDENT_VERSION, who);
+    if (rec['owner'] !== this.owner) throw new StateError(who, 'owner', `record is for '${String(rec['owner'])}'`);
+    if (stateNumber(rec, 'ramBytes', who) !== this.ramBytes) throw new StateError(who, 'ramBytes', `record has ${rec['ramBytes']} bytes, this VM ${this.ramBytes}`);
+    const held = stateNumbers(rec, 'held', who);
+    if (held.length % 3 !== 0) throw new StateError(who, 'held', 'expected (gpa, hpa, size) triples');
+    const frames: [number, { hpa: number; size: number }][] = [];
+    for (let i = 0; i < held.length; i += 3) {
+      const [gpa, hpa, size] = [held[i]!, held[i + 1]!, held[i + 2]!];
+      const at = `held[${i / 3}]`;
+      if (size !== FRAME_SIZE && size !== LARGE_PAGE_SIZE) throw new StateError(who, at, `size ${size} is neither 4 KiB nor 2 MiB`);
+      if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % size !== 0 || gpa + size > this.ramBytes) throw new StateError(who, at, `GPA 0x${gpa.toString(16)} is not an aligned page of guest RAM`);
+      // A 2 MiB leaf is one allocation: its first and last frames tell its owner (the host checked every referenced frame).
+      for (const off of size === FRAME_SIZE ? [0] : [0, size - FRAME_SIZE]) {
+        const o = this.host.allocator.ownerOf(hpa + off);
+        if (o !== `${this.owner}:ram`) throw new StateError(who, at, `frame 0x${(hpa + off).toString(16)} is ${o === null ? 'free' : `owned by '${o}'`} in the allocator, expected '${this.owner}:ram'`);
+        if (this.host.references(hpa + off) < 1) throw new StateError(who, at, `frame 0x${(hpa + off).toString(16)} has no reference in the host memory manager`);
+      }
+      frames.push([gpa, { hpa, size }]);
+    }
+    const logging = stateBoolean(rec, 'logging', who);
+    const counters = ['dirtyLogEpoch', 'eptViolations', 'lazyFaults', 'cowCopies'].map((f) => {
+      const n = stateNumber(rec, f, who);
+      if (!Number.isSafeInteger(n) || n < 0) throw new StateError(who, f, `${n} is not a count`);
+      return n;
+    });
+    this.openBus.adoptResident(stateRecord(rec, 'openBus', who), who);
+    for (const [gpa, f] of frames) this.held.set(gpa, f);
+    this.logging = logging;
+    [this.dirtyLogEpoch, this.eptViolations, this.lazyFaults, this.cowCopies] = counters as [number, number, number, number];
   }
 
   // ------------------------------------------------------------ population

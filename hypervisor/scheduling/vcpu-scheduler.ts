@@ -89,6 +89,15 @@ export class VcpuScheduler {
     return this.controller.policy;
   }
 
+  /** Scheduling turns taken so far: a live update carries it over, so the interleaving goes on unchanged. */
+  get turnCount(): number {
+    return this.turn;
+  }
+
+  set turnCount(n: number) {
+    this.turn = n;
+  }
+
   /** The VM list changed: new vCPUs start at the least-served one's share; gone ones release their pCPUs. */
   sync(vms: readonly Vm[]): void {
     const minV = this.list.length ? Math.min(...this.list.map((e) => e.vruntime)) : 0;

@@ -77,6 +77,8 @@ export interface Commands {
   'profile-learn': { args: { vm?: string; forMs: number; apply?: boolean }; result: { vm: string; profile: ProfileJson } };
   /** Anomalies raised so far (id > since), oldest first. */
   anomalies: { args: { since?: number; limit?: number }; result: { anomalies: AnomalyNotice[] } };
+  /** Live update: a new process (PATH's Firmament, default this one) takes the VMs over in place (docs/live-update.md). */
+  update: { args: { to?: string; timeoutMs?: number }; result: LiveUpdateReport };
 }
 
 export interface BackupDone {
@@ -128,6 +130,37 @@ export interface AnomalyNotice {
   episode: { lastMs: number; events: number };
 }
 
+export interface VmBlackout {
+  vm: string;
+  /** Last guest instruction in the old process (the pause) to the VM's first instruction in the new one. */
+  blackoutMs: number;
+  /** Old side: pause to commit ('go' sent). */
+  oldSideMs: number;
+  /** New side: 'go' received to this VM's first slice. */
+  newSideMs: number;
+}
+
+/** What `update` answers: the takeover and its blackout, or the rollback and why. */
+export type LiveUpdateReport =
+  | {
+      ok: true;
+      from: { pid: number; path: string };
+      to: { pid: number; path: string; hcVersion: number; liveUpdateVersion: number };
+      /** The successor's start to 'ready' (code loaded, engines built, RAM mapped), guests running meanwhile. */
+      prepareMs: number;
+      /** Pause to the successor's 'adopted'. */
+      adoptMs: number;
+      /** Inside that: the old process recording and encoding the state, the successor decoding and adopting it. */
+      phases: { saveMs: number; successorAdoptMs: number };
+      blackout: VmBlackout[];
+      stateBytes: number;
+      shm: { inode: number; successorInode: number };
+      /** The successor's private memory before and after adopting (a copy of guest RAM would show here). */
+      rssAnonKiB: { beforeAdopt: number; afterAdopt: number };
+      guestRamBytes: number;
+    }
+  | { ok: false; rolledBack: true; reason: string; phase: 'spawn' | 'prepare' | 'takeover'; pausedMs: number };
+
 export interface SnapshotSaved {
   vm: string;
   ref: string;
@@ -151,7 +184,7 @@ export interface SnapshotLoaded {
 }
 
 /** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */
-export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'backup', 'migrate', 'profile-learn'] as const satisfies readonly CommandName[];
+export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'backup', 'migrate', 'profile-learn', 'update'] as const satisfies readonly CommandName[];
 
 export type CommandName = keyof Commands;
 export const COMMAND_NAMES: readonly CommandName[] = [
@@ -161,6 +194,7 @@ export const COMMAND_NAMES: readonly CommandName[] = [
   'backup',
   'migrate',
   'profile-set', 'profile-get', 'profile-learn', 'anomalies',
+  'update',
 ];
 
 export interface MonitorRequest<K extends CommandName = CommandName> {

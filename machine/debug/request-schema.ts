@@ -71,6 +71,7 @@ const ARGS = {
   'profile-get': z.strictObject({ vm: z.string().min(1).max(MAX_SPEC_CHARS).optional() }),
   'profile-learn': z.strictObject({ vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), forMs: z.number().int().min(1).max(3_600_000), apply: z.boolean().optional() }),
   anomalies: z.strictObject({ since: count(Number.MAX_SAFE_INTEGER).optional(), limit: count(1 << 20).optional() }),
+  update: z.strictObject({ to: z.string().min(1).max(4096).optional(), timeoutMs: z.number().int().min(1).max(3_600_000).optional() }),
 } satisfies { [K in CommandName]: z.ZodType<Commands[K]['args']> };
 
 const REQUEST = z.strictObject({

@@ -34,6 +34,8 @@ export interface SessionOptions {
   migrate?: (args: MigrateArgs, progress: (p: Record<string, unknown>) => void) => Promise<Record<string, unknown>>;
   /** Behaviour profiles and anomalies, from the layer that owns the security service. */
   security?: SecurityCommands;
+  /** Live update (`update`), from the layer that owns the hypervisor and its shared RAM. */
+  update?: (args: Commands['update']['args']) => Promise<Commands['update']['result']>;
 }
 
 export interface SecurityCommands {
@@ -128,6 +130,7 @@ export class DebugSession {
         return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
       }
     }
+    if (checked.ok && checked.request.cmd === 'update') return this.handleUpdate(checked.request as MonitorRequest<'update'>);
     if (checked.ok && checked.request.cmd === 'profile-learn') return this.profileLearn(checked.request as MonitorRequest<'profile-learn'>);
     if (!checked.ok || !(ASYNC_COMMANDS as readonly string[]).includes(checked.request.cmd)) return this.handle(raw);
     const req = checked.request;
@@ -154,6 +157,17 @@ export class DebugSession {
     try {
       const result = await this.securityCommands().learn(req.args!);
       return { ...(id !== undefined ? { id } : {}), ok: true, result };
+    } catch (e) {
+      return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
+    }
+  }
+
+  private async handleUpdate(req: MonitorRequest<'update'>): Promise<MonitorResponse> {
+    const id = req.id;
+    try {
+      if (!this.opts.update) throw new Error("'update' needs a machine running VMs with its RAM in a shared-memory file (firmament run --shared-ram)");
+      const result = await this.opts.update(req.args ?? {});
+      return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
     } catch (e) {
       return { ...(id !== undefined ? { id } : {}), ok: false, error: (e as Error).message };
     }

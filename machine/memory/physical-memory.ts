@@ -2,7 +2,9 @@
  * The machine's physical address space: RAM, the firmware ROM (top of 4 GiB,
  * aliased below 1 MiB), the legacy hole, and injected bad-RAM ranges.
  * RAM lives in one SharedArrayBuffer mapped into every CPU engine, so host
- * code (devices, walkers, loaders) and guest code see the same bytes.
+ * code (devices, walkers, loaders) and guest code see the same bytes. It can
+ * instead be given bytes from elsewhere (a shared-memory file that outlives
+ * the process, machine/memory/shared-ram.ts, for live update).
  */
 import type { PhysicalMemoryAccess } from '../devices/device.js';
 import type { PhysicalReader } from '../cpu/x86/paging.js';
@@ -49,10 +51,13 @@ export class PhysicalMemory implements PhysicalReader, PhysicalMemoryAccess {
     readonly ramSize: number,
     romImage: Uint8Array,
     faults: readonly RamFaultSpec[] = [],
+    /** RAM bytes to use instead of a new SharedArrayBuffer (exactly ramSize long). */
+    ramBacking?: Uint8Array,
   ) {
     if (ramSize < 2 * MiB || ramSize % (64 * KiB) !== 0) throw new MemoryError(`RAM size ${ramSize} must be a multiple of 64 KiB and at least 2 MiB`);
     if (romImage.length !== ROM_SIZE) throw new MemoryError(`firmware ROM is ${romImage.length} bytes, expected exactly ${ROM_SIZE}`);
-    this.ram = new Uint8Array(new SharedArrayBuffer(ramSize));
+    if (ramBacking && ramBacking.length !== ramSize) throw new MemoryError(`RAM backing is ${ramBacking.length} bytes, expected ${ramSize}`);
+    this.ram = ramBacking ?? new Uint8Array(new SharedArrayBuffer(ramSize));
     this.dv = new DataView(this.ram.buffer);
     this.rom = new Uint8Array(new SharedArrayBuffer(ROM_SIZE));
     this.rom.set(romImage);

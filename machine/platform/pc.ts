@@ -98,6 +98,8 @@ export interface PcConfig {
   timerSlackMs?: number;
   /** Reset instead of stopping on a triple fault (QEMU's default without -no-reboot). */
   rebootOnTripleFault?: boolean;
+  /** RAM bytes from elsewhere (a shared-memory file for live update) instead of a new SharedArrayBuffer. */
+  ramBacking?: Uint8Array;
 }
 
 /**
@@ -192,14 +194,14 @@ export class PcMachine implements CpuHost {
   private readonly pacer: RealtimePacer;
   /** Set by a hypervisor at takeover; null while the machine runs its own CPUs. */
   scheduler: CpuScheduler | null = null;
-  private readonly config: Required<Omit<PcConfig, 'fwCfgFiles'>> & Pick<PcConfig, 'fwCfgFiles'>;
+  private readonly config: Required<Omit<PcConfig, 'fwCfgFiles' | 'ramBacking'>> & Pick<PcConfig, 'fwCfgFiles' | 'ramBacking'>;
 
   constructor(config: PcConfig) {
     this.config = { faults: [], seed: 0, pace: 'realtime', rebootOnTripleFault: false, timerSlackMs: DEFAULT_TIMER_SLACK_MS, ...config };
     this.pacer = new RealtimePacer(this.config.timerSlackMs);
     const faults = this.config.faults;
     if (config.cpus < 1 || config.cpus > 64) throw new Error(`--cpus ${config.cpus}: must be between 1 and 64`);
-    this.memory = new PhysicalMemory(config.memBytes, config.rom, ramFaults(faults, this.config.seed));
+    this.memory = new PhysicalMemory(config.memBytes, config.rom, ramFaults(faults, this.config.seed), config.ramBacking);
     const clock = this.timeline;
     this.board = new PcBoard({
       clock,

@@ -350,6 +350,7 @@ const VALID_ARGS: { [K in (typeof COMMAND_NAMES)[number]]: fc.Arbitrary<unknown>
   'profile-get': opt({ vm: fc.string({ maxLength: 8 }) }),
   'profile-learn': opt({ vm: fc.string({ maxLength: 8 }), forMs: fc.integer({ min: 1, max: 50 }), apply: fc.boolean() }, ['forMs']),
   anomalies: opt({ since: fc.nat(10), limit: fc.nat(10) }),
+  update: opt({ to: fc.string({ minLength: 1, maxLength: 12 }), timeoutMs: fc.integer({ min: 1, max: 60_000 }) }),
 };
 const validRequest = fc.constantFrom(...COMMAND_NAMES).chain((cmd) => fc.record({ id: fc.nat(1000), cmd: fc.constant(cmd), args: VALID_ARGS[cmd] }));
 

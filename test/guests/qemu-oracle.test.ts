@@ -220,12 +220,12 @@ describe('golden transcripts agree with independent models', () => {
     const guests = new Set(CASES.map((c) => c.guest));
     // scan and crash probe the hypervisor (isolation, triple-fault containment); QEMU reads 0
     // from unassigned memory and exits 0 on a triple fault, so they have no golden transcript.
-    // clone needs the hypervisor's CHECKPOINT/CLONE_INDEX hypercalls (VMCALL is #UD under QEMU).
+    // clone needs the hypervisor's CHECKPOINT/CLONE_INDEX hypercalls, uptick its VERSION hypercall (VMCALL is #UD under QEMU).
     // function-runtime and kvstore serve the function and backup services through hypercalls;
     // gateway/gateway-hostile talk to a host on COM2 and run for seconds of guest time (behaviour
     // profiles); ipipong, overcommit, phases and spin are scheduler workloads whose output depends
     // on the idle policy (test/hypervisor/idle-policy.test.ts checks them).
-    const probes = ['scan', 'crash', 'clone', 'function-runtime', 'kvstore', 'gateway', 'gateway-hostile', 'ipipong', 'overcommit', 'phases', 'spin'];
+    const probes = ['scan', 'crash', 'clone', 'function-runtime', 'kvstore', 'gateway', 'gateway-hostile', 'ipipong', 'overcommit', 'phases', 'spin', 'uptick'];
     expect([...guests].sort()).toEqual(Object.keys(GUESTS).filter((g) => !probes.includes(g)).sort());
     // smp and mwait also run with -smp 2
     for (const g of ['smp', 'mwait']) expect(CASES.some((c) => c.guest === g && c.smp === 2)).toBe(true);

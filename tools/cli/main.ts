@@ -20,11 +20,13 @@ const load = {
   backup: () => import('./backup.js'),
   profile: () => import('./profile.js'),
   anomalies: () => import('./anomalies.js'),
+  update: () => import('./update.js'),
+  takeover: () => import('./takeover.js'),
 };
 
 async function help(): Promise<string> {
-  const [boot, run, translate, containers, snapshot, bench, tui, inspect, test, migrate, serve, backup] = await Promise.all([
-    load.boot(), load.run(), load.translate(), load.containers(), load.snapshot(), load.bench(), load.tui(), load.inspect(), load.test(), load.migrate(), load.serve(), load.backup(),
+  const [boot, run, translate, containers, snapshot, bench, tui, inspect, test, migrate, serve, backup, update] = await Promise.all([
+    load.boot(), load.run(), load.translate(), load.containers(), load.snapshot(), load.bench(), load.tui(), load.inspect(), load.test(), load.migrate(), load.serve(), load.backup(), load.update(),
   ]);
   return `firmament: a bare-metal boot and firmware environment emulator
 
@@ -45,6 +47,7 @@ Commands:
   backup      an application-consistent snapshot of a running VM (quiesced through its guest agent)
   profile     learn, push, show or check VM behaviour profiles (firmament profile --help)
   anomalies   list or follow a running machine's anomaly notifications, --notify URL (firmament anomalies --help)
+  update      live update: a new Firmament process takes a running 'run --shared-ram' over in place
   help        this text
 
 ${boot.BOOT_HELP}
@@ -69,7 +72,9 @@ ${test.TEST_HELP}
 
 ${serve.SERVE_HELP}
 
-${backup.BACKUP_HELP}`;
+${backup.BACKUP_HELP}
+
+${update.UPDATE_HELP}`;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -106,6 +111,10 @@ export async function main(argv: string[]): Promise<number> {
         return await (await load.profile()).profileCommand(rest);
       case 'anomalies':
         return await (await load.anomalies()).anomaliesCommand(rest);
+      case 'update':
+        return await (await load.update()).updateCommand(rest);
+      case 'takeover': // hidden: the new process of a live update (vmm/live-update/update.ts)
+        return await (await load.takeover()).takeoverCommand(rest);
       case undefined:
       case 'help':
       case '--help':

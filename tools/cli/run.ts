@@ -50,6 +50,8 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
                       (firmament snapshot save), with its console, devices and virtual time
   --populate MODE     with --restore: eager (default) copies guest memory before the first
                       instruction; lazy maps each page on first touch (EPT violations counted)
+  --shared-ram        host RAM in a shared-memory file (memfd), so 'firmament update' can hand the
+                      running VMs to a new process in place (docs/live-update.md); also FIRMAMENT_SHARED_RAM=1
   --store DIR         the snapshot store for --restore and the monitor's snapshot-save/-load
                       (default $FIRMAMENT_SNAPSHOTS, else ~/.local/share/firmament/snapshots)
 ${INCOMING_HELP}
@@ -71,7 +73,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, 'serial-stdin': { type: 'boolean' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, profile: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, 'serial-stdin': { type: 'boolean' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, profile: { type: 'string' }, 'shared-ram': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -94,15 +96,20 @@ export async function runCommand(argv: string[]): Promise<number> {
   const idlePolicy = idlePolicyOption(values['idle-policy']);
   const memBytes = parseMemSize(values.mem ?? '64M', '--mem', MAX_GUEST_RAM);
   const { out, err } = cliOutput();
-  const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']) } as const;
+  const sharedRam = values['shared-ram'] === true || process.env['FIRMAMENT_SHARED_RAM'] === '1';
+  if (sharedRam && (values.paused || gdbAddress)) throw new UsageError('--shared-ram (live update) does not combine with --paused or --gdb yet');
+  const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']), sharedRam } as const;
   const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}), ...bootFileOptions(values.initrd, values.module) };
   // A bad profile is refused before a machine is built.
   // Profiles and the security service (zod schemas) load only when asked for: plain runs start faster.
   const runProfile = values.profile !== undefined ? (await import('../../hypervisor/security/profile.js')).loadProfileFile(values.profile) : null;
   const securityModule = values.monitor !== undefined || values.profile !== undefined ? await import('../../vmm/security-commands.js') : null;
-  const { machine: m, hypervisor, vms } = restoring
-    ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate })
-    : createGuestMachine([guest], machineOpts);
+  const built = restoring ? restoreGuestMachine(await SnapshotStore.open(storeDir).load(values.restore!), { ...machineOpts, populate }) : createGuestMachine([guest], machineOpts);
+  const { machine: m, hypervisor, vms } = built;
+  const label = restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`;
+  // With shared RAM this run can hand its VMs to a new process (monitor `update`; docs/live-update.md).
+  const liveModule = built.sharedRam && built.shape ? await import('../../vmm/live-update/update.js') : null;
+  const live = liveModule && built.sharedRam && built.shape ? new liveModule.LiveUpdateHost(m, hypervisor, built.shape, built.sharedRam, { json: values.json === true, monitor: values.monitor ?? null, storeDir, deadline: timeoutMs !== undefined ? Date.now() + timeoutMs : null, label }) : null;
   hypervisor.idlePolicy = idlePolicy;
   // COM1 is bytes: 0x80 and above go out as themselves, not re-encoded as UTF-8. After a restore only
   // what the VM prints from now on goes to stdout (--json has the whole transcript).
@@ -118,14 +125,25 @@ export async function runCommand(argv: string[]): Promise<number> {
     m.interactive = true;
     process.stdin.on('data', fromStdin);
   }
-  const monitor = values.monitor !== undefined ? monitorWhenReady(values.monitor) : null;
-  if (monitor && values.monitor !== undefined) {
-    await claimSocketPath(values.monitor);
+  let monitor: { close(): Promise<void> } | null = null;
+  if (values.monitor !== undefined) {
     // The debugger (request schemas, disassembler) and the VM services load only for a monitor: plain runs start faster.
-    const [{ DebugSession }, { vmSnapshotCommands }, { backupCommand }, { vmMigrateCommand }] = await Promise.all([import('../../machine/debug/session.js'), import('./vm-snapshots.js'), import('../../vmm/backup/index.js'), import('./migrate.js')]);
-    const session = new DebugSession(m, { label: restoring ? `guest from snapshot ${values.restore}` : `guest ${positionals[0]}`, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir), backup: backupCommand(hypervisor, storeDir), migrate: vmMigrateCommand(hypervisor), ...(security && securityModule ? { security: securityModule.securityCommands(security) } : {}) });
-    if (values.paused) session.debugger.pause();
-    monitor.attach(session);
+    const [{ vmSnapshotCommands }, { backupCommand }, { vmMigrateCommand }] = await Promise.all([import('./vm-snapshots.js'), import('../../vmm/backup/index.js'), import('./migrate.js')]);
+    const services = { backup: backupCommand(hypervisor, storeDir), migrate: vmMigrateCommand(hypervisor), ...(security && securityModule ? { security: securityModule.securityCommands(security) } : {}) };
+    if (live) {
+      // The monitor of a run that can be updated: its socket moves to the successor with the VMs.
+      const lm = (await import('./takeover.js')).liveMonitor(values.monitor, m, hypervisor, live, { label, storeDir, services });
+      await lm.ready;
+      monitor = lm;
+    } else {
+      const server = monitorWhenReady(values.monitor);
+      await claimSocketPath(values.monitor);
+      const { DebugSession } = await import('../../machine/debug/session.js');
+      const session = new DebugSession(m, { label, hooks: guestHooks(m, hypervisor), snapshots: vmSnapshotCommands(hypervisor, storeDir), ...services });
+      if (values.paused) session.debugger.pause();
+      server.attach(session);
+      monitor = server;
+    }
   }
   const gdb = gdbAddress ? gdbWhenReady({ address: gdbAddress, vm: vms[0]!.name, paused: values.paused === true, wholeMachine: true, arch: parseGdbArch(values['gdb-arch']) }) : null;
   gdb?.onHypervisor(hypervisor);
@@ -133,6 +151,16 @@ export async function runCommand(argv: string[]): Promise<number> {
     const cpu0 = process.cpuUsage();
     const wall0 = performance.now();
     const exit = await m.run(timeoutMs !== undefined ? { timeoutMs } : {});
+    // Handed over (live update): the last process of the chain reports the guest's status.
+    if (live?.handedOver) {
+      await live.released;
+      return await live.afterHandover();
+    }
+    // Handed over (live update): the last process of the chain reports the guest's status.
+    if (live?.handedOver) {
+      await live.released;
+      return await live.afterHandover();
+    }
     // What running the guest cost the host, start-up excluded: every thread of this process (V8's compiler threads too).
     const cpu = process.cpuUsage(cpu0);
     const host = { wallMs: Math.round((performance.now() - wall0) * 10) / 10, cpuMs: Math.round((cpu.user + cpu.system) / 100) / 10 };
@@ -152,8 +180,10 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
     await gdb?.close();
     await monitor?.close();
-    security?.close();
-    hypervisor.close();
+    if (!live?.handedOver) {
+      security?.close();
+      hypervisor.close();
+    }
     m.close();
   }
 }
