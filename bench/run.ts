@@ -127,7 +127,7 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push(...(await migrationBenchRows(images.guests, qemu)));
   // 9. Behaviour profiles: what the security service costs the compute guest.
   rows.push(...(await anomalyBenchRows(compute)));
-  // 6. Live update: blackout per VM and the successor's preparation, 1 and 4 VMs.
+  // 10. Live update: blackout per VM on both sides and the successor's preparation, for 1 and 4 VMs.
   rows.push(...(await liveUpdateRows(images.guests['uptick']!)));
 
   print(rows, qemu);
