@@ -51,6 +51,8 @@ export class PcBoard {
   readonly debugExit: DebugExit;
   readonly debugcon: Debugcon;
   readonly lapics: LocalApic[] = [];
+  /** Devices added after records existed: a record without them restores them at reset. */
+  private readonly optionalInRecords = new Set<PortIoDevice>();
 
   constructor(config: BoardConfig) {
     const { clock, kick } = config;
@@ -86,8 +88,9 @@ export class PcBoard {
   }
 
   /** Board-specific extras (POST port, fw_cfg) on the same I/O bus. */
-  addDevice(device: PortIoDevice): void {
+  addDevice(device: PortIoDevice, opts: { optionalInRecords?: boolean } = {}): void {
     this.io.register(device);
+    if (opts.optionalInRecords) this.optionalInRecords.add(device);
   }
 
   /** The APIC bus: every local APIC that accepts the message gets it. */
@@ -124,7 +127,7 @@ export class PcBoard {
     for (const d of this.io.devices()) {
       const rec = devices[d.snapshotId];
       // Records from before VMs had COM2 leave it at reset.
-      if (rec === undefined && d === this.com2) continue;
+      if (rec === undefined && (d === this.com2 || this.optionalInRecords.has(d))) continue;
       if (rec === null || typeof rec !== 'object' || Array.isArray(rec) || rec instanceof Uint8Array) throw new StateError(who, `devices.${d.snapshotId}`, 'missing or not a record');
       d.restoreState(rec);
     }
