@@ -136,6 +136,8 @@ export class Vm implements CpuHost {
       onSerialByte: (b) => this.serialByte(b),
       onCom2Byte: (b) => this.com2Byte(b),
       onDebugExit: (status, value) => this.stop({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}` }),
+      // The machine's --rtc choice (a restored VM's RTC comes from its record instead).
+      ...(machine.vmRtcEpochSeconds() !== undefined ? { rtcEpochSeconds: machine.vmRtcEpochSeconds()! } : {}),
     });
     ({ io: this.io, pic: this.pic, pit: this.pit, uart: this.uart, cmos: this.cmos, debugExit: this.debugExit, debugcon: this.debugcon } = this.board);
     this.fwCfg = createVmFwCfg(vmMemory, vmMemory.ramBytes, config.vcpus);

@@ -27,12 +27,14 @@ export interface GuestMachineOptions {
   timerSlackMs?: number | undefined;
   /** Host RAM beyond what the guests need (clones, images, a VM migrating in). */
   extraHostBytes?: number;
+  /** `--rtc`: RTC time (Unix seconds, UTC) at virtual time 0; default a fixed date (deterministic). */
+  rtcEpochSeconds?: number | undefined;
 }
 
 /** The machine `run` builds: RAM for the guests plus the hypervisor's own, handed to the hypervisor as the firmware would. */
 export function guestHost(guestBytes: number, opts: GuestMachineOptions): { machine: PcMachine; hypervisor: Hypervisor } {
   const hostBytes = Math.ceil((guestBytes + HOST_OVERHEAD + (opts.extraHostBytes ?? 0)) / (2 * MiB)) * 2 * MiB;
-  const machine = new PcMachine({ memBytes: hostBytes, cpus: opts.pcpus, rom: new Uint8Array(readFileSync(DEFAULT_ROM)), pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}) });
+  const machine = new PcMachine({ memBytes: hostBytes, cpus: opts.pcpus, rom: new Uint8Array(readFileSync(DEFAULT_ROM)), pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}), ...(opts.rtcEpochSeconds !== undefined ? { rtcEpochSeconds: opts.rtcEpochSeconds } : {}) });
   // No firmware ran, so the handoff map is the machine's RAM as the firmware would report it.
   const map = [
     { base: 0, length: 0xa0000, type: 1 },

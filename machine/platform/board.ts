@@ -39,6 +39,8 @@ export interface BoardConfig {
   onDebugExit: (status: number, value: number) => void;
   onDebugconByte?: (byte: number) => void;
   faults?: { pitStuck?: boolean; uartDead?: boolean; cmosBadChecksum?: boolean };
+  /** RTC time (Unix seconds, UTC) at the board's virtual time 0; default the CMOS model's fixed epoch. */
+  rtcEpochSeconds?: number;
 }
 
 export class PcBoard {
@@ -61,7 +63,7 @@ export class PcBoard {
     const irq = (n: number) => this.pic.irqLine(n);
     this.pit = new Pit8254({ clock, irq0: irq(0), stuck: faults.pitStuck ?? false });
     this.uart = new Uart16550({ clock, irq: irq(4), base: 0x3f8, dead: faults.uartDead ?? false, onTransmit: config.onSerialByte });
-    this.cmos = new CmosRtc({ clock, irq: irq(8), memoryBytes: config.memoryBytes, lowMemoryBytes: config.lowMemoryBytes, cpus: config.cpus, badChecksum: faults.cmosBadChecksum ?? false });
+    this.cmos = new CmosRtc({ clock, irq: irq(8), memoryBytes: config.memoryBytes, lowMemoryBytes: config.lowMemoryBytes, cpus: config.cpus, badChecksum: faults.cmosBadChecksum ?? false, ...(config.rtcEpochSeconds !== undefined ? { epochSeconds: config.rtcEpochSeconds } : {}) });
     this.debugExit = new DebugExit({ onExit: config.onDebugExit });
     this.debugcon = new Debugcon(config.onDebugconByte ? { onByte: config.onDebugconByte } : {});
     for (const d of [this.pic, this.pit, this.uart, this.cmos, this.debugExit, this.debugcon]) this.io.register(d);
