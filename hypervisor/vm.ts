@@ -23,6 +23,8 @@ import { appendTranscript } from '../machine/devices/transcript.js';
 import { VmMsrs, type MsrExitFrames } from './msr-exits.js';
 import { REG } from '../machine/cpu/unicorn/constants.js';
 import type { VmObserver } from './security/vm-observer.js';
+import type { FwCfg } from '../machine/devices/fw-cfg.js';
+import { createVmFwCfg } from './vm-fw-cfg.js';
 
 export const GUEST_LAPIC_GPA = 0xfee00000;
 
@@ -80,6 +82,8 @@ export class Vm implements CpuHost {
   readonly cmos: CmosRtc;
   readonly debugExit: DebugExit;
   readonly debugcon: Debugcon;
+  /** fw_cfg at 0x510, as QEMU gives every guest (NB_CPUS = vcpus). */
+  readonly fwCfg: FwCfg;
   readonly localMmio: LocalMmio[];
   readonly vcpuCount: number;
   readonly msrExits: VmMsrs;
@@ -132,8 +136,13 @@ export class Vm implements CpuHost {
       onSerialByte: (b) => this.serialByte(b),
       onCom2Byte: (b) => this.com2Byte(b),
       onDebugExit: (status, value) => this.stop({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}` }),
+      // The machine's --rtc choice (a restored VM's RTC comes from its record instead).
+      ...(machine.vmRtcEpochSeconds() !== undefined ? { rtcEpochSeconds: machine.vmRtcEpochSeconds()! } : {}),
     });
     ({ io: this.io, pic: this.pic, pit: this.pit, uart: this.uart, cmos: this.cmos, debugExit: this.debugExit, debugcon: this.debugcon } = this.board);
+    this.fwCfg = createVmFwCfg(vmMemory, vmMemory.ramBytes, config.vcpus);
+    // Snapshots from before VMs had fw_cfg leave it at reset.
+    this.board.addDevice(this.fwCfg, { optionalInRecords: true });
     // The guest's LAPIC page: EPT maps it (on first access, see mapLapicOnDemand) to a host MMIO
     // window that each vCPU engine routes to its own LAPIC.
     const lapicWindow = GUEST_LAPIC_WINDOW;

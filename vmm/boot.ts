@@ -36,6 +36,8 @@ export interface BootOptions {
   seed?: number;
   pace?: PcConfig['pace'];
   timerSlackMs?: number | undefined;
+  /** `--rtc`: RTC time (Unix seconds, UTC) at virtual time 0, for the machine and its VMs; default a fixed date. */
+  rtcEpochSeconds?: number | undefined;
   romPath?: string;
   nextStagePath?: string;
   /** Where the OS pulls its firmware containers from (default: the local OCI layout). */
@@ -125,7 +127,7 @@ export function createBootMachine(opts: BootOptions, containerFiles?: readonly F
   const files: FwCfgFile[] = [{ name: NEXT_STAGE_FILE, data: next }];
   // Only the OS reads containers; the test payload does not.
   if (nextPath !== TEST_PAYLOAD) files.push(...(containerFiles ?? localLayoutFiles(DEFAULT_LAYOUT)));
-  return new PcMachine({ memBytes: opts.memBytes, cpus: opts.cpus, rom, faults: opts.faults, seed: opts.seed ?? 0, pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}), fwCfgFiles: files });
+  return new PcMachine({ memBytes: opts.memBytes, cpus: opts.cpus, rom, faults: opts.faults, seed: opts.seed ?? 0, pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}), ...(opts.rtcEpochSeconds !== undefined ? { rtcEpochSeconds: opts.rtcEpochSeconds } : {}), fwCfgFiles: files });
 }
 
 export async function boot(opts: BootOptions, listeners: BootListeners = {}): Promise<BootReport> {

@@ -35,13 +35,15 @@ export interface GuestMachineOptions {
   extraHostBytes?: number;
   /** Host RAM in a shared-memory file (memfd) that a live update hands to its successor, instead of a SharedArrayBuffer. */
   sharedRam?: boolean;
+  /** `--rtc`: RTC time (Unix seconds, UTC) at virtual time 0; default a fixed date (deterministic). */
+  rtcEpochSeconds?: number | undefined;
 }
 
 /** The machine `run` builds: RAM for the guests plus the hypervisor's own, handed to the hypervisor as the firmware would. */
 export function guestHost(guestBytes: number, opts: GuestMachineOptions): { machine: PcMachine; hypervisor: Hypervisor; shape: HostShape; sharedRam?: SharedRam } {
   const hostBytes = Math.ceil((guestBytes + HOST_OVERHEAD + (opts.extraHostBytes ?? 0)) / (2 * MiB)) * 2 * MiB;
   const sharedRam = opts.sharedRam ? SharedRam.create(hostBytes) : undefined;
-  const machine = guestHostMachine({ hostBytes, pcpus: opts.pcpus, pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}) }, sharedRam?.bytes);
+  const machine = guestHostMachine({ hostBytes, pcpus: opts.pcpus, pace: opts.pace ?? 'realtime', ...(opts.timerSlackMs !== undefined ? { timerSlackMs: opts.timerSlackMs } : {}) }, sharedRam?.bytes, opts.rtcEpochSeconds);
   // No firmware ran, so the handoff map is the machine's RAM as the firmware would report it.
   const map = [
     { base: 0, length: 0xa0000, type: 1 },
@@ -56,8 +58,8 @@ export function guestHost(guestBytes: number, opts: GuestMachineOptions): { mach
 }
 
 /** The bare host machine of `run` (no hypervisor yet): also what a live update's successor builds before it adopts the hypervisor. */
-export function guestHostMachine(shape: Omit<HostShape, 'map'>, ramBacking?: Uint8Array): PcMachine {
-  return new PcMachine({ memBytes: shape.hostBytes, cpus: shape.pcpus, rom: new Uint8Array(readFileSync(DEFAULT_ROM)), pace: shape.pace, ...(shape.timerSlackMs !== undefined ? { timerSlackMs: shape.timerSlackMs } : {}), ...(ramBacking ? { ramBacking } : {}) });
+export function guestHostMachine(shape: Omit<HostShape, 'map'>, ramBacking?: Uint8Array, rtcEpochSeconds?: number): PcMachine {
+  return new PcMachine({ memBytes: shape.hostBytes, cpus: shape.pcpus, rom: new Uint8Array(readFileSync(DEFAULT_ROM)), pace: shape.pace, ...(shape.timerSlackMs !== undefined ? { timerSlackMs: shape.timerSlackMs } : {}), ...(ramBacking ? { ramBacking } : {}), ...(rtcEpochSeconds !== undefined ? { rtcEpochSeconds } : {}) });
 }
 
 /** The machine ends with the first VM's exit once every VM has stopped, at that VM's own virtual time. */

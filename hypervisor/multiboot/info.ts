@@ -32,6 +32,8 @@ export const QEMU_MBI_FLAGS =
 export const QEMU_BOOT_DEVICE = 0x8000ffff;
 /** Value of each mmap entry's size field (bytes after the field). */
 export const MMAP_ENTRY_SIZE = 20;
+/** Where QEMU's MBI sits after the memory map (ADDR_MBI - ADDR_E820_MAP): EBX = 0x9500. */
+export const QEMU_MBI_OFFSET = 0x500;
 /** A free low-memory region for the MBI (QEMU itself puts the mmap at 0x9000 and the MBI at 0x9500). */
 export const DEFAULT_MBI_REGION = Object.freeze({ base: 0x9000, size: 0x7000 });
 
@@ -193,11 +195,15 @@ export function buildMultibootInfo(options: BuildMultibootInfoOptions): Multiboo
     }
   });
 
-  // Layout: [MBI 88][mmap n*24][mods m*16][cmdline\0][module cmdlines\0...][loader name\0]
+  // Layout as QEMU's (hw/i386/multiboot.c): the memory map at the region's start (ADDR_E820_MAP,
+  // 0x9000), the MBI 0x500 after it (ADDR_MBI, 0x9500: EBX), then module list and strings.
+  // A map longer than QEMU's 0x500 bytes pushes the MBI up rather than being cut short.
+  // [mmap n*24][pad][MBI 88][mods m*16][cmdline\0][module cmdlines\0...][loader name\0]
   const align8 = (n: number) => (n + 7) & ~7;
-  const mmapOff = align8(MBI_SIZE);
+  const mmapOff = 0;
   const mmapLength = memoryMap.length * (4 + MMAP_ENTRY_SIZE);
-  const modsOff = align8(mmapOff + mmapLength);
+  const mbiOff = Math.max(QEMU_MBI_OFFSET, align8(mmapLength));
+  const modsOff = align8(mbiOff + MBI_SIZE);
   const cmdlineBytes = cString(cmdline, 'cmdline');
   const modCmdlines = modules.map((m, i) => cString(m.cmdline ?? '', `modules[${i}].cmdline`));
   const loaderBytes = cString(bootLoaderName, 'bootLoaderName');
@@ -219,16 +225,16 @@ export function buildMultibootInfo(options: BuildMultibootInfoOptions): Multiboo
   const memLower = computeMemLower(memoryMap);
   const memUpper = computeMemUpper(memoryMap);
   const flags = QEMU_MBI_FLAGS;
-  v.setUint32(MBI_OFFSETS.flags, flags, true);
-  v.setUint32(MBI_OFFSETS.memLower, memLower, true);
-  v.setUint32(MBI_OFFSETS.memUpper, memUpper, true);
-  v.setUint32(MBI_OFFSETS.bootDevice, bootDevice, true);
-  v.setUint32(MBI_OFFSETS.cmdline, base + cmdlineOff, true);
-  v.setUint32(MBI_OFFSETS.modsCount, modules.length, true);
-  v.setUint32(MBI_OFFSETS.modsAddr, base + modsOff, true);
-  v.setUint32(MBI_OFFSETS.mmapLength, mmapLength, true);
-  v.setUint32(MBI_OFFSETS.mmapAddr, base + mmapOff, true);
-  v.setUint32(MBI_OFFSETS.bootLoaderName, base + loaderOff, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.flags, flags, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.memLower, memLower, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.memUpper, memUpper, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.bootDevice, bootDevice, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.cmdline, base + cmdlineOff, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.modsCount, modules.length, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.modsAddr, base + modsOff, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.mmapLength, mmapLength, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.mmapAddr, base + mmapOff, true);
+  v.setUint32(mbiOff + MBI_OFFSETS.bootLoaderName, base + loaderOff, true);
 
   memoryMap.forEach((e, i) => {
     const p = mmapOff + i * (4 + MMAP_ENTRY_SIZE);
@@ -249,7 +255,7 @@ export function buildMultibootInfo(options: BuildMultibootInfoOptions): Multiboo
   bytes.set(loaderBytes, loaderOff);
 
   return {
-    address: base,
+    address: base + mbiOff,
     base,
     bytes,
     flags,

@@ -39,6 +39,8 @@ export interface BoardConfig {
   onDebugExit: (status: number, value: number) => void;
   onDebugconByte?: (byte: number) => void;
   faults?: { pitStuck?: boolean; uartDead?: boolean; cmosBadChecksum?: boolean };
+  /** RTC time (Unix seconds, UTC) at the board's virtual time 0; default the CMOS model's fixed epoch. */
+  rtcEpochSeconds?: number;
 }
 
 export class PcBoard {
@@ -51,6 +53,8 @@ export class PcBoard {
   readonly debugExit: DebugExit;
   readonly debugcon: Debugcon;
   readonly lapics: LocalApic[] = [];
+  /** Devices added after records existed: a record without them restores them at reset. */
+  private readonly optionalInRecords = new Set<PortIoDevice>();
 
   constructor(config: BoardConfig) {
     const { clock, kick } = config;
@@ -59,7 +63,7 @@ export class PcBoard {
     const irq = (n: number) => this.pic.irqLine(n);
     this.pit = new Pit8254({ clock, irq0: irq(0), stuck: faults.pitStuck ?? false });
     this.uart = new Uart16550({ clock, irq: irq(4), base: 0x3f8, dead: faults.uartDead ?? false, onTransmit: config.onSerialByte });
-    this.cmos = new CmosRtc({ clock, irq: irq(8), memoryBytes: config.memoryBytes, lowMemoryBytes: config.lowMemoryBytes, cpus: config.cpus, badChecksum: faults.cmosBadChecksum ?? false });
+    this.cmos = new CmosRtc({ clock, irq: irq(8), memoryBytes: config.memoryBytes, lowMemoryBytes: config.lowMemoryBytes, cpus: config.cpus, badChecksum: faults.cmosBadChecksum ?? false, ...(config.rtcEpochSeconds !== undefined ? { epochSeconds: config.rtcEpochSeconds } : {}) });
     this.debugExit = new DebugExit({ onExit: config.onDebugExit });
     this.debugcon = new Debugcon(config.onDebugconByte ? { onByte: config.onDebugconByte } : {});
     for (const d of [this.pic, this.pit, this.uart, this.cmos, this.debugExit, this.debugcon]) this.io.register(d);
@@ -86,8 +90,9 @@ export class PcBoard {
   }
 
   /** Board-specific extras (POST port, fw_cfg) on the same I/O bus. */
-  addDevice(device: PortIoDevice): void {
+  addDevice(device: PortIoDevice, opts: { optionalInRecords?: boolean } = {}): void {
     this.io.register(device);
+    if (opts.optionalInRecords) this.optionalInRecords.add(device);
   }
 
   /** The APIC bus: every local APIC that accepts the message gets it. */
@@ -124,7 +129,7 @@ export class PcBoard {
     for (const d of this.io.devices()) {
       const rec = devices[d.snapshotId];
       // Records from before VMs had COM2 leave it at reset.
-      if (rec === undefined && d === this.com2) continue;
+      if (rec === undefined && (d === this.com2 || this.optionalInRecords.has(d))) continue;
       if (rec === null || typeof rec !== 'object' || Array.isArray(rec) || rec instanceof Uint8Array) throw new StateError(who, `devices.${d.snapshotId}`, 'missing or not a record');
       d.restoreState(rec);
     }

@@ -100,6 +100,8 @@ export interface PcConfig {
   rebootOnTripleFault?: boolean;
   /** RAM bytes from elsewhere (a shared-memory file for live update) instead of a new SharedArrayBuffer. */
   ramBacking?: Uint8Array;
+  /** RTC time (Unix seconds, UTC) at virtual time 0, for the machine and the VMs it runs (`--rtc`). Default: a fixed date. */
+  rtcEpochSeconds?: number;
 }
 
 /**
@@ -194,7 +196,7 @@ export class PcMachine implements CpuHost {
   private readonly pacer: RealtimePacer;
   /** Set by a hypervisor at takeover; null while the machine runs its own CPUs. */
   scheduler: CpuScheduler | null = null;
-  private readonly config: Required<Omit<PcConfig, 'fwCfgFiles' | 'ramBacking'>> & Pick<PcConfig, 'fwCfgFiles' | 'ramBacking'>;
+  private readonly config: Required<Omit<PcConfig, 'fwCfgFiles' | 'ramBacking' | 'rtcEpochSeconds'>> & Pick<PcConfig, 'fwCfgFiles' | 'ramBacking' | 'rtcEpochSeconds'>;
 
   constructor(config: PcConfig) {
     this.config = { faults: [], seed: 0, pace: 'realtime', rebootOnTripleFault: false, timerSlackMs: DEFAULT_TIMER_SLACK_MS, ...config };
@@ -214,6 +216,7 @@ export class PcMachine implements CpuHost {
       onDebugExit: (status, value) => this.finish({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}`, atNs: this.now() }),
       onDebugconByte: (b) => this.log('debugcon', String.fromCharCode(b)),
       faults: { pitStuck: hasFault(faults, 'pit-stuck'), uartDead: hasFault(faults, 'uart-dead'), cmosBadChecksum: hasFault(faults, 'cmos-checksum') },
+      ...(config.rtcEpochSeconds !== undefined ? { rtcEpochSeconds: config.rtcEpochSeconds } : {}),
     });
     ({ io: this.io, pic: this.pic, pit: this.pit, uart: this.uart, cmos: this.cmos, debugExit: this.debugExit, debugcon: this.debugcon, lapics: this.lapics } = this.board);
     this.post = new PostPort({ clock, onCode: (code, atNs) => this.postCode(code, atNs) });
@@ -267,6 +270,12 @@ export class PcMachine implements CpuHost {
   }
 
   /** Something needs a CPU's attention (an IRQ): end the running slice at the next block. */
+  /** Where the RTC of a VM created now starts: the `--rtc` base plus the machine's time so far (undefined: the fixed default). */
+  vmRtcEpochSeconds(): number | undefined {
+    const base = this.config.rtcEpochSeconds;
+    return base === undefined ? undefined : base + Math.floor(this.now() / 1e9);
+  }
+
   kick(): void {
     this.active?.requestStop();
     this.wakeHost?.();

@@ -33,33 +33,15 @@ function hexBytes(text: string): number[] {
 }
 
 describe('buildMultibootInfo', () => {
-  it('lays out the MBI, mmap and strings byte by byte (QEMU -m 64 memory map)', () => {
+  it('lays out the mmap, MBI and strings byte by byte at QEMU addresses: mmap 0x9000, MBI (EBX) 0x9500 (QEMU -m 64 memory map)', () => {
     const info = buildMultibootInfo({
       memoryMap: qemuPcMemoryMap(64 * MiB),
       cmdline: 'hello.elf ',
       bootLoaderName: 'firmament',
       placeAt: { base: 0x9000, size: 0x1000 },
     });
-    const expected = hexBytes(`
-      4f 02 00 00   # 0x00 flags 0x24f: mem, boot_device, cmdline, mods, mmap, boot_loader_name
-      7f 02 00 00   # 0x04 mem_lower 639
-      80 fb 00 00   # 0x08 mem_upper 64384
-      ff ff 00 80   # 0x0c boot_device 0x8000ffff
-      00 91 00 00   # 0x10 cmdline -> 0x9100
-      00 00 00 00   # 0x14 mods_count 0
-      00 91 00 00   # 0x18 mods_addr -> 0x9100 (empty list, as QEMU sets it)
-      00 00 00 00  00 00 00 00  00 00 00 00  00 00 00 00   # 0x1c syms
-      a8 00 00 00   # 0x2c mmap_length 168 = 7 * 24
-      58 90 00 00   # 0x30 mmap_addr -> 0x9058
-      00 00 00 00   # 0x34 drives_length
-      00 00 00 00   # 0x38 drives_addr
-      00 00 00 00   # 0x3c config_table
-      0b 91 00 00   # 0x40 boot_loader_name -> 0x910b
-      00 00 00 00   # 0x44 apm_table
-      00 00 00 00   # 0x48 vbe_control_info
-      00 00 00 00   # 0x4c vbe_mode_info
-      00 00 00 00 00 00 00 00   # 0x50 vbe_mode, vbe_interface_seg/off/len
-      # 0x58 mmap: size(4) base(8) length(8) type(4)
+    const mmap = hexBytes(`
+      # 0x000 mmap (QEMU's ADDR_E820_MAP): size(4) base(8) length(8) type(4)
       14 00 00 00  00 00 00 00 00 00 00 00  00 fc 09 00 00 00 00 00  01 00 00 00
       14 00 00 00  00 fc 09 00 00 00 00 00  00 04 00 00 00 00 00 00  02 00 00 00
       14 00 00 00  00 00 0f 00 00 00 00 00  00 00 01 00 00 00 00 00  02 00 00 00
@@ -67,28 +49,50 @@ describe('buildMultibootInfo', () => {
       14 00 00 00  00 00 fe 03 00 00 00 00  00 00 02 00 00 00 00 00  02 00 00 00
       14 00 00 00  00 00 fc ff 00 00 00 00  00 00 04 00 00 00 00 00  02 00 00 00
       14 00 00 00  00 00 00 00 fd 00 00 00  00 00 00 00 03 00 00 00  02 00 00 00
-      # 0x100 cmdline "hello.elf "
+    `);
+    const mbi = hexBytes(`
+      # 0x500 MBI (QEMU's ADDR_MBI)
+      4f 02 00 00   # 0x00 flags 0x24f: mem, boot_device, cmdline, mods, mmap, boot_loader_name
+      7f 02 00 00   # 0x04 mem_lower 639
+      80 fb 00 00   # 0x08 mem_upper 64384
+      ff ff 00 80   # 0x0c boot_device 0x8000ffff
+      58 95 00 00   # 0x10 cmdline -> 0x9558
+      00 00 00 00   # 0x14 mods_count 0
+      58 95 00 00   # 0x18 mods_addr -> 0x9558 (empty list, as QEMU sets it)
+      00 00 00 00  00 00 00 00  00 00 00 00  00 00 00 00   # 0x1c syms
+      a8 00 00 00   # 0x2c mmap_length 168 = 7 * 24
+      00 90 00 00   # 0x30 mmap_addr -> 0x9000
+      00 00 00 00   # 0x34 drives_length
+      00 00 00 00   # 0x38 drives_addr
+      00 00 00 00   # 0x3c config_table
+      63 95 00 00   # 0x40 boot_loader_name -> 0x9563
+      00 00 00 00   # 0x44 apm_table
+      00 00 00 00   # 0x48 vbe_control_info
+      00 00 00 00   # 0x4c vbe_mode_info
+      00 00 00 00 00 00 00 00   # 0x50 vbe_mode, vbe_interface_seg/off/len
+      # 0x558 cmdline "hello.elf "
       68 65 6c 6c 6f 2e 65 6c 66 20 00
-      # 0x10b boot loader name "firmament"
+      # 0x563 boot loader name "firmament"
       66 69 72 6d 61 6d 65 6e 74 00
     `);
-    expect(expected).toHaveLength(0x115);
+    const expected = [...mmap, ...new Array<number>(0x500 - mmap.length).fill(0), ...mbi];
+    expect(expected).toHaveLength(0x56d);
     expect(Array.from(info.bytes)).toEqual(expected);
     expect(info).toMatchObject({
-      address: 0x9000,
+      address: 0x9500,
       base: 0x9000,
       flags: 0x24f,
       memLower: 639,
       memUpper: 64384,
       bootDevice: 0x8000ffff,
-      mmapAddress: 0x9058,
+      mmapAddress: 0x9000,
       mmapLength: 168,
       mmapEntryCount: 7,
-      modsAddress: 0x9100,
+      modsAddress: 0x9558,
       modsCount: 0,
-      cmdlineAddress: 0x9100,
+      cmdlineAddress: 0x9558,
       moduleCmdlineAddresses: [],
-      bootLoaderNameAddress: 0x910b,
+      bootLoaderNameAddress: 0x9563,
     });
     expect(QEMU_MBI_FLAGS).toBe(0x24f);
     expect(MBI_SIZE).toBe(88);
@@ -104,14 +108,16 @@ describe('buildMultibootInfo', () => {
         { start: 0x200000, end: 0x201234, cmdline: 'mod1 a=b' },
         { start: 0x202000, end: 0x202000 },
       ],
-      placeAt: { base: 0x10000, size: 0x200 },
+      placeAt: { base: 0x10000, size: 0x800 },
     });
     const v = new DataView(info.bytes.buffer);
     const at = (addr: number) => addr - info.base;
+    const mbi = at(info.address);
+    expect(info.address).toBe(0x10500);
     expect(info.modsCount).toBe(2);
-    expect(info.modsAddress).toBe(0x10000 + 0x58 + 24); // after one mmap entry
-    expect(v.getUint32(MBI_OFFSETS.modsCount, true)).toBe(2);
-    expect(v.getUint32(MBI_OFFSETS.modsAddr, true)).toBe(info.modsAddress);
+    expect(info.modsAddress).toBe(0x10500 + 0x58); // right after the MBI
+    expect(v.getUint32(mbi + MBI_OFFSETS.modsCount, true)).toBe(2);
+    expect(v.getUint32(mbi + MBI_OFFSETS.modsAddr, true)).toBe(info.modsAddress);
     const m = at(info.modsAddress);
     expect([v.getUint32(m, true), v.getUint32(m + 4, true), v.getUint32(m + 12, true)]).toEqual([0x200000, 0x201234, 0]);
     expect([v.getUint32(m + 16, true), v.getUint32(m + 20, true)]).toEqual([0x202000, 0x202000]);
@@ -127,6 +133,16 @@ describe('buildMultibootInfo', () => {
     expect(str(info.bootLoaderNameAddress)).toBe('L');
     expect(info.memLower).toBe(639);
     expect(info.memUpper).toBe(0); // nothing usable at 1 MiB
+  });
+
+  it("a memory map longer than QEMU's 0x500 bytes moves the MBI up instead of losing entries", () => {
+    const memoryMap = Array.from({ length: 60 }, (_, i) => ({ base: i * 0x10000, length: 0x8000, type: 1 }));
+    const info = buildMultibootInfo({ memoryMap, cmdline: 'k', bootLoaderName: 'L', placeAt: DEFAULT_MBI_REGION });
+    expect(info.mmapLength).toBe(60 * 24);
+    expect(info.address).toBe(0x9000 + 60 * 24);
+    const v = new DataView(info.bytes.buffer);
+    expect(v.getUint32(info.address - info.base + MBI_OFFSETS.mmapLength, true)).toBe(60 * 24);
+    expect(v.getUint32(info.address - info.base + MBI_OFFSETS.mmapAddr, true)).toBe(0x9000);
   });
 
   it('UTF-8 strings, custom boot device, bigint map entries', () => {

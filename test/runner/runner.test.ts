@@ -166,8 +166,8 @@ faults = ["uart-dead"]
 strict = true
 seed = 7
 `);
-    expect(workerArgs(run!, null)).toEqual(['run', '/img/g.elf', '--vcpus', '2', '--cpus', '1', '--mem', String(32 << 20), '--cmdline', 'a=1 b', '--clock', 'realtime', '--timeout', '5', '--json']);
-    expect(workerArgs(boot!, '/art/s.fmsnap')).toEqual(['boot', '--cpus', '2', '--seed', '7', '--guest-vcpus', '1', '--mem', String(256 << 20), '--guest-mem', String(64 << 20), '--guest', '/img/g.elf', '--fault', 'uart-dead', '--strict', '--clock', 'virtual', '--timeout', '60', '--json', '--snapshot-on-exit', '/art/s.fmsnap']);
+    expect(workerArgs(run!, null)).toEqual(['run', '/img/g.elf', '--vcpus', '2', '--cpus', '1', '--mem', String(32 << 20), '--cmdline', 'a=1 b', '--clock', 'realtime', '--rtc', 'base=2026-01-01', '--timeout', '5', '--json']);
+    expect(workerArgs(boot!, '/art/s.fmsnap')).toEqual(['boot', '--cpus', '2', '--seed', '7', '--guest-vcpus', '1', '--mem', String(256 << 20), '--guest-mem', String(64 << 20), '--guest', '/img/g.elf', '--fault', 'uart-dead', '--strict', '--clock', 'virtual', '--rtc', 'base=2026-01-01', '--timeout', '60', '--json', '--snapshot-on-exit', '/art/s.fmsnap']);
     expect(existsSync(dir)).toBe(true);
   });
 });

@@ -13,6 +13,7 @@ import { deferClose, gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-s
 import type { Handoff } from '../../machine/platform/handoff.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import { idlePolicyOption } from './idle-policy-option.js';
+import { RTC_HELP_LINE, rtcOption } from './rtc-option.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
 
 export const BOOT_HELP = `firmament boot [options]
@@ -32,6 +33,7 @@ export const BOOT_HELP = `firmament boot [options]
   --seed N            seed for fault patterns (default 0)
   --clock MODE        realtime (idle sleeps in real time, default) or virtual (idle jumps ahead)
   --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
+${RTC_HELP_LINE}
   --guest ELF         a Multiboot guest for the hypervisor after the handoff; repeatable
   --guest-mem SIZE    RAM per guest (default 64M, as QEMU -m 64)
   --guest-vcpus N     vCPUs per guest (default 1)
@@ -94,6 +96,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
       junit: { type: 'string' },
       'snapshot-on-exit': { type: 'string' },
       'snapshot-unless-status': { type: 'string' },
+      rtc: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -164,6 +167,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
       seed: o.seed,
       pace: o.pace,
       timerSlackMs: o.timerSlackMs,
+      rtcEpochSeconds: rtcOption(values.rtc),
       guests,
       ...(values.registry !== undefined ? { containers: { kind: 'registry' as const, url: values.registry } } : {}),
       ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),

@@ -12,6 +12,7 @@ import { gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 import { CLONE_HELP, cloneRunCommand, isCloneRun } from './clone.js';
 import { idlePolicyOption } from './idle-policy-option.js';
 import { INCOMING_HELP, isIncomingRun } from './incoming-option.js';
+import { RTC_HELP_LINE, rtcOption } from './rtc-option.js';
 
 export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --clone REF --count N [options]
   Runs a Multiboot v1 image as a VM under the micro-hypervisor (EPT-backed guest RAM,
@@ -32,6 +33,7 @@ export const RUN_HELP = `firmament run <guest.elf> [options] | firmament run --c
                       adaptive (default; decides per idle period) or haltpoll (KVM's halt polling,
                       for comparison); docs/hypervisor.md "Idling"
   --timer-slack MS    realtime: round idle wake-ups up to MS of wall time (default 4; 0 = every timer)
+${RTC_HELP_LINE}
   --json              one JSON document: {serial, exit, guests: [{name, exit, serial, exits, vcpus}], host: {wallMs, cpuMs}}
                       (vcpus[].idle: idle entries, time and wake latency per state, switches, decisions)
                       (host: wall and process CPU time from guest start to exit)
@@ -73,7 +75,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, 'serial-stdin': { type: 'boolean' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, profile: { type: 'string' }, 'shared-ram': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, 'serial-stdin': { type: 'boolean' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, profile: { type: 'string' }, 'shared-ram': { type: 'boolean' }, rtc: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -98,7 +100,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { out, err } = cliOutput();
   const sharedRam = values['shared-ram'] === true || process.env['FIRMAMENT_SHARED_RAM'] === '1';
   if (sharedRam && (values.paused || gdbAddress)) throw new UsageError('--shared-ram (live update) does not combine with --paused or --gdb yet');
-  const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']), sharedRam } as const;
+  const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']), sharedRam, rtcEpochSeconds: rtcOption(values.rtc) } as const;
   const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}), ...bootFileOptions(values.initrd, values.module) };
   // A bad profile is refused before a machine is built.
   // Profiles and the security service (zod schemas) load only when asked for: plain runs start faster.

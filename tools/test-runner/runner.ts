@@ -67,6 +67,9 @@ const DEFAULT_GRACE_MS = 30_000;
 /** stdout kept from a worker: reports carry serial logs, but never unbounded ones. */
 const MAX_STDOUT = 256 * 1024 * 1024;
 
+/** The RTC date every test runs at (the CMOS model's own default epoch). */
+export const FIXED_RTC_BASE = '2026-01-01';
+
 /** The `firmament` command line that runs one planned test. */
 export function workerArgs(t: PlannedTest, snapshotFile: string | null): string[] {
   const s = t.spec;
@@ -83,7 +86,8 @@ export function workerArgs(t: PlannedTest, snapshotFile: string | null): string[
     for (const f of t.faults) args.push('--fault', f);
     if (s.strict) args.push('--strict');
   }
-  args.push('--clock', s.clock, '--timeout', String(s.timeoutS), '--json');
+  // A fixed RTC (the CLI's default is the host's time): a test's outcome must not depend on the date.
+  args.push('--clock', s.clock, '--rtc', `base=${FIXED_RTC_BASE}`, '--timeout', String(s.timeoutS), '--json');
   if (snapshotFile !== null) args.push('--snapshot-on-exit', snapshotFile);
   return args;
 }

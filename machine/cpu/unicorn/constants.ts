@@ -37,6 +37,8 @@ export const UC_CTL_TB_FLUSH = 0x4000000a;
 export const UC_CTL_TCG_BUFFER_SIZE_WRITE = 0x4400000d;
 export const UC_CTL_TCG_BUFFER_SIZE_READ = 0x8400000d;
 export const UC_CTL_CPU_MODEL_WRITE = 0x44000007;
+/** UC_CTL_WRITE(UC_CTL_UC_USE_EXITS, 1): `until` is ignored; only the (here empty) exit list stops a run. */
+export const UC_CTL_USE_EXITS_WRITE = 0x44000004;
 
 export const UC_CPU_X86_QEMU64 = 0;
 

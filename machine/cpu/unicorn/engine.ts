@@ -9,6 +9,7 @@ import {
   INS,
   UC_ARCH_X86,
   UC_CTL_CPU_MODEL_WRITE,
+  UC_CTL_USE_EXITS_WRITE,
   UC_CTL_TB_FLUSH,
   UC_CTL_TB_REMOVE_CACHE,
   UC_CTL_TCG_BUFFER_SIZE_READ,
@@ -78,6 +79,10 @@ export class UnicornEngine {
     // of RSS per engine. Our firmware, OS and guests translate a few MiB at most; a full buffer only
     // means QEMU flushes and goes on.
     check(this.lib, 'uc_ctl(TCG_BUFFER_SIZE)', this.lib.fn.ctl1(this.uc, UC_CTL_TCG_BUFFER_SIZE_WRITE, 'uint32_t', TCG_BUFFER_BYTES));
+    // No `until`: every address is a possible instruction boundary (an AP started by SIPI vector 0
+    // runs from linear 0), so runs stop only on HLT, stops, errors and exceptions. With the exit
+    // list enabled and empty, Unicorn ignores `until` and invalidates no exit TB after a run.
+    check(this.lib, 'uc_ctl(USE_EXITS)', this.lib.fn.ctl1(this.uc, UC_CTL_USE_EXITS_WRITE, 'int', 1));
   }
 
   get isClosed(): boolean {
@@ -406,7 +411,7 @@ export class UnicornEngine {
     return this.lib.fn.takeIrq(this.uc, cpuField, requestOffset, mask) as number;
   }
 
-  /** Runs until HLT, a stop, an error or an exception. `until` 0: see the notes on TLB fills. */
+  /** Runs until HLT, a stop, an error or an exception (no `until` address: see the constructor). */
   start(begin: bigint, count = 0): number {
     this.lastRunHadCodeHooks = this.codeHooks.size > 0 || count > 0 || this.countHookLingers;
     this.countHookLingers = count > 0;
