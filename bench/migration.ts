@@ -51,9 +51,11 @@ interface OurRun {
   report: { rounds: unknown[]; pagesSent: number; ramPages: number; downtimeMsSource: number; downtimeMsDestination: number; totalMs: number; bytesOnWire: number; throttleSteps: number[]; downtimeLimitMet: boolean; switchOver: Record<string, number> };
   afterResume: { firstSliceMs: number | null; eptViolations: number; lazyFaults: number; tlbFillWalks: number; units: string } | null;
   transcriptOk: boolean;
+  /** Where a transcript differs, if it does. */
+  transcriptNote: string;
 }
 
-async function ourMigration(dir: string, elf: string, cmdline: string, populate: 'prepopulate' | 'lazy', startAfter: string): Promise<OurRun> {
+export async function ourMigration(dir: string, elf: string, cmdline: string, populate: 'prepopulate' | 'lazy', startAfter: string): Promise<OurRun> {
   const procs: Proc[] = [];
   try {
     const ref = start('node', [CLI, 'run', elf, '--cmdline', cmdline]);
@@ -73,7 +75,11 @@ async function ourMigration(dir: string, elf: string, cmdline: string, populate:
     await dst.done;
     await ref.done;
     const d = JSON.parse(dst.out()) as { serial: string; afterResume: OurRun['afterResume'] };
-    return { report: JSON.parse(mig.out()) as OurRun['report'], afterResume: d.afterResume, transcriptOk: d.serial === ref.out() && src.out() === ref.out().slice(0, src.out().length) };
+    const srcOk = src.out() === ref.out().slice(0, src.out().length);
+    const dstOk = d.serial === ref.out();
+    const firstDiff = (a: string, b: string): number => [...a].findIndex((c, i) => c !== b[i]);
+    const transcriptNote = srcOk && dstOk ? 'equal' : `${srcOk ? '' : `source differs at byte ${firstDiff(src.out(), ref.out())}; `}${dstOk ? '' : `destination (${d.serial.length} bytes) differs from the unmigrated run (${ref.out().length}) at byte ${firstDiff(d.serial, ref.out())}: ${JSON.stringify(d.serial.slice(Math.max(0, firstDiff(d.serial, ref.out()) - 40), firstDiff(d.serial, ref.out()) + 60))} vs ${JSON.stringify(ref.out().slice(Math.max(0, firstDiff(d.serial, ref.out()) - 40), firstDiff(d.serial, ref.out()) + 60))}`}`;
+    return { report: JSON.parse(mig.out()) as OurRun['report'], afterResume: d.afterResume, transcriptOk: srcOk && dstOk, transcriptNote };
   } finally {
     for (const p of procs) if (p.child.exitCode === null) p.child.kill();
   }
