@@ -136,6 +136,11 @@ export class GuestMemory {
   private logging = false;
   /** Counts startDirtyLog() and harvestDirty() calls: a dirty-log reader whose count moved knows someone else consumed pages. */
   dirtyLogEpoch = 0;
+  /**
+   * Every harvest, whoever runs it, hands the pages it consumed to these readers: two readers of
+   * one dirty log (a migration and the behaviour observer) never take pages from each other.
+   */
+  readonly dirtyReaders = new Set<(pages: readonly number[]) => void>();
   eptViolations = 0;
   lazyFaults = 0;
   cowCopies = 0;
@@ -353,6 +358,7 @@ export class GuestMemory {
     this.dirtyLogEpoch++;
     const pages: number[] = [];
     for (const d of this.ept.collectDirty(0, this.ramBytes, { clear: true })) for (let off = 0; off < d.size; off += FRAME_SIZE) pages.push(d.gpa + off);
+    for (const r of this.dirtyReaders) r(pages);
     // Engines that cached a writable translation must take a write fill (and set D) again.
     this.ept.invalidate();
     this.shootdown();

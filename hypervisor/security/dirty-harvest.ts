@@ -37,6 +37,7 @@ export class DirtyHarvester {
     const pages: number[] = [];
     this.walk(Number(mem.ept.eptp() & ~0xfffn), 0, 0, mem.ramBytes, pages);
     mem.dirtyLogEpoch++;
+    for (const r of mem.dirtyReaders) r(pages);
     if (pages.length > 0) {
       // Engines that cached a writable translation must take a write fill (and set D) again.
       mem.ept.invalidate();

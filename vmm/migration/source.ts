@@ -188,6 +188,12 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
   const throttleSteps: number[] = [];
   let release: (() => void) | null = null;
   let committed = false;
+  let readDirty: ((pages: readonly number[]) => void) | null = null;
+  let ownsDirtyLog = false;
+  const stopReading = (): void => {
+    if (readDirty) mem.dirtyReaders.delete(readDirty);
+    if (ownsDirtyLog && mem.dirtyLogging) mem.stopDirtyLog();
+  };
   let totals = { pagesSent: 0, zeroPages: 0, unchangedPages: 0 };
   const progress = (p: Omit<MigrationProgress, 'vm' | 'bytesSent' | 'throttlePercent'>): void => {
     const full = { vm: vm.name, bytesSent: ch.bytesOut, throttlePercent: throttle.percent, ...p };
@@ -244,10 +250,26 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
 
     // Round 1: every populated page (unpopulated ones are zero on both sides). Logging starts first, so
     // whatever the guest writes while round 1 is on the wire is dirty for round 2.
-    mem.startDirtyLog();
     // Reads the EPT leaves as 32-bit words out of host RAM: the generic walk (BigInt per leaf) cost
     // milliseconds per harvest of 64 MiB, inside the downtime for the last one.
     const harvester = new DirtyHarvester(vm);
+    // The log may have another reader (the behaviour observer of a run with --monitor harvests every
+    // bucket): pages anyone harvests are ours too, or the destination would miss them.
+    const dirty = new Set<number>();
+    readDirty = (pages) => {
+      for (const p of pages) dirty.add(p);
+    };
+    mem.dirtyReaders.add(readDirty);
+    ownsDirtyLog = !mem.dirtyLogging;
+    if (ownsDirtyLog) mem.startDirtyLog();
+    const harvest = (): number[] => {
+      harvester.harvest();
+      const pages = [...dirty].sort((a, b) => a - b);
+      dirty.clear();
+      return pages;
+    };
+    // Round 1 sends every page: what was dirty before it needs no record.
+    harvest();
     let pages = [...mem.ept.mappings(0, mem.ramBytes)].flatMap((m) => Array.from({ length: m.size / PAGE_SIZE }, (_, k) => m.gpa + k * PAGE_SIZE));
     let round = 1;
     let highDirtyRounds = 0;
@@ -266,7 +288,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       // Our own send rate (reading, hashing, framing, writing) bounds what the stop-and-copy can do; the link limit bounds it too.
       if (busy > 0 && sent > 64 * 1024) rate = (sent / busy) * 1000;
       if (ch.bandwidth !== null) rate = Math.min(rate, ch.bandwidth);
-      pages = harvester.harvest();
+      pages = harvest();
       const dirtyBytes = pages.length * PAGE_SIZE;
       const dirtyRate = stats.ms > 0 ? (dirtyBytes / stats.ms) * 1000 : 0;
       const expectedDowntimeMs = rate === Infinity ? 0 : (dirtyBytes / rate) * 1000;
@@ -297,7 +319,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     release = holdVm(hv, vm);
     const last: RoundReport = { round: round + 1, pagesSent: 0, zeroPages: 0, unchangedPages: 0, dirtyPages: 0, ms: 0, throttlePercent: 0 };
     // What the last round's harvest found (not sent yet) plus what was written since.
-    const finalPages = [...new Set([...pages, ...harvester.harvest()])].sort((a, b) => a - b);
+    const finalPages = [...new Set([...pages, ...harvest()])].sort((a, b) => a - b);
     last.dirtyPages = finalPages.length;
     progress({ phase: 'stop-and-copy', round: last.round, remainingBytes: finalPages.length * PAGE_SIZE, dirtyRate: 0, expectedDowntimeMs: rate === Infinity ? 0 : ((finalPages.length * PAGE_SIZE) / rate) * 1000 });
     const switchPhases: Record<string, number> = {};
@@ -333,7 +355,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     const downtimeMsSource = performance.now() - held;
     lap('goToRunningMs');
     const dstRunning = decodeJson<Record<string, unknown>>(running, {});
-    mem.stopDirtyLog();
+    stopReading();
     migrating.delete(vm);
     release = null;
     hv.removeVm(vm);
@@ -364,6 +386,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     if (committed) {
       // The destination got GO and may be running the VM: never run it on both sides.
       ch.close();
+      stopReading();
       migrating.delete(vm);
       progress({ phase: 'failed', round: rounds.length, remainingBytes: 0, dirtyRate: 0, expectedDowntimeMs: 0 });
       throw new MigrationError(`migration to ${to} failed after the switch-over was committed (${msg}); the destination may be running VM '${vm.name}', so it stays paused here`, 'held');
@@ -374,7 +397,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       // the link is gone already
     }
     ch.close();
-    if (mem.dirtyLogging) mem.stopDirtyLog();
+    stopReading();
     release?.();
     migrating.delete(vm);
     progress({ phase: 'failed', round: rounds.length, remainingBytes: 0, dirtyRate: 0, expectedDowntimeMs: 0 });
