@@ -284,6 +284,10 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       stats.ms = Math.round((performance.now() - r0) * 10) / 10;
       await ch.send(FrameType.ROUND, encodeJson({ round, pages: stats.pagesSent, zero: stats.zeroPages }));
       rounds.push(stats);
+      // Save and encode the state once while the VM runs on, and throw it away: the first call of
+      // that code in a process runs cold (about 4 ms against 0.5 ms warm), and the next call is the
+      // one inside the downtime.
+      if (round === 1) encodeSnapshot({ vm: vm.saveState(), hotPages: [] });
       const sent = ch.bytesOut - bytes0;
       // Our own send rate (reading, hashing, framing, writing) bounds what the stop-and-copy can do; the link limit bounds it too.
       if (busy > 0 && sent > 64 * 1024) rate = (sent / busy) * 1000;
