@@ -153,11 +153,11 @@ export async function bootCommand(argv: string[]): Promise<number> {
   const onHandoff = (h: Handoff, hv: Hypervisor | null): void => {
     if (hv) hv.idlePolicy = idlePolicy;
     if (hv && incoming) {
-      const console = guestConsole();
+      const guestOut = guestConsole();
       void waitForIncomingVm(hv, incoming, {
         onListening: (port) => err.write(`firmament: waiting for a migration on tcp:${incoming.at.host}:${port}\n`),
         onVm: (name) => err.write(`firmament: VM '${name}' migrated in\n`),
-        onSerial: (name, text) => (live ? console(name, text) : undefined),
+        onSerial: (name, text) => (live ? guestOut(name, text) : undefined),
       });
     }
     monitorHooks?.onHandoff(h, hv);
