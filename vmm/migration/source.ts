@@ -221,7 +221,8 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
           }
           if (zero) stats.zeroPages++;
           else stats.pagesSent++;
-          batch.push({ pfn, bytes: zero ? null : bytes.slice() });
+          // readPage returns a copy of its own: no second copy for the frame.
+          batch.push({ pfn, bytes: zero ? null : bytes });
         }
         if (batch.length > 0) await ch.send(FrameType.PAGES, encodePages(round, batch));
       }
