@@ -44,6 +44,8 @@ export interface BootOptions {
   containers?: ContainerSource;
   /** Guests for the hypervisor after the handoff. */
   guests?: BootGuest[];
+  /** After the handoff the hypervisor waits for VMs to arrive (boot --incoming): having none does not end the machine. */
+  waitForVms?: boolean;
 }
 
 export interface PostCodeRecord {
@@ -165,7 +167,7 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
       m.finish({ reason: 'error', code: 2, detail: (e as Error).message, atNs: m.now() });
       return;
     }
-    hv = takeOver(m, handoff, opts.guests ?? [], listeners, guestFailures);
+    hv = takeOver(m, handoff, opts.guests ?? [], listeners, guestFailures, opts.waitForVms === true);
     listeners.onHandoff?.(handoff, hv);
   };
   const wall0 = performance.now();
@@ -204,12 +206,12 @@ export async function boot(opts: BootOptions, listeners: BootListeners = {}): Pr
  * The hypervisor takes the machine over from the handoff: only usable ranges
  * of the handed-off map (fenced and OS-held ranges never), then the guests.
  */
-function takeOver(m: PcMachine, h: Handoff, guests: BootGuest[], listeners: BootListeners, failures: GuestLoadFailure[]): Hypervisor {
+function takeOver(m: PcMachine, h: Handoff, guests: BootGuest[], listeners: BootListeners, failures: GuestLoadFailure[], waitForVms: boolean): Hypervisor {
   const map = h.memoryMap.map((r) => ({ base: r.base, length: r.length, type: r.type }));
   // A guest that cannot be loaded is reported as such; the others still run.
   const { hypervisor: hv, vms, failures: f } = hypervisorWithGuests(m, installHypervisor(m, map), guests, { keepGoing: true });
   failures.push(...f);
-  if (vms.length === 0) {
+  if (vms.length === 0 && !waitForVms) {
     m.finish({ reason: 'halted', code: 0, detail: guests.length === 0 ? 'handed off to the hypervisor; no guests to run' : 'handed off to the hypervisor; no guest could be loaded', atNs: m.now() });
     return hv;
   }

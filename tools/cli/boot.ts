@@ -14,6 +14,7 @@ import type { Handoff } from '../../machine/platform/handoff.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import { idlePolicyOption } from './idle-policy-option.js';
 import { RTC_HELP_LINE, rtcOption } from './rtc-option.js';
+import { parseBootIncoming, waitForIncomingVm } from './boot-incoming.js';
 import { snapshotSkipStatus, writeMachineSnapshot, type SnapshotOutcome } from './snapshot-file.js';
 
 export const BOOT_HELP = `firmament boot [options]
@@ -43,6 +44,11 @@ ${RTC_HELP_LINE}
   --guest-initrd FILE a Linux initrd for the guests (or their first Multiboot module)
   --registry URL      pull the firmware containers from an OCI registry instead of the
                       local layout: http://HOST:PORT/<prefix>[:tag] (every <prefix>/<name>)
+  --incoming tcp:HOST:PORT
+                      instead of --guest: after the handoff, wait for a VM migrated from another
+                      machine (firmament migrate / the monitor's migrate) and run it; port 0 picks
+                      one (printed on stderr). --guest-mem sizes the RAM offered (default 64M)
+  --populate MODE     with --incoming: prepopulate (default) or lazy (docs/migration.md)
   --strict            fail when POST reported any error or a container did not pass
   --json              print one JSON document on stdout instead of live output
   --junit FILE        also write a JUnit XML report: POST, each container, the handoff, each guest
@@ -97,6 +103,8 @@ export async function bootCommand(argv: string[]): Promise<number> {
       'snapshot-on-exit': { type: 'string' },
       'snapshot-unless-status': { type: 'string' },
       rtc: { type: 'string' },
+      incoming: { type: 'string' },
+      populate: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -111,8 +119,9 @@ export async function bootCommand(argv: string[]): Promise<number> {
   const idlePolicy = idlePolicyOption(values['idle-policy']);
   const guestBoot = { ...(values['guest-cmdline'] !== undefined ? { cmdline: values['guest-cmdline'] } : {}), ...(values['guest-initrd'] !== undefined ? { initrd: values['guest-initrd'] } : {}) };
   const guests: BootGuest[] = (values.guest ?? []).map((path) => ({ path, memBytes: guestMem, vcpus: guestVcpus, ...guestBoot }));
-  // With guests, the machine needs their RAM on top of what the firmware and OS use.
-  const memBytes = machineMemoryFor(guests, values.mem !== undefined ? o.memBytes : undefined);
+  const incoming = parseBootIncoming(values.incoming, values.populate, guests.length);
+  // With guests (or one to come), the machine needs their RAM on top of what the firmware and OS use.
+  const memBytes = machineMemoryFor(incoming ? [{ path: '(incoming)', memBytes: guestMem, vcpus: guestVcpus }] : guests, values.mem !== undefined ? o.memBytes : undefined);
   if (memBytes > MAX_MACHINE_RAM) throw new UsageError(`${guests.length} guests of ${values['guest-mem'] ?? '64M'} need ${memBytes >> 20} MiB of machine RAM, more than the ${MAX_MACHINE_RAM >> 20} MiB one machine can have`);
   // A report that cannot be written is found before the boot, not after it.
   if (values.junit !== undefined) checkJunitPath(values.junit);
@@ -146,6 +155,14 @@ export async function bootCommand(argv: string[]): Promise<number> {
   };
   const onHandoff = (h: Handoff, hv: Hypervisor | null): void => {
     if (hv) hv.idlePolicy = idlePolicy;
+    if (hv && incoming) {
+      const guestOut = guestConsole();
+      void waitForIncomingVm(hv, incoming, {
+        onListening: (port) => err.write(`firmament: waiting for a migration on tcp:${incoming.at.host}:${port}\n`),
+        onVm: (name) => err.write(`firmament: VM '${name}' migrated in\n`),
+        onSerial: (name, text) => (live ? guestOut(name, text) : undefined),
+      });
+    }
     monitorHooks?.onHandoff(h, hv);
     if (gdb && hv) releaseHypervisor = deferClose(hv);
     gdb?.onHypervisor(hv);
@@ -169,6 +186,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
       timerSlackMs: o.timerSlackMs,
       rtcEpochSeconds: rtcOption(values.rtc),
       guests,
+      ...(incoming ? { waitForVms: true } : {}),
       ...(values.registry !== undefined ? { containers: { kind: 'registry' as const, url: values.registry } } : {}),
       ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
     },
