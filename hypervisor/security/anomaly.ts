@@ -1,4 +1,5 @@
 /** An anomaly notification: what the detector sends once per episode (docs/security.md). */
+import type { AnomalyNotice } from '../../machine/debug/protocol.js';
 
 export type Severity = 'low' | 'medium' | 'high';
 
@@ -17,24 +18,8 @@ export type Behaviour =
   | 'memory-dirtying'
   | 'exit-rate';
 
-export interface Anomaly {
-  /** Increasing per security service. */
-  id: number;
-  vm: string;
+/** One anomaly: the monitor's notice (machine/debug/protocol.ts has the field-by-field meaning) with its behaviour and severity typed. */
+export interface Anomaly extends Omit<AnomalyNotice, 'behaviour' | 'severity'> {
   behaviour: Behaviour;
-  /** The profile entry that deviated: a rate metric ("serial.com1") or a set ("ioPorts"). */
-  metric: string;
-  description: string;
-  /** Rates: events in the window; sets: the values outside the profile (hex). */
-  observed: number | string[];
-  /** Rates: the threshold per window; sets: how many values the profile allows. */
-  expected: number | string;
-  /** The sliding window of guest time the observation covers (virtual ms of the VM's clock). */
-  window: { fromMs: number; toMs: number };
   severity: Severity;
-  /** Guest RIP of the first out-of-profile access (sets), or of the vCPU whose slice crossed the threshold (rates). */
-  rip: string;
-  /** When it was raised, in the VM's virtual ms; the episode goes on until `quietMs` without deviation. */
-  atMs: number;
-  episode: { lastMs: number; events: number };
 }

@@ -114,18 +114,26 @@ export interface ProfileSet {
   sets: string[];
 }
 
-/** One anomaly notification (hypervisor/security/anomaly.ts has the field-by-field meaning). */
+/** One anomaly notification (the security service's Anomaly, hypervisor/security/anomaly.ts). */
 export interface AnomalyNotice {
+  /** Increasing per security service. */
   id: number;
   vm: string;
+  /** What deviated, by name (port-scan, msr-probe, fresh-code, com1-flood, memory-dirtying, ...). */
   behaviour: string;
+  /** The profile entry that deviated: a rate metric ("serial.com1") or a set ("ioPorts"). */
   metric: string;
   description: string;
+  /** Rates: events in the window; sets: the values outside the profile (hex). */
   observed: number | string[];
+  /** Rates: the threshold per window; sets: how many values the profile allows. */
   expected: number | string;
+  /** The sliding window of guest time the observation covers (virtual ms of the VM's clock). */
   window: { fromMs: number; toMs: number };
   severity: 'low' | 'medium' | 'high';
+  /** Guest RIP of the first out-of-profile access (sets), or of the vCPU whose slice crossed the threshold (rates). */
   rip: string;
+  /** When it was raised, in the VM's virtual ms; the episode goes on until `quietMs` without deviation. */
   atMs: number;
   episode: { lastMs: number; events: number };
 }

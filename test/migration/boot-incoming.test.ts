@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildImages } from '../../tools/build-images.mjs';
+import { start, until } from './processes.js';
 
 /**
  * `firmament boot --incoming tcp:HOST:PORT`: firmware, OS and the handoff,
@@ -11,34 +11,8 @@ import { buildImages } from '../../tools/build-images.mjs';
  * `run`. The source's COM1 followed by the migrated guest's equals an
  * unmigrated run's, and the boot ends as any boot whose guest succeeded.
  */
-const CLI = path.resolve(import.meta.dirname, '../../tools/firmament.mjs');
 let images: Record<string, string>;
 let dir: string;
-
-interface Proc {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  done: Promise<number>;
-}
-
-function start(args: string[]): Proc {
-  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout!.setEncoding('latin1').on('data', (d: string) => (out += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const done = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
-  return { child, stdout: () => out, stderr: () => err, done };
-}
-
-async function until(cond: () => boolean, what: string, ms = 120_000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 interface BootJson {
   handoff: { result: string } | null;
