@@ -8,22 +8,10 @@
 import { createGuestMachine } from '../vmm/run-guests.js';
 import { SecurityService } from '../hypervisor/security/security-service.js';
 import type { BehaviourProfile } from '../hypervisor/security/profile.js';
+import { median, type BenchRow } from './row.js';
 
 const MiB = 1024 * 1024;
 const RUNS = 7;
-
-export interface AnomalyBenchRow {
-  metric: string;
-  firmament: string;
-  qemu: string;
-  ratio: string;
-  note: string;
-}
-
-const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 interface Measured {
   cpuMs: number;
@@ -54,7 +42,7 @@ async function runCompute(path: string, cmdline: string, mode: 'bare' | 'learn' 
 }
 
 /** Overhead of the security service on the compute guest (goal: under 2%). */
-export async function anomalyBenchRows(computeGuest: string, cmdline = 'rounds=2048'): Promise<AnomalyBenchRow[]> {
+export async function anomalyBenchRows(computeGuest: string, cmdline = 'rounds=2048'): Promise<BenchRow[]> {
   const { profile } = await runCompute(computeGuest, cmdline, 'learn');
   // One uncounted pair: V8 compiles the observer's and the machine's hot paths in the first runs.
   await runCompute(computeGuest, cmdline, 'bare');

@@ -4,27 +4,14 @@
  * QEMU has no linked clones in one process; its columns say n/a.
  */
 import { cloneMachine, cloneSucceeded, snapshotAtCheckpoint } from '../vmm/clones.js';
+import { median, quantile, type BenchRow } from './row.js';
 
 const MiB = 1024 * 1024;
 const COUNT = 100;
 /** The clone guest's private writable range: page tables, stack, pattern area. */
 const PRIVATE = { gpa: 0x1ea000, length: 0x16000 };
 
-export interface CloneBenchRow {
-  metric: string;
-  firmament: string;
-  qemu: string;
-  ratio: string;
-  note: string;
-}
-
-const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-const quantile = (xs: readonly number[], q: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]!;
-
-export async function cloneBenchRows(cloneGuest: string): Promise<CloneBenchRow[]> {
+export async function cloneBenchRows(cloneGuest: string): Promise<BenchRow[]> {
   const base = await snapshotAtCheckpoint({ path: cloneGuest, memBytes: 16 * MiB, vcpus: 1 }, { pcpus: 1, pace: 'virtual' });
   const g = cloneMachine(base, { count: COUNT, privateRanges: [PRIVATE], pcpus: 1, pace: 'virtual' });
   try {

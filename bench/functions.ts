@@ -12,21 +12,10 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { startFunctionService } from '../vmm/functions/index.js';
 import { FunctionPool, type InvocationResult } from '../vmm/functions/pool.js';
+import { quantile, type BenchRow } from './row.js';
 
-export interface FunctionBenchRow {
-  metric: string;
-  firmament: string;
-  qemu: string;
-  ratio: string;
-  note: string;
-}
-
-const pct = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-};
 const f = (x: number): string => `${x.toFixed(x < 10 ? 2 : 1)} ms`;
-const row = (metric: string, firmament: string, note: string): FunctionBenchRow => ({ metric, firmament, qemu: 'n/a', ratio: 'n/a', note });
+const row = (metric: string, firmament: string, note: string): BenchRow => ({ metric, firmament, qemu: 'n/a', ratio: 'n/a', note });
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
@@ -42,8 +31,8 @@ function post(url: string, body: string, headers: Record<string, string> = {}): 
   });
 }
 
-export async function functionBenchRows(runtime: string, functions: Record<string, string>): Promise<FunctionBenchRow[]> {
-  const rows: FunctionBenchRow[] = [];
+export async function functionBenchRows(runtime: string, functions: Record<string, string>): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
   const store = mkdtempSync(join(tmpdir(), 'fm-fn-bench-'));
   const echo = new Uint8Array(readFileSync(functions['echo']!));
   try {
@@ -76,8 +65,8 @@ export async function functionBenchRows(runtime: string, functions: Record<strin
           total.push(t['totalMs']!);
         }
       }
-      rows.push(row('fn warm pool: request -> first user instruction', `p50 ${f(pct(first, 0.5))}, p99 ${f(pct(first, 0.99))}`, `echo, ${first.length} sequential requests after 20 warm-up, 16 warm clones (VMs reused); goal p50 <= 1 ms; server-side, from request arrival`));
-      rows.push(row('fn warm pool: request -> response', `p50 ${f(pct(total, 0.5))}, p99 ${f(pct(total, 0.99))}`, `server-side; client round trip p50 ${f(pct(client, 0.5))}${resets ? `; ${resets} connection resets` : ''}`));
+      rows.push(row('fn warm pool: request -> first user instruction', `p50 ${f(quantile(first, 0.5))}, p99 ${f(quantile(first, 0.99))}`, `echo, ${first.length} sequential requests after 20 warm-up, 16 warm clones (VMs reused); goal p50 <= 1 ms; server-side, from request arrival`));
+      rows.push(row('fn warm pool: request -> response', `p50 ${f(quantile(total, 0.5))}, p99 ${f(quantile(total, 0.99))}`, `server-side; client round trip p50 ${f(quantile(client, 0.5))}${resets ? `; ${resets} connection resets` : ''}`));
 
       // 3. Throughput: 16 clients, 25 requests each.
       const CLIENTS = 16;
@@ -120,8 +109,8 @@ export async function functionBenchRows(runtime: string, functions: Record<strin
       } finally {
         ext.close();
       }
-      rows.push(row('fn checkpoint park', `p50 ${f(pct(parks.slice(2), 0.5))}`, 'invoke -> external request out: run to the EXTERNAL hypercall, save state + private pages into the store (fsync), POST out; median of 10'));
-      rows.push(row('fn checkpoint resume', `p50 ${f(pct(resumes.slice(2), 0.5))}`, 'callback -> its answer: claim, load from the store, restore into a clone, run to the response, record the outcome; median of 10'));
+      rows.push(row('fn checkpoint park', `p50 ${f(quantile(parks.slice(2), 0.5))}`, 'invoke -> external request out: run to the EXTERNAL hypercall, save state + private pages into the store (fsync), POST out; median of 10'));
+      rows.push(row('fn checkpoint resume', `p50 ${f(quantile(resumes.slice(2), 0.5))}`, 'callback -> its answer: claim, load from the store, restore into a clone, run to the response, record the outcome; median of 10'));
     } finally {
       await svc.close();
     }
@@ -140,8 +129,8 @@ export async function functionBenchRows(runtime: string, functions: Record<strin
         await pool.close();
       }
     }
-    rows.push(row('fn boot per request: request -> first user instruction', `p50 ${f(pct(bootFirst, 0.5))}, max ${f(Math.max(...bootFirst))}`, '5 requests, each: new machine, boot the runtime to READY, snapshot, one clone, run echo'));
-    rows.push(row('fn boot per request: request -> response', `p50 ${f(pct(bootTotal, 0.5))}, max ${f(Math.max(...bootTotal))}`, 'same runs'));
+    rows.push(row('fn boot per request: request -> first user instruction', `p50 ${f(quantile(bootFirst, 0.5))}, max ${f(Math.max(...bootFirst))}`, '5 requests, each: new machine, boot the runtime to READY, snapshot, one clone, run echo'));
+    rows.push(row('fn boot per request: request -> response', `p50 ${f(quantile(bootTotal, 0.5))}, max ${f(Math.max(...bootTotal))}`, 'same runs'));
   } finally {
     rmSync(store, { recursive: true, force: true });
     agent.destroy();

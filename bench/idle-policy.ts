@@ -9,7 +9,7 @@
 import { createGuestMachine } from '../vmm/run-guests.js';
 import { SWITCH_NS, type IdlePolicy } from '../hypervisor/scheduling/idle-controller.js';
 import { percentile } from '../hypervisor/scheduling/idle-stats.js';
-import type { BenchRow } from './vm-state.js';
+import type { BenchRow } from './row.js';
 
 export interface IdleWorkload {
   name: string;

@@ -15,7 +15,7 @@ import { createGuestMachine } from '../vmm/run-guests.js';
 import { MonitorClient } from '../tui/monitor-client.js';
 import { LiveUpdateHost } from '../vmm/live-update/update.js';
 import type { LiveUpdateReport } from '../machine/debug/protocol.js';
-import type { BenchRow } from './vm-state.js';
+import type { BenchRow } from './row.js';
 
 const MiB = 1024 * 1024;
 const REPEATS = 2;

@@ -12,14 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import { QEMU_ARGS } from './qemu.js';
-
-export interface MigrationBenchRow {
-  metric: string;
-  firmament: string;
-  qemu: string;
-  ratio: string;
-  note: string;
-}
+import type { BenchRow } from './row.js';
 
 const CLI = join(PROJECT_ROOT, 'tools/firmament.mjs');
 
@@ -130,9 +123,9 @@ async function qemuMigration(dir: string, elf32: string, cmdline: string, startA
 
 const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
 
-export async function migrationBenchRows(guests: Record<string, string>, qemu: boolean): Promise<MigrationBenchRow[]> {
+export async function migrationBenchRows(guests: Record<string, string>, qemu: boolean): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), 'fm-bench-migrate-'));
-  const rows: MigrationBenchRow[] = [];
+  const rows: BenchRow[] = [];
   try {
     const dirtier = guests['dirtier']!;
     // The dirtying guest: 64 MiB of RAM, 4 MiB/s of writes (an 8 MiB working set, one pass per 2 s).

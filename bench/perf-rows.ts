@@ -9,22 +9,11 @@ import { join } from 'node:path';
 import { createGuestMachine } from '../vmm/run-guests.js';
 import { PROJECT_ROOT } from '../machine/cpu/unicorn/locate.js';
 import { QEMU_ARGS, runMeasured, runQemu, type PeerRun } from './qemu.js';
-
-export interface BenchRow {
-  metric: string;
-  firmament: string;
-  qemu: string;
-  ratio: string;
-  note: string;
-}
+import { median, type BenchRow } from './row.js';
 
 const MiB = 1024 * 1024;
 const CLI = join(PROJECT_ROOT, 'tools/firmament.mjs');
 
-const median = (xs: number[]): number => {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const spread = (xs: number[], digits = 0): string => {
   const s = xs.filter(Number.isFinite);
   return s.length === 0 ? 'n/a' : `${Math.min(...s).toFixed(digits)}-${Math.max(...s).toFixed(digits)}`;

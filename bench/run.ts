@@ -19,16 +19,9 @@ import { migrationBenchRows } from './migration.js';
 import { anomalyBenchRows } from './anomaly.js';
 import { haltedVmsRows, sieveRows, startupRows } from './perf-rows.js';
 import { liveUpdateRows } from './live-update.js';
+import type { BenchRow } from './row.js';
 
 const MiB = 1024 * 1024;
-
-interface Row {
-  metric: string;
-  firmament: string;
-  qemu: string;
-  ratio: string;
-  note: string;
-}
 
 const fmt = (n: number, unit: string, digits = 1): string => (Number.isFinite(n) ? `${n.toFixed(digits)} ${unit}` : 'n/a');
 
@@ -50,7 +43,7 @@ async function timedRun(kernel: string, cmdline?: string, countInstructions = fa
 export async function runBench(argv: string[]): Promise<number> {
   const images = await buildImages({ quiet: true });
   const qemu = hasQemu() && !argv.includes('--no-qemu');
-  const rows: Row[] = [];
+  const rows: BenchRow[] = [];
   const compute = images.guests['compute']!;
   const timer = images.guests['timer']!;
   const hello = images.guests['hello']!;
@@ -137,8 +130,8 @@ export async function runBench(argv: string[]): Promise<number> {
   return 0;
 }
 
-function print(rows: Row[], qemu: boolean): void {
-  const cols: (keyof Row)[] = ['metric', 'firmament', 'qemu', 'ratio', 'note'];
+function print(rows: BenchRow[], qemu: boolean): void {
+  const cols: (keyof BenchRow)[] = ['metric', 'firmament', 'qemu', 'ratio', 'note'];
   const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => r[c].length)));
   const line = (r: Record<string, string>): string => cols.map((c, i) => r[c]!.padEnd(width[i]!)).join('  ');
   console.log(line({ metric: 'metric', firmament: 'firmament', qemu: qemu ? 'qemu (TCG)' : 'qemu (not installed)', ratio: 'ratio', note: 'note' }));

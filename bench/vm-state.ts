@@ -14,18 +14,11 @@ import { createGuestMachine, guestHost, type GuestMachine } from '../vmm/run-gue
 import { SnapshotStore } from '../vmm/snapshot/index.js';
 import { coalesceRanges, restoreIncrementally, saveVmSnapshot } from '../vmm/incremental-restore.js';
 import { QEMU_ARGS } from './qemu.js';
+import type { BenchRow } from './row.js';
 
 const MiB = 1024 * 1024;
 const SAVE_GUEST = 'mib=16 passes=1000';
 const RUNS = 5;
-
-export interface BenchRow {
-  metric: string;
-  firmament: string;
-  qemu: string;
-  ratio: string;
-  note: string;
-}
 
 interface Spread {
   median: number;
