@@ -20,6 +20,7 @@ import { GuestPhysicalMemory } from '../ept/guest-physical.js';
 import { eptWalk, formatEptFlags } from '../ept/ept-walk.js';
 import { FRAME_SIZE, LARGE_PAGE_SIZE } from './frame-allocator.js';
 import { GuestCpuMemory, type HostMemoryManager } from '../host-memory.js';
+import { EptDirtyScanner } from './ept-dirty-scan.js';
 import { OpenBusMappings } from '../open-bus.js';
 import type { SecondLevelTranslation } from '../../machine/cpu/x86-cpu.js';
 import { checkVersion, stateBoolean, stateNumber, stateNumbers, stateRecord, StateError, type StateRecord } from '../../machine/state.js';
@@ -149,6 +150,8 @@ export class GuestMemory {
    * clears the D bits for everyone, so it hands what it found to the others too.
    */
   private readonly dirtyReaders = new Map<object, Set<number>>();
+  /** The fast EPT dirty-bit walk (made on the first harvest). */
+  private dirtyScanner: EptDirtyScanner | null = null;
   /** Counts the default reader's startDirtyLog() and harvestDirty() calls (incremental restore's base check). */
   dirtyLogEpoch = 0;
   eptViolations = 0;
@@ -447,24 +450,26 @@ export class GuestMemory {
   /** GPA pages written since `reader`'s last harvest (or since it started logging); re-arms the log. */
   harvestDirty(reader: object = DEFAULT_DIRTY_READER): number[] {
     if (!this.logging || !this.dirtyReaders.has(reader)) throw new Error(`${this.owner}: dirty logging is not on${this.logging ? ' for this reader' : ''}`);
-    const pages: number[] = [];
-    for (const d of this.ept.collectDirty(0, this.ramBytes, { clear: true })) for (let off = 0; off < d.size; off += FRAME_SIZE) pages.push(d.gpa + off);
-    // Engines that cached a writable translation must take a write fill (and set D) again.
-    this.ept.invalidate();
-    this.shootdown();
+    this.dirtyScanner ??= new EptDirtyScanner(this.host.memory);
+    const pages = this.dirtyScanner.collect(Number(this.ept.eptp() & ~0xfffn), this.ramBytes);
+    if (pages.length > 0) {
+      // Engines that cached a writable translation must take a write fill (and set D) again.
+      // (With no D bit set, no engine holds write permission: it is granted only by a fill that sets D.)
+      this.ept.invalidate();
+      this.shootdown();
+    }
     return this.tookDirty(pages, reader);
   }
 
   /**
-   * Pages a harvest by `reader` cleared from the EPT (the caller walked the tables itself, e.g.
-   * the behaviour observer's fast harvester): the other readers keep them for their next
-   * harvest. Returns `pages` plus what others' harvests kept for `reader`.
+   * Pages a harvest by `reader` cleared from the EPT: the other readers keep them for their next
+   * harvest. Returns `pages` plus what others' harvests kept for `reader`, in GPA order.
    */
-  tookDirty(pages: readonly number[], reader: object = DEFAULT_DIRTY_READER): number[] {
+  private tookDirty(pages: readonly number[], reader: object): number[] {
     if (reader === DEFAULT_DIRTY_READER) this.dirtyLogEpoch++;
     for (const [r, pending] of this.dirtyReaders) if (r !== reader) for (const p of pages) pending.add(p);
     const own = this.dirtyReaders.get(reader);
-    if (!own || own.size === 0) return [...pages];
+    if (!own || own.size === 0) return [...pages].sort((a, b) => a - b);
     const all = new Set(own);
     for (const p of pages) all.add(p);
     own.clear();

@@ -15,7 +15,6 @@ import type { Vm } from '../vm.js';
 import { EXIT_REASONS, type ExitCounts } from '../exits.js';
 import { DEFAULT_BUCKET_MS, emptyRateCounts, type RateCounts, type SetMetric } from './metrics.js';
 import type { SerialPort, VmObserver } from './vm-observer.js';
-import { DirtyHarvester } from './dirty-harvest.js';
 
 const MS = 1_000_000;
 
@@ -54,7 +53,6 @@ export class BehaviourObserver implements VmObserver {
   /** Pages the dirty log reported in the last few buckets: code run from one of them was freshly written. */
   private readonly recentDirty: Set<number>[] = [];
   private closed = false;
-  private readonly harvester: DirtyHarvester;
 
   constructor(
     readonly vm: Vm,
@@ -62,7 +60,6 @@ export class BehaviourObserver implements VmObserver {
   ) {
     this.bucketNs = (opts.bucketMs ?? DEFAULT_BUCKET_MS) * MS;
     this.recentCap = opts.recentBuckets ?? 10;
-    this.harvester = new DirtyHarvester(vm, this);
     const now = vm.clock.nowNs();
     this.bucketStart = now;
     this.bucketEnd = now + this.bucketNs;
@@ -171,7 +168,7 @@ export class BehaviourObserver implements VmObserver {
       mem.startDirtyLog(this);
       return 0;
     }
-    const pages = this.harvester.harvest();
+    const pages = mem.harvestDirty(this);
     this.recentDirty.push(new Set(pages));
     if (this.recentDirty.length > this.recentCap) this.recentDirty.shift();
     return pages.length;

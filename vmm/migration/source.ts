@@ -19,7 +19,6 @@ import { createConnection } from 'node:net';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Vm } from '../../hypervisor/vm.js';
 import { encodeSnapshot } from '../../machine/snapshot/codec.js';
-import { DirtyHarvester } from '../../hypervisor/security/dirty-harvest.js';
 import { MigrationChannel } from './channel.js';
 import { isZeroPage, MemoryDigest } from './memory-digest.js';
 import { decodeJson, encodeJson, encodePages, FrameType, PAGE_SIZE, PAGES_PER_FRAME, type PageRecord } from './stream.js';
@@ -249,11 +248,8 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
 
     // Round 1: every populated page (unpopulated ones are zero on both sides). Logging starts first, so
     // whatever the guest writes while round 1 is on the wire is dirty for round 2.
-    // Reads the EPT leaves as 32-bit words out of host RAM: the generic walk (BigInt per leaf) cost
-    // milliseconds per harvest of 64 MiB, inside the downtime for the last one.
-    const harvester = new DirtyHarvester(vm, dirtyReader);
     mem.startDirtyLog(dirtyReader);
-    const harvest = (): number[] => harvester.harvest().sort((a, b) => a - b);
+    const harvest = (): number[] => mem.harvestDirty(dirtyReader);
     // Round 1 sends every page: what was dirty before it needs no record.
     harvest();
     let pages = [...mem.ept.mappings(0, mem.ramBytes)].flatMap((m) => Array.from({ length: m.size / PAGE_SIZE }, (_, k) => m.gpa + k * PAGE_SIZE));

@@ -1,13 +1,11 @@
 /**
- * Harvests a VM's EPT dirty bits for the behaviour observer, reading the
- * EPT tables straight out of host RAM as 32-bit words. It does what
- * GuestMemory.harvestDirty() does (clear D, hand the pages to the log's other readers, drop the
- * engines' write permissions) at a fraction of the cost: the generic walk
- * decodes every leaf through nested generators and BigInts, ~20 ms for
- * 64 MiB of 4 KiB leaves, which every 100 ms of a compute guest's time was
- * a quarter of its CPU. The shootdown is skipped when nothing was dirty.
+ * Collects and clears the dirty bits of a VM's EPT leaves, reading the
+ * tables straight out of host RAM as 32-bit words. The generic walk
+ * (EptTables.collectDirty) decodes every leaf through nested generators and
+ * BigInts, ~20 ms for 64 MiB of 4 KiB leaves: too slow for the behaviour
+ * observer's 100 ms buckets and for a migration's stop-and-copy.
  */
-import type { Vm } from '../vm.js';
+import type { PhysicalMemory } from '../../machine/memory/physical-memory.js';
 
 /** Bytes covered by one entry at each level (PML4, PDPT, PD, PT). */
 const LEVEL_SIZE = [2 ** 39, 2 ** 30, 2 ** 21, 2 ** 12] as const;
@@ -22,31 +20,20 @@ interface RamView {
   words: Uint32Array;
 }
 
-export class DirtyHarvester {
+export class EptDirtyScanner {
   private readonly views: RamView[];
 
-  constructor(
-    private readonly vm: Vm,
-    /** The dirty-log reader this harvests for (GuestMemory.startDirtyLog). */
-    private readonly reader: object,
-  ) {
-    this.views = vm.machine.memory.regions
+  constructor(memory: PhysicalMemory) {
+    this.views = memory.regions
       .filter((r) => r.kind === 'ram' && r.view && r.view.byteOffset % 4 === 0)
       .map((r) => ({ base: r.base, size: r.size, words: new Uint32Array(r.view!.buffer, r.view!.byteOffset, r.view!.byteLength >>> 2) }));
   }
 
-  /** Guest-physical pages written since the last harvest; their D bits are cleared. */
-  harvest(): number[] {
-    const mem = this.vm.vmMemory;
+  /** Guest-physical pages below `limit` whose EPT leaf (under the root table at `root`) is dirty; their D bits are cleared. */
+  collect(root: number, limit: number): number[] {
     const pages: number[] = [];
-    this.walk(Number(mem.ept.eptp() & ~0xfffn), 0, 0, mem.ramBytes, pages);
-    if (pages.length > 0) {
-      // Engines that cached a writable translation must take a write fill (and set D) again.
-      mem.ept.invalidate();
-      mem.shootdown();
-    }
-    // Other readers of the log (a migration, incremental restore) keep what this cleared.
-    return mem.tookDirty(pages, this.reader);
+    this.walk(root, 0, 0, limit, pages);
+    return pages;
   }
 
   private view(addr: number): { words: Uint32Array; index: number } {
