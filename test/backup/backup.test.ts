@@ -45,7 +45,9 @@ async function verifyRestored(image: VmImage): Promise<{ ok: boolean; serial: st
 beforeAll(async () => {
   kvstore = (await buildImages({ quiet: true })).guests['kvstore']!;
   store = SnapshotStore.open(mkdtempSync(path.join(os.tmpdir(), 'fm-backup-')));
-  g = createGuestMachine([{ path: kvstore, memBytes: 16 * MiB, vcpus: 1 }], { pcpus: 1 });
+  // delay=100000: the store must still be updating when the last test runs, on a fast machine too
+  // (the default 2000 finished all 40000 updates before the fallback test on CI).
+  g = createGuestMachine([{ path: kvstore, memBytes: 16 * MiB, vcpus: 1, cmdline: 'delay=100000' }], { pcpus: 1 });
   agents = new BackupAgents(g.hypervisor);
   agents.attachAll();
   running = g.machine.run({ timeoutMs: 300_000 });
