@@ -47,6 +47,7 @@ import { seabiosDeviceState } from './legacy-state.js';
 import { biosDataArea } from './bios-data-area.js';
 import { dropWrite } from './dropped-writes.js';
 import { OpenBusExhausted } from './open-bus.js';
+import { FrameAllocatorError } from './memory/frame-allocator.js';
 import { VcpuScheduler } from './scheduling/vcpu-scheduler.js';
 import type { IdlePolicy } from './scheduling/idle-controller.js';
 import type { IdleStats, IdleStatsReport } from './scheduling/idle-stats.js';
@@ -303,7 +304,16 @@ export class Hypervisor implements CpuScheduler {
   private eptViolation(v: Vcpu, exit: Extract<SliceExit, { kind: 'ept-violation' }>): void {
     const vm = v.vm;
     const page = Number(exit.gpa & ~0xfffn);
-    const r = vm.vmMemory.handleViolation(page);
+    let r: ReturnType<GuestMemory['handleViolation']>;
+    try {
+      r = vm.vmMemory.handleViolation(page);
+    } catch (e) {
+      // Host frames ran out for a copy on write (linked clones) or a lazy page: this VM stops with a
+      // report; the process and the other VMs go on.
+      if (!(e instanceof FrameAllocatorError)) throw e;
+      vm.stop({ reason: 'error', code: 2, detail: `vCPU ${v.index}: out of host memory: GPA 0x${page.toString(16)} needs a frame of its own (${exit.access}): ${e.message}` });
+      return;
+    }
     if (r === 'populated' || r === 'copied') {
       // The access retries; a populated page had no translation anywhere, a copied one was shot down.
       v.cpu.engine.flushTlb();

@@ -14,6 +14,11 @@ import { StateError } from '../machine/state.js';
 import { createGuestMachine, guestHost, type GuestMachine, type GuestMachineOptions } from './run-guests.js';
 import type { GuestFileSpec } from '../hypervisor/guest-files.js';
 
+/** A clone request this machine cannot serve (names taken, not enough host RAM), said with the numbers. */
+export class CloneError extends Error {
+  override name = 'CloneError';
+}
+
 /** Host RAM each clone gets beyond its private ranges: EPT tables, its control area, pages it copies on write. */
 export const CLONE_HEADROOM_BYTES = 512 * 1024;
 
@@ -75,6 +80,9 @@ export class CloneSet {
     validRanges(options.privateRanges ?? [], memBytes);
     this.framesBefore = hypervisor.host.allocator.usedFrames;
     const name = options.name ?? String(vmImage.state['name'] ?? 'vm');
+    checkCloneRoom(hypervisor, memBytes, options);
+    const taken = new Set(hypervisor.vms.map((v) => v.name));
+    for (let i = 0; i < options.count; i++) if (taken.has(`${name}-${i}`)) throw new CloneError(`a VM named '${name}-${i}' already runs on this machine; choose another clone name`);
     this.image = SharedImage.create(hypervisor.host, name, memBytes, vmImage.memory);
     try {
       for (let i = 0; i < options.count; i++) {
@@ -112,6 +120,21 @@ export class CloneSet {
   destroy(): void {
     for (const vm of this.clones.splice(0)) this.hypervisor.removeVm(vm);
     this.image.release();
+  }
+}
+
+/**
+ * Refuses up front what cannot fit, naming the numbers: the image's copy of
+ * guest RAM plus, per clone, its private ranges and headroom for EPT tables
+ * and copies on write.
+ */
+function checkCloneRoom(hypervisor: Hypervisor, memBytes: number, options: CloneOptions): void {
+  const privateBytes = (options.privateRanges ?? []).reduce((n, r) => n + r.length, 0);
+  const need = memBytes + options.count * (privateBytes + CLONE_HEADROOM_BYTES);
+  const free = hypervisor.host.allocator.freeFrames * FRAME_SIZE;
+  if (need > free) {
+    const mib = (b: number): string => `${(b / (1024 * 1024)).toFixed(1)} MiB`;
+    throw new CloneError(`${options.count} clone(s) of a ${mib(memBytes)} VM need ${mib(need)} of host RAM (the image copy plus ${mib(privateBytes + CLONE_HEADROOM_BYTES)} per clone); this machine has ${mib(free)} free (firmament run --clone-room SIZE reserves more)`);
   }
 }
 

@@ -18,7 +18,7 @@
 import { EptTables } from '../ept/ept-tables.js';
 import { GuestPhysicalMemory } from '../ept/guest-physical.js';
 import { eptWalk, formatEptFlags } from '../ept/ept-walk.js';
-import { FRAME_SIZE, LARGE_PAGE_SIZE } from './frame-allocator.js';
+import { FRAME_SIZE, FrameAllocatorError, LARGE_PAGE_SIZE } from './frame-allocator.js';
 import { GuestCpuMemory, type HostMemoryManager } from '../host-memory.js';
 import { EptDirtyScanner } from './ept-dirty-scan.js';
 import { OpenBusMappings } from '../open-bus.js';
@@ -87,9 +87,20 @@ export class SharedImage {
       for (let off = 0; off < LARGE_PAGE_SIZE; off += FRAME_SIZE) img.frames.set(i * LARGE_PAGE_SIZE + off, hpa + off);
     });
     const rest = (ramBytes - large * LARGE_PAGE_SIZE) / FRAME_SIZE;
-    if (rest > 0) host.allocator.allocate(rest, { owner }).forEach((hpa, i) => img.frames.set(large * LARGE_PAGE_SIZE + i * FRAME_SIZE, hpa));
+    try {
+      if (rest > 0) host.allocator.allocate(rest, { owner }).forEach((hpa, i) => img.frames.set(large * LARGE_PAGE_SIZE + i * FRAME_SIZE, hpa));
+    } catch (e) {
+      // Out of host RAM half way: the 2 MiB runs already taken go back (not by owner: another image may share the name).
+      for (const hpa of runs) host.allocator.free(hpa, LARGE_PAGE_SIZE / FRAME_SIZE);
+      throw e;
+    }
     for (const hpa of img.frames.values()) host.retain(hpa);
-    for (const r of memory) writeRange(host, r, (page) => img.frames.get(page));
+    try {
+      for (const r of memory) writeRange(host, r, (page) => img.frames.get(page));
+    } catch (e) {
+      img.release();
+      throw e;
+    }
     return img;
   }
 
@@ -414,7 +425,14 @@ export class GuestMemory {
     const page = gpa - (gpa % FRAME_SIZE);
     if (!this.isRam(page)) return false;
     this.eptViolations++;
-    const r = this.resolve(page);
+    let r: ViolationResult;
+    try {
+      r = this.resolve(page);
+    } catch (e) {
+      // No host frame: leave it to the violation exit, which stops this VM with a report.
+      if (e instanceof FrameAllocatorError) return false;
+      throw e;
+    }
     if (r === 'populated') this.shootdown();
     return r === 'populated' || r === 'copied';
   }

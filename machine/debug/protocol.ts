@@ -63,6 +63,8 @@ export interface Commands {
   'snapshot-save': { args: { name: string; vm?: string; force?: boolean }; result: SnapshotSaved };
   /** Puts a VM (default: the first) back at snapshot NAME from the store, in place. */
   'snapshot-load': { args: { name: string; vm?: string }; result: SnapshotLoaded };
+  /** Linked clones (docs/vm-state.md) in this machine: of snapshot `from` in the store, else of a running VM (default: the first) as it is now. */
+  clone: { args: { vm?: string; from?: string; count: number; name?: string }; result: ClonesMade };
   // ---- backup service (vmm/backup/, docs/functions.md)
   /** An application-consistent snapshot of a VM into the store as `to`: quiesced through its agent when its profile's toolkit says so. */
   backup: { args: { to: string; vm?: string; force?: boolean }; result: BackupDone };
@@ -180,6 +182,16 @@ export interface SnapshotSaved {
   clockNs: number;
 }
 
+export interface ClonesMade {
+  /** The running VM or the snapshot the clones start from. */
+  source: string;
+  /** Guest RAM of the image the clones share (copied once). */
+  imageBytes: number;
+  clones: { name: string; index: number; createMs: number }[];
+  /** Host frames free after the clones were made. */
+  hostFramesFree: number;
+}
+
 export interface SnapshotLoaded {
   vm: string;
   ref: string;
@@ -192,13 +204,13 @@ export interface SnapshotLoaded {
 }
 
 /** Commands served only by machines that have VMs and a snapshot store; they answer asynchronously. */
-export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'backup', 'migrate', 'profile-learn', 'update'] as const satisfies readonly CommandName[];
+export const ASYNC_COMMANDS = ['snapshot-save', 'snapshot-load', 'clone', 'backup', 'migrate', 'profile-learn', 'update'] as const satisfies readonly CommandName[];
 
 export type CommandName = keyof Commands;
 export const COMMAND_NAMES: readonly CommandName[] = [
   'hello', 'status', 'snapshot', 'cpu', 'memory', 'translate', 'disasm', 'timeline', 'events', 'consoles', 'vcpus',
   'pause', 'resume', 'step', 'run-to-mode-switch', 'break', 'delete', 'breakpoints', 'watch', 'unwatch', 'serial-input', 'stop',
-  'snapshot-save', 'snapshot-load',
+  'snapshot-save', 'snapshot-load', 'clone',
   'backup',
   'migrate',
   'profile-set', 'profile-get', 'profile-learn', 'anomalies',

@@ -15,6 +15,8 @@ export const MAX_STEP_COUNT = 100_000;
 /** Bounds on text fields: specs and addresses are short; serial input is a typed line or a paste. */
 const MAX_SPEC_CHARS = 256;
 const MAX_SERIAL_INPUT_CHARS = 64 * 1024;
+/** Linked clones per `clone` request (the function service's pool makes its own). */
+export const MAX_CLONES_PER_REQUEST = 64;
 
 const cpu = z.number().int().min(0).max(1 << 16);
 const address = z.union([z.string().max(MAX_SPEC_CHARS), z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)]);
@@ -63,6 +65,7 @@ const ARGS = {
   stop: empty,
   'snapshot-save': z.strictObject({ name: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), force: z.boolean().optional() }),
   'snapshot-load': z.strictObject({ name: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional() }),
+  clone: z.strictObject({ vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), from: z.string().min(1).max(MAX_SPEC_CHARS).optional(), count: z.number().int().min(1).max(MAX_CLONES_PER_REQUEST), name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, dot, dash, underscore (at most 64)').optional() }),
   // backup service
   backup: z.strictObject({ to: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), force: z.boolean().optional() }),
   migrate: z.strictObject({ uri: z.string().min(1).max(MAX_SPEC_CHARS), vm: z.string().min(1).max(MAX_SPEC_CHARS).optional(), downtimeLimitMs: z.number().positive().max(3_600_000).optional(), bandwidth: z.number().positive().max(2 ** 40).optional(), autoConverge: z.boolean().optional() }),

@@ -28,6 +28,8 @@ export interface SessionOptions {
   debugger?: Debugger;
   /** The VM snapshot commands, from the layer that owns the hypervisor and the store. */
   snapshots?: SnapshotCommands;
+  /** Linked clones into this machine (`clone`), from the layer that owns the hypervisor and the store. */
+  clones?: (args: Commands['clone']['args']) => Promise<Commands['clone']['result']>;
   /** The backup service's command (vmm/backup/), from the same layer. */
   backup?: (args: Commands['backup']['args']) => Promise<Commands['backup']['result']>;
   /** Live migration of a VM, from the layer that owns the hypervisor (progress goes out as `migration` events). */
@@ -137,6 +139,11 @@ export class DebugSession {
     const id = req.id;
     try {
       const s = this.opts.snapshots;
+      if (req.cmd === 'clone') {
+        if (!this.opts.clones) throw new Error(`'clone' needs a machine running VMs under the hypervisor (firmament run)`);
+        const result = await this.opts.clones(req.args as Commands['clone']['args']);
+        return { ...(id !== undefined ? { id } : {}), ok: true, result } as MonitorResponse;
+      }
       if (req.cmd === 'migrate') {
         if (!this.opts.migrate) throw new Error(`'migrate' needs a machine running VMs under the hypervisor (firmament run, or boot with --guest)`);
         const result = await this.opts.migrate(req.args as MigrateArgs, (p) => this.emit({ event: 'migration', data: p }));

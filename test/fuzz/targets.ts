@@ -344,6 +344,7 @@ const VALID_ARGS: { [K in (typeof COMMAND_NAMES)[number]]: fc.Arbitrary<unknown>
   stop: fc.constant({}),
   'snapshot-save': opt({ name: fc.string({ minLength: 1, maxLength: 12 }), vm: fc.string({ maxLength: 8 }), force: fc.boolean() }, ['name']),
   'snapshot-load': opt({ name: fc.string({ minLength: 1, maxLength: 12 }), vm: fc.string({ maxLength: 8 }) }, ['name']),
+  clone: opt({ count: fc.integer({ min: -2, max: 80 }), vm: fc.string({ maxLength: 8 }), from: fc.string({ maxLength: 8 }), name: fc.string({ maxLength: 8 }) }, ['count']),
   backup: opt({ to: fc.string({ minLength: 1, maxLength: 12 }), vm: fc.string({ maxLength: 8 }), force: fc.boolean() }, ['to']),
   migrate: opt({ uri: fc.string({ minLength: 1, maxLength: 24 }), vm: fc.string({ maxLength: 8 }), downtimeLimitMs: fc.integer({ min: 1, max: 100 }) }, ['uri']),
   'profile-set': opt({ vm: fc.string({ maxLength: 8 }), profile: fc.jsonValue() }, ['profile']),

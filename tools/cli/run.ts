@@ -54,6 +54,8 @@ ${RTC_HELP_LINE}
                       instruction; lazy maps each page on first touch (EPT violations counted)
   --shared-ram        host RAM in a shared-memory file (memfd), so 'firmament update' can hand the
                       running VMs to a new process in place (docs/live-update.md); also FIRMAMENT_SHARED_RAM=1
+  --clone-room SIZE   host RAM kept beyond the guest's for linked clones made through the monitor
+                      ('firmament snapshot clone'; default none beyond the hypervisor's own 32M)
   --store DIR         the snapshot store for --restore and the monitor's snapshot-save/-load
                       (default $FIRMAMENT_SNAPSHOTS, else ~/.local/share/firmament/snapshots)
 ${INCOMING_HELP}
@@ -75,7 +77,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, 'serial-stdin': { type: 'boolean' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, profile: { type: 'string' }, 'shared-ram': { type: 'boolean' }, rtc: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { mem: { type: 'string' }, vcpus: { type: 'string' }, cpus: { type: 'string' }, cmdline: { type: 'string' }, initrd: { type: 'string' }, module: { type: 'string', multiple: true }, 'serial-stdin': { type: 'boolean' }, timeout: { type: 'string' }, clock: { type: 'string' }, 'timer-slack': { type: 'string' }, json: { type: 'boolean' }, monitor: { type: 'string' }, 'snapshot-on-exit': { type: 'string' }, 'snapshot-unless-status': { type: 'string' }, gdb: { type: 'string' }, 'gdb-arch': { type: 'string' }, paused: { type: 'boolean' }, restore: { type: 'string' }, store: { type: 'string' }, populate: { type: 'string' }, 'idle-policy': { type: 'string' }, profile: { type: 'string' }, 'shared-ram': { type: 'boolean' }, 'clone-room': { type: 'string' }, rtc: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     console.log(RUN_HELP);
@@ -100,7 +102,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   const { out, err } = cliOutput();
   const sharedRam = values['shared-ram'] === true || process.env['FIRMAMENT_SHARED_RAM'] === '1';
   if (sharedRam && (values.paused || gdbAddress)) throw new UsageError('--shared-ram (live update) does not combine with --paused or --gdb yet');
-  const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']), sharedRam, rtcEpochSeconds: rtcOption(values.rtc) } as const;
+  const cloneRoom = values['clone-room'] !== undefined ? parseMemSize(values['clone-room'], '--clone-room', MAX_GUEST_RAM) : 0;
+  const machineOpts = { pcpus, pace, timerSlackMs: parseTimerSlack(values['timer-slack']), sharedRam, rtcEpochSeconds: rtcOption(values.rtc), extraHostBytes: cloneRoom } as const;
   const guest = { path: positionals[0] ?? `snapshot:${values.restore}`, memBytes, vcpus, ...(values.cmdline !== undefined ? { cmdline: values.cmdline } : {}), ...bootFileOptions(values.initrd, values.module) };
   // A bad profile is refused before a machine is built.
   // Profiles and the security service (zod schemas) load only when asked for: plain runs start faster.
@@ -130,8 +133,8 @@ export async function runCommand(argv: string[]): Promise<number> {
   let monitor: { close(): Promise<void> } | null = null;
   if (values.monitor !== undefined) {
     // The debugger (request schemas, disassembler) and the VM services load only for a monitor: plain runs start faster.
-    const [{ vmSnapshotCommands }, { backupCommand }, { vmMigrateCommand }] = await Promise.all([import('./vm-snapshots.js'), import('../../vmm/backup/index.js'), import('./migrate.js')]);
-    const services = { backup: backupCommand(hypervisor, storeDir), migrate: vmMigrateCommand(hypervisor), ...(security && securityModule ? { security: securityModule.securityCommands(security) } : {}) };
+    const [{ vmSnapshotCommands, vmCloneCommand }, { backupCommand }, { vmMigrateCommand }] = await Promise.all([import('./vm-snapshots.js'), import('../../vmm/backup/index.js'), import('./migrate.js')]);
+    const services = { backup: backupCommand(hypervisor, storeDir), migrate: vmMigrateCommand(hypervisor), clones: vmCloneCommand(hypervisor, storeDir), ...(security && securityModule ? { security: securityModule.securityCommands(security) } : {}) };
     if (live) {
       // The monitor of a run that can be updated: its socket moves to the successor with the VMs.
       const lm = (await import('./takeover.js')).liveMonitor(values.monitor, m, hypervisor, live, { label, storeDir, services });
@@ -153,11 +156,6 @@ export async function runCommand(argv: string[]): Promise<number> {
     const cpu0 = process.cpuUsage();
     const wall0 = performance.now();
     const exit = await m.run(timeoutMs !== undefined ? { timeoutMs } : {});
-    // Handed over (live update): the last process of the chain reports the guest's status.
-    if (live?.handedOver) {
-      await live.released;
-      return await live.afterHandover();
-    }
     // Handed over (live update): the last process of the chain reports the guest's status.
     if (live?.handedOver) {
       await live.released;

@@ -12,6 +12,9 @@ export const SNAPSHOT_HELP = `firmament snapshot <save|restore|list|inspect|veri
        [--vm VM] [--force]      socket) into that process's store; the VM keeps running
   restore NAME --monitor SOCK   put a running VM back at snapshot NAME, in place
        [--vm VM]                (a new process: firmament run --restore NAME)
+  clone [REF] --monitor SOCK    start N linked clones in that machine: of snapshot REF from the
+       --count N [--vm VM]      store, or of a running VM as it is now (copy-on-write; they
+       [--name PREFIX]          are named PREFIX-0..N-1; the run needs --clone-room for the image)
 
   list                          name, memory size, stored bytes, creation time
   inspect REF                   layout, chunk counts (zero, stored, shared), state fields, digests
@@ -34,7 +37,7 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { store: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, timeout: { type: 'string' }, monitor: { type: 'string' }, vm: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { store: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' }, timeout: { type: 'string' }, monitor: { type: 'string' }, vm: { type: 'string' }, count: { type: 'string' }, name: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   const [sub, ...args] = positionals;
   if (values.help || sub === undefined) {
@@ -68,6 +71,23 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
           const r = await client.request('snapshot-load', common);
           out(r, () => `${r.vm} is back at ${r.ref} (VM time ${(r.clockNs / 1e6).toFixed(3)} ms): ${size(r.bytesMoved)} of guest memory moved (${r.method}), a full restore moves ${size(r.fullBytes)}`);
         }
+      } finally {
+        client.close();
+      }
+      return 0;
+    }
+    case 'clone': {
+      if (args.length > 1) throw new UsageError('snapshot clone: expected [REF] --monitor SOCK --count N');
+      if (values.monitor === undefined) throw new UsageError(`snapshot clone: needs --monitor SOCK, the socket of a running 'firmament run' (or start clones in a new one with: firmament run --clone REF --count N)`);
+      if (args.length === 1 && values.vm !== undefined) throw new UsageError('snapshot clone: give REF (a stored snapshot) or --vm (a running VM), not both');
+      const count = values.count === undefined ? 1 : Number(values.count);
+      if (!Number.isInteger(count) || count < 1 || count > 64) throw new UsageError(`--count ${values.count}: expected a whole number from 1 to 64`);
+      const client = await MonitorClient.connect(values.monitor).catch((e: Error) => {
+        throw new UsageError(`snapshot clone: no monitor answers at ${values.monitor} (${e.message.replace(/^--attach [^:]*: /, '')})`);
+      });
+      try {
+        const r = await client.request('clone', { count, ...(args[0] !== undefined ? { from: args[0] } : {}), ...(values.vm !== undefined ? { vm: values.vm } : {}), ...(values.name !== undefined ? { name: values.name } : {}) });
+        out(r, () => `${r.clones.length} linked clone(s) of ${r.source} (${size(r.imageBytes)} image, shared copy-on-write): ${r.clones.map((c) => c.name).join(', ')}; ${size(r.hostFramesFree * 4096)} host RAM left`);
       } finally {
         client.close();
       }

@@ -33,7 +33,7 @@ const FAULT = process.env['FIRMAMENT_TAKEOVER_FAULT'];
 const REHEARSALS = 4;
 
 /** The monitor of a `run` whose RAM is shared: inspection, snapshots and `update`. */
-export function liveMonitor(path: string, m: PcMachine, hv: Hypervisor, host: LiveUpdateHost, settings: { label: string; storeDir: string; services?: Pick<SessionOptions, 'backup' | 'migrate' | 'security'> }): { close(): Promise<void>; ready: Promise<void> } {
+export function liveMonitor(path: string, m: PcMachine, hv: Hypervisor, host: LiveUpdateHost, settings: { label: string; storeDir: string; services?: Pick<SessionOptions, 'backup' | 'migrate' | 'security' | 'clones'> }): { close(): Promise<void>; ready: Promise<void> } {
   const monitor = monitorWhenReady(path);
   const ready = claimSocketPath(path).then(() => {
     const session = new DebugSession(m, { label: settings.label, hooks: guestHooks(m, hv), snapshots: vmSnapshotCommands(hv, settings.storeDir), ...settings.services, update: (args) => host.update(args) });

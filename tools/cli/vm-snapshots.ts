@@ -4,13 +4,15 @@
  * same VM in place. A running VM goes back incrementally (only the chunks
  * that differ, found from the dirty log since its last save when it can);
  * a stopped one is rewritten whole. `firmament snapshot save|restore
- * --monitor` go through these.
+ * --monitor` go through these; `firmament snapshot clone` through `clone`.
  */
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Vm } from '../../hypervisor/vm.js';
 import type { SnapshotCommands } from '../../machine/debug/session.js';
 import { SnapshotStore } from '../../vmm/snapshot/index.js';
 import { restoreIncrementally, saveVmSnapshot } from '../../vmm/incremental-restore.js';
+import { CloneSet } from '../../vmm/clones.js';
+import type { Commands } from '../../machine/debug/protocol.js';
 
 export function vmByName(hypervisor: Hypervisor, name: string | undefined): Vm {
   const vm = name === undefined ? hypervisor.vms[0] : hypervisor.vms.find((v) => v.name === name);
@@ -39,5 +41,30 @@ export function vmSnapshotCommands(hypervisor: Hypervisor, storeDir: string): Sn
       hypervisor.loadVmInPlace(vm, { state: snap.state, memory: snap.memory });
       return { vm: vm.name, ref: args.name, clockNs: vm.clock.nowNs(), method: 'full', bytesMoved: snap.memory.reduce((n, r) => n + r.bytes.length, 0), fullBytes: vm.vmMemory.ramBytes };
     },
+  };
+}
+
+/**
+ * The monitor's `clone`: linked clones of a stored snapshot, or of a running
+ * VM as it is now (taken between scheduling rounds, so consistent), started
+ * in this machine at once. They share the image's frames copy-on-write and
+ * end like any VM; the machine ends when every VM, clones included, has.
+ */
+export function vmCloneCommand(hypervisor: Hypervisor, storeDir: string): (args: Commands['clone']['args']) => Promise<Commands['clone']['result']> {
+  return async (args) => {
+    if (args.from !== undefined && args.vm !== undefined) throw new Error(`clone: give 'from' (a snapshot in the store) or 'vm' (a running VM), not both`);
+    const vm = args.from === undefined ? vmByName(hypervisor, args.vm) : null;
+    if (vm?.state === 'stopped') throw new Error(`clone: VM ${vm.name} has stopped (${vm.exit?.reason ?? 'stopped'}); its clones would not run (save it with snapshot-save to keep it)`);
+    const source = vm ? `VM ${vm.name}` : `snapshot ${args.from}`;
+    const image = vm ? hypervisor.snapshotVm(vm) : await SnapshotStore.open(storeDir).load(args.from!);
+    const set = CloneSet.create(hypervisor, { state: image.state, memory: image.memory }, { count: args.count, ...(args.name !== undefined ? { name: args.name } : {}) });
+    // The image's own hold goes now: each clone keeps the frames it maps until it is removed.
+    set.image.release();
+    return {
+      source,
+      imageBytes: set.image.ramBytes,
+      clones: set.clones.map((vm, index) => ({ name: vm.name, index, createMs: Math.round(set.createMs[index]! * 1000) / 1000 })),
+      hostFramesFree: hypervisor.host.allocator.freeFrames,
+    };
   };
 }
