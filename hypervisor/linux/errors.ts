@@ -1,16 +1,9 @@
-/** Errors of the Linux loaders (bzImage boot protocol, PVH): file, offset and field, like MultibootError. */
-const hex = (n: number): string => `0x${n.toString(16)}`;
+/** Errors of the Linux loaders (bzImage boot protocol, PVH). */
+import { ImageFormatError } from '../image-error.js';
 
-export class LinuxImageError extends Error {
+/** A malformed or unsupported Linux image (file, offset, field: ImageFormatError). */
+export class LinuxImageError extends ImageFormatError {
   override readonly name = 'LinuxImageError';
-  constructor(
-    readonly fileName: string,
-    readonly offset: number,
-    readonly field: string,
-    readonly problem: string,
-  ) {
-    super(`${fileName}: offset ${hex(offset)}: ${field} ${problem}`);
-  }
 }
 
 /** An initrd or module that does not fit, or bad loader options. */

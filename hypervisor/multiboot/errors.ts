@@ -1,25 +1,11 @@
 /** Errors raised by the Multiboot loader. */
+import { ImageFormatError } from '../image-error.js';
 
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
 
-/**
- * A malformed or unsupported Multiboot image. The message always names the
- * file, the byte offset in the file and the field:
- *   "guest.elf: offset 0x84: program header 2: p_filesz 0x9000 exceeds file size 0x2000"
- */
-export class MultibootError extends Error {
+/** A malformed or unsupported Multiboot image (file, offset, field: ImageFormatError). */
+export class MultibootError extends ImageFormatError {
   override readonly name = 'MultibootError';
-  constructor(
-    readonly fileName: string,
-    /** Byte offset of the offending field in the file. */
-    readonly offset: number,
-    /** The field, e.g. "program header 2: p_filesz" or "multiboot header checksum". */
-    readonly field: string,
-    /** What is wrong with it. */
-    readonly problem: string,
-  ) {
-    super(`${fileName}: offset ${hex(offset)}: ${field} ${problem}`);
-  }
 }
 
 /** Bad arguments to buildMultibootInfo(). */
