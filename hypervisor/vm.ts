@@ -307,6 +307,7 @@ export class Vm implements CpuHost {
       cpus: this.vcpus.map((v) => v.cpu.saveState()),
       counters: this.vcpus.map((v) => ({ ...v.cpu.counters })),
       serial: this.serial,
+      com2Serial: this.com2Serial,
       ioExits: this.ioExits,
       mmioExits: this.mmioExits,
       scheduleCursor: this.scheduleCursor,
@@ -336,6 +337,8 @@ export class Vm implements CpuHost {
     if (state !== 'running' && state !== 'stopped') throw new StateError(who, 'state', `unknown VM state '${state}'`);
     const exitRec = rec['exit'];
     const serial = stateString(rec, 'serial', who);
+    // Absent in records written before COM2's transcript was saved.
+    const com2Serial = rec['com2Serial'] === undefined ? '' : stateString(rec, 'com2Serial', who);
     const ioExits = stateNumber(rec, 'ioExits', who);
     const mmioExits = stateNumber(rec, 'mmioExits', who);
     const scheduleCursor = stateNumber(rec, 'scheduleCursor', who);
@@ -352,6 +355,7 @@ export class Vm implements CpuHost {
       for (const [k, n] of Object.entries(c)) if (typeof n === 'number') v.cpu.counters[k] = n;
     });
     this.serial = serial;
+    this.com2Serial = com2Serial;
     this.ioExits = ioExits;
     this.mmioExits = mmioExits;
     this.scheduleCursor = scheduleCursor;

@@ -127,6 +127,29 @@ describe('VM snapshot mid-run, restored into a new machine', () => {
     }
   });
 
+  it('the gateway saved mid-run keeps its COM2 transcript (telemetry frames) through save and restore', async () => {
+    const spec = [{ path: images['gateway']!, memBytes: 16 * MiB, vcpus: 1 }];
+    const g = createGuestMachine(spec, { pcpus: 1, pace: 'virtual' });
+    const vm = g.vms[0]!;
+    vm.onCom2 = () => g.machine.pauseAfterRound();
+    const running = g.machine.run({ timeoutMs: 120_000 });
+    while (!g.machine.paused && !g.machine.exit) await new Promise((r) => setTimeout(r, 2));
+    const image = g.hypervisor.snapshotVm(vm);
+    const com2 = vm.com2Serial;
+    g.machine.stop('snapshot taken');
+    await running;
+    g.hypervisor.close();
+    g.machine.close();
+    expect(com2.length).toBeGreaterThan(0);
+    const r = restoreGuestMachine(image, { pcpus: 1, pace: 'virtual' });
+    try {
+      expect(r.vms[0]!.com2Serial).toBe(com2);
+    } finally {
+      r.hypervisor.close();
+      r.machine.close();
+    }
+  });
+
   it('refuses records that do not fit, naming the field, and leaves the hypervisor as it was', async () => {
     const spec = [{ path: images['hello']!, memBytes: 64 * MiB, vcpus: 1 }];
     const g = createGuestMachine(spec, { pcpus: 1, pace: 'virtual', extraHostBytes: 64 * MiB });
