@@ -7,6 +7,9 @@
  * One struct per host engine, shared with C. Before every slice the bound vCPU's EPT pointer is
  * written into it (prepare), since the engine runs whichever context is scheduled.
  * FIRMAMENT_NATIVE_TLB=0 sends every fill to TypeScript (to compare, or to rule the C path out).
+ *
+ * It also counts the misses, which is how growIfThrashing sees a guest that keeps missing
+ * Unicorn's TLB and lets it grow (docs/performance.md).
  */
 import koffi from 'koffi';
 import type { LibraryHandle } from 'koffi';
@@ -19,6 +22,13 @@ import type { UnicornEngine } from './unicorn/engine.js';
 /** Offsets in fm_tlb (tlbfill.c); keep in sync. */
 const TLB = { eptp: 0, lowTop: 8, ramSize: 16, fast: 24, slow: 32, enabled: 40, maxPhys: 44, codeMap: 64, size: 72 } as const;
 const ABI = 2;
+
+/** QEMU's dynamic TLB (Unicorn 2.1): it starts at 2^8 entries and can double at each flush. */
+const TLB_START_ENTRIES = 256;
+/** Growth stops here: 64 Ki entries (about 3 MiB of TLB per MMU mode) cover a 256 MiB working set. */
+const TLB_GROW_MAX_ENTRIES = 65536;
+/** Misses since the last growth flush, per TLB entry, that justify the next one (the refill after it costs at most one miss per entry). */
+const MISSES_PER_ENTRY_TO_GROW = 4;
 
 interface TlbLib {
   install: (...args: unknown[]) => unknown;
@@ -52,6 +62,11 @@ export function nativeTlbLib(): TlbLib | null {
 
 export function nativeTlbWanted(env: NodeJS.ProcessEnv = process.env): boolean {
   return env['FIRMAMENT_NATIVE_TLB'] !== '0';
+}
+
+/** FIRMAMENT_TLB_GROW=0 keeps Unicorn's TLB at the size its own flushes give it (to compare). */
+export function tlbGrowthWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env['FIRMAMENT_TLB_GROW'] !== '0';
 }
 
 /** What decides whether the C path may answer for the vCPU about to run. */
@@ -117,6 +132,32 @@ export class NativeTlb {
     }
     this.view.setBigUint64(TLB.eptp, eptp, true);
     this.view.setUint32(TLB.enabled, ok ? 1 : 0, true);
+  }
+
+  /** What this engine's TLB is believed to hold (it only changes size at flushes). */
+  private tlbEntries = TLB_START_ENTRIES;
+  private missesAtFlush = 0;
+  private readonly grow = tlbGrowthWanted();
+  /** Flushes growIfThrashing made. */
+  growthFlushes = 0;
+
+  /**
+   * After a slice: grow Unicorn's TLB when the guest keeps missing it. QEMU resizes its TLB only
+   * at a flush that finds it over 70% used, and a guest that never flushes (a big working set,
+   * one address space) would miss a 256-entry TLB forever, each miss a walk of guest tables and
+   * EPT. So after MISSES_PER_ENTRY_TO_GROW misses per entry, flush once: the TLB doubles, and
+   * the flush costs at most one refill per entry. A TLB flush keeps translated code and changes
+   * no guest-visible state. Returns whether it flushed.
+   */
+  growIfThrashing(engine: { flushTlb(): void }): boolean {
+    if (!this.installed || !this.grow || this.tlbEntries >= TLB_GROW_MAX_ENTRIES) return false;
+    const misses = Number(this.view.getBigUint64(TLB.fast, true) + this.view.getBigUint64(TLB.slow, true));
+    if (misses - this.missesAtFlush < MISSES_PER_ENTRY_TO_GROW * this.tlbEntries) return false;
+    this.missesAtFlush = misses;
+    this.tlbEntries *= 2;
+    this.growthFlushes++;
+    engine.flushTlb();
+    return true;
   }
 
   /** Fills answered in C and in TypeScript since the engine started. */

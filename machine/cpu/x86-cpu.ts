@@ -701,6 +701,7 @@ export class X86Cpu implements DeliveryCpu {
       return { kind: 'error', message: `${err.message} (at RIP 0x${this.readRip().toString(16)})` };
     }
     h.flushCodeIfPending();
+    h.nativeTlb.growIfThrashing(engine);
     const undelivered = this.injector?.afterRun() ?? null;
     try {
       if (undelivered !== null) {
