@@ -17,8 +17,8 @@ import type { X86Cpu } from './x86-cpu.js';
 import { ioPermissionLayout, PortIoGate } from './x86/io-permission.js';
 import { NativeTlb } from './native-tlb.js';
 
-/** Offsets in the native slice struct (machine/cpu/native/fmcpu.c). */
-export const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, blocks: 24, stopPc: 32 } as const;
+/** Offsets in the native slice struct (machine/cpu/native/fmcpu.c); a stop request sets request and zeroes limit. */
+export const SLICE = { units: 0, limit: 8, stopped: 16, request: 20, stopPc: 32 } as const;
 
 /** Pages of per-CPU device registers (a LAPIC) that each bound context routes to its own devices. */
 export interface LocalWindow {

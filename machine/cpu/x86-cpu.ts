@@ -601,7 +601,10 @@ export class X86Cpu implements DeliveryCpu {
    */
   requestStop(): void {
     this.stopRequested = true;
-    if (this.isResident) this.hostCpu.slice32[SLICE.request / 4] = 1;
+    if (!this.isResident) return;
+    // The block hook's common path compares units with limit only (fmcpu.c): a zero limit makes it look at request.
+    this.hostCpu.slice32[SLICE.request / 4] = 1;
+    this.hostCpu.slice64[SLICE.limit / 8] = 0n;
   }
 
   /** Wake from HLT/MWAIT when an interrupt is pending, then deliver it if IF allows. */
@@ -701,6 +704,7 @@ export class X86Cpu implements DeliveryCpu {
       return { kind: 'error', message: `${err.message} (at RIP 0x${this.readRip().toString(16)})` };
     }
     h.flushCodeIfPending();
+    h.nativeTlb.growIfThrashing(engine);
     const undelivered = this.injector?.afterRun() ?? null;
     try {
       if (undelivered !== null) {

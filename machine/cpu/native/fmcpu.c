@@ -16,13 +16,13 @@ typedef int (*emu_stop_fn)(void *uc);
 typedef int (*hook_add_fn)(void *uc, void *hh, int type, void *cb, void *user, uint64_t begin, uint64_t end, ...);
 typedef int (*reg_read_fn)(void *uc, int regid, void *value);
 
-/* Shared with TypeScript (machine/cpu/slice.ts); keep offsets in sync. */
+/* Shared with TypeScript (machine/cpu/host-cpu.ts SLICE); keep offsets in sync. */
 typedef struct {
   uint64_t units;       /* 0: code bytes of blocks entered (virtual time) */
-  uint64_t limit;       /* 8: stop before the first block at or past this */
+  uint64_t limit;       /* 8: stop before the first block at or past this (0 with a request) */
   uint32_t stopped;     /* 16: 1 = limit reached, 2 = request honoured */
-  uint32_t request;     /* 20: set by JS hooks to stop at the next block */
-  uint64_t blocks;      /* 24: blocks entered */
+  uint32_t request;     /* 20: set by JS hooks (which also zero limit) to stop at the next block */
+  uint64_t blocks;      /* 24: unused since ABI 3 (a counter here cost every block a store) */
   uint64_t stop_pc;     /* 32: linear address of the block the hook stopped before */
 } fm_slice;
 
@@ -41,24 +41,22 @@ int fm_init(const char *unicorn_path) {
   return (p_emu_stop && p_hook_add && p_reg_read) ? 0 : -2;
 }
 
+/*
+ * Runs before every translation block, so its common path is one compare and one add: a stop
+ * request zeroes `limit` as well, and only the rare stop looks at why.
+ */
 static void block_hook(void *uc, uint64_t address, uint32_t size, void *user) {
   fm_slice *s = (fm_slice *)user;
-  /* With any UC_HOOK_CODE installed, Unicorn 2.1 does not restore the PC of a block
-     it leaves before running it: the caller rewinds to stop_pc (X86Cpu.runSlice). */
-  if (s->request) {
-    s->stopped = 2;
+  uint64_t units = s->units;
+  if (__builtin_expect(units >= s->limit, 0)) {
+    /* With any UC_HOOK_CODE installed, Unicorn 2.1 does not restore the PC of a block
+       it leaves before running it: the caller rewinds to stop_pc (X86Cpu.runSlice). */
+    s->stopped = s->request ? 2 : 1;
     s->stop_pc = address;
     p_emu_stop(uc);
     return;
   }
-  if (s->units >= s->limit) {
-    s->stopped = 1;
-    s->stop_pc = address;
-    p_emu_stop(uc);
-    return;
-  }
-  s->units += size;
-  s->blocks++;
+  s->units = units + size;
 }
 
 /* UC_HOOK_BLOCK over the whole address space (begin 1 > end 0). */
@@ -67,8 +65,8 @@ int fm_add_block_hook(void *uc, uint64_t *hh, fm_slice *slice) {
   return p_hook_add(uc, hh, 1 << 3, (void *)block_hook, slice, 1, 0);
 }
 
-/* 2: fm_slice.stop_pc. Checked at load, so a stale build fails loudly instead of rewinding RIP to 0. */
-int fm_abi_version(void) { return 2; }
+/* 3: a request must zero fm_slice.limit (2: stop_pc). Checked at load, so a stale build fails loudly. */
+int fm_abi_version(void) { return 3; }
 
 /* x86 register ids from unicorn/x86.h (2.1). */
 enum { REG_CS = 11, REG_CR0 = 50, REG_CR3 = 53, REG_CR4 = 54, REG_MSR = 248 };

@@ -37,6 +37,15 @@ typedef struct {
   uint8_t *ram;      /* 48: host RAM (set by fm_tlb_install) */
   tlb_cb js;         /* 56: the TypeScript hook (set by fm_tlb_install) */
   uint8_t *code_map; /* 64: 1 bit per 4 KiB of host RAM (by RAM offset): the page holds translated code */
+  /* Where the walker's registers live in QEMU's CPUX86State, so a miss reads them straight from
+     memory instead of five uc_reg_read calls (each a switch over every register id). 0 in
+     cs_at = not known: uc_reg_read. Found and checked by native-tlb.ts (pagingEnvLayout). */
+  uint32_t cpu_field;  /* 72: CPUState * in uc_struct */
+  uint32_t env_offset; /* 76: from CPUState to env (context-blob offset 0) */
+  uint32_t cr_at;      /* 80: cr[0] in env (cr[3], cr[4] follow at +24, +32) */
+  uint32_t efer_at;    /* 84: efer in env */
+  uint32_t cs_at;      /* 88: segs[R_CS].selector in env */
+  uint32_t pad;        /* 92 */
 } fm_tlb;
 
 typedef struct {
@@ -70,8 +79,8 @@ int fm_tlb_init(const char *unicorn_path) {
   return (p_hook_add && p_reg_read) ? 0 : -2;
 }
 
-/* 2: fm_tlb layout above (with code_map). */
-int fm_tlb_abi_version(void) { return 2; }
+/* 3: fm_tlb layout above (with the env offsets). */
+int fm_tlb_abi_version(void) { return 3; }
 
 /* Host-physical address -> offset in host RAM, as PhysicalMemory.ramOffset; 0 if not plain RAM. */
 static inline int ram_offset(const fm_tlb *t, uint64_t pa, uint64_t len, uint64_t *off) {
@@ -256,17 +265,45 @@ walked:;
   return 1;
 }
 
+/* out = { CR0, CR3, CR4, EFER, CS selector } of the engine, as fm_paging_state (fmcpu.c) reads them. */
+int fm_tlb_paging_state(void *uc, const fm_tlb *t, uint64_t *out) {
+  if (t->cs_at) {
+    const uint8_t *env = *(uint8_t *const *)((const uint8_t *)uc + t->cpu_field) + t->env_offset;
+    uint32_t cs;
+    memcpy(&out[0], env + t->cr_at, 8);
+    memcpy(&out[1], env + t->cr_at + 24, 8);
+    memcpy(&out[2], env + t->cr_at + 32, 8);
+    memcpy(&out[3], env + t->efer_at, 8);
+    memcpy(&cs, env + t->cs_at, 4);
+    out[4] = cs & 0xffff;
+    return 0;
+  }
+  struct { uint32_t rid; uint64_t value; } msr = { 0xC0000080u, 0 };
+  uint64_t cs = 0;
+  int rc = p_reg_read(uc, REG_CR0, &out[0]);
+  rc |= p_reg_read(uc, REG_CR3, &out[1]);
+  rc |= p_reg_read(uc, REG_CR4, &out[2]);
+  rc |= p_reg_read(uc, REG_MSR, &msr);
+  rc |= p_reg_read(uc, REG_CS, &cs);
+  out[3] = msr.value;
+  out[4] = cs & 0xffff;
+  return rc;
+}
+
+/* Where env's registers are (all offsets 0: read them with uc_reg_read). */
+void fm_tlb_set_env(fm_tlb *t, uint32_t cpu_field, uint32_t env_offset, uint32_t cr_at, uint32_t efer_at, uint32_t cs_at) {
+  t->cpu_field = cpu_field;
+  t->env_offset = env_offset;
+  t->cr_at = cr_at;
+  t->efer_at = efer_at;
+  t->cs_at = cs_at;
+}
+
 static bool fill(void *uc, uint64_t vaddr, int type, uc_tlb_entry *entry, void *user) {
   fm_tlb *t = (fm_tlb *)user;
   if (t->enabled && (type == MEM_READ || type == MEM_WRITE)) {
-    struct { uint32_t rid; uint64_t value; } msr = { 0xC0000080u, 0 };
-    uint64_t cr0 = 0, cr3 = 0, cr4 = 0, cs = 0, out[2];
-    int rc = p_reg_read(uc, REG_CR0, &cr0);
-    rc |= p_reg_read(uc, REG_CR3, &cr3);
-    rc |= p_reg_read(uc, REG_CR4, &cr4);
-    rc |= p_reg_read(uc, REG_MSR, &msr);
-    rc |= p_reg_read(uc, REG_CS, &cs);
-    if (rc == 0 && fm_tlb_walk(t, cr0, cr3, cr4, msr.value, cs & 0xffff, vaddr, type, out)) {
+    uint64_t st[5], out[2];
+    if (fm_tlb_paging_state(uc, t, st) == 0 && fm_tlb_walk(t, st[0], st[1], st[2], st[3], st[4], vaddr, type, out)) {
       entry->paddr = out[0];
       entry->perms = (uint32_t)out[1];
       t->fast++;

@@ -126,7 +126,7 @@ export function loadUnicorn(): UnicornLibrary {
 }
 
 /** fm_abi_version() of machine/cpu/native/fmcpu.c that this code expects (the slice struct layout). */
-const NATIVE_ABI = 2;
+const NATIVE_ABI = 3;
 
 function bind(lib: LibraryHandle, path: string, source: string, version: UnicornVersion): UnicornLibrary {
   if (!existsSync(NATIVE_HELPER)) {

@@ -363,6 +363,11 @@ export class UnicornEngine {
     this.addHook(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED | UC_HOOK_MEM_WRITE_PROT, cb);
   }
 
+  /** Calls a native helper with this engine's uc_engine handle (machine/cpu/native-tlb.ts probes). */
+  withHandle<T>(f: (uc: unknown) => T): T {
+    return f(this.uc);
+  }
+
   /** The native preemption + virtual-time hook (machine/cpu/native/fmcpu.c). */
   attachSlice(slice: Buffer): void {
     const out = [0n];
