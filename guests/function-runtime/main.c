@@ -21,6 +21,8 @@
 #define PTE_P 0x001ull
 #define PTE_W 0x002ull
 #define PTE_U 0x004ull
+#define PTE_A 0x020ull
+#define PTE_D 0x040ull
 #define PTE_PS 0x080ull
 
 #define PIT_VECTOR (PIC_VECTOR_BASE + 0)
@@ -33,7 +35,6 @@ __attribute__((noreturn)) void user_return(void);
 struct kstate {
     uint64_t kernel_ctx_rsp;
     uint64_t ticks;
-    uint64_t used;       /* a function has run in this VM: its pages must be cleared before the next */
     uint32_t last_seq;
     uint32_t nranges;
     struct { uint64_t va, len; bool writable; } ranges[16];
@@ -90,17 +91,18 @@ static void build_kernel_tables(void)
     write_cr3(FN_TABLES_PHYS);
 }
 
-/* A fresh, empty user address space. */
-static void reset_user_space(void)
+/*
+ * The user address space. Its tables stay built between invocations: the body, output and
+ * stack mappings never change, and only the function's image pages come and go (load_elf
+ * maps them, scrub() unmaps them). PML4[0] is present only while a function runs.
+ */
+static void build_user_tables(void)
 {
     for (unsigned i = 0; i < 4 * 512; i++)
         T_UPDPT[i] = 0;
     T_UPDPT[0] = (FN_TABLES_PHYS + 0x4000) | PTE_P | PTE_W | PTE_U;
     T_UPD[2] = (FN_TABLES_PHYS + 0x5000) | PTE_P | PTE_W | PTE_U;
     T_UPD[3] = (FN_TABLES_PHYS + 0x6000) | PTE_P | PTE_W | PTE_U;
-    T_PML4[0] = (FN_TABLES_PHYS + 0x3000) | PTE_P | PTE_W | PTE_U;
-    KS->nranges = 0;
-    write_cr3(FN_TABLES_PHYS);
 }
 
 static void map_user_page(uint64_t va, uint64_t pa, bool writable)
@@ -173,13 +175,14 @@ static uint64_t load_elf(uint32_t len)
         if (ph->vaddr < FN_USER_BASE || ph->vaddr >= FN_USER_LIMIT || ph->memsz > FN_USER_LIMIT - ph->vaddr)
             return 0;
         uint64_t start = ph->vaddr & ~0xfffull, end = (ph->vaddr + ph->memsz + 0xfff) & ~0xfffull;
+        if (end > top)
+            top = end;
+        MB->user_pages = (uint32_t)((top - FN_USER_BASE) >> 12); /* what scrub() must clear, also if a later header is refused */
         for (uint64_t va = start; va < end; va += 4096)
             map_user_page(va, FN_USER_PHYS + (va - FN_USER_BASE), (ph->flags & PF_W) != 0);
         memcpy(PHYS(FN_USER_PHYS + (ph->vaddr - FN_USER_BASE)), file + ph->offset, ph->filesz);
         if ((ph->flags & PF_X) && eh->entry >= ph->vaddr && eh->entry < ph->vaddr + ph->memsz)
             entry_ok = true;
-        if (end > top)
-            top = end;
     }
     if (!entry_ok)
         return 0;
@@ -190,7 +193,6 @@ static uint64_t load_elf(uint32_t len)
         KS->ranges[KS->nranges].writable = true;
         KS->nranges++;
     }
-    MB->user_pages = (uint32_t)((top - FN_USER_BASE) >> 12);
     return eh->entry;
 }
 
@@ -277,19 +279,55 @@ static void on_syscall(struct intr_frame *f)
 
 /* ---- one invocation ----------------------------------------------------------------------- */
 
+/* 64-bit stores, unrolled: the byte loop of memset costs an emulated block per byte. */
+static void zero_page(uint64_t phys)
+{
+    volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)PHYS_TO_HIGH(phys);
+    for (unsigned i = 0; i < 512; i += 8) {
+        p[i] = 0; p[i + 1] = 0; p[i + 2] = 0; p[i + 3] = 0;
+        p[i + 4] = 0; p[i + 5] = 0; p[i + 6] = 0; p[i + 7] = 0;
+    }
+}
+
+/* Zeroes the pages of [va, va+len) whose PTE the CPU marked dirty (the function wrote them), and re-arms the bit. */
+static void scrub_dirty(uint64_t va, uint64_t len)
+{
+    volatile uint64_t *pt = va < 0x600000 ? T_UPT0 : T_UPT1;
+    for (uint64_t off = 0; off < len; off += 4096) {
+        unsigned i = (unsigned)(((va + off) >> 12) & 511);
+        uint64_t pte = pt[i];
+        if (pte & PTE_D) {
+            zero_page(pte & 0x000ffffffffff000ull);
+            pt[i] = pte & ~(PTE_D | PTE_A);
+        }
+    }
+}
+
+/*
+ * After the answer, before the next request: nothing of this invocation survives. The image
+ * pages are zeroed and unmapped, the output and stack pages the function dirtied are zeroed
+ * (by the page tables' dirty bits). Done ahead of time, so the next request goes straight to
+ * loading its function. The host may already be writing that request (body and ELF): those
+ * areas are the host's to clear (it zeroes what is left of the previous body).
+ */
+static void scrub(void)
+{
+    uint32_t pages = MB->user_pages > 256 ? 256 : MB->user_pages;
+    for (uint32_t i = 0; i < pages; i++) {
+        zero_page(FN_USER_PHYS + (uint64_t)i * 4096);
+        T_UPT0[i] = 0;
+    }
+    MB->user_pages = 0;
+    scrub_dirty(FN_UOUT_VA, FN_IO_MAX);
+    scrub_dirty(FN_USTACK_VA, FN_USTACK_TOP - FN_USTACK_VA);
+}
+
 static void run_invocation(void)
 {
-    if (KS->used) {
-        /* Nothing of the previous function survives: its pages, stack and output. */
-        memset(PHYS(FN_USER_PHYS), 0, (uint64_t)MB->user_pages << 12);
-        memset(PHYS(FN_USTACK_PHYS), 0, 0x10000);
-        memset(PHYS(FN_OUT_PHYS), 0, FN_IO_MAX);
-    }
-    KS->used = 1;
     MB->status = FN_OK;
     MB->resp_len = 0;
     MB->fault_vector = MB->fault_addr = MB->fault_rip = 0;
-    reset_user_space();
+    KS->nranges = 0;
     uint32_t body_len = MB->body_len > FN_IO_MAX ? FN_IO_MAX : MB->body_len;
     uint64_t entry = load_elf(MB->elf_len);
     if (!entry) {
@@ -299,6 +337,7 @@ static void run_invocation(void)
     map_user_range(FN_UIN_VA, FN_BODY_PHYS, FN_IO_MAX, false);
     map_user_range(FN_UOUT_VA, FN_OUT_PHYS, FN_IO_MAX, true);
     map_user_range(FN_USTACK_VA, FN_USTACK_PHYS, FN_USTACK_TOP - FN_USTACK_VA, true);
+    T_PML4[0] = (FN_TABLES_PHYS + 0x3000) | PTE_P | PTE_W | PTE_U;
     write_cr3(FN_TABLES_PHYS);
     KS->ticks = 0;
     tick_start();
@@ -318,7 +357,8 @@ __attribute__((noreturn)) static void serve(void)
             KS->last_seq = seq;
             run_invocation();
             MB->done_seq = seq;
-            hypercall(HC_FN_RESPOND, seq);
+            hypercall(HC_FN_RESPOND, seq); /* the host copies the response out here */
+            scrub();
             continue;
         }
         hypercall(HC_FN_WAIT, seq);
@@ -337,6 +377,7 @@ int guest_main(struct boot_info *bi)
 
     memset(PHYS(FN_PRIVATE_PHYS), 0, FN_PRIVATE_BYTES);
     build_kernel_tables();
+    build_user_tables();
     pic_init();
     for (unsigned v = 0; v < 32; v++)
         isr_set_handler((uint8_t)v, on_exception);

@@ -513,6 +513,20 @@ export class X86Cpu implements DeliveryCpu {
     return { paddr: r.paddr, perms };
   }
 
+  /**
+   * Drops the translated code of the page mapped at `vaddr` (TB_REMOVE_CACHE, by the current
+   * page tables) and stops counting its host page as code: later guest stores to it then need
+   * no flush of all translated code (noteCodeWrite). False if `vaddr` maps no page.
+   */
+  dropCodePage(vaddr: number): boolean {
+    const r = this.translate(BigInt(vaddr), 'fetch');
+    const hpa = r.ok ? this.hostPhysical(Number(r.paddr & ~0xfffn)) : -1;
+    if (hpa < 0) return false;
+    this.engine.invalidateCode(vaddr, vaddr + 4096);
+    this.hostCpu.codeDropped(hpa);
+    return true;
+  }
+
   /** Where a (guest-)physical address lives in the machine: through the EPT for a vCPU (-1 if unmapped). */
   private hostPhysical(paddr: number): number {
     const sl = this.host.secondLevel;

@@ -24,6 +24,11 @@ export const FN_EXT_GPA = 0x2c0000;
 export const FN_EXT_URL_MAX = 2048;
 /** Where functions are linked (the runtime maps them there, from guest-physical 0x300000). */
 export const FN_USER_VA = 0x400000;
+/** Guest-physical home of the function's segments (FN_USER_PHYS in abi.h), at most 1 MiB. */
+export const FN_USER_PHYS = 0x300000;
+export const FN_USER_PAGES_MAX = 256;
+/** Where the runtime's kernel sees guest-physical 0 (KERNEL_VMA in guests/lib/include/x86_64.h). */
+export const FN_KERNEL_ALIAS = 0xffffffff80000000;
 export const FN_MAILBOX_MAGIC = 0x424d4e46;
 /** The lowest guest RAM the runtime accepts (the private range ends at 4 MiB). */
 export const FN_MIN_RAM = 4 * 1024 * 1024;
@@ -72,10 +77,16 @@ export function readMailbox(mem: GuestMemory): MailboxView {
   };
 }
 
-/** Puts an invocation into the VM's mailbox: the ELF, the body, then the header with a new sequence number (last, so a half-written one is never seen). */
-export function writeInvocation(mem: GuestMemory, inv: { seq: number; elf: Uint8Array; body: Uint8Array; limitMs: number }): void {
+/**
+ * Puts an invocation into the VM's mailbox: the ELF, the body, then the header with a new
+ * sequence number (last, so a half-written one is never seen). `previousBodyLength`: what is
+ * left of the last body in the VM is zeroed, so the function cannot read an earlier request.
+ */
+export function writeInvocation(mem: GuestMemory, inv: { seq: number; elf: Uint8Array; body: Uint8Array; limitMs: number; previousBodyLength?: number }): void {
   mem.write(FN_ELF_GPA, inv.elf);
   if (inv.body.length > 0) mem.write(FN_BODY_GPA, inv.body);
+  const stale = Math.min(inv.previousBodyLength ?? 0, FN_IO_MAX) - inv.body.length;
+  if (stale > 0) mem.write(FN_BODY_GPA + inv.body.length, new Uint8Array(stale));
   const b = mem.read(FN_MAILBOX_GPA, MAILBOX_BYTES).slice();
   const d = new DataView(b.buffer);
   d.setUint32(OFF.elfLen, inv.elf.length, true);
