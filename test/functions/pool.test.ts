@@ -75,7 +75,7 @@ describe('example functions', () => {
     const d2 = mkdtempSync(path.join(os.tmpdir(), 'fm-fn-b-'));
     const x = await buildFunctions({ force: true, outDir: d1 });
     const y = await buildFunctions({ force: true, outDir: d2 });
-    expect(Object.keys(x)).toEqual(['crash', 'echo', 'external', 'sha256', 'spin', 'wild']);
+    expect(Object.keys(x)).toEqual(['crash', 'echo', 'external', 'leftovers', 'sha256', 'spin', 'wild']);
     for (const n of Object.keys(x)) expect(Buffer.compare(readFileSync(x[n]!), readFileSync(y[n]!))).toBe(0);
   });
 });
