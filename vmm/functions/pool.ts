@@ -61,6 +61,8 @@ export interface Timings {
   queueMs: number;
   /** Choosing or creating the VM and writing the invocation into it. */
   assignMs: number;
+  /** Invocation written to the runtime's USER_ENTER: the event-loop hop, the VM's slice, the runtime loading the function. */
+  startMs: number;
   /** Request arrival to the runtime's USER_ENTER hypercall, made right before IRETQ into the function. */
   firstUserInstructionMs: number;
   /** USER_ENTER to RESPOND (parked time excluded from neither: see docs). */
@@ -467,7 +469,7 @@ export class FunctionPool {
   private timings(inv: Invocation, end: number): Timings {
     const r = (x: number) => Math.round(x * 1000) / 1000;
     const user = inv.tUserEnter ?? end;
-    return { queueMs: r(inv.tTaken - inv.tArrival), assignMs: r(inv.tAssigned - inv.tTaken), firstUserInstructionMs: r(user - inv.tArrival), runMs: r((inv.tResponded ?? end) - user), totalMs: r(end - inv.tArrival) };
+    return { queueMs: r(inv.tTaken - inv.tArrival), assignMs: r(inv.tAssigned - inv.tTaken), startMs: r(Math.max(0, user - inv.tAssigned)), firstUserInstructionMs: r(user - inv.tArrival), runMs: r((inv.tResponded ?? end) - user), totalMs: r(end - inv.tArrival) };
   }
 
   private answered(pv: PoolVm): void {
