@@ -122,6 +122,8 @@ interface PoolVm {
   runs: number;
   /** Length of the last request body written into it (the next write zeroes what it leaves). */
   bodyLength: number;
+  /** The host engine that holds no translated code of its function pages (null: unknown). */
+  codeCleanOn: object | null;
 }
 
 interface Shape {
@@ -290,7 +292,8 @@ export class FunctionPool {
         if (Number(arg) === pv.seq) this.freeze(vm, vcpu);
         return 0n;
       case FN_HYPERCALL.USER_ENTER:
-        this.dropStaleCode(pv, vcpu);
+        if (vcpu.cpu.hostEngine !== pv.codeCleanOn) this.dropStaleCode(pv, vcpu);
+        pv.codeCleanOn = null;
         if (pv.current && pv.current.tUserEnter === null) pv.current.tUserEnter = performance.now();
         return 0n;
       case FN_HYPERCALL.RESPOND:
@@ -326,7 +329,7 @@ export class FunctionPool {
     const vm = this.hypervisor.restoreVm(shape.image.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false });
     vm.cloneIndex = i;
     vm.onServiceCall = this.serviceCall;
-    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: readMailbox(vm.vmMemory).seq, current: null, dead: false, runs: 0, bodyLength: 0 };
+    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: readMailbox(vm.vmMemory).seq, current: null, dead: false, runs: 0, bodyLength: 0, codeCleanOn: freshCodeEngine(vm) };
     this.byVm.set(vm, pv);
     this.counters.clonesCreated++;
     return pv;
@@ -429,7 +432,9 @@ export class FunctionPool {
   }
 
   /**
-   * The runtime has copied the function into its user pages. Translated code
+   * The runtime has copied the function into its user pages. Needed only where
+   * the VM's engine may still hold code of those pages: the pool drops it when
+   * a function answers (dropFunctionCode), on that engine. Translated code
    * of those pages from an earlier function must go: the CPU layer does not
    * notice guest writes to pages that hold translated code (measured: a VM
    * that ran one function ran its stale code for the next). Called inside the
@@ -453,6 +458,7 @@ export class FunctionPool {
   private dropFunctionCode(pv: PoolVm, vcpu: Vcpu): void {
     const pages = Math.min(readMailbox(pv.vm.vmMemory).userPages, FN_USER_PAGES_MAX);
     for (let i = 0; i < pages; i++) vcpu.cpu.dropCodePage(FN_KERNEL_ALIAS + FN_USER_PHYS + i * 4096);
+    pv.codeCleanOn = vcpu.cpu.hostEngine;
   }
 
   private begin(pv: PoolVm, inv: Invocation): void {
@@ -542,7 +548,7 @@ export class FunctionPool {
       throw e;
     }
     // The parked request's body is still in the VM: the next invocation's write clears all of the area.
-    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: readMailbox(vm.vmMemory).seq, current: null, dead: false, runs: 0, bodyLength: FN_IO_MAX };
+    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: readMailbox(vm.vmMemory).seq, current: null, dead: false, runs: 0, bodyLength: FN_IO_MAX, codeCleanOn: freshCodeEngine(vm) };
     this.byVm.set(vm, pv);
     shape.busy.add(pv);
     this.counters.clonesCreated++;
@@ -576,6 +582,14 @@ export class FunctionPool {
     for (const s of this.shapes.values()) s.base.release();
     this.machine.close();
   }
+}
+
+/**
+ * A VM just built from a record: its engine drops all translated code before it next runs
+ * (X86Cpu.restoreState), and its private frames run no code until USER_ENTER.
+ */
+function freshCodeEngine(vm: Vm): object {
+  return vm.vcpus[0]!.cpu.hostEngine;
 }
 
 /** The pages a clone holds in frames of its own (its private range and what it copied on write), with their bytes. */
