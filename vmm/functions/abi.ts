@@ -2,7 +2,7 @@
  * The function runtime's host ABI (guests/function-runtime/abi.h, docs/functions.md):
  * hypercall numbers, the guest-physical layout, the mailbox and status codes.
  */
-import type { GuestMemory } from '../../hypervisor/memory/guest-memory.js';
+import type { FnMemory } from './private-window.js';
 
 export const FN_HYPERCALL = {
   READY: 16,
@@ -58,7 +58,7 @@ export interface MailboxView {
   userPages: number;
 }
 
-export function readMailbox(mem: GuestMemory): MailboxView {
+export function readMailbox(mem: FnMemory): MailboxView {
   const b = mem.read(FN_MAILBOX_GPA, MAILBOX_BYTES);
   const d = new DataView(b.buffer, b.byteOffset, b.byteLength);
   return {
@@ -79,17 +79,20 @@ export function readMailbox(mem: GuestMemory): MailboxView {
 
 /**
  * Puts an invocation into the VM's mailbox: the ELF, the body, then the header with a new
- * sequence number (last, so a half-written one is never seen). `previousBodyLength`: what is
+ * sequence number (last, so a half-written one is never seen). `elf` null: the VM's staging
+ * area holds it already (elfLength bytes). `previousBodyLength`: what is
  * left of the last body in the VM is zeroed, so the function cannot read an earlier request.
  */
-export function writeInvocation(mem: GuestMemory, inv: { seq: number; elf: Uint8Array; body: Uint8Array; limitMs: number; previousBodyLength?: number }): void {
-  mem.write(FN_ELF_GPA, inv.elf);
+export function writeInvocation(mem: FnMemory, inv: { seq: number; elf: Uint8Array | null; elfLength?: number; body: Uint8Array; limitMs: number; previousBodyLength?: number }): void {
+  // null: the staging area already holds this ELF (of elfLength bytes).
+  if (inv.elf) mem.write(FN_ELF_GPA, inv.elf);
+  const elfLength = inv.elf ? inv.elf.length : (inv.elfLength ?? 0);
   if (inv.body.length > 0) mem.write(FN_BODY_GPA, inv.body);
   const stale = Math.min(inv.previousBodyLength ?? 0, FN_IO_MAX) - inv.body.length;
   if (stale > 0) mem.write(FN_BODY_GPA + inv.body.length, new Uint8Array(stale));
   const b = mem.read(FN_MAILBOX_GPA, MAILBOX_BYTES).slice();
   const d = new DataView(b.buffer);
-  d.setUint32(OFF.elfLen, inv.elf.length, true);
+  d.setUint32(OFF.elfLen, elfLength, true);
   d.setUint32(OFF.bodyLen, inv.body.length, true);
   d.setUint32(OFF.limitMs, inv.limitMs, true);
   d.setUint32(OFF.seq, inv.seq, true);
@@ -97,7 +100,7 @@ export function writeInvocation(mem: GuestMemory, inv: { seq: number; elf: Uint8
 }
 
 /** The external service's answer, where the runtime's EXTERNAL hypercall finds it when it returns. status 0: not reached. */
-export function writeExternalAnswer(mem: GuestMemory, status: number, body: Uint8Array): void {
+export function writeExternalAnswer(mem: FnMemory, status: number, body: Uint8Array): void {
   const n = Math.min(body.length, FN_IO_MAX);
   if (n > 0) mem.write(FN_EXT_GPA, body.subarray(0, n));
   const b = mem.read(FN_MAILBOX_GPA, MAILBOX_BYTES).slice();
@@ -108,7 +111,7 @@ export function writeExternalAnswer(mem: GuestMemory, status: number, body: Uint
 }
 
 /** The request the function staged for EXTERNAL: URL and body. */
-export function readExternalRequest(mem: GuestMemory, mb: MailboxView): { url: string; body: Uint8Array } {
+export function readExternalRequest(mem: FnMemory, mb: MailboxView): { url: string; body: Uint8Array } {
   const urlLen = Math.min(mb.extUrlLen, FN_EXT_URL_MAX);
   const bodyLen = Math.min(mb.extBodyLen, FN_IO_MAX - FN_EXT_URL_MAX);
   return {
@@ -117,7 +120,7 @@ export function readExternalRequest(mem: GuestMemory, mb: MailboxView): { url: s
   };
 }
 
-export function readResponse(mem: GuestMemory, mb: MailboxView): Uint8Array {
+export function readResponse(mem: FnMemory, mb: MailboxView): Uint8Array {
   return mem.read(FN_OUT_GPA, Math.min(mb.respLen, FN_IO_MAX)).slice();
 }
 

@@ -18,6 +18,7 @@ import { HC_ENOSYS } from '../../hypervisor/hypercalls.js';
 import type { MachineExit, PcMachine } from '../../machine/platform/pc.js';
 import type { StateRecord } from '../../machine/state.js';
 import { guestHost } from '../run-guests.js';
+import { PrivateWindow, type FnMemory } from './private-window.js';
 import {
   describeFailure, FN_HYPERCALL, FN_IO_MAX, FN_KERNEL_ALIAS, FN_USER_PAGES_MAX, FN_USER_PHYS, FN_USER_VA, FN_MIN_RAM, FN_PRIVATE, FN_STATUS, readExternalRequest, readMailbox, readResponse, writeExternalAnswer, writeInvocation, type FnStatus,
 } from './abi.js';
@@ -81,6 +82,7 @@ export interface InvocationResult {
 
 export interface FunctionCode {
   name: string;
+  /** Not changed after it is passed: a VM that holds the same array in its staging area is not written again. */
   elf: Uint8Array;
   limitMs: number;
 }
@@ -124,6 +126,10 @@ interface PoolVm {
   bodyLength: number;
   /** The host engine that holds no translated code of its function pages (null: unknown). */
   codeCleanOn: object | null;
+  /** Its private range (mailbox, ELF, body, output), without an EPT walk per access. */
+  mem: FnMemory;
+  /** The ELF in its staging area (the runtime only reads it): the same function again is not rewritten. */
+  stagedElf: Uint8Array | null;
 }
 
 interface Shape {
@@ -323,13 +329,18 @@ export class FunctionPool {
     return n;
   }
 
+  private window(vm: Vm): FnMemory {
+    return new PrivateWindow(vm.vmMemory, this.hypervisor.host.memory, FN_PRIVATE);
+  }
+
   /** A new linked clone of the shape's base, not scheduled yet. */
   private createClone(shape: Shape): PoolVm {
     const i = shape.created++;
     const vm = this.hypervisor.restoreVm(shape.image.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false });
     vm.cloneIndex = i;
     vm.onServiceCall = this.serviceCall;
-    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: readMailbox(vm.vmMemory).seq, current: null, dead: false, runs: 0, bodyLength: 0, codeCleanOn: freshCodeEngine(vm) };
+    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: 0, current: null, dead: false, runs: 0, bodyLength: 0, codeCleanOn: freshCodeEngine(vm), mem: this.window(vm), stagedElf: null };
+    pv.seq = readMailbox(pv.mem).seq;
     this.byVm.set(vm, pv);
     this.counters.clonesCreated++;
     return pv;
@@ -383,10 +394,13 @@ export class FunctionPool {
     return removed;
   }
 
-  private acquire(shape: Shape): PoolVm {
-    // A clone that never ran user code first (nothing to drop), else the most recently used.
-    const fresh = shape.warm.findIndex((v) => v.runs === 0);
-    const pv = (fresh >= 0 ? shape.warm.splice(fresh, 1)[0] : shape.warm.pop()) ?? (this.vmCount < this.config.maxVms ? this.createClone(shape) : null);
+  private acquire(shape: Shape, elf: Uint8Array): PoolVm {
+    // Every warm VM is clean (the runtime scrubs after answering). The most recently used one
+    // that holds this function's ELF already, else the most recently used (its context is
+    // likely still loaded in the engine), else a new clone while the host has room.
+    let i = shape.warm.length - 1;
+    while (i >= 0 && shape.warm[i]!.stagedElf !== elf) i--;
+    const pv = (i >= 0 ? shape.warm.splice(i, 1)[0] : shape.warm.pop()) ?? (this.vmCount < this.config.maxVms ? this.createClone(shape) : null);
     if (!pv) {
       this.counters.exhausted++;
       throw new PoolExhausted(shape.config.name, 1);
@@ -414,11 +428,14 @@ export class FunctionPool {
     const shape = this.shapes.get(shapeName);
     if (!shape) return Promise.reject(new RangeError(`pool: no shape '${shapeName}'`));
     const tTaken = performance.now();
-    const pv = this.acquire(shape);
+    const pv = this.acquire(shape, code.elf);
     return new Promise((resolve) => {
       const inv: Invocation = { code, seq: this.nextSeq++, tArrival, tTaken, tAssigned: 0, tUserEnter: null, tResponded: null, watchdog: null, settle: resolve };
       try {
-        writeInvocation(pv.vm.vmMemory, { seq: inv.seq, elf: code.elf, body, limitMs: code.limitMs, previousBodyLength: pv.bodyLength });
+        const elf = pv.stagedElf === code.elf ? null : code.elf;
+        pv.stagedElf = null;
+        writeInvocation(pv.mem, { seq: inv.seq, elf, elfLength: code.elf.length, body, limitMs: code.limitMs, previousBodyLength: pv.bodyLength });
+        pv.stagedElf = code.elf;
         pv.bodyLength = body.length;
       } catch (e) {
         shape.busy.delete(pv);
@@ -443,7 +460,7 @@ export class FunctionPool {
    * host memory, hence one call per page.
    */
   private dropStaleCode(pv: PoolVm, vcpu: Vcpu): void {
-    const pages = readMailbox(pv.vm.vmMemory).userPages;
+    const pages = readMailbox(pv.mem).userPages;
     for (let i = 0; i < pages; i++) vcpu.cpu.engine.invalidateCode(FN_USER_VA + i * 4096, FN_USER_VA + (i + 1) * 4096);
   }
 
@@ -456,7 +473,7 @@ export class FunctionPool {
    * translating the runtime again: 2-6 ms of the warm path, measured.
    */
   private dropFunctionCode(pv: PoolVm, vcpu: Vcpu): void {
-    const pages = Math.min(readMailbox(pv.vm.vmMemory).userPages, FN_USER_PAGES_MAX);
+    const pages = Math.min(readMailbox(pv.mem).userPages, FN_USER_PAGES_MAX);
     for (let i = 0; i < pages; i++) vcpu.cpu.dropCodePage(FN_KERNEL_ALIAS + FN_USER_PHYS + i * 4096);
     pv.codeCleanOn = vcpu.cpu.hostEngine;
   }
@@ -483,9 +500,9 @@ export class FunctionPool {
     if (!inv || pv.dead) return;
     if (inv.watchdog) clearTimeout(inv.watchdog);
     pv.current = null;
-    const mb = readMailbox(pv.vm.vmMemory);
+    const mb = readMailbox(pv.mem);
     const status: FnStatus = FN_STATUS[mb.status] ?? 'fault';
-    const response = status === 'ok' ? readResponse(pv.vm.vmMemory, mb) : new Uint8Array(0);
+    const response = status === 'ok' ? readResponse(pv.mem, mb) : new Uint8Array(0);
     const result: InvocationResult = { status, response, timings: this.timings(inv, performance.now()), vm: pv.vm.name, shape: pv.shape.config.name };
     if (status !== 'ok') result.detail = describeFailure(status, mb, inv.code.limitMs);
     pv.shape.busy.delete(pv);
@@ -513,7 +530,7 @@ export class FunctionPool {
     const inv = pv.current;
     if (!inv || pv.dead) return;
     if (inv.watchdog) clearTimeout(inv.watchdog);
-    const mem = pv.vm.vmMemory;
+    const mem = pv.mem;
     const request = readExternalRequest(mem, readMailbox(mem));
     const state = pv.vm.saveState();
     const memory = privatePages(pv.vm, pv.shape.base);
@@ -548,7 +565,8 @@ export class FunctionPool {
       throw e;
     }
     // The parked request's body is still in the VM: the next invocation's write clears all of the area.
-    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: readMailbox(vm.vmMemory).seq, current: null, dead: false, runs: 0, bodyLength: FN_IO_MAX, codeCleanOn: freshCodeEngine(vm) };
+    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: 0, current: null, dead: false, runs: 0, bodyLength: FN_IO_MAX, codeCleanOn: freshCodeEngine(vm), mem: this.window(vm), stagedElf: null };
+    pv.seq = readMailbox(pv.mem).seq;
     this.byVm.set(vm, pv);
     shape.busy.add(pv);
     this.counters.clonesCreated++;
