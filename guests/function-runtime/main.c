@@ -45,7 +45,7 @@ struct kstate {
 #define PHYS(p) ((uint8_t *)(uintptr_t)PHYS_TO_HIGH(p))
 
 /* The PIT tick and the PIC mask, programmed directly: the library's versions keep state in .bss,
- * which a linked clone would copy on the first write. IRQ0 stays unmasked (set at boot): the PIT
+ * which a linked clone would copy on the first write. IRQ0 stays unmasked (from boot on): the PIT
  * alone starts and stops the tick, so an invocation costs 4 port writes (each an exit), not 6. */
 static void tick_start(void)
 {
@@ -378,12 +378,13 @@ int guest_main(struct boot_info *bi)
     build_kernel_tables();
     build_user_tables();
     pic_init();
+    tick_stop(); /* the PIT powers on ticking at 18.2 Hz: stopped, no clone of this image keeps a timer while it waits */
+    outb(0x21, 0xFA); /* IRQ0 and the cascade open for good: interrupts reach the runtime only in ring 3 (IF) */
     for (unsigned v = 0; v < 32; v++)
         isr_set_handler((uint8_t)v, on_exception);
     isr_set_handler(SYSCALL_VECTOR, on_syscall);
     idt_set_user(SYSCALL_VECTOR);
     isr_set_handler(PIT_VECTOR, on_tick);
-    outb(0x21, 0xFA); /* IRQ0 and the cascade open for good; interrupts reach the runtime only in ring 3 (IF) */
     tss_set_rsp0(PHYS_TO_HIGH(FN_ISTACK_TOP));
     MB->magic = FN_MAILBOX_MAGIC;
     MB->ready = FN_ABI_VERSION;

@@ -53,6 +53,18 @@ describe('function pool', () => {
   });
 });
 
+describe('an idle pool', () => {
+  it('keeps no timer: fresh clones and VMs waiting after an invocation leave the machine nothing to wake for', async () => {
+    await until(() => pool.status().shapes[0]!.warm >= 2);
+    const r = (await pool.invoke('s', { name: 'echo', elf: elfOf(b, 'echo'), limitMs: 100 }, new TextEncoder().encode('idle'), performance.now())) as InvocationResult;
+    expect(r.status).toBe('ok');
+    const shape = pool.shapes.get('s')!;
+    expect(shape.warm.some((v) => v.runs === 0)).toBe(true); // a clone that never ran is among them
+    await until(() => shape.busy.size === 0 && shape.warm.every((v) => !v.started || v.vm.frozen));
+    expect(pool.machine.timeline.nextDeadline()).toBe(Infinity);
+  });
+});
+
 describe('a runtime that dies', () => {
   it('its invocation is answered "crashed" with the VM\'s exit, the VM leaves the pool, and the pool refills', async () => {
     const inv = pool.invoke('s', { name: 'spin', elf: elfOf(b, 'spin'), limitMs: 10_000 }, new Uint8Array(0), performance.now());
