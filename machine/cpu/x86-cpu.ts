@@ -1052,7 +1052,7 @@ export class X86Cpu implements DeliveryCpu {
    * from this build's layout; otherwise (or with `portable`) the portable record.
    * Every field is checked before anything changes.
    */
-  restoreState(s: StateRecord, opts: { portable?: boolean } = {}): void {
+  restoreState(s: StateRecord, opts: { portable?: boolean; keepCode?: boolean } = {}): void {
     const who = `cpu${this.index}`;
     checkVersion(s, X86Cpu.STATE_VERSION, who);
     const st = stateString(s, 'state', who);
@@ -1085,7 +1085,8 @@ export class X86Cpu implements DeliveryCpu {
     this.armMsrExits();
     engine.flushTlb();
     // Before this engine runs again (runSlice), not now: a TB flush clears the whole code buffer, and many restores in a row need one.
-    this.hostCpu.flushCodePending = true;
+    // keepCode: the caller wrote every frame whose content changed through PhysicalMemory.write (a linked clone), so stale code went already.
+    if (!opts.keepCode) this.hostCpu.flushCodePending = true;
     this.state = st as CpuRunState;
     this.units = BigInt(units);
     this.monitor = mon >= 0 ? { paddr: this.hostPhysical(mon), gpa: mon, armed: true, triggered } : null;

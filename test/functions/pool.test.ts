@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { mkdtempSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { FunctionPool, PoolExhausted, type InvocationResult } from '../../vmm/functions/pool.js';
 import { buildFunctions } from '../../tools/build-functions.mjs';
 import { built, elfOf, type Built } from './helpers.js';
@@ -50,6 +50,23 @@ describe('function pool', () => {
     expect(r.status).toBe('bad-elf');
     const again = (await pool.invoke('s', { name: 'echo', elf: elfOf(b, 'echo'), limitMs: 100 }, new TextEncoder().encode('ok'), performance.now())) as InvocationResult;
     expect(Buffer.from(again.response).toString()).toBe('ok');
+  });
+});
+
+describe('growing the pool', () => {
+  it('new clones leave the engines\' translated code alone (no flush of all code per clone)', async () => {
+    await until(() => pool.status().shapes[0]!.warm >= 2);
+    const spies = pool.machine.hostCpus.map((h) => vi.spyOn(h.engine, 'flushCode'));
+    try {
+      const code = { name: 'echo', elf: elfOf(b, 'echo'), limitMs: 100 };
+      // Four at once with two warm: two clones are made on the spot, and the pool refills behind them.
+      const rs = (await Promise.all([0, 1, 2, 3].map((i) => pool.invoke('s', code, new TextEncoder().encode(`grow ${i}`), performance.now())))) as InvocationResult[];
+      expect(rs.map((r) => Buffer.from(r.response).toString())).toEqual(['grow 0', 'grow 1', 'grow 2', 'grow 3']);
+      expect(new Set(rs.map((r) => r.vm)).size).toBe(4);
+      for (const s of spies) expect(s).not.toHaveBeenCalled();
+    } finally {
+      for (const s of spies) s.mockRestore();
+    }
   });
 });
 

@@ -336,10 +336,10 @@ export class FunctionPool {
   /** A new linked clone of the shape's base, not scheduled yet. */
   private createClone(shape: Shape): PoolVm {
     const i = shape.created++;
-    const vm = this.hypervisor.restoreVm(shape.image.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false });
+    const vm = this.hypervisor.restoreVm(shape.image.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false, keepCode: true });
     vm.cloneIndex = i;
     vm.onServiceCall = this.serviceCall;
-    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: 0, current: null, dead: false, runs: 0, bodyLength: 0, codeCleanOn: freshCodeEngine(vm), mem: this.window(vm), stagedElf: null };
+    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: 0, current: null, dead: false, runs: 0, bodyLength: 0, codeCleanOn: null, mem: this.window(vm), stagedElf: null };
     pv.seq = readMailbox(pv.mem).seq;
     this.byVm.set(vm, pv);
     this.counters.clonesCreated++;
@@ -554,7 +554,7 @@ export class FunctionPool {
     }
     const tTaken = performance.now();
     const i = shape.created++;
-    const vm = this.hypervisor.restoreVm(parked.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false });
+    const vm = this.hypervisor.restoreVm(parked.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false, keepCode: true });
     vm.cloneIndex = i;
     vm.onServiceCall = this.serviceCall;
     try {
@@ -565,7 +565,7 @@ export class FunctionPool {
       throw e;
     }
     // The parked request's body is still in the VM: the next invocation's write clears all of the area.
-    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: 0, current: null, dead: false, runs: 0, bodyLength: FN_IO_MAX, codeCleanOn: freshCodeEngine(vm), mem: this.window(vm), stagedElf: null };
+    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: 0, current: null, dead: false, runs: 0, bodyLength: FN_IO_MAX, codeCleanOn: null, mem: this.window(vm), stagedElf: null };
     pv.seq = readMailbox(pv.mem).seq;
     this.byVm.set(vm, pv);
     shape.busy.add(pv);
@@ -600,14 +600,6 @@ export class FunctionPool {
     for (const s of this.shapes.values()) s.base.release();
     this.machine.close();
   }
-}
-
-/**
- * A VM just built from a record: its engine drops all translated code before it next runs
- * (X86Cpu.restoreState), and its private frames run no code until USER_ENTER.
- */
-function freshCodeEngine(vm: Vm): object {
-  return vm.vcpus[0]!.cpu.hostEngine;
 }
 
 /** The pages a clone holds in frames of its own (its private range and what it copied on write), with their bytes. */
