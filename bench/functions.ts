@@ -14,7 +14,7 @@ import { startFunctionService } from '../vmm/functions/index.js';
 import { FunctionPool, type InvocationResult } from '../vmm/functions/pool.js';
 import { quantile, type BenchRow } from './row.js';
 
-const f = (x: number): string => `${x.toFixed(x < 10 ? 2 : 1)} ms`;
+const f = (x: number): string => `${x.toFixed(x < 1 ? 3 : x < 10 ? 2 : 1)} ms`;
 const row = (metric: string, firmament: string, note: string): BenchRow => ({ metric, firmament, qemu: 'n/a', ratio: 'n/a', note });
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
@@ -49,6 +49,7 @@ export async function functionBenchRows(runtime: string, functions: Record<strin
       const first: number[] = [];
       const total: number[] = [];
       const client: number[] = [];
+      const spans: Record<'queueMs' | 'assignMs' | 'startMs' | 'runMs', number[]> = { queueMs: [], assignMs: [], startMs: [], runMs: [] };
       let resets = 0;
       for (let i = 0; i < N; i++) {
         const t0 = performance.now();
@@ -63,10 +64,28 @@ export async function functionBenchRows(runtime: string, functions: Record<strin
         if (i >= 20) {
           first.push(t['firstUserInstructionMs']!);
           total.push(t['totalMs']!);
+          for (const k of Object.keys(spans) as (keyof typeof spans)[]) spans[k].push(t[k]!);
         }
       }
+      const p50 = (a: number[]): string => `${(quantile(a, 0.5) * 1000).toFixed(0)} us`;
       rows.push(row('fn warm pool: request -> first user instruction', `p50 ${f(quantile(first, 0.5))}, p99 ${f(quantile(first, 0.99))}`, `echo, ${first.length} sequential requests after 20 warm-up, 16 warm clones (VMs reused); goal p50 <= 1 ms; server-side, from request arrival`));
       rows.push(row('fn warm pool: request -> response', `p50 ${f(quantile(total, 0.5))}, p99 ${f(quantile(total, 0.99))}`, `server-side; client round trip p50 ${f(quantile(client, 0.5))}${resets ? `; ${resets} connection resets` : ''}`));
+      rows.push(row('fn warm path spans (HTTP, p50)', `queue ${p50(spans.queueMs)}, assign ${p50(spans.assignMs)}, start ${p50(spans.startMs)}, run ${p50(spans.runMs)}`, 'queue: arrival to the pool (body read); assign: VM chosen, invocation written; start: to the first user instruction (event-loop hop, slice, the runtime loading the ELF); run: user code to its answer'));
+
+      // The same path without HTTP: FunctionPool.invoke on the same warm pool.
+      const inFirst: number[] = [];
+      const inTotal: number[] = [];
+      const body = new TextEncoder().encode('in-process');
+      for (let i = 0; i < N; i++) {
+        const t0 = performance.now();
+        const r = (await svc.pool.invoke('default', { name: 'echo', elf: echo, limitMs: 100 }, body, t0)) as InvocationResult;
+        if (r.status !== 'ok') throw new Error(`bench: in-process echo answered ${r.status}`);
+        if (i >= 20) {
+          inFirst.push(r.timings.firstUserInstructionMs);
+          inTotal.push(performance.now() - t0);
+        }
+      }
+      rows.push(row('fn warm pool in-process: invoke -> first user instruction', `p50 ${f(quantile(inFirst, 0.5))}, p99 ${f(quantile(inFirst, 0.99))}`, `FunctionPool.invoke, ${inFirst.length} sequential invocations after 20 warm-up; invoke -> result p50 ${f(quantile(inTotal, 0.5))}`));
 
       // 3. Throughput: 16 clients, 25 requests each.
       const CLIENTS = 16;

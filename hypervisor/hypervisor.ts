@@ -355,9 +355,12 @@ export class Hypervisor implements CpuScheduler {
    * scheduling it. Memory comes as ranges (copied now, or on first touch with
    * `populate: 'lazy'`), or as a shared image that a linked clone maps
    * copy-on-write. Every check runs before the VM exists; a refused record
-   * leaves the hypervisor as it was.
+   * leaves the hypervisor as it was. `keepCode` (a linked clone only): the
+   * engines keep their translated code, which a restore otherwise drops whole;
+   * the clone's own frames were written through PhysicalMemory.write, which
+   * drops code over them, and its shared frames hold the base unchanged.
    */
-  restoreVm(state: StateRecord, memory: VmMemorySource, opts: { name?: string; portable?: boolean; start?: boolean } = {}): Vm {
+  restoreVm(state: StateRecord, memory: VmMemorySource, opts: { name?: string; portable?: boolean; start?: boolean; keepCode?: boolean } = {}): Vm {
     const who = 'vm';
     checkVersion(state, Vm.STATE_VERSION, who);
     const name = opts.name ?? stateString(state, 'name', who);
@@ -379,7 +382,7 @@ export class Hypervisor implements CpuScheduler {
     const vm = this.newVm({ name, vcpus, memBytes, clockNs, memory: memOpts });
     try {
       if (!('base' in memory) && memory.populate !== 'lazy') for (const r of memory.ranges) vm.vmMemory.write(r.gpa, r.bytes);
-      vm.restoreState(state, opts.portable ? { portable: true } : {});
+      vm.restoreState(state, { ...(opts.portable ? { portable: true } : {}), ...(opts.keepCode && 'base' in memory ? { keepCode: true } : {}) });
     } catch (e) {
       vm.close();
       throw e;

@@ -323,7 +323,7 @@ export class Vm implements CpuHost {
    * started at the record's time by the builder). Devices come after the clock,
    * so their timers re-arm against it.
    */
-  restoreState(rec: StateRecord, opts: { portable?: boolean } = {}): void {
+  restoreState(rec: StateRecord, opts: { portable?: boolean; keepCode?: boolean } = {}): void {
     const who = `vm ${this.name}`;
     checkVersion(rec, Vm.STATE_VERSION, who);
     if (stateNumber(rec, 'vcpus', who) !== this.vcpuCount) throw new StateError(who, 'vcpus', `record has ${rec['vcpus']} vCPUs, this VM ${this.vcpuCount}`);

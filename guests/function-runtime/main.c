@@ -21,6 +21,8 @@
 #define PTE_P 0x001ull
 #define PTE_W 0x002ull
 #define PTE_U 0x004ull
+#define PTE_A 0x020ull
+#define PTE_D 0x040ull
 #define PTE_PS 0x080ull
 
 #define PIT_VECTOR (PIC_VECTOR_BASE + 0)
@@ -33,7 +35,6 @@ __attribute__((noreturn)) void user_return(void);
 struct kstate {
     uint64_t kernel_ctx_rsp;
     uint64_t ticks;
-    uint64_t used;       /* a function has run in this VM: its pages must be cleared before the next */
     uint32_t last_seq;
     uint32_t nranges;
     struct { uint64_t va, len; bool writable; } ranges[16];
@@ -44,20 +45,19 @@ struct kstate {
 #define PHYS(p) ((uint8_t *)(uintptr_t)PHYS_TO_HIGH(p))
 
 /* The PIT tick and the PIC mask, programmed directly: the library's versions keep state in .bss,
- * which a linked clone would copy on the first write. */
+ * which a linked clone would copy on the first write. IRQ0 stays unmasked (from boot on): the PIT
+ * alone starts and stops the tick, so an invocation costs 4 port writes (each an exit), not 6. */
 static void tick_start(void)
 {
     uint32_t divisor = PIT_HZ / 1000;
     outb(0x43, 0x34); /* channel 0, lobyte/hibyte, rate generator */
     outb(0x40, (uint8_t)divisor);
     outb(0x40, (uint8_t)(divisor >> 8));
-    outb(0x21, 0xFA); /* IRQ0 and the cascade open */
 }
 static void tick_pause(void) { outb(0x21, 0xFB); }
 static void tick_resume(void) { outb(0x21, 0xFA); }
 static void tick_stop(void)
 {
-    outb(0x21, 0xFB);
     outb(0x43, 0x30); /* mode 0 without a count: no further interrupts, no timer for the idle VM */
 }
 
@@ -90,17 +90,18 @@ static void build_kernel_tables(void)
     write_cr3(FN_TABLES_PHYS);
 }
 
-/* A fresh, empty user address space. */
-static void reset_user_space(void)
+/*
+ * The user address space. Its tables stay built between invocations: the body, output and
+ * stack mappings never change, and only the function's image pages come and go (load_elf
+ * maps them, scrub() unmaps them). PML4[0] is present only while a function runs.
+ */
+static void build_user_tables(void)
 {
     for (unsigned i = 0; i < 4 * 512; i++)
         T_UPDPT[i] = 0;
     T_UPDPT[0] = (FN_TABLES_PHYS + 0x4000) | PTE_P | PTE_W | PTE_U;
     T_UPD[2] = (FN_TABLES_PHYS + 0x5000) | PTE_P | PTE_W | PTE_U;
     T_UPD[3] = (FN_TABLES_PHYS + 0x6000) | PTE_P | PTE_W | PTE_U;
-    T_PML4[0] = (FN_TABLES_PHYS + 0x3000) | PTE_P | PTE_W | PTE_U;
-    KS->nranges = 0;
-    write_cr3(FN_TABLES_PHYS);
 }
 
 static void map_user_page(uint64_t va, uint64_t pa, bool writable)
@@ -173,13 +174,14 @@ static uint64_t load_elf(uint32_t len)
         if (ph->vaddr < FN_USER_BASE || ph->vaddr >= FN_USER_LIMIT || ph->memsz > FN_USER_LIMIT - ph->vaddr)
             return 0;
         uint64_t start = ph->vaddr & ~0xfffull, end = (ph->vaddr + ph->memsz + 0xfff) & ~0xfffull;
+        if (end > top)
+            top = end;
+        MB->user_pages = (uint32_t)((top - FN_USER_BASE) >> 12); /* what scrub() must clear, also if a later header is refused */
         for (uint64_t va = start; va < end; va += 4096)
             map_user_page(va, FN_USER_PHYS + (va - FN_USER_BASE), (ph->flags & PF_W) != 0);
         memcpy(PHYS(FN_USER_PHYS + (ph->vaddr - FN_USER_BASE)), file + ph->offset, ph->filesz);
         if ((ph->flags & PF_X) && eh->entry >= ph->vaddr && eh->entry < ph->vaddr + ph->memsz)
             entry_ok = true;
-        if (end > top)
-            top = end;
     }
     if (!entry_ok)
         return 0;
@@ -190,7 +192,6 @@ static uint64_t load_elf(uint32_t len)
         KS->ranges[KS->nranges].writable = true;
         KS->nranges++;
     }
-    MB->user_pages = (uint32_t)((top - FN_USER_BASE) >> 12);
     return eh->entry;
 }
 
@@ -277,19 +278,55 @@ static void on_syscall(struct intr_frame *f)
 
 /* ---- one invocation ----------------------------------------------------------------------- */
 
+/* 64-bit stores, unrolled: the byte loop of memset costs an emulated block per byte. */
+static void zero_page(uint64_t phys)
+{
+    volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)PHYS_TO_HIGH(phys);
+    for (unsigned i = 0; i < 512; i += 8) {
+        p[i] = 0; p[i + 1] = 0; p[i + 2] = 0; p[i + 3] = 0;
+        p[i + 4] = 0; p[i + 5] = 0; p[i + 6] = 0; p[i + 7] = 0;
+    }
+}
+
+/* Zeroes the pages of [va, va+len) whose PTE the CPU marked dirty (the function wrote them), and re-arms the bit. */
+static void scrub_dirty(uint64_t va, uint64_t len)
+{
+    volatile uint64_t *pt = va < 0x600000 ? T_UPT0 : T_UPT1;
+    for (uint64_t off = 0; off < len; off += 4096) {
+        unsigned i = (unsigned)(((va + off) >> 12) & 511);
+        uint64_t pte = pt[i];
+        if (pte & PTE_D) {
+            zero_page(pte & 0x000ffffffffff000ull);
+            pt[i] = pte & ~(PTE_D | PTE_A);
+        }
+    }
+}
+
+/*
+ * After the answer, before the next request: nothing of this invocation survives. The image
+ * pages are zeroed and unmapped, the output and stack pages the function dirtied are zeroed
+ * (by the page tables' dirty bits). Done ahead of time, so the next request goes straight to
+ * loading its function. The host may already be writing that request (body and ELF): those
+ * areas are the host's to clear (it zeroes what is left of the previous body).
+ */
+static void scrub(void)
+{
+    uint32_t pages = MB->user_pages > 256 ? 256 : MB->user_pages;
+    for (uint32_t i = 0; i < pages; i++) {
+        zero_page(FN_USER_PHYS + (uint64_t)i * 4096);
+        T_UPT0[i] = 0;
+    }
+    MB->user_pages = 0;
+    scrub_dirty(FN_UOUT_VA, FN_IO_MAX);
+    scrub_dirty(FN_USTACK_VA, FN_USTACK_TOP - FN_USTACK_VA);
+}
+
 static void run_invocation(void)
 {
-    if (KS->used) {
-        /* Nothing of the previous function survives: its pages, stack and output. */
-        memset(PHYS(FN_USER_PHYS), 0, (uint64_t)MB->user_pages << 12);
-        memset(PHYS(FN_USTACK_PHYS), 0, 0x10000);
-        memset(PHYS(FN_OUT_PHYS), 0, FN_IO_MAX);
-    }
-    KS->used = 1;
     MB->status = FN_OK;
     MB->resp_len = 0;
     MB->fault_vector = MB->fault_addr = MB->fault_rip = 0;
-    reset_user_space();
+    KS->nranges = 0;
     uint32_t body_len = MB->body_len > FN_IO_MAX ? FN_IO_MAX : MB->body_len;
     uint64_t entry = load_elf(MB->elf_len);
     if (!entry) {
@@ -299,7 +336,8 @@ static void run_invocation(void)
     map_user_range(FN_UIN_VA, FN_BODY_PHYS, FN_IO_MAX, false);
     map_user_range(FN_UOUT_VA, FN_OUT_PHYS, FN_IO_MAX, true);
     map_user_range(FN_USTACK_VA, FN_USTACK_PHYS, FN_USTACK_TOP - FN_USTACK_VA, true);
-    write_cr3(FN_TABLES_PHYS);
+    /* No TLB flush needed: since the last function's CR3 reload below, nothing touched user addresses. */
+    T_PML4[0] = (FN_TABLES_PHYS + 0x3000) | PTE_P | PTE_W | PTE_U;
     KS->ticks = 0;
     tick_start();
     hypercall(HC_FN_USER_ENTER, MB->seq);
@@ -318,7 +356,8 @@ __attribute__((noreturn)) static void serve(void)
             KS->last_seq = seq;
             run_invocation();
             MB->done_seq = seq;
-            hypercall(HC_FN_RESPOND, seq);
+            hypercall(HC_FN_RESPOND, seq); /* the host copies the response out here */
+            scrub();
             continue;
         }
         hypercall(HC_FN_WAIT, seq);
@@ -337,7 +376,10 @@ int guest_main(struct boot_info *bi)
 
     memset(PHYS(FN_PRIVATE_PHYS), 0, FN_PRIVATE_BYTES);
     build_kernel_tables();
+    build_user_tables();
     pic_init();
+    tick_stop(); /* the PIT powers on ticking at 18.2 Hz: stopped, no clone of this image keeps a timer while it waits */
+    outb(0x21, 0xFA); /* IRQ0 and the cascade open for good: interrupts reach the runtime only in ring 3 (IF) */
     for (unsigned v = 0; v < 32; v++)
         isr_set_handler((uint8_t)v, on_exception);
     isr_set_handler(SYSCALL_VECTOR, on_syscall);

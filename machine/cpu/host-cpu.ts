@@ -97,6 +97,12 @@ export class HostCpu {
     this.nativeTlb.markCode(page);
   }
 
+  /** Every translation of host page `page` was dropped (X86Cpu.dropCodePage): it holds no code now. */
+  codeDropped(page: number): void {
+    this.codePages.delete(page);
+    this.nativeTlb.unmarkCode(page);
+  }
+
   isCodePage(page: number): boolean {
     return this.codePages.has(page);
   }

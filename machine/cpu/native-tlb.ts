@@ -128,6 +128,12 @@ export class NativeTlb {
     if (off >= 0) this.codeMap[off >>> 15]! |= 1 << ((off >>> 12) & 7);
   }
 
+  /** A host-physical page's translated code was dropped. */
+  unmarkCode(page: number): void {
+    const off = this.memory.ramOffset(page);
+    if (off >= 0) this.codeMap[off >>> 15]! &= ~(1 << ((off >>> 12) & 7));
+  }
+
   /** Translated code was flushed: no page holds any. */
   clearCode(): void {
     this.codeMap.fill(0);

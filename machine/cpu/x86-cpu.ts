@@ -513,6 +513,20 @@ export class X86Cpu implements DeliveryCpu {
     return { paddr: r.paddr, perms };
   }
 
+  /**
+   * Drops the translated code of the page mapped at `vaddr` (TB_REMOVE_CACHE, by the current
+   * page tables) and stops counting its host page as code: later guest stores to it then need
+   * no flush of all translated code (noteCodeWrite). False if `vaddr` maps no page.
+   */
+  dropCodePage(vaddr: number): boolean {
+    const r = this.translate(BigInt(vaddr), 'fetch');
+    const hpa = r.ok ? this.hostPhysical(Number(r.paddr & ~0xfffn)) : -1;
+    if (hpa < 0) return false;
+    this.engine.invalidateCode(vaddr, vaddr + 4096);
+    this.hostCpu.codeDropped(hpa);
+    return true;
+  }
+
   /** Where a (guest-)physical address lives in the machine: through the EPT for a vCPU (-1 if unmapped). */
   private hostPhysical(paddr: number): number {
     const sl = this.host.secondLevel;
@@ -1042,7 +1056,7 @@ export class X86Cpu implements DeliveryCpu {
    * from this build's layout; otherwise (or with `portable`) the portable record.
    * Every field is checked before anything changes.
    */
-  restoreState(s: StateRecord, opts: { portable?: boolean } = {}): void {
+  restoreState(s: StateRecord, opts: { portable?: boolean; keepCode?: boolean } = {}): void {
     const who = `cpu${this.index}`;
     checkVersion(s, X86Cpu.STATE_VERSION, who);
     const st = stateString(s, 'state', who);
@@ -1075,7 +1089,8 @@ export class X86Cpu implements DeliveryCpu {
     this.armMsrExits();
     engine.flushTlb();
     // Before this engine runs again (runSlice), not now: a TB flush clears the whole code buffer, and many restores in a row need one.
-    this.hostCpu.flushCodePending = true;
+    // keepCode: the caller wrote every frame whose content changed through PhysicalMemory.write (a linked clone), so stale code went already.
+    if (!opts.keepCode) this.hostCpu.flushCodePending = true;
     this.state = st as CpuRunState;
     this.units = BigInt(units);
     this.monitor = mon >= 0 ? { paddr: this.hostPhysical(mon), gpa: mon, armed: true, triggered } : null;

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { mkdtempSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { FunctionPool, PoolExhausted, type InvocationResult } from '../../vmm/functions/pool.js';
 import { buildFunctions } from '../../tools/build-functions.mjs';
 import { built, elfOf, type Built } from './helpers.js';
@@ -53,6 +53,35 @@ describe('function pool', () => {
   });
 });
 
+describe('growing the pool', () => {
+  it('new clones leave the engines\' translated code alone (no flush of all code per clone)', async () => {
+    await until(() => pool.status().shapes[0]!.warm >= 2);
+    const spies = pool.machine.hostCpus.map((h) => vi.spyOn(h.engine, 'flushCode'));
+    try {
+      const code = { name: 'echo', elf: elfOf(b, 'echo'), limitMs: 100 };
+      // Four at once with two warm: two clones are made on the spot, and the pool refills behind them.
+      const rs = (await Promise.all([0, 1, 2, 3].map((i) => pool.invoke('s', code, new TextEncoder().encode(`grow ${i}`), performance.now())))) as InvocationResult[];
+      expect(rs.map((r) => Buffer.from(r.response).toString())).toEqual(['grow 0', 'grow 1', 'grow 2', 'grow 3']);
+      expect(new Set(rs.map((r) => r.vm)).size).toBe(4);
+      for (const s of spies) expect(s).not.toHaveBeenCalled();
+    } finally {
+      for (const s of spies) s.mockRestore();
+    }
+  });
+});
+
+describe('an idle pool', () => {
+  it('keeps no timer: fresh clones and VMs waiting after an invocation leave the machine nothing to wake for', async () => {
+    await until(() => pool.status().shapes[0]!.warm >= 2);
+    const r = (await pool.invoke('s', { name: 'echo', elf: elfOf(b, 'echo'), limitMs: 100 }, new TextEncoder().encode('idle'), performance.now())) as InvocationResult;
+    expect(r.status).toBe('ok');
+    const shape = pool.shapes.get('s')!;
+    expect(shape.warm.some((v) => v.runs === 0)).toBe(true); // a clone that never ran is among them
+    await until(() => shape.busy.size === 0 && shape.warm.every((v) => !v.started || v.vm.frozen));
+    expect(pool.machine.timeline.nextDeadline()).toBe(Infinity);
+  });
+});
+
 describe('a runtime that dies', () => {
   it('its invocation is answered "crashed" with the VM\'s exit, the VM leaves the pool, and the pool refills', async () => {
     const inv = pool.invoke('s', { name: 'spin', elf: elfOf(b, 'spin'), limitMs: 10_000 }, new Uint8Array(0), performance.now());
@@ -75,7 +104,7 @@ describe('example functions', () => {
     const d2 = mkdtempSync(path.join(os.tmpdir(), 'fm-fn-b-'));
     const x = await buildFunctions({ force: true, outDir: d1 });
     const y = await buildFunctions({ force: true, outDir: d2 });
-    expect(Object.keys(x)).toEqual(['crash', 'echo', 'external', 'sha256', 'spin', 'wild']);
+    expect(Object.keys(x)).toEqual(['crash', 'echo', 'external', 'leftovers', 'sha256', 'spin', 'wild']);
     for (const n of Object.keys(x)) expect(Buffer.compare(readFileSync(x[n]!), readFileSync(y[n]!))).toBe(0);
   });
 });

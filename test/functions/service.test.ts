@@ -135,6 +135,10 @@ describe('GET /pool and /metrics', () => {
     expect(m.text).toMatch(/^firmament_fn_rejected_total\{reason="503"\} [1-9]/m);
     expect(m.text).toMatch(/^firmament_fn_pool_vms\{shape="small",state="warm"\} \d+/m);
     expect(m.text).toMatch(/^firmament_fn_first_user_instruction_seconds_count\{shape="small"\} [1-9]/m);
+    // Every span of an invocation is a histogram (reply: only invocations answered directly, not resumed ones).
+    const count = (phase: string): number => Number(new RegExp(`^firmament_fn_phase_seconds_count\\{phase="${phase}"\\} (\\d+)`, 'm').exec(m.text)?.[1] ?? -1);
+    for (const phase of ['queue', 'assign', 'start', 'run', 'reply']) expect(count(phase)).toBeGreaterThan(0);
+    expect(count('reply')).toBeLessThanOrEqual(count('queue'));
   });
 });
 

@@ -2,7 +2,7 @@
  * The function runtime's host ABI (guests/function-runtime/abi.h, docs/functions.md):
  * hypercall numbers, the guest-physical layout, the mailbox and status codes.
  */
-import type { GuestMemory } from '../../hypervisor/memory/guest-memory.js';
+import type { FnMemory } from './private-window.js';
 
 export const FN_HYPERCALL = {
   READY: 16,
@@ -24,6 +24,11 @@ export const FN_EXT_GPA = 0x2c0000;
 export const FN_EXT_URL_MAX = 2048;
 /** Where functions are linked (the runtime maps them there, from guest-physical 0x300000). */
 export const FN_USER_VA = 0x400000;
+/** Guest-physical home of the function's segments (FN_USER_PHYS in abi.h), at most 1 MiB. */
+export const FN_USER_PHYS = 0x300000;
+export const FN_USER_PAGES_MAX = 256;
+/** Where the runtime's kernel sees guest-physical 0 (KERNEL_VMA in guests/lib/include/x86_64.h). */
+export const FN_KERNEL_ALIAS = 0xffffffff80000000;
 export const FN_MAILBOX_MAGIC = 0x424d4e46;
 /** The lowest guest RAM the runtime accepts (the private range ends at 4 MiB). */
 export const FN_MIN_RAM = 4 * 1024 * 1024;
@@ -53,7 +58,7 @@ export interface MailboxView {
   userPages: number;
 }
 
-export function readMailbox(mem: GuestMemory): MailboxView {
+export function readMailbox(mem: FnMemory): MailboxView {
   const b = mem.read(FN_MAILBOX_GPA, MAILBOX_BYTES);
   const d = new DataView(b.buffer, b.byteOffset, b.byteLength);
   return {
@@ -72,13 +77,22 @@ export function readMailbox(mem: GuestMemory): MailboxView {
   };
 }
 
-/** Puts an invocation into the VM's mailbox: the ELF, the body, then the header with a new sequence number (last, so a half-written one is never seen). */
-export function writeInvocation(mem: GuestMemory, inv: { seq: number; elf: Uint8Array; body: Uint8Array; limitMs: number }): void {
-  mem.write(FN_ELF_GPA, inv.elf);
+/**
+ * Puts an invocation into the VM's mailbox: the ELF, the body, then the header with a new
+ * sequence number (last, so a half-written one is never seen). `elf` null: the VM's staging
+ * area holds it already (elfLength bytes). `previousBodyLength`: what is
+ * left of the last body in the VM is zeroed, so the function cannot read an earlier request.
+ */
+export function writeInvocation(mem: FnMemory, inv: { seq: number; elf: Uint8Array | null; elfLength?: number; body: Uint8Array; limitMs: number; previousBodyLength?: number }): void {
+  // null: the staging area already holds this ELF (of elfLength bytes).
+  if (inv.elf) mem.write(FN_ELF_GPA, inv.elf);
+  const elfLength = inv.elf ? inv.elf.length : (inv.elfLength ?? 0);
   if (inv.body.length > 0) mem.write(FN_BODY_GPA, inv.body);
+  const stale = Math.min(inv.previousBodyLength ?? 0, FN_IO_MAX) - inv.body.length;
+  if (stale > 0) mem.write(FN_BODY_GPA + inv.body.length, new Uint8Array(stale));
   const b = mem.read(FN_MAILBOX_GPA, MAILBOX_BYTES).slice();
   const d = new DataView(b.buffer);
-  d.setUint32(OFF.elfLen, inv.elf.length, true);
+  d.setUint32(OFF.elfLen, elfLength, true);
   d.setUint32(OFF.bodyLen, inv.body.length, true);
   d.setUint32(OFF.limitMs, inv.limitMs, true);
   d.setUint32(OFF.seq, inv.seq, true);
@@ -86,7 +100,7 @@ export function writeInvocation(mem: GuestMemory, inv: { seq: number; elf: Uint8
 }
 
 /** The external service's answer, where the runtime's EXTERNAL hypercall finds it when it returns. status 0: not reached. */
-export function writeExternalAnswer(mem: GuestMemory, status: number, body: Uint8Array): void {
+export function writeExternalAnswer(mem: FnMemory, status: number, body: Uint8Array): void {
   const n = Math.min(body.length, FN_IO_MAX);
   if (n > 0) mem.write(FN_EXT_GPA, body.subarray(0, n));
   const b = mem.read(FN_MAILBOX_GPA, MAILBOX_BYTES).slice();
@@ -97,7 +111,7 @@ export function writeExternalAnswer(mem: GuestMemory, status: number, body: Uint
 }
 
 /** The request the function staged for EXTERNAL: URL and body. */
-export function readExternalRequest(mem: GuestMemory, mb: MailboxView): { url: string; body: Uint8Array } {
+export function readExternalRequest(mem: FnMemory, mb: MailboxView): { url: string; body: Uint8Array } {
   const urlLen = Math.min(mb.extUrlLen, FN_EXT_URL_MAX);
   const bodyLen = Math.min(mb.extBodyLen, FN_IO_MAX - FN_EXT_URL_MAX);
   return {
@@ -106,7 +120,7 @@ export function readExternalRequest(mem: GuestMemory, mb: MailboxView): { url: s
   };
 }
 
-export function readResponse(mem: GuestMemory, mb: MailboxView): Uint8Array {
+export function readResponse(mem: FnMemory, mb: MailboxView): Uint8Array {
   return mem.read(FN_OUT_GPA, Math.min(mb.respLen, FN_IO_MAX)).slice();
 }
 

@@ -18,8 +18,9 @@ import { HC_ENOSYS } from '../../hypervisor/hypercalls.js';
 import type { MachineExit, PcMachine } from '../../machine/platform/pc.js';
 import type { StateRecord } from '../../machine/state.js';
 import { guestHost } from '../run-guests.js';
+import { PrivateWindow, type FnMemory } from './private-window.js';
 import {
-  describeFailure, FN_HYPERCALL, FN_USER_VA, FN_MIN_RAM, FN_PRIVATE, FN_STATUS, readExternalRequest, readMailbox, readResponse, writeExternalAnswer, writeInvocation, type FnStatus,
+  describeFailure, FN_HYPERCALL, FN_IO_MAX, FN_KERNEL_ALIAS, FN_USER_PAGES_MAX, FN_USER_PHYS, FN_USER_VA, FN_MIN_RAM, FN_PRIVATE, FN_STATUS, readExternalRequest, readMailbox, readResponse, writeExternalAnswer, writeInvocation, type FnStatus,
 } from './abi.js';
 
 const MiB = 1024 * 1024;
@@ -61,6 +62,8 @@ export interface Timings {
   queueMs: number;
   /** Choosing or creating the VM and writing the invocation into it. */
   assignMs: number;
+  /** Invocation written to the runtime's USER_ENTER: the event-loop hop, the VM's slice, the runtime loading the function. */
+  startMs: number;
   /** Request arrival to the runtime's USER_ENTER hypercall, made right before IRETQ into the function. */
   firstUserInstructionMs: number;
   /** USER_ENTER to RESPOND (parked time excluded from neither: see docs). */
@@ -79,6 +82,7 @@ export interface InvocationResult {
 
 export interface FunctionCode {
   name: string;
+  /** Not changed after it is passed: a VM that holds the same array in its staging area is not written again. */
   elf: Uint8Array;
   limitMs: number;
 }
@@ -118,6 +122,14 @@ interface PoolVm {
   dead: boolean;
   /** Invocations it has served (a fresh clone has never run user code). */
   runs: number;
+  /** Length of the last request body written into it (the next write zeroes what it leaves). */
+  bodyLength: number;
+  /** The host engine that holds no translated code of its function pages (null: unknown). */
+  codeCleanOn: object | null;
+  /** Its private range (mailbox, ELF, body, output), without an EPT walk per access. */
+  mem: FnMemory;
+  /** The ELF in its staging area (the runtime only reads it): the same function again is not rewritten. */
+  stagedElf: Uint8Array | null;
 }
 
 interface Shape {
@@ -286,13 +298,19 @@ export class FunctionPool {
         if (Number(arg) === pv.seq) this.freeze(vm, vcpu);
         return 0n;
       case FN_HYPERCALL.USER_ENTER:
-        this.dropStaleCode(pv, vcpu);
+        if (vcpu.cpu.hostEngine !== pv.codeCleanOn) this.dropStaleCode(pv, vcpu);
+        pv.codeCleanOn = null;
         if (pv.current && pv.current.tUserEnter === null) pv.current.tUserEnter = performance.now();
         return 0n;
       case FN_HYPERCALL.RESPOND:
         if (pv.current && Number(arg) === pv.current.seq) {
           pv.current.tResponded = performance.now();
-          this.defer(() => this.answered(pv));
+          this.dropFunctionCode(pv, vcpu);
+          // Answered now, inside the hypercall: the runtime goes on to scrub the output and stack
+          // before it waits, so the response is copied out here. The loop then yields once, so the
+          // answer leaves before the next round.
+          this.answered(pv);
+          this.defer(() => undefined);
         }
         return 0n;
       case FN_HYPERCALL.EXTERNAL:
@@ -311,13 +329,18 @@ export class FunctionPool {
     return n;
   }
 
+  private window(vm: Vm): FnMemory {
+    return new PrivateWindow(vm.vmMemory, this.hypervisor.host.memory, FN_PRIVATE);
+  }
+
   /** A new linked clone of the shape's base, not scheduled yet. */
   private createClone(shape: Shape): PoolVm {
     const i = shape.created++;
-    const vm = this.hypervisor.restoreVm(shape.image.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false });
+    const vm = this.hypervisor.restoreVm(shape.image.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false, keepCode: true });
     vm.cloneIndex = i;
     vm.onServiceCall = this.serviceCall;
-    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: readMailbox(vm.vmMemory).seq, current: null, dead: false, runs: 0 };
+    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: 0, current: null, dead: false, runs: 0, bodyLength: 0, codeCleanOn: null, mem: this.window(vm), stagedElf: null };
+    pv.seq = readMailbox(pv.mem).seq;
     this.byVm.set(vm, pv);
     this.counters.clonesCreated++;
     return pv;
@@ -371,10 +394,13 @@ export class FunctionPool {
     return removed;
   }
 
-  private acquire(shape: Shape): PoolVm {
-    // A clone that never ran user code first (nothing to drop), else the most recently used.
-    const fresh = shape.warm.findIndex((v) => v.runs === 0);
-    const pv = (fresh >= 0 ? shape.warm.splice(fresh, 1)[0] : shape.warm.pop()) ?? (this.vmCount < this.config.maxVms ? this.createClone(shape) : null);
+  private acquire(shape: Shape, elf: Uint8Array): PoolVm {
+    // Every warm VM is clean (the runtime scrubs after answering). The most recently used one
+    // that holds this function's ELF already, else the most recently used (its context is
+    // likely still loaded in the engine), else a new clone while the host has room.
+    let i = shape.warm.length - 1;
+    while (i >= 0 && shape.warm[i]!.stagedElf !== elf) i--;
+    const pv = (i >= 0 ? shape.warm.splice(i, 1)[0] : shape.warm.pop()) ?? (this.vmCount < this.config.maxVms ? this.createClone(shape) : null);
     if (!pv) {
       this.counters.exhausted++;
       throw new PoolExhausted(shape.config.name, 1);
@@ -402,11 +428,15 @@ export class FunctionPool {
     const shape = this.shapes.get(shapeName);
     if (!shape) return Promise.reject(new RangeError(`pool: no shape '${shapeName}'`));
     const tTaken = performance.now();
-    const pv = this.acquire(shape);
+    const pv = this.acquire(shape, code.elf);
     return new Promise((resolve) => {
       const inv: Invocation = { code, seq: this.nextSeq++, tArrival, tTaken, tAssigned: 0, tUserEnter: null, tResponded: null, watchdog: null, settle: resolve };
       try {
-        writeInvocation(pv.vm.vmMemory, { seq: inv.seq, elf: code.elf, body, limitMs: code.limitMs });
+        const elf = pv.stagedElf === code.elf ? null : code.elf;
+        pv.stagedElf = null;
+        writeInvocation(pv.mem, { seq: inv.seq, elf, elfLength: code.elf.length, body, limitMs: code.limitMs, previousBodyLength: pv.bodyLength });
+        pv.stagedElf = code.elf;
+        pv.bodyLength = body.length;
       } catch (e) {
         shape.busy.delete(pv);
         this.destroy(pv);
@@ -419,7 +449,9 @@ export class FunctionPool {
   }
 
   /**
-   * The runtime has copied the function into its user pages. Translated code
+   * The runtime has copied the function into its user pages. Needed only where
+   * the VM's engine may still hold code of those pages: the pool drops it when
+   * a function answers (dropFunctionCode), on that engine. Translated code
    * of those pages from an earlier function must go: the CPU layer does not
    * notice guest writes to pages that hold translated code (measured: a VM
    * that ran one function ran its stale code for the next). Called inside the
@@ -428,8 +460,22 @@ export class FunctionPool {
    * host memory, hence one call per page.
    */
   private dropStaleCode(pv: PoolVm, vcpu: Vcpu): void {
-    const pages = readMailbox(pv.vm.vmMemory).userPages;
+    const pages = readMailbox(pv.mem).userPages;
     for (let i = 0; i < pages; i++) vcpu.cpu.engine.invalidateCode(FN_USER_VA + i * 4096, FN_USER_VA + (i + 1) * 4096);
+  }
+
+  /**
+   * The function has answered: its pages' translated code goes now, through
+   * the runtime's kernel alias of them, while nothing runs there. Otherwise the
+   * runtime's next writes into those pages (clearing them, loading the next
+   * function) would each make the CPU layer drop all translated code of the
+   * engine (noteCodeWrite), and every invocation paid for that flush and for
+   * translating the runtime again: 2-6 ms of the warm path, measured.
+   */
+  private dropFunctionCode(pv: PoolVm, vcpu: Vcpu): void {
+    const pages = Math.min(readMailbox(pv.mem).userPages, FN_USER_PAGES_MAX);
+    for (let i = 0; i < pages; i++) vcpu.cpu.dropCodePage(FN_KERNEL_ALIAS + FN_USER_PHYS + i * 4096);
+    pv.codeCleanOn = vcpu.cpu.hostEngine;
   }
 
   private begin(pv: PoolVm, inv: Invocation): void {
@@ -446,7 +492,7 @@ export class FunctionPool {
   private timings(inv: Invocation, end: number): Timings {
     const r = (x: number) => Math.round(x * 1000) / 1000;
     const user = inv.tUserEnter ?? end;
-    return { queueMs: r(inv.tTaken - inv.tArrival), assignMs: r(inv.tAssigned - inv.tTaken), firstUserInstructionMs: r(user - inv.tArrival), runMs: r((inv.tResponded ?? end) - user), totalMs: r(end - inv.tArrival) };
+    return { queueMs: r(inv.tTaken - inv.tArrival), assignMs: r(inv.tAssigned - inv.tTaken), startMs: r(Math.max(0, user - inv.tAssigned)), firstUserInstructionMs: r(user - inv.tArrival), runMs: r((inv.tResponded ?? end) - user), totalMs: r(end - inv.tArrival) };
   }
 
   private answered(pv: PoolVm): void {
@@ -454,9 +500,9 @@ export class FunctionPool {
     if (!inv || pv.dead) return;
     if (inv.watchdog) clearTimeout(inv.watchdog);
     pv.current = null;
-    const mb = readMailbox(pv.vm.vmMemory);
+    const mb = readMailbox(pv.mem);
     const status: FnStatus = FN_STATUS[mb.status] ?? 'fault';
-    const response = status === 'ok' ? readResponse(pv.vm.vmMemory, mb) : new Uint8Array(0);
+    const response = status === 'ok' ? readResponse(pv.mem, mb) : new Uint8Array(0);
     const result: InvocationResult = { status, response, timings: this.timings(inv, performance.now()), vm: pv.vm.name, shape: pv.shape.config.name };
     if (status !== 'ok') result.detail = describeFailure(status, mb, inv.code.limitMs);
     pv.shape.busy.delete(pv);
@@ -484,7 +530,7 @@ export class FunctionPool {
     const inv = pv.current;
     if (!inv || pv.dead) return;
     if (inv.watchdog) clearTimeout(inv.watchdog);
-    const mem = pv.vm.vmMemory;
+    const mem = pv.mem;
     const request = readExternalRequest(mem, readMailbox(mem));
     const state = pv.vm.saveState();
     const memory = privatePages(pv.vm, pv.shape.base);
@@ -508,7 +554,7 @@ export class FunctionPool {
     }
     const tTaken = performance.now();
     const i = shape.created++;
-    const vm = this.hypervisor.restoreVm(parked.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false });
+    const vm = this.hypervisor.restoreVm(parked.state, { base: shape.base, privateRanges: [FN_PRIVATE] }, { name: `fn-${shape.config.name}-${i}`, start: false, keepCode: true });
     vm.cloneIndex = i;
     vm.onServiceCall = this.serviceCall;
     try {
@@ -518,7 +564,9 @@ export class FunctionPool {
       vm.close();
       throw e;
     }
-    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: readMailbox(vm.vmMemory).seq, current: null, dead: false, runs: 0 };
+    // The parked request's body is still in the VM: the next invocation's write clears all of the area.
+    const pv: PoolVm = { vm, shape, started: false, idleSince: performance.now(), seq: 0, current: null, dead: false, runs: 0, bodyLength: FN_IO_MAX, codeCleanOn: null, mem: this.window(vm), stagedElf: null };
+    pv.seq = readMailbox(pv.mem).seq;
     this.byVm.set(vm, pv);
     shape.busy.add(pv);
     this.counters.clonesCreated++;

@@ -215,7 +215,14 @@ export class FunctionService {
     const status = r.status === 'ok' ? 200 : r.status === 'timeout' ? 504 : 500;
     this.metrics.invocations.inc({ function: fn, status: r.status });
     this.metrics.total.observe({ status: r.status }, r.timings.totalMs / 1000);
-    if (r.status !== 'crashed') this.metrics.firstUser.observe({ shape: r.shape }, r.timings.firstUserInstructionMs / 1000);
+    if (r.status !== 'crashed') {
+      this.metrics.firstUser.observe({ shape: r.shape }, r.timings.firstUserInstructionMs / 1000);
+      const t = r.timings;
+      this.metrics.phases.observe({ phase: 'queue' }, t.queueMs / 1000);
+      this.metrics.phases.observe({ phase: 'assign' }, t.assignMs / 1000);
+      this.metrics.phases.observe({ phase: 'start' }, t.startMs / 1000);
+      this.metrics.phases.observe({ phase: 'run' }, t.runMs / 1000);
+    }
     return { status, doc };
   }
 
@@ -229,7 +236,9 @@ export class FunctionService {
     const out = await this.pool.invoke(f.shape, { name: f.name, elf: f.elf, limitMs: f.limitMs }, body, tArrival);
     if ('status' in out) {
       const { status, doc } = this.resultDoc(name, out);
-      return this.send(res, status, doc);
+      this.send(res, status, doc);
+      this.metrics.phases.observe({ phase: 'reply' }, Math.max(0, performance.now() - tArrival - out.timings.totalMs) / 1000);
+      return;
     }
     // Parked on an external call: wait for the transaction chain to end (here or in another process).
     const transactions: string[] = [];
