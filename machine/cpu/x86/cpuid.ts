@@ -10,6 +10,11 @@
  * and leaf 0xD would have to follow XCR0), SSE4A (the engine does not check it,
  * so it would "run" on any model), SVM (ours, for MSR exits).
  */
+import { TSC_CRYSTAL_HZ, TSC_HZ } from './tsc.js';
+
+/** The LAPIC timer's input clock (lapic.ts default busHz). */
+const LAPIC_BUS_MHZ = 1000;
+
 /** MAXPHYADDR (CPUID 0x80000008 EAX[7:0]): page-table address bits above it are reserved (paging.ts). */
 export const MAX_PHYS_ADDR_BITS = 40;
 
@@ -43,7 +48,7 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
   const zero = { eax: 0, ebx: 0, ecx: 0, edx: 0 };
   switch (leaf >>> 0) {
     case 0:
-      return { eax: 0xd, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
+      return { eax: 0x16, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
     case 1: {
       const e = LEAF1_EDX;
       const c = LEAF1_ECX;
@@ -63,6 +68,12 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
     case 0xb:
       // x2APIC topology: one thread per core.
       return subleaf === 0 ? { eax: 0, ebx: 1, ecx: 0x100, edx: cfg.apicId } : { eax: 0, ebx: 0, ecx: subleaf & 0xff, edx: cfg.apicId };
+    case 0x15:
+      // TSC = crystal * EBX / EAX (tsc.ts: the TSC runs on virtual time at this fixed rate).
+      return { eax: 1, ebx: TSC_HZ / TSC_CRYSTAL_HZ, ecx: TSC_CRYSTAL_HZ, edx: 0 };
+    case 0x16:
+      // Base and maximum frequency in MHz (one fixed rate); bus (LAPIC timer input): 1000 MHz.
+      return { eax: TSC_HZ / 1e6, ebx: TSC_HZ / 1e6, ecx: LAPIC_BUS_MHZ, edx: 0 };
     case 0x80000000:
       return { eax: 0x80000008, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
     case 0x80000001:
@@ -75,6 +86,9 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
       const w = (k: number): number => str4(BRAND.slice(i + k * 4, i + k * 4 + 4));
       return { eax: w(0), ebx: w(1), ecx: w(2), edx: w(3) };
     }
+    case 0x80000007:
+      // Invariant TSC: it runs at TSC_HZ on virtual time in every state, HLT and MWAIT included.
+      return { eax: 0, ebx: 0, ecx: 0, edx: 1 << 8 };
     case 0x80000008:
       // 40 physical, 48 virtual address bits.
       return { eax: 0x3000 | MAX_PHYS_ADDR_BITS, ebx: 0, ecx: 0, edx: 0 };
