@@ -4,7 +4,9 @@
  * per-vCPU control area, in host frames no guest can reach, and the MSRs the
  * hypervisor answers itself.
  *
- * IA32_APIC_BASE belongs to the vLAPIC: the BSP flag per vCPU and the global
+ * IA32_TSC reads the VM's virtual-time TSC and writes its offset (vm-tsc.ts);
+ * IA32_TSC_DEADLINE arms the vLAPIC's deadline timer at the virtual time the
+ * TSC reaches the value. IA32_APIC_BASE belongs to the vLAPIC: the BSP flag per vCPU and the global
  * enable. EFER writes are checked against what our CPUID offers. FS_BASE,
  * GS_BASE and KERNEL_GS_BASE pass through without exits, as under KVM,
  * because guest kernels write them on every context switch; so do EFER reads
@@ -19,6 +21,7 @@ import { isCanonical } from '../machine/cpu/x86/paging.js';
 import { LAPIC_DEFAULT_BASE, type LocalApic } from '../machine/devices/lapic.js';
 import type { HostMemoryManager } from './host-memory.js';
 import type { VmTsc } from './vm-tsc.js';
+import { MSR_TSC_DEADLINE } from '../machine/cpu/x86/tsc.js';
 
 export const PASS_THROUGH_MSRS: readonly number[] = [MSR.FS_BASE, MSR.GS_BASE, MSR.KERNEL_GS_BASE];
 
@@ -125,6 +128,7 @@ export class VmMsrs implements MsrExitHandler {
   read(cpu: X86Cpu, index: number): bigint | undefined {
     this.onAccess?.(cpu, index, false);
     if (index === MSR.TSC) return this.tsc.read(cpu.index);
+    if (index === MSR_TSC_DEADLINE) return this.lapicOf(cpu).tscDeadline.deadline;
     if (index !== MSR.APIC_BASE) return undefined;
     const lapic = this.lapicOf(cpu);
     return BigInt(LAPIC_DEFAULT_BASE) | (lapic.bsp ? APIC_BASE_BSP : 0n) | (lapic.hardwareEnabled() ? APIC_BASE_ENABLE : 0n);
@@ -140,6 +144,10 @@ export class VmMsrs implements MsrExitHandler {
     if (CANONICAL_MSRS.has(index) && !isCanonical(value)) throw new MsrFault(`non-canonical address 0x${value.toString(16)} in MSR 0x${index.toString(16)}`);
     if (index === MSR.TSC) {
       this.tsc.write(cpu.index, value);
+      return true;
+    }
+    if (index === MSR_TSC_DEADLINE) {
+      this.lapicOf(cpu).tscDeadline.write(value, this.tsc.nsAt(cpu.index, value));
       return true;
     }
     if (index !== MSR.APIC_BASE) return false;

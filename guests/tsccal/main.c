@@ -14,6 +14,9 @@
 
 #define MSR_TSC     0x10
 #define MSR_TSC_AUX 0xC0000103
+#define MSR_TSC_DEADLINE 0x6E0
+#define DEADLINE_VECTOR 0x41
+#define DEADLINE_TICKS 2000000ull /* 1 ms at 2 GHz */
 #define MSB_STEPS   16u
 
 /* Calibration latch in ms (Linux: 10); ms=N on the command line. */
@@ -78,6 +81,40 @@ static uint64_t quick_calibrate(void)
     return (t2 - t1) * PIT_HZ / (MSB_STEPS * 256u) / 1000;
 }
 
+static volatile uint64_t fired_at;
+
+static void deadline_isr(struct intr_frame *f)
+{
+    (void)f;
+    fired_at = rdtsc();
+    lapic_eoi();
+}
+
+/* LVT timer in TSC-deadline mode: arm 1 ms ahead, HLT until it fires. */
+static void deadline_test(void)
+{
+    lapic_enable();
+    isr_set_handler(DEADLINE_VECTOR, deadline_isr);
+    lapic_write(LAPIC_REG_LVT_TMR, DEADLINE_VECTOR | (2u << 17));
+    uint64_t due = rdtsc() + DEADLINE_TICKS;
+    wrmsr(MSR_TSC_DEADLINE, due);
+    CHECK(rdmsr(MSR_TSC_DEADLINE) == due, "tsccal: IA32_TSC_DEADLINE reads %llu, wrote %llu", (unsigned long long)rdmsr(MSR_TSC_DEADLINE), (unsigned long long)due);
+    cpu_cli();
+    while (!fired_at) {
+        cpu_sti_hlt();
+        cpu_cli();
+    }
+    CHECK(fired_at >= due, "tsccal: deadline timer fired %llu ticks early", (unsigned long long)(due - fired_at));
+    CHECK(rdmsr(MSR_TSC_DEADLINE) == 0, "tsccal: IA32_TSC_DEADLINE not cleared after it fired");
+    kprintf("tsccal: TSC deadline fired %llu ticks after the deadline\n", (unsigned long long)(fired_at - due));
+    /* Leaving deadline mode disarms: a deadline armed now never fires. */
+    fired_at = 0;
+    wrmsr(MSR_TSC_DEADLINE, rdtsc() + DEADLINE_TICKS);
+    lapic_write(LAPIC_REG_LVT_TMR, DEADLINE_VECTOR);
+    CHECK(rdmsr(MSR_TSC_DEADLINE) == 0, "tsccal: a mode switch left IA32_TSC_DEADLINE armed");
+    lapic_write(LAPIC_REG_LVT_TMR, 1u << 16);
+}
+
 int guest_main(struct boot_info *bi)
 {
     uint32_t a, b, c, d, max, reads;
@@ -133,5 +170,11 @@ int guest_main(struct boot_info *bi)
     uint64_t t = rdtscp(&aux);
     CHECK(aux == 0x1234 && t >= after, "tsccal: RDTSCP aux %#x tsc %llu", aux, (unsigned long long)t);
     kputs("tsccal: RDTSCP returns IA32_TSC_AUX\n");
+
+    cpuid(1, 0, &a, &b, &c, &d);
+    if ((c >> 24) & 1)
+        deadline_test();
+    else
+        kputs("tsccal: no TSC-deadline timer\n");
     return EXIT_OK;
 }

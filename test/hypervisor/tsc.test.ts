@@ -49,6 +49,11 @@ describe('TSC on virtual time', () => {
     expect(first.serial).toContain('tsccal: 1000 reads monotonic\n');
     expect(first.serial).toContain('tsccal: IA32_TSC write moves RDTSC\n');
     expect(first.serial).toContain('tsccal: RDTSCP returns IA32_TSC_AUX\n');
+    // TSC-deadline mode: the guest checks it fired at or after the deadline, that the MSR then reads 0,
+    // and that leaving the mode disarms it; here: no later than the ISR's own entry cost (< 1 us).
+    const late = /tsccal: TSC deadline fired (\d+) ticks after the deadline\n/.exec(first.serial);
+    expect(late, first.serial).not.toBeNull();
+    expect(Number(late![1])).toBeLessThan(2000);
     // Every RDTSC and RDTSCP exited to us (the engine's own would read the host's TSC).
     expect(first.counters['rdtsc']).toBeGreaterThan(1000);
     expect(first.counters['rdtscp']).toBe(1);

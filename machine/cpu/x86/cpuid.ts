@@ -41,7 +41,7 @@ export const EXT1_EDX = { SYSCALL: 11, NX: 20, PDPE1GB: 26, RDTSCP: 27, LM: 29 }
 
 const bits = (...n: number[]): number => n.reduce((acc, b) => (acc | (1 << b)) >>> 0, 0);
 
-export const LEAF1_ECX = { SSE3: 0, PCLMULQDQ: 1, MONITOR: 3, SSSE3: 9, CX16: 13, SSE41: 19, SSE42: 20, POPCNT: 23, AES: 25, HYPERVISOR: 31 } as const;
+export const LEAF1_ECX = { SSE3: 0, PCLMULQDQ: 1, MONITOR: 3, SSSE3: 9, CX16: 13, SSE41: 19, SSE42: 20, POPCNT: 23, TSC_DEADLINE: 24, AES: 25, HYPERVISOR: 31 } as const;
 export const LEAF1_EDX = { FPU: 0, VME: 1, DE: 2, PSE: 3, TSC: 4, MSR: 5, PAE: 6, MCE: 7, CX8: 8, APIC: 9, SEP: 11, MTRR: 12, PGE: 13, MCA: 14, CMOV: 15, PAT: 16, PSE36: 17, CLFSH: 19, MMX: 23, FXSR: 24, SSE: 25, SSE2: 26 } as const;
 
 export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidResult {
@@ -53,7 +53,8 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
       const e = LEAF1_EDX;
       const c = LEAF1_ECX;
       let ecx = bits(c.SSE3, c.PCLMULQDQ, c.MONITOR, c.SSSE3, c.CX16, c.SSE41, c.SSE42, c.POPCNT, c.AES);
-      if (cfg.hypervisor) ecx = (ecx | (1 << c.HYPERVISOR)) >>> 0;
+      // TSC-deadline timer: IA32_TSC_DEADLINE is the hypervisor's (msr-exits.ts), so only for its guests.
+      if (cfg.hypervisor) ecx = (ecx | (1 << c.HYPERVISOR) | (1 << c.TSC_DEADLINE)) >>> 0;
       return {
         // qemu64: family 15, model 107, stepping 1
         eax: 0x00060fb1,
