@@ -799,7 +799,7 @@ export class X86Cpu implements DeliveryCpu {
     return { kind: 'halted' };
   }
 
-  /** An intercept fired (RIP on the instruction). Only MSR accesses are intercepted. */
+  /** An intercept fired (RIP on the instruction): MSR accesses, MOV DR and RDTSC(P) are intercepted. */
   private svmExit(code: number): SliceExit {
     if (isDebugRegisterExit(code)) return this.movDebugRegister(code);
     if (code === SVM_EXIT_RDTSC) return this.rdtscExit();

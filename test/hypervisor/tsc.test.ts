@@ -137,8 +137,13 @@ describe('TSC arithmetic and decoding', () => {
     expect(decodeRdtsc(Uint8Array.of(0x0f), true)).toBeNull();
   });
 
-  it('CPUID states the TSC rate in leaves 0x15 and 0x16 and the invariant TSC bit', () => {
-    const cfg = { apicId: 0, logicalCpus: 1 };
+  it('CPUID states the TSC rate in leaves 0x15 and 0x16 and the invariant TSC bit for VM guests only', () => {
+    const bare = { apicId: 0, logicalCpus: 1 };
+    // The bare machine's RDTSC is still the engine's (host time): no rate, not invariant.
+    expect(cpuid(0, 0, bare).eax).toBe(0xd);
+    expect(cpuid(0x15, 0, bare)).toEqual({ eax: 0, ebx: 0, ecx: 0, edx: 0 });
+    expect(cpuid(0x80000007, 0, bare).edx).toBe(0);
+    const cfg = { apicId: 0, logicalCpus: 1, hypervisor: true };
     expect(cpuid(0, 0, cfg).eax).toBeGreaterThanOrEqual(0x16);
     const l15 = cpuid(0x15, 0, cfg);
     expect((l15.ecx * l15.ebx) / l15.eax).toBe(TSC_HZ);

@@ -48,7 +48,8 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
   const zero = { eax: 0, ebx: 0, ecx: 0, edx: 0 };
   switch (leaf >>> 0) {
     case 0:
-      return { eax: 0x16, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
+      // Leaves 0x15/0x16 only where the TSC runs at their rate (VM guests: tsc.ts).
+      return { eax: cfg.hypervisor ? 0x16 : 0xd, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
     case 1: {
       const e = LEAF1_EDX;
       const c = LEAF1_ECX;
@@ -70,9 +71,11 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
       // x2APIC topology: one thread per core.
       return subleaf === 0 ? { eax: 0, ebx: 1, ecx: 0x100, edx: cfg.apicId } : { eax: 0, ebx: 0, ecx: subleaf & 0xff, edx: cfg.apicId };
     case 0x15:
+      if (!cfg.hypervisor) return zero;
       // TSC = crystal * EBX / EAX (tsc.ts: the TSC runs on virtual time at this fixed rate).
       return { eax: 1, ebx: TSC_HZ / TSC_CRYSTAL_HZ, ecx: TSC_CRYSTAL_HZ, edx: 0 };
     case 0x16:
+      if (!cfg.hypervisor) return zero;
       // Base and maximum frequency in MHz (one fixed rate); bus (LAPIC timer input): 1000 MHz.
       return { eax: TSC_HZ / 1e6, ebx: TSC_HZ / 1e6, ecx: LAPIC_BUS_MHZ, edx: 0 };
     case 0x80000000:
@@ -88,8 +91,9 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
       return { eax: w(0), ebx: w(1), ecx: w(2), edx: w(3) };
     }
     case 0x80000007:
-      // Invariant TSC: it runs at TSC_HZ on virtual time in every state, HLT and MWAIT included.
-      return { eax: 0, ebx: 0, ecx: 0, edx: 1 << 8 };
+      // Invariant TSC: in VMs it runs at TSC_HZ on virtual time in every state, HLT and MWAIT
+      // included. The bare machine's RDTSC is the engine's, on host time: not invariant.
+      return { eax: 0, ebx: 0, ecx: 0, edx: cfg.hypervisor ? 1 << 8 : 0 };
     case 0x80000008:
       // 40 physical, 48 virtual address bits.
       return { eax: 0x3000 | MAX_PHYS_ADDR_BITS, ebx: 0, ecx: 0, edx: 0 };
