@@ -8,7 +8,10 @@
  * Prints every frequency in kHz: with a TSC on virtual time they agree with
  * CPUID and are the same on every run.
  * Command line: ms=N (calibration latch, default 10); reads=N only runs N
- * RDTSCs and exits (the cost of an RDTSC exit, bench/ and docs/conformance.md).
+ * RDTSCs and exits (the cost of an RDTSC exit, bench/ and docs/conformance.md);
+ * warp=N only runs Linux's check_tsc_warp between every CPU (--vcpus 2+): each
+ * takes a lock N times, reads its TSC and checks it is not behind the last
+ * value any CPU read under the lock.
  */
 #include "x86_64.h"
 
@@ -83,6 +86,55 @@ static uint64_t quick_calibrate(void)
 
 static volatile uint64_t fired_at;
 
+/* check_tsc_warp: a TSC read under the lock must never be behind the previous one, whichever CPU took it. */
+static volatile uint32_t warp_lock, warp_go, warp_done;
+static volatile uint64_t warp_last, warp_reads, warp_warps, warp_worst;
+static uint32_t warp_loops;
+
+static void warp_check(void)
+{
+    for (uint32_t i = 0; i < warp_loops; i++) {
+        while (__atomic_exchange_n(&warp_lock, 1, __ATOMIC_ACQUIRE))
+            cpu_pause();
+        uint64_t now = rdtsc();
+        if (now < warp_last) {
+            warp_warps++;
+            if (warp_last - now > warp_worst)
+                warp_worst = warp_last - now;
+        }
+        warp_last = now;
+        warp_reads++;
+        __atomic_store_n(&warp_lock, 0, __ATOMIC_RELEASE);
+    }
+}
+
+static void warp_ap(unsigned idx)
+{
+    (void)idx;
+    while (!__atomic_load_n(&warp_go, __ATOMIC_ACQUIRE))
+        cpu_pause();
+    warp_check();
+    __atomic_fetch_add(&warp_done, 1, __ATOMIC_RELEASE);
+}
+
+static int warp_mode(uint32_t loops)
+{
+    warp_loops = loops;
+    pic_init();
+    pit_start(1000, 0);
+    lapic_enable();
+    unsigned aps = smp_start_aps(warp_ap, 100);
+    CHECK(aps > 0, "tsccal: warp= needs 2 or more CPUs (--vcpus)");
+    __atomic_store_n(&warp_go, 1, __ATOMIC_RELEASE);
+    warp_check();
+    while (__atomic_load_n(&warp_done, __ATOMIC_ACQUIRE) < aps)
+        cpu_pause();
+    pit_stop();
+    kprintf("tsccal: %u CPUs, %llu reads under the lock, %llu warps (worst %llu ticks)\n", aps + 1, (unsigned long long)warp_reads, (unsigned long long)warp_warps, (unsigned long long)warp_worst);
+    CHECK(warp_warps == 0, "tsccal: TSC warp between CPUs");
+    return EXIT_OK;
+}
+
 static void deadline_isr(struct intr_frame *f)
 {
     (void)f;
@@ -127,6 +179,11 @@ int guest_main(struct boot_info *bi)
         kprintf("tsccal: %u reads, %llu ticks\n", reads, (unsigned long long)(last - first));
         return EXIT_OK;
     }
+    uint32_t warp;
+    if (cmdline_get_u32(bi->cmdline, "warp", 0, &warp) < 0)
+        guest_panic(EXIT_BAD_CONFIG, "tsccal: warp= must be a number");
+    if (warp)
+        return warp_mode(warp);
     if (cmdline_get_u32(bi->cmdline, "ms", 10, &cal_ms) < 0 || cal_ms == 0 || cal_ms > 50)
         guest_panic(EXIT_BAD_CONFIG, "tsccal: ms= must be 1..50");
     cpuid(0, 0, &max, &b, &c, &d);

@@ -15,7 +15,7 @@ import type { VmImage } from '../../hypervisor/hypervisor.js';
  */
 const MiB = 1024 * 1024;
 let images: Record<string, string>;
-const spec = (cmdline: string) => [{ path: images['tsccal']!, memBytes: 16 * MiB, vcpus: 1, cmdline }];
+const spec = (cmdline: string, vcpus = 1) => [{ path: images['tsccal']!, memBytes: 16 * MiB, vcpus, cmdline }];
 const opts = { pcpus: 1, pace: 'virtual' as const };
 
 async function runToEnd(g: GuestMachine): Promise<{ serial: string; code: number; atNs: number; counters: Record<string, number> }> {
@@ -101,6 +101,12 @@ describe('TSC on virtual time', () => {
       expect(end.atNs - ref.atNs).toBeGreaterThanOrEqual(0);
       expect(end.atNs - ref.atNs).toBeLessThan(64);
     }
+  });
+
+  it('the vCPUs of a VM read one TSC: no warp between them under a lock (Linux check_tsc_warp)', async () => {
+    const r = await runToEnd(createGuestMachine(spec('warp=200', 2), { ...opts, pcpus: 2 }));
+    expect(r.serial).toContain('tsccal: 2 CPUs, 400 reads under the lock, 0 warps (worst 0 ticks)\n');
+    expect(r.code).toBe(1);
   });
 
   it('every RDTSC exits exactly once, and a loop of them advances the TSC by the same amount on every run', async () => {
