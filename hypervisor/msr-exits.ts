@@ -144,6 +144,9 @@ export class VmMsrs implements MsrExitHandler {
     if (CANONICAL_MSRS.has(index) && !isCanonical(value)) throw new MsrFault(`non-canonical address 0x${value.toString(16)} in MSR 0x${index.toString(16)}`);
     if (index === MSR.TSC) {
       this.tsc.write(cpu.index, value);
+      // An armed deadline compares against the TSC: moving the TSC moves the time it is due.
+      const deadline = this.lapicOf(cpu).tscDeadline;
+      if (deadline.deadline !== 0n) deadline.write(deadline.deadline, this.tsc.nsAt(cpu.index, deadline.deadline));
       return true;
     }
     if (index === MSR_TSC_DEADLINE) {

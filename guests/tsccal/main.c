@@ -159,6 +159,18 @@ static void deadline_test(void)
     CHECK(fired_at >= due, "tsccal: deadline timer fired %llu ticks early", (unsigned long long)(due - fired_at));
     CHECK(rdmsr(MSR_TSC_DEADLINE) == 0, "tsccal: IA32_TSC_DEADLINE not cleared after it fired");
     kprintf("tsccal: TSC deadline fired %llu ticks after the deadline\n", (unsigned long long)(fired_at - due));
+    /* The deadline compares against the TSC: jumping the TSC 1 ms ahead brings an armed deadline 1 ms closer. */
+    fired_at = 0;
+    due = rdtsc() + 2 * DEADLINE_TICKS;
+    wrmsr(MSR_TSC_DEADLINE, due);
+    wrmsr(MSR_TSC, rdtsc() + DEADLINE_TICKS);
+    cpu_cli();
+    while (!fired_at) {
+        cpu_sti_hlt();
+        cpu_cli();
+    }
+    CHECK(fired_at >= due && fired_at - due < DEADLINE_TICKS / 2, "tsccal: after an IA32_TSC write the deadline fired at %llu, due %llu", (unsigned long long)fired_at, (unsigned long long)due);
+    kprintf("tsccal: after an IA32_TSC write it fired %llu ticks after the deadline\n", (unsigned long long)(fired_at - due));
     /* Leaving deadline mode disarms: a deadline armed now never fires. */
     fired_at = 0;
     wrmsr(MSR_TSC_DEADLINE, rdtsc() + DEADLINE_TICKS);

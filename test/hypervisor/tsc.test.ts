@@ -54,6 +54,9 @@ describe('TSC on virtual time', () => {
     const late = /tsccal: TSC deadline fired (\d+) ticks after the deadline\n/.exec(first.serial);
     expect(late, first.serial).not.toBeNull();
     expect(Number(late![1])).toBeLessThan(2000);
+    const moved = /tsccal: after an IA32_TSC write it fired (\d+) ticks after the deadline\n/.exec(first.serial);
+    expect(moved, first.serial).not.toBeNull();
+    expect(Number(moved![1])).toBeLessThan(2000);
     // Every RDTSC and RDTSCP exited to us (the engine's own would read the host's TSC).
     expect(first.counters['rdtsc']).toBeGreaterThan(1000);
     expect(first.counters['rdtscp']).toBe(1);
