@@ -19,6 +19,7 @@ import { migrationBenchRows } from './migration.js';
 import { anomalyBenchRows } from './anomaly.js';
 import { haltedVmsRows, sieveRows, startupRows } from './perf-rows.js';
 import { liveUpdateRows } from './live-update.js';
+import { linuxBootRows } from './linux-boot.js';
 import type { BenchRow } from './row.js';
 
 const MiB = 1024 * 1024;
@@ -126,6 +127,8 @@ export async function runBench(argv: string[]): Promise<number> {
   rows.push(...(await anomalyBenchRows(compute)));
   // 10. Live update: blackout per VM on both sides and the successor's preparation, for 1 and 4 VMs.
   rows.push(...(await liveUpdateRows(images.guests['uptick']!)));
+  // 11. Debian's kernel to the busybox shell, against QEMU TCG on the same files (bench/linux-boot.ts).
+  rows.push(...(await linuxBootRows(qemu)));
 
   print(rows, qemu);
   const dir = join(PROJECT_ROOT, 'bench/results');

@@ -4,7 +4,9 @@
  * per-vCPU control area, in host frames no guest can reach, and the MSRs the
  * hypervisor answers itself.
  *
- * IA32_APIC_BASE belongs to the vLAPIC: the BSP flag per vCPU and the global
+ * IA32_TSC reads the VM's virtual-time TSC and writes its offset (vm-tsc.ts);
+ * IA32_TSC_DEADLINE arms the vLAPIC's deadline timer at the virtual time the
+ * TSC reaches the value. IA32_APIC_BASE belongs to the vLAPIC: the BSP flag per vCPU and the global
  * enable. EFER writes are checked against what our CPUID offers. FS_BASE,
  * GS_BASE and KERNEL_GS_BASE pass through without exits, as under KVM,
  * because guest kernels write them on every context switch; so do EFER reads
@@ -18,6 +20,8 @@ import { MSR } from '../machine/cpu/x86/registers.js';
 import { isCanonical } from '../machine/cpu/x86/paging.js';
 import { LAPIC_DEFAULT_BASE, type LocalApic } from '../machine/devices/lapic.js';
 import type { HostMemoryManager } from './host-memory.js';
+import type { VmTsc } from './vm-tsc.js';
+import { MSR_TSC_DEADLINE } from '../machine/cpu/x86/tsc.js';
 
 export const PASS_THROUGH_MSRS: readonly number[] = [MSR.FS_BASE, MSR.GS_BASE, MSR.KERNEL_GS_BASE];
 
@@ -96,6 +100,7 @@ export class VmMsrs implements MsrExitHandler {
     private readonly frames: MsrExitFrames,
     vcpus: number,
     private readonly lapicOf: (cpu: X86Cpu) => LocalApic,
+    private readonly tsc: VmTsc,
   ) {
     this.controlAreas = Array.from({ length: vcpus }, () => frames.controlArea());
   }
@@ -122,15 +127,32 @@ export class VmMsrs implements MsrExitHandler {
 
   read(cpu: X86Cpu, index: number): bigint | undefined {
     this.onAccess?.(cpu, index, false);
+    if (index === MSR.TSC) return this.tsc.read(cpu.index);
+    if (index === MSR_TSC_DEADLINE) return this.lapicOf(cpu).tscDeadline.deadline;
     if (index !== MSR.APIC_BASE) return undefined;
     const lapic = this.lapicOf(cpu);
     return BigInt(LAPIC_DEFAULT_BASE) | (lapic.bsp ? APIC_BASE_BSP : 0n) | (lapic.hardwareEnabled() ? APIC_BASE_ENABLE : 0n);
+  }
+
+  readTsc(cpu: X86Cpu): bigint {
+    return this.tsc.read(cpu.index);
   }
 
   write(cpu: X86Cpu, index: number, value: bigint): boolean {
     this.onAccess?.(cpu, index, true);
     if (index === MSR.EFER && value & ~EFER_ALLOWED) throw new MsrFault(`reserved bits in EFER 0x${value.toString(16)}`);
     if (CANONICAL_MSRS.has(index) && !isCanonical(value)) throw new MsrFault(`non-canonical address 0x${value.toString(16)} in MSR 0x${index.toString(16)}`);
+    if (index === MSR.TSC) {
+      this.tsc.write(cpu.index, value);
+      // An armed deadline compares against the TSC: moving the TSC moves the time it is due.
+      const deadline = this.lapicOf(cpu).tscDeadline;
+      if (deadline.deadline !== 0n) deadline.write(deadline.deadline, this.tsc.nsAt(cpu.index, deadline.deadline));
+      return true;
+    }
+    if (index === MSR_TSC_DEADLINE) {
+      this.lapicOf(cpu).tscDeadline.write(value, this.tsc.nsAt(cpu.index, value));
+      return true;
+    }
     if (index !== MSR.APIC_BASE) return false;
     if (value & APIC_BASE_RESERVED) throw new MsrFault(`reserved bits in IA32_APIC_BASE 0x${value.toString(16)}`);
     if (value & APIC_BASE_X2APIC) throw new MsrFault('x2APIC is not offered (CPUID.1:ECX.x2APIC = 0)');

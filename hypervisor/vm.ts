@@ -13,6 +13,7 @@ import type { Debugcon } from '../machine/devices/debugcon.js';
 import type { LocalApic } from '../machine/devices/lapic.js';
 import { PcBoard } from '../machine/platform/board.js';
 import { ChildClock } from '../machine/clock.js';
+import { VmTsc } from './vm-tsc.js';
 import { checkVersion, stateNumber, stateRecord, stateString, StateError, type StateRecord } from '../machine/state.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio } from '../machine/cpu/x86-cpu.js';
 import { GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
@@ -87,6 +88,8 @@ export class Vm implements CpuHost {
   readonly localMmio: LocalMmio[];
   readonly vcpuCount: number;
   readonly msrExits: VmMsrs;
+  /** The vCPUs' time-stamp counters, on the VM clock. */
+  readonly tsc: VmTsc;
   state: VmState = 'running';
   /** Held stopped by a debugger (gdb --gdb-vm): the scheduler skips its vCPUs; its devices keep time. */
   frozen = false;
@@ -160,7 +163,12 @@ export class Vm implements CpuHost {
         },
       },
     ];
-    this.msrExits = new VmMsrs(config.msrFrames, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic);
+    // RDTSC reads the VM clock at the running instruction, as a port read does.
+    this.tsc = new VmTsc(config.vcpus, () => {
+      machine.timeline.advanceTo(machine.now());
+      return this.clock.nowNs();
+    });
+    this.msrExits = new VmMsrs(config.msrFrames, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic, this.tsc);
     this.msrExits.onAccess = (cpu, index, write) => {
       for (const o of this.observers) o.msr(cpu, index, write);
     };
@@ -303,6 +311,7 @@ export class Vm implements CpuHost {
       memBytes: this.vmMemory.ramBytes,
       memory: { ranges: this.vmMemory.ranges.map((r) => ({ gpa: r.gpa, length: r.length })) },
       clockNs: this.clock.nowNs(),
+      tscOffsets: this.tsc.saveState(),
       board: this.board.saveState(),
       cpus: this.vcpus.map((v) => v.cpu.saveState()),
       counters: this.vcpus.map((v) => ({ ...v.cpu.counters })),
@@ -346,6 +355,7 @@ export class Vm implements CpuHost {
     // Absent in records written before it was saved: those VMs were not clones.
     const cloneIndex = rec['cloneIndex'] ?? null;
     if (cloneIndex !== null && (typeof cloneIndex !== 'number' || !Number.isSafeInteger(cloneIndex) || cloneIndex < 0)) throw new StateError(who, 'cloneIndex', `${String(cloneIndex)} is not a clone index`);
+    this.tsc.restoreState(rec['tscOffsets'], who);
     this.board.restoreState(stateRecord(board, 'devices', `${who}.board`), board['lapics'], `${who}.board`);
     this.vcpus.forEach((v, i) => {
       v.cpu.restoreState(cpus[i] as StateRecord, opts);

@@ -21,6 +21,7 @@ import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLif
 import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
 import { mwaitExtensionFault, privilegeFault, syscallFault } from './x86/privilege.js';
 import { ioPermissionLayout, linearReader, PortIoGate, taskRegister } from './x86/io-permission.js';
+import { armTscIntercept, decodeRdtsc, MSR_TSC_AUX, SVM_EXIT_RDTSC } from './x86/tsc.js';
 import { armDebugRegisterIntercept, DebugRegisters, debugRegisterIntercept, decodeMovDr, isDebugRegisterExit, SVM_EXIT_WRITE_DR0 } from './x86/debug-registers.js';
 import type { StateRecord } from '../state.js';
 import { checkVersion, stateBoolean, stateBytes, stateNumber, stateRecord, stateString, StateError } from '../state.js';
@@ -114,6 +115,8 @@ export interface MsrExitHandler {
   read(cpu: X86Cpu, index: number): bigint | undefined;
   /** WRMSR: true if handled, false to let the CPU model take it. */
   write(cpu: X86Cpu, index: number, value: bigint): boolean;
+  /** RDTSC/RDTSCP: the vCPU's TSC now (x86/tsc.ts). Absent: they run in the CPU model, on host time. */
+  readTsc?(cpu: X86Cpu): bigint;
 }
 
 export interface CpuEvent {
@@ -287,10 +290,12 @@ export class X86Cpu implements DeliveryCpu {
     const area = handler.controlArea(this);
     if (parked) {
       armMsrIntercept(parked, layout, area);
+      if (handler.readTsc) armTscIntercept(parked, layout);
       if (debugRegisterIntercept() === true) armDebugRegisterIntercept(parked, layout);
     } else {
       const blob = this.engine.saveContext();
       armMsrIntercept(blob, layout, area);
+      if (handler.readTsc) armTscIntercept(blob, layout);
       if (debugRegisterIntercept() === true) armDebugRegisterIntercept(blob, layout);
       this.engine.restoreContext(blob);
     }
@@ -812,9 +817,10 @@ export class X86Cpu implements DeliveryCpu {
     return { kind: 'halted' };
   }
 
-  /** An intercept fired (RIP on the instruction). Only MSR accesses are intercepted. */
+  /** An intercept fired (RIP on the instruction): MSR accesses, MOV DR and RDTSC(P) are intercepted. */
   private svmExit(code: number): SliceExit {
     if (isDebugRegisterExit(code)) return this.movDebugRegister(code);
+    if (code === SVM_EXIT_RDTSC) return this.rdtscExit();
     const handler = this.host.msrExits;
     if (code !== SVM_EXIT_MSR || !handler) return { kind: 'error', message: `CPU ${this.index}: unexpected SVM exit 0x${code.toString(16)} at RIP 0x${this.readRip().toString(16)}` };
     const rip = this.readRip();
@@ -840,6 +846,50 @@ export class X86Cpu implements DeliveryCpu {
     this.onEvent?.({ kind: 'msr', detail: `${write ? 'WRMSR' : 'RDMSR'} 0x${index.toString(16)} ${write ? '<-' : '->'} 0x${value.toString(16)}`, rip });
     this.completeInstruction(rip + 2n);
     return { kind: 'requested' };
+  }
+
+  /** RDTSC or RDTSCP exited (RIP on it; CR4.TSD was checked before the intercept): the TSC on virtual time. */
+  private rdtscExit(): SliceExit {
+    // Guest kernels read the TSC thousands of times a second: one context read and one page walk
+    // (mode() and fetchBytes() would take three context copies and a walk per byte).
+    const ctx = this.engine.contextView();
+    const L = contextLayout();
+    const dv = new DataView(ctx.buffer, ctx.byteOffset, ctx.byteLength);
+    const long = (dv.getUint32(L.hflags, true) & HF.CS64) !== 0;
+    const rip = this.readRip();
+    const lin = long ? rip : (rip + dv.getBigUint64(L.segs + SEG.CS * SEG_CACHE_SIZE + 8, true)) & 0xffff_ffffn;
+    const insn = decodeRdtsc(this.fetchInstructionBytes(lin, 3), long) ?? decodeRdtsc(this.fetchInstructionBytes(lin, 15), long);
+    const read = this.host.msrExits?.readTsc;
+    if (!insn || !read) return { kind: 'error', message: `CPU ${this.index}: RDTSC exit at RIP 0x${rip.toString(16)} ${insn ? 'without a TSC source' : 'is not on an RDTSC/RDTSCP'}` };
+    const tsc = read.call(this.host.msrExits, this);
+    this.count(insn.rdtscp ? 'rdtscp' : 'rdtsc');
+    this.engine.writeReg(REG.RAX, tsc & 0xffff_ffffn);
+    this.engine.writeReg(REG.RDX, tsc >> 32n);
+    if (insn.rdtscp) this.engine.writeReg(REG.RCX, this.engine.readMsr(MSR_TSC_AUX) & 0xffff_ffffn);
+    this.completeInstruction(rip + BigInt(insn.length));
+    return { kind: 'requested' };
+  }
+
+  /** `max` code bytes at linear `lin` with one walk, or byte by byte across a page end (fewer where fetches fail). */
+  private fetchInstructionBytes(lin: bigint, max: number): Uint8Array {
+    const inPage = 0x1000 - Number(lin & 0xfffn);
+    const r = this.translate(lin, 'fetch');
+    if (!r.ok) return new Uint8Array(0);
+    const n = Math.min(max, inPage);
+    const out = new Uint8Array(n);
+    try {
+      for (let i = 0; i < n; i++) out[i] = this.memoryView.readU8(Number(r.paddr) + i);
+    } catch {
+      return new Uint8Array(0);
+    }
+    if (n === max) return out;
+    const rest: number[] = [];
+    for (let i = n; i < max; i++) {
+      const t = this.translate(lin + BigInt(i), 'fetch');
+      if (!t.ok) break;
+      rest.push(this.memoryView.readU8(Number(t.paddr)));
+    }
+    return Uint8Array.from([...out, ...rest]);
   }
 
   /** A MOV to/from DRn exited (RIP on it): emulated against our copy of the debug registers. */
@@ -962,9 +1012,10 @@ export class X86Cpu implements DeliveryCpu {
    * after any executed instruction (otherwise `sti; mwait` never wakes).
    */
   completeInstruction(nextRip: bigint): void {
-    const blob = this.engine.saveContext();
+    // The engine's own context buffer (no copy): read, patched and handed straight back.
+    const blob = this.engine.contextView();
     const L = contextLayout();
-    const dv = new DataView(blob.buffer);
+    const dv = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
     const h = dv.getUint32(L.hflags, true);
     if (h & HF.INHIBIT_IRQ) {
       dv.setUint32(L.hflags, h & ~HF.INHIBIT_IRQ, true);

@@ -9,6 +9,7 @@
  * ignoring TPR, as in QEMU). IPIs leave through onIpi; the platform routes
  * them with accepts() and the accept*() methods on the target APICs.
  */
+import { TscDeadlineTimer } from './tsc-deadline.js';
 import type { MmioDevice, MmioRange, TimerHandle, VirtualClock, AccessSize } from './device.js';
 import { checkVersion, stateBoolean, stateNumbers, StateError, type StateRecord } from '../state.js';
 import { mulDivCeil, mulDivFloor, stateInt, stateIntOrNull } from './dev-util.js';
@@ -87,6 +88,7 @@ const ESR_ILLEGAL_REGISTER = 1 << 7;
 
 const TIMER_ONESHOT = 0;
 const TIMER_PERIODIC = 1;
+const TIMER_TSC_DEADLINE = 2;
 
 const NS_PER_S = 1_000_000_000;
 const DELIVERY_MODES: readonly IpiDeliveryMode[] = ['fixed', 'lowest-priority', 'smi', 'reserved', 'nmi', 'init', 'startup', 'extint'];
@@ -152,9 +154,12 @@ export class LocalApic implements MmioDevice {
   private hwEnabled = true;
   private waitingForSipi: boolean;
   private lastPending = false;
+  /** IA32_TSC_DEADLINE and its timer (LVT timer mode 2). */
+  readonly tscDeadline: TscDeadlineTimer;
 
   constructor(opts: LocalApicOptions) {
     this.clock = opts.clock;
+    this.tscDeadline = new TscDeadlineTimer(opts.clock, () => this.localDeliver(LVT_TIMER));
     if (!Number.isInteger(opts.apicId) || opts.apicId < 0 || opts.apicId > 0xfe) throw new RangeError(`lapic: bad APIC ID ${opts.apicId}`);
     this.busHz = opts.busFrequencyHz ?? NS_PER_S;
     if (!Number.isSafeInteger(this.busHz) || this.busHz <= 0) throw new RangeError(`lapic: bad bus frequency ${opts.busFrequencyHz}`);
@@ -206,6 +211,7 @@ export class LocalApic implements MmioDevice {
     this.divideConf = 0;
     this.timerStartNs = this.clock.nowNs();
     this.cancelTimer();
+    this.tscDeadline.reset();
     this.waitingForSipi = !this.bsp;
   }
 
@@ -598,7 +604,10 @@ export class LocalApic implements MmioDevice {
           let val = v & LVT_WRITABLE[n]!;
           if (!this.softwareEnabled()) val |= LVT_MASKED;
           this.lvt[n] = val;
-          if (n === LVT_TIMER) this.rearmTimer();
+          if (n === LVT_TIMER) {
+            this.tscDeadline.setMode(this.timerMode() === TIMER_TSC_DEADLINE);
+            this.rearmTimer();
+          }
           break;
         }
         this.signalError(ESR_ILLEGAL_REGISTER);
@@ -650,6 +659,7 @@ export class LocalApic implements MmioDevice {
       nextFireCount: this.nextFireCount,
       hwEnabled: this.hwEnabled,
       waitingForSipi: this.waitingForSipi,
+      tscDeadline: this.tscDeadline.saveState(),
     };
   }
 
@@ -684,6 +694,8 @@ export class LocalApic implements MmioDevice {
     const nextFireCount = stateIntOrNull(state, 'nextFireCount', c, 0, Number.MAX_SAFE_INTEGER);
     const hwEnabled = stateBoolean(state, 'hwEnabled', c);
     const waitingForSipi = stateBoolean(state, 'waitingForSipi', c);
+    // Checked (and the timer re-armed) before anything else changes: a bad record leaves the APIC as it was.
+    this.tscDeadline.restoreState(state['tscDeadline'], c);
 
     this.cancelTimer();
     this.id = id;

@@ -32,6 +32,7 @@ const FEATURES: Feature[] = [
   f('SSE41', 1, 'ecx', 19, user),
   f('SSE42', 1, 'ecx', 20, user),
   f('POPCNT', 1, 'ecx', 23, user),
+  f('TSC_DEADLINE', 1, 'ecx', 24, { why: 'a LAPIC timer mode (IA32_TSC_DEADLINE), no instruction: test/hypervisor/tsc.test.ts' }),
   f('AES', 1, 'ecx', 25, user),
   f('FPU', 1, 'edx', 0, user),
   f('DE', 1, 'edx', 2, { why: 'debugging extensions (CR4.DE): no instruction' }),

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createGuestMachine } from '../../vmm/run-guests.js';
+import { TSC_HZ } from '../../machine/cpu/x86/tsc.js';
 
 const root = resolve(import.meta.dirname, '../..');
 const vmlinuz = join(root, '.cache/linux/vmlinuz');
@@ -38,6 +39,12 @@ describe.skipIf(!fetched)('Debian 6.1 cloud kernel to a busybox shell (run `node
       expect(vm.serial).toContain('Run /init as init process');
       expect(vm.serial).toContain('firmament initramfs: busybox');
       expect(step, vm.serial.slice(-3000)).toBe(steps.length);
+      // The TSC runs on virtual time: the kernel's PIT calibration finds CPUID's rate and its watchdog keeps it.
+      const mhz = /tsc: Detected ([\d.]+) MHz processor/.exec(vm.serial);
+      expect(mhz, vm.serial.slice(0, 3000)).not.toBeNull();
+      expect(Math.abs(Number(mhz![1]) / (TSC_HZ / 1e6) - 1)).toBeLessThan(0.001);
+      expect(vm.serial).not.toMatch(/unstable/i);
+      expect(vm.serial).toContain('clocksource: Switched to clocksource tsc\r\n');
     } finally {
       hypervisor.close();
       machine.close();

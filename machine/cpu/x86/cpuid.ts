@@ -10,6 +10,11 @@
  * and leaf 0xD would have to follow XCR0), SSE4A (the engine does not check it,
  * so it would "run" on any model), SVM (ours, for MSR exits).
  */
+import { TSC_CRYSTAL_HZ, TSC_HZ } from './tsc.js';
+
+/** The LAPIC timer's input clock (lapic.ts default busHz). */
+const LAPIC_BUS_MHZ = 1000;
+
 /** MAXPHYADDR (CPUID 0x80000008 EAX[7:0]): page-table address bits above it are reserved (paging.ts). */
 export const MAX_PHYS_ADDR_BITS = 40;
 
@@ -36,19 +41,21 @@ export const EXT1_EDX = { SYSCALL: 11, NX: 20, PDPE1GB: 26, RDTSCP: 27, LM: 29 }
 
 const bits = (...n: number[]): number => n.reduce((acc, b) => (acc | (1 << b)) >>> 0, 0);
 
-export const LEAF1_ECX = { SSE3: 0, PCLMULQDQ: 1, MONITOR: 3, SSSE3: 9, CX16: 13, SSE41: 19, SSE42: 20, POPCNT: 23, AES: 25, HYPERVISOR: 31 } as const;
+export const LEAF1_ECX = { SSE3: 0, PCLMULQDQ: 1, MONITOR: 3, SSSE3: 9, CX16: 13, SSE41: 19, SSE42: 20, POPCNT: 23, TSC_DEADLINE: 24, AES: 25, HYPERVISOR: 31 } as const;
 export const LEAF1_EDX = { FPU: 0, VME: 1, DE: 2, PSE: 3, TSC: 4, MSR: 5, PAE: 6, MCE: 7, CX8: 8, APIC: 9, SEP: 11, MTRR: 12, PGE: 13, MCA: 14, CMOV: 15, PAT: 16, PSE36: 17, CLFSH: 19, MMX: 23, FXSR: 24, SSE: 25, SSE2: 26 } as const;
 
 export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidResult {
   const zero = { eax: 0, ebx: 0, ecx: 0, edx: 0 };
   switch (leaf >>> 0) {
     case 0:
-      return { eax: 0xd, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
+      // Leaves 0x15/0x16 only where the TSC runs at their rate (VM guests: tsc.ts).
+      return { eax: cfg.hypervisor ? 0x16 : 0xd, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
     case 1: {
       const e = LEAF1_EDX;
       const c = LEAF1_ECX;
       let ecx = bits(c.SSE3, c.PCLMULQDQ, c.MONITOR, c.SSSE3, c.CX16, c.SSE41, c.SSE42, c.POPCNT, c.AES);
-      if (cfg.hypervisor) ecx = (ecx | (1 << c.HYPERVISOR)) >>> 0;
+      // TSC-deadline timer: IA32_TSC_DEADLINE is the hypervisor's (msr-exits.ts), so only for its guests.
+      if (cfg.hypervisor) ecx = (ecx | (1 << c.HYPERVISOR) | (1 << c.TSC_DEADLINE)) >>> 0;
       return {
         // qemu64: family 15, model 107, stepping 1
         eax: 0x00060fb1,
@@ -63,6 +70,14 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
     case 0xb:
       // x2APIC topology: one thread per core.
       return subleaf === 0 ? { eax: 0, ebx: 1, ecx: 0x100, edx: cfg.apicId } : { eax: 0, ebx: 0, ecx: subleaf & 0xff, edx: cfg.apicId };
+    case 0x15:
+      if (!cfg.hypervisor) return zero;
+      // TSC = crystal * EBX / EAX (tsc.ts: the TSC runs on virtual time at this fixed rate).
+      return { eax: 1, ebx: TSC_HZ / TSC_CRYSTAL_HZ, ecx: TSC_CRYSTAL_HZ, edx: 0 };
+    case 0x16:
+      if (!cfg.hypervisor) return zero;
+      // Base and maximum frequency in MHz (one fixed rate); bus (LAPIC timer input): 1000 MHz.
+      return { eax: TSC_HZ / 1e6, ebx: TSC_HZ / 1e6, ecx: LAPIC_BUS_MHZ, edx: 0 };
     case 0x80000000:
       return { eax: 0x80000008, ebx: str4('Auth'), edx: str4('enti'), ecx: str4('cAMD') };
     case 0x80000001:
@@ -75,6 +90,10 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
       const w = (k: number): number => str4(BRAND.slice(i + k * 4, i + k * 4 + 4));
       return { eax: w(0), ebx: w(1), ecx: w(2), edx: w(3) };
     }
+    case 0x80000007:
+      // Invariant TSC: in VMs it runs at TSC_HZ on virtual time in every state, HLT and MWAIT
+      // included. The bare machine's RDTSC is the engine's, on host time: not invariant.
+      return { eax: 0, ebx: 0, ecx: 0, edx: cfg.hypervisor ? 1 << 8 : 0 };
     case 0x80000008:
       // 40 physical, 48 virtual address bits.
       return { eax: 0x3000 | MAX_PHYS_ADDR_BITS, ebx: 0, ecx: 0, edx: 0 };
