@@ -15,7 +15,7 @@ import { PcBoard } from '../machine/platform/board.js';
 import { ChildClock } from '../machine/clock.js';
 import { checkVersion, stateNumber, stateRecord, stateString, StateError, type StateRecord } from '../machine/state.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio } from '../machine/cpu/x86-cpu.js';
-import { GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
+import { GUEST_IOAPIC_WINDOW, GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
 import type { GuestMemory } from './memory/guest-memory.js';
 import { emptyExitCounts, exitsFromCounters, type ExitCounts } from './exits.js';
 import { handleHypercall } from './hypercalls.js';
@@ -27,6 +27,7 @@ import type { FwCfg } from '../machine/devices/fw-cfg.js';
 import { createVmFwCfg } from './vm-fw-cfg.js';
 
 export const GUEST_LAPIC_GPA = 0xfee00000;
+export const GUEST_IOAPIC_GPA = 0xfec00000;
 
 export type VmState = 'running' | 'stopped';
 
@@ -137,6 +138,7 @@ export class Vm implements CpuHost {
       onCom2Byte: (b) => this.com2Byte(b),
       onDebugExit: (status, value) => this.stop({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}` }),
       // The machine's --rtc choice (a restored VM's RTC comes from its record instead).
+      ioapic: true,
       ...(machine.vmRtcEpochSeconds() !== undefined ? { rtcEpochSeconds: machine.vmRtcEpochSeconds()! } : {}),
     });
     ({ io: this.io, pic: this.pic, pit: this.pit, uart: this.uart, cmos: this.cmos, debugExit: this.debugExit, debugcon: this.debugcon } = this.board);
@@ -159,6 +161,18 @@ export class Vm implements CpuHost {
           this.vcpus[cpu.index]!.lapic.mmioWrite(off, size as 1 | 2 | 4, Number(v & 0xffff_ffffn));
         },
       },
+      {
+        base: GUEST_IOAPIC_WINDOW,
+        size: 0x1000,
+        read: (_cpu, off, size) => {
+          this.mmioExits++;
+          return BigInt(this.board.ioapic!.mmioRead(off, size as 1 | 2 | 4) >>> 0);
+        },
+        write: (_cpu, off, size, v) => {
+          this.mmioExits++;
+          this.board.ioapic!.mmioWrite(off, size as 1 | 2 | 4, Number(v & 0xffff_ffffn));
+        },
+      },
     ];
     this.msrExits = new VmMsrs(config.msrFrames, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic);
     this.msrExits.onAccess = (cpu, index, write) => {
@@ -174,8 +188,9 @@ export class Vm implements CpuHost {
    * LAPIC two EPT table frames (a PD and a PT for 3-4 GiB): linked clones.
    */
   mapLapicOnDemand(page: number): boolean {
-    if (page !== GUEST_LAPIC_GPA || this.vmMemory.ept.lookup(page)) return false;
-    this.vmMemory.mapMmioWindow(GUEST_LAPIC_GPA, GUEST_LAPIC_WINDOW);
+    const window = page === GUEST_LAPIC_GPA ? GUEST_LAPIC_WINDOW : page === GUEST_IOAPIC_GPA ? GUEST_IOAPIC_WINDOW : null;
+    if (window === null || this.vmMemory.ept.lookup(page)) return false;
+    this.vmMemory.mapMmioWindow(page, window);
     return true;
   }
 
