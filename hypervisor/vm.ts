@@ -25,6 +25,7 @@ import { REG } from '../machine/cpu/unicorn/constants.js';
 import type { VmObserver } from './security/vm-observer.js';
 import type { FwCfg } from '../machine/devices/fw-cfg.js';
 import { createVmFwCfg } from './vm-fw-cfg.js';
+import { addAcpiPlatformDevices } from './acpi/platform-devices.js';
 
 export const GUEST_LAPIC_GPA = 0xfee00000;
 export const GUEST_IOAPIC_GPA = 0xfec00000;
@@ -145,6 +146,7 @@ export class Vm implements CpuHost {
     this.fwCfg = createVmFwCfg(vmMemory, vmMemory.ramBytes, config.vcpus);
     // Snapshots from before VMs had fw_cfg leave it at reset.
     this.board.addDevice(this.fwCfg, { optionalInRecords: true });
+    addAcpiPlatformDevices(this);
     // The guest's LAPIC page: EPT maps it (on first access, see mapLapicOnDemand) to a host MMIO
     // window that each vCPU engine routes to its own LAPIC.
     const lapicWindow = GUEST_LAPIC_WINDOW;
