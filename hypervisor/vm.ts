@@ -134,6 +134,7 @@ export class Vm implements CpuHost {
           cpu.state = 'wait-for-sipi';
         },
         onStartup: (i, vector) => this.vcpus[i]!.cpu.startupAt(vector),
+        onNmi: (i) => this.vcpus[i]!.cpu.raiseNmi(),
       },
       onSerialByte: (b) => this.serialByte(b),
       onCom2Byte: (b) => this.com2Byte(b),

@@ -11,6 +11,7 @@ import { HostCpu, SLICE } from './host-cpu.js';
 import { REG, UC_MEM_FETCH, UC_MEM_WRITE, UC_MODE_16, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcErr } from './unicorn/constants.js';
 import { cpuid, type CpuidConfig } from './x86/cpuid.js';
 import { walk, type PagingControl, type PhysicalReader, type WalkResult } from './x86/paging.js';
+import { nmiBlocked, setNmiBlocked } from './x86/nmi.js';
 import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
 import { contextLayout, HF, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
 import { cachedBytes } from './unicorn/probe-cache.js';
@@ -148,6 +149,7 @@ export class X86Cpu implements DeliveryCpu {
   /** Observers for the inspection API and event log. */
   onEvent: ((ev: CpuEvent) => void) | undefined;
   private stopRequested = false;
+  private nmiPending = false;
   private pendingTlbFault: { page: bigint; access: number; errorCode: number; nonCanonical?: true } | null = null;
   private pendingEptViolation: { gpa: bigint; gva: bigint; access: 'read' | 'write' | 'fetch' } | null = null;
   private pendingIntr: number | null = null;
@@ -604,10 +606,30 @@ export class X86Cpu implements DeliveryCpu {
     if (this.isResident) this.hostCpu.slice32[SLICE.request / 4] = 1;
   }
 
+  /** An NMI (LAPIC LINT1 or NMI IPI): latched until delivered, which waits for the previous NMI handler's IRET. */
+  raiseNmi(): void {
+    this.nmiPending = true;
+    this.requestStop();
+  }
+
+  /** Delivers a latched NMI through IDT vector 2 unless an NMI handler is still running (x86/nmi.ts). */
+  private serviceNmi(): boolean {
+    if (nmiBlocked(this.engine.contextView())) return false;
+    this.nmiPending = false;
+    if (this.state !== 'running') this.wake('NMI');
+    this.deliverExternal(VECTOR.NMI);
+    const blob = this.engine.contextView();
+    setNmiBlocked(blob);
+    this.engine.restoreContext(blob);
+    this.count('nmi');
+    return true;
+  }
+
   /** Wake from HLT/MWAIT when an interrupt is pending, then deliver it if IF allows. */
   serviceInterrupts(): void {
     const injector = this.injector;
     if (this.state === 'wait-for-sipi' || this.state === 'shutdown') return;
+    if (this.nmiPending && this.serviceNmi()) return;
     if (injector?.pending) {
       // Held by QEMU until the window opens; a CPU that went to sleep with the window open wakes to take it.
       if (this.state !== 'running' && injector.window() === 1) this.wake(`interrupt 0x${injector.pendingVector!.toString(16)}`);
@@ -644,13 +666,14 @@ export class X86Cpu implements DeliveryCpu {
 
   /** An interrupt is waiting for this CPU (from its LAPIC or the PIC). */
   hasPendingInterrupt(): boolean {
-    return this.host.interruptPending(this);
+    return this.nmiPending || this.host.interruptPending(this);
   }
 
   /** Could an interrupt ever wake this CPU? (HLT with IF=0 only wakes on NMI/INIT/SMI.) */
   canBeWokenByInterrupt(): boolean {
     if (this.state === 'running') return true;
     if (this.state !== 'halted' && this.state !== 'mwait') return false;
+    if (this.nmiPending) return true;
     return this.interruptFlag() || (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq);
   }
 
@@ -1030,6 +1053,7 @@ export class X86Cpu implements DeliveryCpu {
       pendingInterrupt: this.injector?.pendingVector ?? -1,
       mwaitBreakOnMaskedIrq: this.mwaitBreakOnMaskedIrq,
       debugRegisters: this.debugRegisters.save(),
+      nmiPending: this.nmiPending,
     };
   }
 
@@ -1048,6 +1072,8 @@ export class X86Cpu implements DeliveryCpu {
     const mon = stateNumber(s, 'monitor', who);
     const triggered = stateBoolean(s, 'monitorTriggered', who);
     const mwaitBreak = stateBoolean(s, 'mwaitBreakOnMaskedIrq', who);
+    // Absent in records from before NMIs were delivered: none was latched.
+    const nmiPending = s['nmiPending'] === undefined ? false : stateBoolean(s, 'nmiPending', who);
     const pendingInterrupt = stateNumber(s, 'pendingInterrupt', who);
     if (!Number.isInteger(pendingInterrupt) || pendingInterrupt < -1 || pendingInterrupt > 255) throw new StateError(who, 'pendingInterrupt', `${pendingInterrupt} is not a vector (or -1)`);
     const portable = stateRecord(s, 'portable', who);
@@ -1076,6 +1102,7 @@ export class X86Cpu implements DeliveryCpu {
     this.units = BigInt(units);
     this.monitor = mon >= 0 ? { paddr: this.hostPhysical(mon), gpa: mon, armed: true, triggered } : null;
     this.mwaitBreakOnMaskedIrq = mwaitBreak;
+    this.nmiPending = nmiPending;
     if (pendingInterrupt >= 0) {
       // Handed to the CPU before the save: QEMU delivers it when the window opens (delivery.ts at once without native injection).
       if (this.injector) this.injector.rearm(pendingInterrupt);

@@ -23,6 +23,8 @@ export interface BoardCpuControl {
   onInit(cpu: number): void;
   /** SIPI: the CPU starts in real mode at vector << 12. */
   onStartup(cpu: number, vector: number): void;
+  /** NMI through the LAPIC (LINT1 programmed as NMI, or an NMI IPI). */
+  onNmi?(cpu: number): void;
 }
 
 export interface BoardConfig {
@@ -91,6 +93,10 @@ export class PcBoard {
             onInterruptChange: (pending) => pending && kick(),
             onInit: () => config.control.onInit(index),
             onStartup: (vector) => config.control.onStartup(index, vector),
+            onNmi: () => {
+              config.control.onNmi?.(index);
+              kick();
+            },
           },
         }),
       );

@@ -213,7 +213,7 @@ export class PcMachine implements CpuHost {
       memoryBytes: config.memBytes,
       lowMemoryBytes: this.memory.lowRamTop,
       kick: () => this.kick(),
-      control: { onInit: (i) => this.initCpu(i), onStartup: (i, vector) => this.startCpu(i, vector) },
+      control: { onInit: (i) => this.initCpu(i), onStartup: (i, vector) => this.startCpu(i, vector), onNmi: (i) => this.cpus[i]!.raiseNmi() },
       onSerialByte: (b) => this.serialByte(b),
       onDebugExit: (status, value) => this.finish({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}`, atNs: this.now() }),
       onDebugconByte: (b) => this.log('debugcon', String.fromCharCode(b)),
