@@ -158,6 +158,37 @@ describe('the board routes ISA IRQs through the I/O APIC to the LAPICs', () => {
   });
 });
 
+describe('NMI through the LAPICs', () => {
+  it('an NMI IPI and LINT1 programmed as NMI (the MADT LAPIC NMI entry) reach the CPU; a fixed LINT1 does not', () => {
+    const nmis: number[] = [];
+    const b = new PcBoard({ clock: new Timeline(), cpus: 2, memoryBytes: 64 << 20, lowMemoryBytes: 64 << 20, kick: () => {}, control: { onInit: () => {}, onStartup: () => {}, onNmi: (cpu) => nmis.push(cpu) }, onSerialByte: () => {}, onDebugExit: () => {}, ioapic: true });
+    for (const cpu of [0, 1]) b.lapics[cpu]!.mmioWrite(0xf0, 4, 0x1ff);
+    b.lapics[0]!.mmioWrite(0x310, 4, 1 << 24);
+    b.lapics[0]!.mmioWrite(0x300, 4, 0x400); // NMI to APIC 1
+    expect(nmis).toEqual([1]);
+    b.lapics[0]!.mmioWrite(0x300, 4, 0x400 | (3 << 18)); // NMI to all but self
+    expect(nmis).toEqual([1, 1]);
+    b.lapics[0]!.mmioWrite(0x360, 4, 0x400); // LINT1: NMI, unmasked
+    b.lapics[0]!.setLint(1, true);
+    expect(nmis).toEqual([1, 1, 0]);
+    b.lapics[0]!.setLint(1, false);
+    b.lapics[0]!.mmioWrite(0x360, 4, 0x10400); // masked
+    b.lapics[0]!.setLint(1, true);
+    expect(nmis).toEqual([1, 1, 0]);
+  });
+
+  it('an I/O APIC entry in NMI delivery mode sends an NMI', () => {
+    const nmis: number[] = [];
+    const b = new PcBoard({ clock: new Timeline(), cpus: 2, memoryBytes: 64 << 20, lowMemoryBytes: 64 << 20, kick: () => {}, control: { onInit: () => {}, onStartup: () => {}, onNmi: (cpu) => nmis.push(cpu) }, onSerialByte: () => {}, onDebugExit: () => {}, ioapic: true });
+    b.ioapic!.mmioWrite(IOREGSEL, 4, 0x11 + 2 * 3);
+    b.ioapic!.mmioWrite(IOWIN, 4, 1 << 24);
+    b.ioapic!.mmioWrite(IOREGSEL, 4, 0x10 + 2 * 3);
+    b.ioapic!.mmioWrite(IOWIN, 4, 4 << 8);
+    b.ioapic!.line(3).pulse();
+    expect(nmis).toEqual([1]);
+  });
+});
+
 describe('ACPI PM block and the i8042 reset line', () => {
   it('the PM timer counts at 3.579545 MHz on virtual time, 24 bits; SCI_EN reads 1; SLP_EN with SLP_TYP 0 powers off', () => {
     const tl = new Timeline();
