@@ -55,7 +55,7 @@ describe.skipIf(!fetched)('Debian 6.1 cloud kernel to a busybox shell (run `node
 
   it('with 2 vCPUs: the MADT lists both, the I/O APIC carries the timer, and the shell sees 2 CPUs', async () => {
     const steps = [
-      { waitFor: '/ # ', send: 'echo cpus-$(nproc)-$(grep -c ^processor /proc/cpuinfo)\n' },
+      { waitFor: '/ # ', send: 'cat /proc/interrupts; echo cpus-$(nproc)-$(grep -c ^processor /proc/cpuinfo)\n' },
       { waitFor: 'cpus-2-2', send: 'poweroff -f\n' },
       { waitFor: 'reboot: Power down' },
     ];
@@ -66,7 +66,9 @@ describe.skipIf(!fetched)('Debian 6.1 cloud kernel to a busybox shell (run `node
     expect(r.serial).toContain('smp: Brought up 1 node, 2 CPUs');
     expect(r.steps, r.serial.slice(-3000)).toBe(steps.length);
     expect(r.vmExit).toMatchObject({ reason: 'stopped', code: 0 });
-    // The serial port's interrupts came through the I/O APIC (pin 4), not the 8259.
+    // The timer (IRQ 0 on pin 2) and the serial port (pin 4) came through the I/O APIC, not the 8259.
     expect(r.serial).not.toContain('Switch to virtual wire mode');
+    expect(r.serial).toMatch(/0:\s+\d+\s+\d+\s+IO-APIC\s+2-edge\s+timer/);
+    expect(r.serial).toMatch(/4:\s+\d+\s+\d+\s+IO-APIC\s+4-edge\s+ttyS0/);
   }, 900_000);
 });
