@@ -44,7 +44,7 @@ import { linuxBootPlan, type BootFile, type LinuxBootPlan } from './linux/index.
 import { placeMultibootModules } from './linux/multiboot-modules.js';
 import { REG } from '../machine/cpu/unicorn/constants.js';
 import { seabiosDeviceState } from './legacy-state.js';
-import { biosDataArea } from './bios-data-area.js';
+import { firmwareTables } from './acpi/index.js';
 import { dropWrite } from './dropped-writes.js';
 import { OpenBusExhausted } from './open-bus.js';
 import { FrameAllocatorError } from './memory/frame-allocator.js';
@@ -111,8 +111,8 @@ export class Hypervisor implements CpuScheduler {
     const mods = placeMultibootModules(plan.segments, [...(spec.initrd ? [spec.initrd] : []), ...(spec.modules ?? [])], spec.memBytes);
     const vm = this.newVm({ name: spec.name ?? basename(spec.fileName).replace(/\.elf$/, ''), vcpus: spec.vcpus, memBytes: spec.memBytes });
     const memory = vm.vmMemory;
-    // What SeaBIOS leaves in low memory first: a kernel loaded over it keeps its own bytes.
-    for (const w of biosDataArea()) memory.write(w.gpa, w.bytes);
+    // What SeaBIOS leaves in RAM (BDA, ACPI) first: a kernel loaded over it keeps its own bytes.
+    for (const w of firmwareTables(spec.vcpus, spec.memBytes)) memory.write(w.gpa, w.bytes);
     for (const seg of plan.segments) {
       const bytes = new Uint8Array(seg.memSize);
       bytes.set(seg.fileBytes.subarray(0, Math.min(seg.fileBytes.length, seg.memSize)));
@@ -134,7 +134,7 @@ export class Hypervisor implements CpuScheduler {
   /** A Linux kernel (bzImage or PVH) as the plan from hypervisor/linux/ says: its bytes, then its 32-bit entry. */
   private createLinuxGuest(spec: GuestSpec, plan: LinuxBootPlan): Vm {
     const vm = this.newVm({ name: spec.name ?? basename(spec.fileName), vcpus: spec.vcpus, memBytes: spec.memBytes });
-    for (const w of [...biosDataArea(), ...plan.writes]) vm.vmMemory.write(w.gpa, w.bytes);
+    for (const w of [...firmwareTables(spec.vcpus, spec.memBytes), ...plan.writes]) vm.vmMemory.write(w.gpa, w.bytes);
     seabiosDeviceState(vm.io);
     const cpu = vm.vcpus[0]!.cpu;
     cpu.enterFlatProtectedMode(plan.entry, 0, plan.ebx);

@@ -16,7 +16,7 @@ import { ChildClock } from '../machine/clock.js';
 import { VmTsc } from './vm-tsc.js';
 import { checkVersion, stateNumber, stateRecord, stateString, StateError, type StateRecord } from '../machine/state.js';
 import { X86Cpu, type CpuEvent, type CpuHost, type LocalMmio } from '../machine/cpu/x86-cpu.js';
-import { GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
+import { GUEST_IOAPIC_WINDOW, GUEST_LAPIC_WINDOW, type PcMachine } from '../machine/platform/pc.js';
 import type { GuestMemory } from './memory/guest-memory.js';
 import { emptyExitCounts, exitsFromCounters, type ExitCounts } from './exits.js';
 import { handleHypercall } from './hypercalls.js';
@@ -26,8 +26,10 @@ import { REG } from '../machine/cpu/unicorn/constants.js';
 import type { VmObserver } from './security/vm-observer.js';
 import type { FwCfg } from '../machine/devices/fw-cfg.js';
 import { createVmFwCfg } from './vm-fw-cfg.js';
+import { addAcpiPlatformDevices } from './acpi/platform-devices.js';
 
 export const GUEST_LAPIC_GPA = 0xfee00000;
+export const GUEST_IOAPIC_GPA = 0xfec00000;
 
 export type VmState = 'running' | 'stopped';
 
@@ -135,17 +137,20 @@ export class Vm implements CpuHost {
           cpu.state = 'wait-for-sipi';
         },
         onStartup: (i, vector) => this.vcpus[i]!.cpu.startupAt(vector),
+        onNmi: (i) => this.vcpus[i]!.cpu.raiseNmi(),
       },
       onSerialByte: (b) => this.serialByte(b),
       onCom2Byte: (b) => this.com2Byte(b),
       onDebugExit: (status, value) => this.stop({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}` }),
       // The machine's --rtc choice (a restored VM's RTC comes from its record instead).
+      ioapic: true,
       ...(machine.vmRtcEpochSeconds() !== undefined ? { rtcEpochSeconds: machine.vmRtcEpochSeconds()! } : {}),
     });
     ({ io: this.io, pic: this.pic, pit: this.pit, uart: this.uart, cmos: this.cmos, debugExit: this.debugExit, debugcon: this.debugcon } = this.board);
     this.fwCfg = createVmFwCfg(vmMemory, vmMemory.ramBytes, config.vcpus);
     // Snapshots from before VMs had fw_cfg leave it at reset.
     this.board.addDevice(this.fwCfg, { optionalInRecords: true });
+    addAcpiPlatformDevices(this);
     // The guest's LAPIC page: EPT maps it (on first access, see mapLapicOnDemand) to a host MMIO
     // window that each vCPU engine routes to its own LAPIC.
     const lapicWindow = GUEST_LAPIC_WINDOW;
@@ -160,6 +165,18 @@ export class Vm implements CpuHost {
         write: (cpu, off, size, v) => {
           this.mmioExits++;
           this.vcpus[cpu.index]!.lapic.mmioWrite(off, size as 1 | 2 | 4, Number(v & 0xffff_ffffn));
+        },
+      },
+      {
+        base: GUEST_IOAPIC_WINDOW,
+        size: 0x1000,
+        read: (_cpu, off, size) => {
+          this.mmioExits++;
+          return BigInt(this.board.ioapic!.mmioRead(off, size as 1 | 2 | 4) >>> 0);
+        },
+        write: (_cpu, off, size, v) => {
+          this.mmioExits++;
+          this.board.ioapic!.mmioWrite(off, size as 1 | 2 | 4, Number(v & 0xffff_ffffn));
         },
       },
     ];
@@ -182,8 +199,9 @@ export class Vm implements CpuHost {
    * LAPIC two EPT table frames (a PD and a PT for 3-4 GiB): linked clones.
    */
   mapLapicOnDemand(page: number): boolean {
-    if (page !== GUEST_LAPIC_GPA || this.vmMemory.ept.lookup(page)) return false;
-    this.vmMemory.mapMmioWindow(GUEST_LAPIC_GPA, GUEST_LAPIC_WINDOW);
+    const window = page === GUEST_LAPIC_GPA ? GUEST_LAPIC_WINDOW : page === GUEST_IOAPIC_GPA ? GUEST_IOAPIC_WINDOW : null;
+    if (window === null || this.vmMemory.ept.lookup(page)) return false;
+    this.vmMemory.mapMmioWindow(page, window);
     return true;
   }
 

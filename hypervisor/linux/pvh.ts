@@ -8,6 +8,7 @@
  */
 import { LinuxImageError, LinuxLoadError } from './errors.js';
 import { pvhEntry } from './kernel-format.js';
+import { RSDP_ADDR } from '../acpi/tables.js';
 import { CMDLINE_ADDR, CMDLINE_MAX, cmdlineBytes, e820Bytes, placeHigh, type BootFile, type BootWrite, type LinuxBootOptions, type LinuxBootPlan } from './boot-plan.js';
 
 export const HVM_START_MAGIC = 0x336ec578;
@@ -93,6 +94,8 @@ export function planPvh(image: Uint8Array, fileName: string, opts: LinuxBootOpti
   dv.setUint32(SI.nrModules, modules.length, true);
   dv.setBigUint64(SI.modlistPaddr, modules.length > 0 ? BigInt(modlistAt) : 0n, true);
   dv.setBigUint64(SI.cmdlinePaddr, BigInt(cmdlineAt), true);
+  // Every VM has ACPI tables (hypervisor/acpi/); QEMU passes the RSDP the same way.
+  dv.setBigUint64(SI.rsdpPaddr, BigInt(RSDP_ADDR), true);
   dv.setBigUint64(SI.memmapPaddr, BigInt(memmapAt), true);
   dv.setUint32(SI.memmapEntries, opts.memoryMap.length, true);
   modules.forEach((m, i) => {

@@ -11,6 +11,7 @@ import { HostCpu, SLICE } from './host-cpu.js';
 import { REG, UC_MEM_FETCH, UC_MEM_WRITE, UC_MODE_16, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcErr } from './unicorn/constants.js';
 import { cpuid, type CpuidConfig } from './x86/cpuid.js';
 import { walk, type PagingControl, type PhysicalReader, type WalkResult } from './x86/paging.js';
+import { nmiBlocked, setNmiBlocked } from './x86/nmi.js';
 import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
 import { contextLayout, HF, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
 import { cachedBytes } from './unicorn/probe-cache.js';
@@ -21,7 +22,7 @@ import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLif
 import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
 import { mwaitExtensionFault, privilegeFault, syscallFault } from './x86/privilege.js';
 import { ioPermissionLayout, linearReader, PortIoGate, taskRegister } from './x86/io-permission.js';
-import { armTscIntercept, decodeRdtsc, MSR_TSC_AUX, SVM_EXIT_RDTSC } from './x86/tsc.js';
+import { armTscIntercept, decodeRdtsc, MSR_TSC_AUX, RDTSC_EXIT_NS, SVM_EXIT_RDTSC } from './x86/tsc.js';
 import { armDebugRegisterIntercept, DebugRegisters, debugRegisterIntercept, decodeMovDr, isDebugRegisterExit, SVM_EXIT_WRITE_DR0 } from './x86/debug-registers.js';
 import type { StateRecord } from '../state.js';
 import { checkVersion, stateBoolean, stateBytes, stateNumber, stateRecord, stateString, StateError } from '../state.js';
@@ -151,6 +152,7 @@ export class X86Cpu implements DeliveryCpu {
   /** Observers for the inspection API and event log. */
   onEvent: ((ev: CpuEvent) => void) | undefined;
   private stopRequested = false;
+  private nmiPending = false;
   private pendingTlbFault: { page: bigint; access: number; errorCode: number; nonCanonical?: true } | null = null;
   private pendingEptViolation: { gpa: bigint; gva: bigint; access: 'read' | 'write' | 'fetch' } | null = null;
   private pendingIntr: number | null = null;
@@ -626,10 +628,30 @@ export class X86Cpu implements DeliveryCpu {
     this.hostCpu.slice64[SLICE.limit / 8] = 0n;
   }
 
+  /** An NMI (LAPIC LINT1 or NMI IPI): latched until delivered, which waits for the previous NMI handler's IRET. */
+  raiseNmi(): void {
+    this.nmiPending = true;
+    this.requestStop();
+  }
+
+  /** Delivers a latched NMI through IDT vector 2 unless an NMI handler is still running (x86/nmi.ts). */
+  private serviceNmi(): boolean {
+    if (nmiBlocked(this.engine.contextView())) return false;
+    this.nmiPending = false;
+    if (this.state !== 'running') this.wake('NMI');
+    this.deliverExternal(VECTOR.NMI);
+    const blob = this.engine.contextView();
+    setNmiBlocked(blob);
+    this.engine.restoreContext(blob);
+    this.count('nmi');
+    return true;
+  }
+
   /** Wake from HLT/MWAIT when an interrupt is pending, then deliver it if IF allows. */
   serviceInterrupts(): void {
     const injector = this.injector;
     if (this.state === 'wait-for-sipi' || this.state === 'shutdown') return;
+    if (this.nmiPending && this.serviceNmi()) return;
     if (injector?.pending) {
       // Held by QEMU until the window opens; a CPU that went to sleep with the window open wakes to take it.
       if (this.state !== 'running' && injector.window() === 1) this.wake(`interrupt 0x${injector.pendingVector!.toString(16)}`);
@@ -666,13 +688,14 @@ export class X86Cpu implements DeliveryCpu {
 
   /** An interrupt is waiting for this CPU (from its LAPIC or the PIC). */
   hasPendingInterrupt(): boolean {
-    return this.host.interruptPending(this);
+    return this.nmiPending || this.host.interruptPending(this);
   }
 
   /** Could an interrupt ever wake this CPU? (HLT with IF=0 only wakes on NMI/INIT/SMI.) */
   canBeWokenByInterrupt(): boolean {
     if (this.state === 'running') return true;
     if (this.state !== 'halted' && this.state !== 'mwait') return false;
+    if (this.nmiPending) return true;
     return this.interruptFlag() || (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq);
   }
 
@@ -861,6 +884,8 @@ export class X86Cpu implements DeliveryCpu {
     const insn = decodeRdtsc(this.fetchInstructionBytes(lin, 3), long) ?? decodeRdtsc(this.fetchInstructionBytes(lin, 15), long);
     const read = this.host.msrExits?.readTsc;
     if (!insn || !read) return { kind: 'error', message: `CPU ${this.index}: RDTSC exit at RIP 0x${rip.toString(16)} ${insn ? 'without a TSC source' : 'is not on an RDTSC/RDTSCP'}` };
+    // The exit's cost first (machine time is these units), then the read: back-to-back reads differ by it.
+    this.units += BigInt(RDTSC_EXIT_NS); // a unit of machine time is 1 ns (NS_PER_UNIT)
     const tsc = read.call(this.host.msrExits, this);
     this.count(insn.rdtscp ? 'rdtscp' : 'rdtsc');
     this.engine.writeReg(REG.RAX, tsc & 0xffff_ffffn);
@@ -1099,6 +1124,7 @@ export class X86Cpu implements DeliveryCpu {
       pendingInterrupt: this.injector?.pendingVector ?? -1,
       mwaitBreakOnMaskedIrq: this.mwaitBreakOnMaskedIrq,
       debugRegisters: this.debugRegisters.save(),
+      nmiPending: this.nmiPending,
     };
   }
 
@@ -1117,6 +1143,8 @@ export class X86Cpu implements DeliveryCpu {
     const mon = stateNumber(s, 'monitor', who);
     const triggered = stateBoolean(s, 'monitorTriggered', who);
     const mwaitBreak = stateBoolean(s, 'mwaitBreakOnMaskedIrq', who);
+    // Absent in records from before NMIs were delivered: none was latched.
+    const nmiPending = s['nmiPending'] === undefined ? false : stateBoolean(s, 'nmiPending', who);
     const pendingInterrupt = stateNumber(s, 'pendingInterrupt', who);
     if (!Number.isInteger(pendingInterrupt) || pendingInterrupt < -1 || pendingInterrupt > 255) throw new StateError(who, 'pendingInterrupt', `${pendingInterrupt} is not a vector (or -1)`);
     const portable = stateRecord(s, 'portable', who);
@@ -1146,6 +1174,7 @@ export class X86Cpu implements DeliveryCpu {
     this.units = BigInt(units);
     this.monitor = mon >= 0 ? { paddr: this.hostPhysical(mon), gpa: mon, armed: true, triggered } : null;
     this.mwaitBreakOnMaskedIrq = mwaitBreak;
+    this.nmiPending = nmiPending;
     if (pendingInterrupt >= 0) {
       // Handed to the CPU before the save: QEMU delivers it when the window opens (delivery.ts at once without native injection).
       if (this.injector) this.injector.rearm(pendingInterrupt);

@@ -268,6 +268,11 @@ export class LocalApic implements MmioDevice {
     return v;
   }
 
+  /** TPR, for lowest-priority arbitration. */
+  taskPriority(): number {
+    return this.tpr;
+  }
+
   /** CR8 reads TPR[7:4]. */
   readCr8(): number {
     return this.tpr >> 4;

@@ -13,7 +13,9 @@ import { CmosRtc } from '../devices/cmos-rtc.js';
 import { DebugExit } from '../devices/debug-exit.js';
 import { Debugcon } from '../devices/debugcon.js';
 import { LocalApic, deliverIpi, type IpiMessage } from '../devices/lapic.js';
-import type { PortIoDevice, VirtualClock } from '../devices/device.js';
+import { IoApic } from '../devices/ioapic.js';
+import { routeIoApicMessage } from './ioapic-routing.js';
+import type { IrqLine, PortIoDevice, VirtualClock } from '../devices/device.js';
 import { StateError, type StateRecord } from '../state.js';
 
 export interface BoardCpuControl {
@@ -21,6 +23,8 @@ export interface BoardCpuControl {
   onInit(cpu: number): void;
   /** SIPI: the CPU starts in real mode at vector << 12. */
   onStartup(cpu: number, vector: number): void;
+  /** NMI through the LAPIC (LINT1 programmed as NMI, or an NMI IPI). */
+  onNmi?(cpu: number): void;
 }
 
 export interface BoardConfig {
@@ -41,6 +45,8 @@ export interface BoardConfig {
   faults?: { pitStuck?: boolean; uartDead?: boolean; cmosBadChecksum?: boolean };
   /** RTC time (Unix seconds, UTC) at the board's virtual time 0; default the CMOS model's fixed epoch. */
   rtcEpochSeconds?: number;
+  /** An I/O APIC beside the 8259s (VMs, whose ACPI MADT lists it): ISA IRQ n to pin n, IRQ 0 to pin 2. */
+  ioapic?: boolean;
 }
 
 export class PcBoard {
@@ -53,6 +59,7 @@ export class PcBoard {
   readonly debugExit: DebugExit;
   readonly debugcon: Debugcon;
   readonly lapics: LocalApic[] = [];
+  readonly ioapic: IoApic | null = null;
   /** Devices added after records existed: a record without them restores them at reset. */
   private readonly optionalInRecords = new Set<PortIoDevice>();
 
@@ -60,7 +67,9 @@ export class PcBoard {
     const { clock, kick } = config;
     const faults = config.faults ?? {};
     this.pic = new Pic8259({ onIntrChange: (level) => level && kick() });
-    const irq = (n: number) => this.pic.irqLine(n);
+    if (config.ioapic) this.ioapic = new IoApic({ deliver: (msg) => { routeIoApicMessage(this.lapics, msg); kick(); } });
+    const ioapic = this.ioapic;
+    const irq = (n: number): IrqLine => (ioapic ? bothControllers(this.pic.irqLine(n), ioapic.line(n === 0 ? 2 : n)) : this.pic.irqLine(n));
     this.pit = new Pit8254({ clock, irq0: irq(0), stuck: faults.pitStuck ?? false });
     this.uart = new Uart16550({ clock, irq: irq(4), base: 0x3f8, dead: faults.uartDead ?? false, onTransmit: config.onSerialByte });
     this.cmos = new CmosRtc({ clock, irq: irq(8), memoryBytes: config.memoryBytes, lowMemoryBytes: config.lowMemoryBytes, cpus: config.cpus, badChecksum: faults.cmosBadChecksum ?? false, ...(config.rtcEpochSeconds !== undefined ? { epochSeconds: config.rtcEpochSeconds } : {}) });
@@ -79,10 +88,15 @@ export class PcBoard {
           apicId: i,
           bsp: i === 0,
           onIpi: (msg) => this.routeIpi(msg, kick),
+          ...(ioapic ? { onLevelEoi: (vector: number) => ioapic.eoi(vector) } : {}),
           cpu: {
             onInterruptChange: (pending) => pending && kick(),
             onInit: () => config.control.onInit(index),
             onStartup: (vector) => config.control.onStartup(index, vector),
+            onNmi: () => {
+              config.control.onNmi?.(index);
+              kick();
+            },
           },
         }),
       );
@@ -118,7 +132,7 @@ export class PcBoard {
   /** Device and LAPIC records, keyed by the devices' snapshot ids. */
   saveState(): StateRecord {
     return {
-      devices: Object.fromEntries(this.io.devices().map((d) => [d.snapshotId, d.saveState()])),
+      devices: { ...Object.fromEntries(this.io.devices().map((d) => [d.snapshotId, d.saveState()])), ...(this.ioapic ? { [this.ioapic.snapshotId]: this.ioapic.saveState() } : {}) },
       lapics: this.lapics.map((l) => l.saveState()),
     };
   }
@@ -134,5 +148,26 @@ export class PcBoard {
       d.restoreState(rec);
     }
     this.lapics.forEach((l, i) => l.restoreState(lapics[i] as StateRecord));
+    if (this.ioapic) {
+      // Records from before VMs had an I/O APIC leave it at reset (all pins masked).
+      const rec = devices[this.ioapic.snapshotId];
+      if (rec === undefined) this.ioapic.reset();
+      else if (rec === null || typeof rec !== 'object' || Array.isArray(rec) || rec instanceof Uint8Array) throw new StateError(who, `devices.${this.ioapic.snapshotId}`, 'not a record');
+      else this.ioapic.restoreState(rec);
+    }
   }
+}
+
+/** An ISA IRQ wired to both the 8259 and the I/O APIC, as on a PC with both. */
+function bothControllers(a: IrqLine, b: IrqLine): IrqLine {
+  return {
+    setLevel: (high) => {
+      a.setLevel(high);
+      b.setLevel(high);
+    },
+    pulse: () => {
+      a.pulse();
+      b.pulse();
+    },
+  };
 }

@@ -31,6 +31,8 @@ export const LAPIC_BASE = 0xfee00000;
  * the same window: the host CPU routes an access to the devices of the vCPU bound to it.
  */
 export const GUEST_LAPIC_WINDOW = 0xf0_0000_0000;
+/** The same for a VM's I/O APIC page (0xFEC00000), the page after. */
+export const GUEST_IOAPIC_WINDOW = GUEST_LAPIC_WINDOW + 0x1000;
 /** Virtual nanoseconds per unit of executed code (one byte of an entered block). */
 export const NS_PER_UNIT = 1;
 /** Longest a CPU runs before the scheduler looks at the others and the host event loop. */
@@ -211,7 +213,7 @@ export class PcMachine implements CpuHost {
       memoryBytes: config.memBytes,
       lowMemoryBytes: this.memory.lowRamTop,
       kick: () => this.kick(),
-      control: { onInit: (i) => this.initCpu(i), onStartup: (i, vector) => this.startCpu(i, vector) },
+      control: { onInit: (i) => this.initCpu(i), onStartup: (i, vector) => this.startCpu(i, vector), onNmi: (i) => this.cpus[i]!.raiseNmi() },
       onSerialByte: (b) => this.serialByte(b),
       onDebugExit: (status, value) => this.finish({ reason: 'debug-exit', code: status, detail: `isa-debug-exit value 0x${value.toString(16)}`, atNs: this.now() }),
       onDebugconByte: (b) => this.log('debugcon', String.fromCharCode(b)),
@@ -236,7 +238,7 @@ export class PcMachine implements CpuHost {
       },
     ];
     for (let i = 0; i < config.cpus; i++) {
-      this.hostCpus.push(new HostCpu(i, this.memory, [{ base: LAPIC_BASE, size: 0x1000 }, { base: GUEST_LAPIC_WINDOW, size: 0x1000 }]));
+      this.hostCpus.push(new HostCpu(i, this.memory, [{ base: LAPIC_BASE, size: 0x1000 }, { base: GUEST_LAPIC_WINDOW, size: 0x1000 }, { base: GUEST_IOAPIC_WINDOW, size: 0x1000 }]));
       const cpu = new X86Cpu(i, i, this, { apicId: i, logicalCpus: config.cpus }, this.hostCpus[i]);
       cpu.onEvent = (e) => this.cpuEvent(cpu, e);
       this.cpus.push(cpu);

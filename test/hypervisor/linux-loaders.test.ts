@@ -138,7 +138,7 @@ describe('Linux loaders (hypervisor/linux/)', () => {
     expect(dv.getUint32(SI.version, true)).toBe(1);
     expect(dv.getUint32(SI.nrModules, true)).toBe(2);
     expect(dv.getUint32(SI.memmapEntries, true)).toBe(map.length);
-    expect(dv.getBigUint64(SI.rsdpPaddr, true)).toBe(0n);
+    expect(dv.getBigUint64(SI.rsdpPaddr, true)).toBe(0xf5a00n);
   });
 
   it('PVH: a bad note or a segment outside RAM is refused with the field', () => {

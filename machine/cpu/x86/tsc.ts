@@ -21,6 +21,14 @@ import type { SvmLayout } from './msr-intercept.js';
  * CPUID 0x15 states it as a 25 MHz crystal (Intel's usual) times 80.
  */
 export const TSC_HZ = 2_000_000_000;
+/**
+ * Virtual time one trapped RDTSC/RDTSCP costs the guest (ns), as a VM exit costs a guest on
+ * hardware (about a microsecond). Without it a loop that waits for the TSC to pass a value
+ * (Linux's delay_tsc, check_timer, an AP's calibrate_delay) gains ~10 ns of virtual time per
+ * 12 us host exit, so two vCPUs doing so on one pCPU crawled at 1 ms of guest time per second.
+ * Both the TSC and the PIT follow the same virtual clock, so calibrations stay exact.
+ */
+export const RDTSC_EXIT_NS = 1000;
 export const TSC_CRYSTAL_HZ = 25_000_000;
 export const TSC_PER_NS = BigInt(TSC_HZ / 1e9);
 
