@@ -76,7 +76,7 @@ export async function liveUpdateRows(uptick: string): Promise<BenchRow[]> {
       firmament: `${med(blackouts).toFixed(2)} ms`,
       qemu: 'n/a',
       ratio: 'n/a',
-      note: `median of ${blackouts.length} (${Math.min(...blackouts).toFixed(2)}-${Math.max(...blackouts).toFixed(2)}); old side ${med(oldSide).toFixed(2)} ms (record ${med(save).toFixed(2)} ms, successor adopts ${med(adopt).toFixed(2)} ms), new side ${med(newSide).toFixed(2)} ms to the VM's first slice; state ${reports[0]!.stateBytes} bytes`,
+      note: `median of ${blackouts.length} (${Math.min(...blackouts).toFixed(2)}-${Math.max(...blackouts).toFixed(2)}); old side ${med(oldSide).toFixed(2)} ms (record ${med(save).toFixed(2)} ms, successor adopts ${med(adopt).toFixed(2)} ms), new side ${med(newSide).toFixed(2)} ms to the VM's first slice; state ${reports[0]!.stateBytes} bytes; successor adopted ${reports.map((r) => r.successorAdopted ?? '?').join(', ')}`,
     });
     rows.push({
       metric: `live update, ${n} VM${n > 1 ? 's' : ''}: successor preparation`,

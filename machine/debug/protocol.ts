@@ -160,6 +160,8 @@ export type LiveUpdateReport =
       adoptMs: number;
       /** Inside that: the old process recording and encoding the state, the successor decoding and adopting it. */
       phases: { saveMs: number; successorAdoptMs: number };
+      /** 'in place' (the rehearsal's VMs took the record) or 'from scratch (why)'. */
+      successorAdopted?: string;
       blackout: VmBlackout[];
       stateBytes: number;
       shm: { inode: number; successorInode: number };

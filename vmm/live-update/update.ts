@@ -217,6 +217,7 @@ export class LiveUpdateHost {
       prepareMs: round(prepareMs),
       adoptMs: round(goAt - pausedAt),
       phases: { saveMs: round(saveMs), successorAdoptMs: round(adopted.adoptMs) },
+      ...(adopted.how !== undefined ? { successorAdopted: adopted.how } : {}),
       blackout: this.hypervisor.vms.map((vm) => {
         const first = running.firstSlices.find((f) => f.vm === vm.name)?.at ?? running.resumedAt;
         return { vm: vm.name, blackoutMs: round(first - pausedAt), oldSideMs: round(goAt - pausedAt), newSideMs: round(first - running.goReceivedAt) };

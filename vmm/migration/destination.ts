@@ -158,6 +158,7 @@ async function receive(hv: Hypervisor, socket: Socket, opts: IncomingOptions): P
         const end = decodeJson<{ digest: string; nonZeroPages: number }>(f, { digest: 'string', nonZeroPages: 'number' });
         if (!state) throw new MigrationStreamError(`frame ${f.seq} (END)`, f.offset, 'state', 'END before any STATE frame');
         const t0 = performance.now();
+        const cpu0 = process.cpuUsage();
         if (end.digest !== digest.hex() || end.nonZeroPages !== digest.nonZeroPages) throw new MigrationStreamError(`frame ${f.seq} (END)`, f.offset, 'digest', `guest memory digest ${digest.hex().slice(0, 16)}… (${digest.nonZeroPages} non-zero pages) does not match the source's ${end.digest.slice(0, 16)}… (${end.nonZeroPages})`);
         let walked = { walked: 0, translated: 0 };
         const phases: Record<string, number> = {};
@@ -182,6 +183,9 @@ async function receive(hv: Hypervisor, socket: Socket, opts: IncomingOptions): P
           t = lap('loadMs', t);
         }
         if (vm.vcpuCount !== (state['vcpus'] as number)) throw new Error('vCPU count changed');
+        // CPU time of the build as well as wall time: on a loaded host the wall time is mostly waiting for a core.
+        const cpu = process.cpuUsage(cpu0);
+        phases['buildCpuMs'] = Math.round((cpu.user + cpu.system) / 10) / 100;
         at.readySent = epochMs();
         await ch.send(FrameType.READY, encodeJson({ populate, downtimeMs: Math.round((performance.now() - t0) * 100) / 100, rehearsalMs, ...phases }));
         await ch.expect(FrameType.GO, timeout);
