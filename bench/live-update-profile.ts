@@ -25,6 +25,9 @@ const time = <T>(f: () => T): [T, number] => {
   const d = process.cpuUsage(t);
   return [r, (d.user + d.system) / 1000];
 };
+// The successor's fast path (absent in older checkouts, for A/B runs): the next record loaded into the last adoption.
+const over = await import('../vmm/live-update/adopt-over.js').catch(() => null);
+let kept: { rec: ReturnType<typeof decodeSnapshot>; adopted: ReturnType<typeof adoptLiveState> } | null = null;
 const rows: Record<string, number>[] = [];
 for (let i = 0; i < rounds; i++) {
   const [, vmSave] = time(() => g.vms.map((v) => v.saveState()));
@@ -35,9 +38,21 @@ for (let i = 0; i < rounds; i++) {
   const [bytes, encode] = time(() => encodeSnapshot(rec));
   const [dec, decode] = time(() => decodeSnapshot(bytes));
   const [adopted, adopt] = time(() => adoptLiveState(dec, second));
-  const [, close] = time(() => adopted.vms.forEach((v) => v.close()));
-  rows.push({ save, vmSave, cpuSave, boardSave, memSave, encode, decode, adopt, close, bytes: bytes.length });
+  let inPlace = NaN;
+  if (over && kept) {
+    const k = kept;
+    const [r, ms] = time(() => over.adoptOver(k.rec, k.adopted, dec, second));
+    if (r.ok) inPlace = ms;
+  }
+  const [, close] = time(() => kept?.adopted.vms.forEach((v) => v.close()));
+  kept = { rec: dec, adopted };
+  rows.push({ save, vmSave, cpuSave, boardSave, memSave, encode, decode, adopt, inPlace, close, bytes: bytes.length });
 }
+const med = (k: string): number => {
+  const xs = rows.slice(Math.floor(rows.length / 2)).map((r) => r[k]!).sort((a, b) => a - b);
+  return xs[Math.floor(xs.length / 2)]!;
+};
+console.log(`median of the warm half: ${Object.keys(rows[0]!).map((k) => `${k} ${med(k).toFixed(2)}`).join('  ')}`);
 for (const r of rows) console.log(Object.entries(r).map(([k, v]) => `${k} ${k === 'bytes' ? v : v.toFixed(2)}`).join('  '));
 g.machine.resume();
 g.machine.stop('done');

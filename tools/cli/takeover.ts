@@ -102,6 +102,7 @@ export async function takeoverCommand(argv: string[]): Promise<number> {
   if (FAULT === 'crash') process.kill(process.pid, 'SIGKILL');
   if (FAULT === 'hang') await new Promise<never>(() => {});
   const t0 = performance.now();
+  const adoptCpu0 = process.cpuUsage();
   const rssBefore = rssAnonKiB();
   let hv: Hypervisor;
   let vms: Vm[];
@@ -122,7 +123,7 @@ export async function takeoverCommand(argv: string[]): Promise<number> {
     machine.close();
     return refuse((e as Error).message);
   }
-  channel.send({ type: 'adopted', adoptMs: performance.now() - t0, rssAnonBeforeKiB: rssBefore, rssAnonAfterKiB: rssAnonKiB(), how: adoptedHow });
+  channel.send({ type: 'adopted', adoptMs: performance.now() - t0, rssAnonBeforeKiB: rssBefore, rssAnonAfterKiB: rssAnonKiB(), how: adoptedHow, adoptCpuMs: cpuMs(process.cpuUsage(adoptCpu0)) });
 
   // 3. Commit from the old process, or it rolled back (then nothing here ever ran).
   try {
