@@ -148,6 +148,8 @@ async function receive(hv: Hypervisor, socket: Socket, opts: IncomingOptions): P
         if (vm) {
           vm.loadInPlace(r.state);
           prefillWorkingSet(vm, r.hot);
+          // Inert until the real STATE: its timers would otherwise fire on this machine's timeline and wake it for nothing.
+          vm.clock.pause();
         } else hv.restoreVm(r.state, { ranges: [], populate: 'lazy' }, { start: false }).close();
         rehearsalMs = Math.round((performance.now() - t) * 100) / 100;
       } else if (f.type === FrameType.STATE) {
