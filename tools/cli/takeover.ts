@@ -90,6 +90,8 @@ export async function takeoverCommand(argv: string[]): Promise<number> {
         const rec = decodeSnapshot(got.payload);
         kept = { rec, adopted: adoptLiveState(rec, machine) };
       }
+      // The in-place path too (the preview loaded into its own adoption changes nothing): warm when the real record comes.
+      for (let i = 0; i < REHEARSALS && kept; i++) adoptOver(kept.rec, kept.adopted, kept.rec, machine);
     } catch (e) {
       dropKept();
       machine.close();
