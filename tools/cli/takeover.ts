@@ -66,7 +66,7 @@ export async function takeoverCommand(argv: string[]): Promise<number> {
   channel.send({ type: 'ready', pid: process.pid, prepareMs: performance.now(), hcVersion: HC_VERSION, liveUpdateVersion: LIVE_UPDATE_VERSION, inode: ram.info().inode });
 
   // 2. The state record (the old process has paused its VMs), after a rehearsal on a record taken
-  //    while they still ran: adopted and dropped (adoption writes no RAM), so the real one runs warm.
+  //    while they still ran: adopted (adoption writes no RAM), so the real one runs warm.
   let got: { msg: UpdateMessage; payload: Uint8Array };
   // The last rehearsal's adoption is kept: if nothing about where things live changes before the pause, the real
   // record is loaded into it in place (vmm/live-update/adopt-over.ts) instead of building every VM again.
