@@ -71,12 +71,14 @@ export async function liveUpdateRows(uptick: string): Promise<BenchRow[]> {
     const newSide = reports.flatMap((r) => r.blackout.map((b) => b.newSideMs));
     const save = reports.map((r) => r.phases.saveMs);
     const adopt = reports.map((r) => r.phases.successorAdoptMs);
+    const saveCpu = reports.map((r) => r.phases.saveCpuMs ?? NaN);
+    const adoptCpu = reports.map((r) => r.phases.successorAdoptCpuMs ?? NaN);
     rows.push({
       metric: `live update, ${n} idle VM${n > 1 ? 's' : ''}: blackout per VM`,
       firmament: `${med(blackouts).toFixed(2)} ms`,
       qemu: 'n/a',
       ratio: 'n/a',
-      note: `median of ${blackouts.length} (${Math.min(...blackouts).toFixed(2)}-${Math.max(...blackouts).toFixed(2)}); old side ${med(oldSide).toFixed(2)} ms (record ${med(save).toFixed(2)} ms, successor adopts ${med(adopt).toFixed(2)} ms), new side ${med(newSide).toFixed(2)} ms to the VM's first slice; state ${reports[0]!.stateBytes} bytes`,
+      note: `median of ${blackouts.length} (${Math.min(...blackouts).toFixed(2)}-${Math.max(...blackouts).toFixed(2)}); old side ${med(oldSide).toFixed(2)} ms (record ${med(save).toFixed(2)} ms, CPU ${med(saveCpu).toFixed(2)} ms; successor adopts ${med(adopt).toFixed(2)} ms, CPU ${med(adoptCpu).toFixed(2)} ms), new side ${med(newSide).toFixed(2)} ms to the VM's first slice; state ${reports[0]!.stateBytes} bytes; successor adopted ${reports.map((r) => r.successorAdopted ?? '?').join(', ')}`,
     });
     rows.push({
       metric: `live update, ${n} VM${n > 1 ? 's' : ''}: successor preparation`,

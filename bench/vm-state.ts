@@ -59,7 +59,7 @@ function endMachine(g: GuestMachine): void {
 
 // ------------------------------------------------------------ ours
 
-async function oursSaveRestore(dirtier: string): Promise<{ save: Spread; restore: Spread; bytes: number }> {
+export async function oursSaveRestore(dirtier: string): Promise<{ save: Spread; restore: Spread; bytes: number }> {
   const g = createGuestMachine([{ path: dirtier, memBytes: 64 * MiB, vcpus: 1, cmdline: SAVE_GUEST }], { pcpus: 1, pace: 'virtual' });
   const host = guestHost(64 * MiB, { pcpus: 1, pace: 'virtual' });
   const save: number[] = [];

@@ -24,28 +24,45 @@ export class HostMemoryManager {
     this.allocator = new HostFrameAllocator(memory, { memoryMap: map, exclude });
   }
 
-  /** References on shared frames (a clone's base image, frames mapped by several VMs). */
-  private readonly refs = new Map<number, number>();
+  /**
+   * References on shared frames (a clone's base image, frames mapped by several VMs): a count per host
+   * frame number, 0 when the frame is not reference-counted. A flat table, not a map: live update
+   * records and rebuilds it in one linear pass (runs of equal counts), not frame by frame.
+   */
+  private refs = new Uint32Array(0);
+  /** One past the highest frame number that ever had a reference: scans stop here. */
+  private refsEnd = 0;
+
+  private refIndex(hpa: number): number {
+    const i = hpa / FRAME_SIZE;
+    if (i >= this.refs.length) {
+      const grown = new Uint32Array(Math.max(i + 1, this.refs.length * 2, 1024));
+      grown.set(this.refs);
+      this.refs = grown;
+    }
+    return i;
+  }
 
   /** One more user of the frame at `hpa` (allocated by the caller). */
   retain(hpa: number): void {
-    this.refs.set(hpa, (this.refs.get(hpa) ?? 0) + 1);
+    const i = this.refIndex(hpa);
+    this.refs[i]!++;
+    if (i >= this.refsEnd) this.refsEnd = i + 1;
   }
 
   /** One user fewer; the last one frees the frame. */
   release(hpa: number): void {
-    const n = this.refs.get(hpa);
-    if (n === undefined) throw new Error(`release of frame 0x${hpa.toString(16)} that nobody holds`);
-    if (n > 1) this.refs.set(hpa, n - 1);
-    else {
-      this.refs.delete(hpa);
-      this.allocator.free(hpa);
-    }
+    const i = hpa / FRAME_SIZE;
+    const n = i < this.refs.length ? this.refs[i]! : 0;
+    if (n === 0) throw new Error(`release of frame 0x${hpa.toString(16)} that nobody holds`);
+    this.refs[i] = n - 1;
+    if (n === 1) this.allocator.free(hpa);
   }
 
   /** How many users hold the frame at `hpa` (0: not reference-counted). */
   references(hpa: number): number {
-    return this.refs.get(hpa) ?? 0;
+    const i = hpa / FRAME_SIZE;
+    return i < this.refs.length ? this.refs[i]! : 0;
   }
 
   openBus(): number {
@@ -79,16 +96,16 @@ export class HostMemoryManager {
    * go on allocating exactly where this one left off (live update).
    */
   residentState(): StateRecord {
+    // Runs of equal non-zero counts, in frame order: [hpa, frames, count] triples.
     const refs: number[] = [];
-    let run: [number, number, number] | null = null;
-    for (const [hpa, n] of [...this.refs.entries()].sort((a, b) => a[0] - b[0])) {
-      if (run && hpa === run[0] + run[1] * FRAME_SIZE && n === run[2]) run[1]++;
-      else {
-        if (run) refs.push(...run);
-        run = [hpa, 1, n];
-      }
+    const counts = this.refs;
+    for (let i = 0; i < this.refsEnd; ) {
+      const n = counts[i]!;
+      let j = i + 1;
+      while (j < this.refsEnd && counts[j] === n) j++;
+      if (n !== 0) refs.push(i * FRAME_SIZE, j - i, n);
+      i = j;
     }
-    if (run) refs.push(...run);
     return {
       version: HostMemoryManager.RESIDENT_VERSION,
       allocator: this.allocator.saveState(),
@@ -102,18 +119,18 @@ export class HostMemoryManager {
   adoptResident(rec: StateRecord): void {
     const who = 'host memory';
     checkVersion(rec, HostMemoryManager.RESIDENT_VERSION, who);
-    if (this.refs.size > 0 || this.allocator.usage().usedFrames > 0) throw new StateError(who, 'allocator', 'this host memory manager has already allocated frames');
+    if (this.refsEnd > 0 || this.allocator.usage().usedFrames > 0) throw new StateError(who, 'allocator', 'this host memory manager has already allocated frames');
     const refs = stateNumbers(rec, 'refs', who);
     if (refs.length % 3 !== 0) throw new StateError(who, 'refs', 'expected (hpa, frames, count) triples');
     const openBusFrame = stateNumber(rec, 'openBusFrame', who);
     const openBusRegion = stateNumber(rec, 'openBusRegion', who);
     this.allocator.restoreState(stateRecord(rec, 'allocator', who));
-    const parsed = new Map<number, number>();
+    const runs: number[] = [];
     const allocated = this.allocator.allocations();
     let k = 0;
     for (let i = 0; i < refs.length; i += 3) {
       const [hpa, frames, n] = [refs[i]!, refs[i + 1]!, refs[i + 2]!];
-      if (!Number.isSafeInteger(n) || n < 1 || !Number.isSafeInteger(frames) || frames < 1 || !Number.isSafeInteger(hpa) || hpa % FRAME_SIZE !== 0) throw new StateError(who, `refs[${i / 3}]`, 'not a run of referenced frames');
+      if (!Number.isSafeInteger(n) || n < 1 || n > 0xffff_ffff || !Number.isSafeInteger(frames) || frames < 1 || !Number.isSafeInteger(hpa) || hpa % FRAME_SIZE !== 0) throw new StateError(who, `refs[${i / 3}]`, 'not a run of referenced frames');
       // Runs and allocations are both sorted: one walk checks that every referenced frame is allocated.
       const end = hpa + frames * FRAME_SIZE;
       for (let cur = hpa; cur < end; ) {
@@ -122,9 +139,14 @@ export class HostMemoryManager {
         if (!a || a.base > cur) throw new StateError(who, `refs[${i / 3}]`, `frame 0x${cur.toString(16)} is referenced but free in the allocator`);
         cur = a.base + a.length;
       }
-      for (let a = hpa; a < end; a += FRAME_SIZE) parsed.set(a, n);
+      runs.push(hpa / FRAME_SIZE, end / FRAME_SIZE, n);
     }
-    for (const [a, n] of parsed) this.refs.set(a, n);
+    // Checked whole: now one fill per run.
+    for (let i = 0; i < runs.length; i += 3) {
+      this.refIndex((runs[i + 1]! - 1) * FRAME_SIZE);
+      this.refs.fill(runs[i + 2]!, runs[i]!, runs[i + 1]!);
+      if (runs[i + 1]! > this.refsEnd) this.refsEnd = runs[i + 1]!;
+    }
     this.openBusFrame = openBusFrame;
     this.openBusRegion = openBusRegion === -2 ? undefined : openBusRegion === -1 ? null : openBusRegion;
   }

@@ -161,7 +161,9 @@ export type LiveUpdateReport =
       /** Pause to the successor's 'adopted'. */
       adoptMs: number;
       /** Inside that: the old process recording and encoding the state, the successor decoding and adopting it. */
-      phases: { saveMs: number; successorAdoptMs: number };
+      phases: { saveMs: number; successorAdoptMs: number; saveCpuMs?: number; successorAdoptCpuMs?: number };
+      /** 'in place' (the rehearsal's VMs took the record) or 'from scratch (why)'. */
+      successorAdopted?: string;
       blackout: VmBlackout[];
       stateBytes: number;
       shm: { inode: number; successorInode: number };

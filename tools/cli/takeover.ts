@@ -18,8 +18,9 @@ import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Vm } from '../../hypervisor/vm.js';
 import type { PcMachine } from '../../machine/platform/pc.js';
 import { finishWithFirstVm, guestHostMachine } from '../../vmm/run-guests.js';
+import { adoptOver } from '../../vmm/live-update/adopt-over.js';
 import { adoptLiveState, LIVE_UPDATE_VERSION, parseHostShape, type HostShape } from '../../vmm/live-update/state.js';
-import { stateRecord } from '../../machine/state.js';
+import { stateRecord, type StateRecord } from '../../machine/state.js';
 import { cpuMs, FD_CHANNEL, FD_RAM, FD_STATUS, LiveUpdateHost } from '../../vmm/live-update/update.js';
 import { epochMs, rssAnonKiB, UpdateChannel, type SuccessorSettings, type UpdateMessage } from '../../vmm/live-update/wire.js';
 import { toJson } from './args.js';
@@ -65,8 +66,15 @@ export async function takeoverCommand(argv: string[]): Promise<number> {
   channel.send({ type: 'ready', pid: process.pid, prepareMs: performance.now(), hcVersion: HC_VERSION, liveUpdateVersion: LIVE_UPDATE_VERSION, inode: ram.info().inode });
 
   // 2. The state record (the old process has paused its VMs), after a rehearsal on a record taken
-  //    while they still ran: adopted and dropped (adoption writes no RAM), so the real one runs warm.
+  //    while they still ran: adopted (adoption writes no RAM), so the real one runs warm.
   let got: { msg: UpdateMessage; payload: Uint8Array };
+  // The last rehearsal's adoption is kept: if nothing about where things live changes before the pause, the real
+  // record is loaded into it in place (vmm/live-update/adopt-over.ts) instead of building every VM again.
+  let kept: { rec: StateRecord; adopted: { hypervisor: Hypervisor; vms: Vm[] } } | null = null;
+  const dropKept = (): void => {
+    for (const vm of kept?.adopted.vms ?? []) vm.close();
+    kept = null;
+  };
   for (;;) {
     try {
       got = await channel.next();
@@ -78,10 +86,14 @@ export async function takeoverCommand(argv: string[]): Promise<number> {
     try {
       // A few rounds: V8 compiles the adoption path only once it has run a few times.
       for (let i = 0; i < REHEARSALS; i++) {
-        const { vms } = adoptLiveState(decodeSnapshot(got.payload), machine);
-        for (const vm of vms) vm.close();
+        dropKept();
+        const rec = decodeSnapshot(got.payload);
+        kept = { rec, adopted: adoptLiveState(rec, machine) };
       }
+      // The in-place path too (the preview loaded into its own adoption changes nothing): warm when the real record comes.
+      for (let i = 0; i < REHEARSALS && kept; i++) adoptOver(kept.rec, kept.adopted, kept.rec, machine);
     } catch (e) {
+      dropKept();
       machine.close();
       return refuse((e as Error).message);
     }
@@ -92,19 +104,28 @@ export async function takeoverCommand(argv: string[]): Promise<number> {
   if (FAULT === 'crash') process.kill(process.pid, 'SIGKILL');
   if (FAULT === 'hang') await new Promise<never>(() => {});
   const t0 = performance.now();
+  const adoptCpu0 = process.cpuUsage();
   const rssBefore = rssAnonKiB();
   let hv: Hypervisor;
   let vms: Vm[];
   let fullShape: HostShape;
+  let adoptedHow = '';
   try {
     const rec = decodeSnapshot(got.payload);
     fullShape = parseHostShape(stateRecord(rec, 'host', 'live-update'));
-    ({ hypervisor: hv, vms } = adoptLiveState(rec, machine));
+    const inPlace = kept ? adoptOver(kept.rec, kept.adopted, rec, machine) : { ok: false as const, why: 'no rehearsal' };
+    if (inPlace.ok) ({ hypervisor: hv, vms } = kept!.adopted);
+    else {
+      dropKept();
+      ({ hypervisor: hv, vms } = adoptLiveState(rec, machine));
+    }
+    adoptedHow = inPlace.ok ? 'in place' : `from scratch (${inPlace.why})`;
   } catch (e) {
+    dropKept();
     machine.close();
     return refuse((e as Error).message);
   }
-  channel.send({ type: 'adopted', adoptMs: performance.now() - t0, rssAnonBeforeKiB: rssBefore, rssAnonAfterKiB: rssAnonKiB() });
+  channel.send({ type: 'adopted', adoptMs: performance.now() - t0, rssAnonBeforeKiB: rssBefore, rssAnonAfterKiB: rssAnonKiB(), how: adoptedHow, adoptCpuMs: cpuMs(process.cpuUsage(adoptCpu0)) });
 
   // 3. Commit from the old process, or it rolled back (then nothing here ever ran).
   try {

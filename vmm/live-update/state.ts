@@ -46,7 +46,7 @@ function probeAddresses(vm: Vm): number[] {
   return out;
 }
 
-function translateAll(vm: Vm, gpas: readonly number[]): number[] {
+export function translateAll(vm: Vm, gpas: readonly number[]): number[] {
   return gpas.map((g) => {
     const m = vm.vmMemory.ept.lookup(g);
     return m ? m.hpa + (g - m.gpa) : -1;

@@ -155,6 +155,7 @@ export class LiveUpdateHost {
     m.pauseAfterRound();
     const pausedAt = epochMs();
     const tPause = performance.now();
+    const cpuPause = process.cpuUsage();
     let payload: Uint8Array;
     try {
       payload = encodeSnapshot(saveLiveState(this.hypervisor, this.shape));
@@ -164,6 +165,8 @@ export class LiveUpdateHost {
       throw e;
     }
     const saveMs = performance.now() - tPause;
+    // CPU time too: on a loaded host the wall time of a few milliseconds of work is mostly waiting for a core.
+    const saveCpuMs = cpuMs(process.cpuUsage(cpuPause));
     const settings: SuccessorSettings = {
       ...this.settings,
       wallMsBefore: this.startedAt.wallBefore + (performance.now() - this.startedAt.wall),
@@ -216,7 +219,8 @@ export class LiveUpdateHost {
       to: { pid: ready.pid, path: dirname(dirname(cli)), hcVersion: ready.hcVersion, liveUpdateVersion: ready.liveUpdateVersion },
       prepareMs: round(prepareMs),
       adoptMs: round(goAt - pausedAt),
-      phases: { saveMs: round(saveMs), successorAdoptMs: round(adopted.adoptMs) },
+      phases: { saveMs: round(saveMs), successorAdoptMs: round(adopted.adoptMs), saveCpuMs: round(saveCpuMs), ...(adopted.adoptCpuMs !== undefined ? { successorAdoptCpuMs: round(adopted.adoptCpuMs) } : {}) },
+      ...(adopted.how !== undefined ? { successorAdopted: adopted.how } : {}),
       blackout: this.hypervisor.vms.map((vm) => {
         const first = running.firstSlices.find((f) => f.vm === vm.name)?.at ?? running.resumedAt;
         return { vm: vm.name, blackoutMs: round(first - pausedAt), oldSideMs: round(goAt - pausedAt), newSideMs: round(first - running.goReceivedAt) };

@@ -17,7 +17,7 @@ export type UpdateMessage =
   /** old -> new: the VMs are paused; the payload is the record. */
   | { type: 'state'; pausedAt: number; settings: SuccessorSettings }
   /** new -> old: the record is adopted; nothing has run yet. */
-  | { type: 'adopted'; adoptMs: number; rssAnonBeforeKiB: number; rssAnonAfterKiB: number }
+  | { type: 'adopted'; adoptMs: number; rssAnonBeforeKiB: number; rssAnonAfterKiB: number; how?: string; adoptCpuMs?: number }
   /** new -> old: the record is refused; the old process resumes. */
   | { type: 'refused'; reason: string }
   /** old -> new: commit; the old process will never run these VMs again. */

@@ -147,6 +147,9 @@ export class MigrationChannel {
   }
 }
 
+/** Wall-clock milliseconds, comparable between two processes on one host (the switch-over's legs). */
+export const epochMs = (): number => performance.timeOrigin + performance.now();
+
 /** `tcp:HOST:PORT` (QEMU's spelling). */
 export function parseTcpUri(uri: string): { host: string; port: number } {
   const m = /^tcp:(\[[^\]]+\]|[^:]*):(\d{1,5})$/.exec(uri);

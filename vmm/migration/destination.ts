@@ -19,7 +19,7 @@ import type { Vm } from '../../hypervisor/vm.js';
 import { decodeSnapshot } from '../../machine/snapshot/codec.js';
 import { walk } from '../../machine/cpu/x86/paging.js';
 import type { StateRecord } from '../../machine/state.js';
-import { MigrationChannel } from './channel.js';
+import { epochMs, MigrationChannel } from './channel.js';
 import { MemoryDigest } from './memory-digest.js';
 import { decodeJson, decodePages, encodeJson, FrameType, MigrationStreamError, PAGE_SIZE, type Frame } from './stream.js';
 
@@ -104,6 +104,9 @@ async function receive(hv: Hypervisor, socket: Socket, opts: IncomingOptions): P
   let rounds = 0;
   let pagesReceived = 0;
   let zeroPagesReceived = 0;
+  let rehearsalMs = -1;
+  // When each switch-over frame came and went (wall clock, comparable with the source's on one host): the source splits its downtime into legs.
+  const at: Record<string, number> = {};
   try {
     const helloFrame = await ch.expect(FrameType.HELLO, timeout);
     const hello = decodeJson<Hello>(helloFrame, { name: 'string', vcpus: 'number', memBytes: 'number', pcpus: 'number' });
@@ -114,7 +117,7 @@ async function receive(hv: Hypervisor, socket: Socket, opts: IncomingOptions): P
     if (free < need) throw new Error(`not enough RAM for VM '${hello.name}': it needs ${((need * PAGE_SIZE) / 2 ** 20).toFixed(1)} MiB (${hello.memBytes >> 20} MiB guest RAM + EPT tables), this machine has ${((free * PAGE_SIZE) / 2 ** 20).toFixed(1)} MiB free`);
     const maxPfn = hello.memBytes / PAGE_SIZE;
     if (populate === 'prepopulate') vm = hv.newVm({ name: hello.name, vcpus: hello.vcpus, memBytes: hello.memBytes, memory: { populate: 'lazy' } });
-    await ch.send(FrameType.ACCEPT, encodeJson({ populate, pcpus: hv.machine.hostCpus.length }));
+    await ch.send(FrameType.ACCEPT, encodeJson({ populate, pcpus: hv.machine.hostCpus.length, rehearse: true }));
 
     let state: StateRecord | null = null;
     let hot: number[] = [];
@@ -136,22 +139,28 @@ async function receive(hv: Hypervisor, socket: Socket, opts: IncomingOptions): P
         rounds = decodeJson<{ round: number }>(f, { round: 'number' }).round;
         // After the full first pass, the rest of RAM (zero on both sides) is mapped now, not in the downtime.
         if (rounds === 1 && vm) vm.vmMemory.prepopulate(vm.vmMemory.ranges);
+      } else if (f.type === FrameType.REHEARSE) {
+        // The VM's state from round 1, while it still runs at the source: load it once now, so the real STATE
+        // (inside the downtime) runs decode, load and the page-table walk warm. A record that does not load refuses
+        // the migration now, before any downtime.
+        const t = performance.now();
+        const r = decodeStateFrame(f, 'REHEARSE');
+        if (vm) {
+          vm.loadInPlace(r.state);
+          prefillWorkingSet(vm, r.hot);
+          // Inert until the real STATE: its timers would otherwise fire on this machine's timeline and wake it for nothing.
+          vm.clock.pause();
+        } else hv.restoreVm(r.state, { ranges: [], populate: 'lazy' }, { start: false }).close();
+        rehearsalMs = Math.round((performance.now() - t) * 100) / 100;
       } else if (f.type === FrameType.STATE) {
-        let rec: StateRecord;
-        try {
-          rec = decodeSnapshot(f.payload);
-        } catch (e) {
-          throw new MigrationStreamError(`frame ${f.seq} (STATE)`, f.offset, 'state', (e as Error).message);
-        }
-        const v = rec['vm'];
-        if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) throw new MigrationStreamError(`frame ${f.seq} (STATE)`, f.offset, 'vm', 'not a VM state record');
-        state = v as StateRecord;
-        const h = rec['hotPages'];
-        hot = Array.isArray(h) ? h.filter((x): x is number => typeof x === 'number') : [];
+        at.stateRx = epochMs();
+        ({ state, hot } = decodeStateFrame(f, 'STATE'));
       } else if (f.type === FrameType.END) {
+        at.endRx = epochMs();
         const end = decodeJson<{ digest: string; nonZeroPages: number }>(f, { digest: 'string', nonZeroPages: 'number' });
         if (!state) throw new MigrationStreamError(`frame ${f.seq} (END)`, f.offset, 'state', 'END before any STATE frame');
         const t0 = performance.now();
+        const cpu0 = process.cpuUsage();
         if (end.digest !== digest.hex() || end.nonZeroPages !== digest.nonZeroPages) throw new MigrationStreamError(`frame ${f.seq} (END)`, f.offset, 'digest', `guest memory digest ${digest.hex().slice(0, 16)}… (${digest.nonZeroPages} non-zero pages) does not match the source's ${end.digest.slice(0, 16)}… (${end.nonZeroPages})`);
         let walked = { walked: 0, translated: 0 };
         const phases: Record<string, number> = {};
@@ -176,13 +185,19 @@ async function receive(hv: Hypervisor, socket: Socket, opts: IncomingOptions): P
           t = lap('loadMs', t);
         }
         if (vm.vcpuCount !== (state['vcpus'] as number)) throw new Error('vCPU count changed');
-        await ch.send(FrameType.READY, encodeJson({ populate, downtimeMs: Math.round((performance.now() - t0) * 100) / 100, ...phases }));
+        // CPU time of the build as well as wall time: on a loaded host the wall time is mostly waiting for a core.
+        const cpu = process.cpuUsage(cpu0);
+        phases['buildCpuMs'] = Math.round((cpu.user + cpu.system) / 10) / 100;
+        at.readySent = epochMs();
+        await ch.send(FrameType.READY, encodeJson({ populate, downtimeMs: Math.round((performance.now() - t0) * 100) / 100, rehearsalMs, ...phases }));
         await ch.expect(FrameType.GO, timeout);
+        at.goRx = epochMs();
         hv.addVm(vm);
         scheduled = true;
         hv.machine.kick();
         const downtimeMs = Math.round((performance.now() - t0) * 100) / 100;
-        await ch.send(FrameType.RUNNING, encodeJson({ populate, downtimeMs, hotPagesWalked: walked.walked, hotPagesTranslated: walked.translated }));
+        at.runningSent = epochMs();
+        await ch.send(FrameType.RUNNING, encodeJson({ populate, downtimeMs, hotPagesWalked: walked.walked, hotPagesTranslated: walked.translated, at }));
         const report: IncomingReport = { vm: vm.name, populate, rounds, pagesReceived, zeroPagesReceived, bytesReceived: ch.bytesIn, downtimeMs, hotPagesWalked: walked.walked, hotPagesTranslated: walked.translated, digest: digest.hex() };
         ch.close();
         return { vm, report };
@@ -206,6 +221,20 @@ async function receive(hv: Hypervisor, socket: Socket, opts: IncomingOptions): P
     ch.close();
     throw new Error(`incoming migration refused: ${msg}`);
   }
+}
+
+/** A STATE or REHEARSE payload: a FMSNAP02 record of `{vm, hotPages}`. */
+function decodeStateFrame(f: Frame, name: string): { state: StateRecord; hot: number[] } {
+  let rec: StateRecord;
+  try {
+    rec = decodeSnapshot(f.payload);
+  } catch (e) {
+    throw new MigrationStreamError(`frame ${f.seq} (${name})`, f.offset, 'state', (e as Error).message);
+  }
+  const v = rec['vm'];
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) throw new MigrationStreamError(`frame ${f.seq} (${name})`, f.offset, 'vm', 'not a VM state record');
+  const h = rec['hotPages'];
+  return { state: v as StateRecord, hot: Array.isArray(h) ? h.filter((x): x is number => typeof x === 'number') : [] };
 }
 
 /**

@@ -19,7 +19,7 @@ import { createConnection } from 'node:net';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Vm } from '../../hypervisor/vm.js';
 import { encodeSnapshot } from '../../machine/snapshot/codec.js';
-import { MigrationChannel } from './channel.js';
+import { epochMs, MigrationChannel } from './channel.js';
 import { isZeroPage, MemoryDigest } from './memory-digest.js';
 import { decodeJson, encodeJson, encodePages, FrameType, PAGE_SIZE, PAGES_PER_FRAME, type PageRecord } from './stream.js';
 
@@ -245,6 +245,8 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     const accept = await ch.next(opts.ackTimeoutMs ?? 30_000);
     if (accept.type === FrameType.REFUSE) throw new Error(`destination refused: ${decodeJson<{ error: string }>(accept, { error: 'string' }).error}`);
     if (accept.type !== FrameType.ACCEPT) throw new Error(`destination answered frame type ${accept.type} instead of ACCEPT`);
+    // A destination that does not say it takes REHEARSE frames (an older build) gets none.
+    const rehearse = decodeJson<{ rehearse?: boolean }>(accept, {}).rehearse === true;
 
     // Round 1: every populated page (unpopulated ones are zero on both sides). Logging starts first, so
     // whatever the guest writes while round 1 is on the wire is dirty for round 2.
@@ -266,15 +268,17 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       stats.ms = Math.round((performance.now() - r0) * 10) / 10;
       await ch.send(FrameType.ROUND, encodeJson({ round, pages: stats.pagesSent, zero: stats.zeroPages }));
       rounds.push(stats);
-      // Save and encode the state once while the VM runs on, and throw it away: the first call of
-      // that code in a process runs cold (about 4 ms against 0.5 ms warm), and the next call is the
-      // one inside the downtime.
-      if (round === 1) encodeSnapshot({ vm: vm.saveState(), hotPages: [] });
       const sent = ch.bytesOut - bytes0;
       // Our own send rate (reading, hashing, framing, writing) bounds what the stop-and-copy can do; the link limit bounds it too.
       if (busy > 0 && sent > 64 * 1024) rate = (sent / busy) * 1000;
       if (ch.bandwidth !== null) rate = Math.min(rate, ch.bandwidth);
       pages = harvest();
+      // A rehearsal while the VM runs on: the first save, encode, decode and load in a process run cold (several ms
+      // against under 1 ms warm), so both ends run them once now and the calls inside the downtime find them warm.
+      if (round === 1) {
+        const rehearsal = encodeSnapshot({ vm: vm.saveState(), hotPages: pages.slice(0, 65536) });
+        if (rehearse) await ch.send(FrameType.REHEARSE, rehearsal);
+      }
       const dirtyBytes = pages.length * PAGE_SIZE;
       const dirtyRate = stats.ms > 0 ? (dirtyBytes / stats.ms) * 1000 : 0;
       const expectedDowntimeMs = rate === Infinity ? 0 : (dirtyBytes / rate) * 1000;
@@ -324,6 +328,7 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     await ch.send(FrameType.STATE, stateBytes);
     await ch.send(FrameType.END, encodeJson({ digest: digest.hex(), nonZeroPages: digest.nonZeroPages, rounds: last.round }));
     lap('sendStateMs');
+    const endSent = epochMs();
     last.ms = Math.round((performance.now() - held) * 10) / 10;
     rounds.push(last);
     for (const r of rounds) {
@@ -332,15 +337,19 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
       totals.unchangedPages += r.unchangedPages;
     }
     const ready = await ch.expect(FrameType.READY, opts.ackTimeoutMs ?? 60_000);
+    const readyRx = epochMs();
     lap('readyWaitMs');
     const dst = decodeJson<Record<string, unknown>>(ready, {});
     // Point of no return: after GO the destination may run the VM, so it never runs here again.
     committed = true;
+    const goSent = epochMs();
     await ch.send(FrameType.GO);
     const running = await ch.expect(FrameType.RUNNING, opts.ackTimeoutMs ?? 30_000);
+    const runningRx = epochMs();
     const downtimeMsSource = performance.now() - held;
     lap('goToRunningMs');
     const dstRunning = decodeJson<Record<string, unknown>>(running, {});
+    Object.assign(switchPhases, switchOverLegs({ endSent, readyRx, goSent, runningRx }, dstRunning['at']));
     stopReading();
     migrating.delete(vm);
     release = null;
@@ -389,6 +398,27 @@ export async function migrateVm(hv: Hypervisor, vm: Vm, target: { host: string; 
     progress({ phase: 'failed', round: rounds.length, remainingBytes: 0, dirtyRate: 0, expectedDowntimeMs: 0 });
     throw new MigrationError(`migration of VM '${vm.name}' to ${to} failed: ${msg}; the VM keeps running here`, 'running');
   }
+}
+
+/**
+ * The two round trips of the switch-over split into legs, from both ends' wall clocks (one host: the
+ * same clock; across hosts the transit legs carry the clocks' offset, and the destination's own legs stay exact).
+ */
+function switchOverLegs(src: { endSent: number; readyRx: number; goSent: number; runningRx: number }, dstAt: unknown): Record<string, number> {
+  if (dstAt === null || typeof dstAt !== 'object') return {};
+  const d = dstAt as Record<string, unknown>;
+  const num = (k: string): number | null => (typeof d[k] === 'number' ? d[k] : null);
+  const [endRx, readySent, goRx, runningSent] = [num('endRx'), num('readySent'), num('goRx'), num('runningSent')];
+  if (endRx === null || readySent === null || goRx === null || runningSent === null) return {};
+  const r = (x: number): number => Math.round(x * 100) / 100;
+  return {
+    endTransitMs: r(endRx - src.endSent),
+    dstBuildMs: r(readySent - endRx),
+    readyTransitMs: r(src.readyRx - readySent),
+    goTransitMs: r(goRx - src.goSent),
+    dstStartMs: r(runningSent - goRx),
+    runningTransitMs: r(src.runningRx - runningSent),
+  };
 }
 
 /** VMs with a migration under way and their last progress (the TUI's VMs pane reads this). */

@@ -26,6 +26,8 @@ export const FrameType = {
   END: 0x05,
   ABORT: 0x06,
   GO: 0x07,
+  /** A state record taken while the VM still runs (after round 1), sent only when ACCEPT said `rehearse`: the destination loads it once so the real STATE finds its code warm. */
+  REHEARSE: 0x08,
   ACCEPT: 0x81,
   REFUSE: 0x82,
   READY: 0x83,

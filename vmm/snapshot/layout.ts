@@ -157,6 +157,27 @@ export class Layout {
   }
 }
 
+/** fsyncs (or reads) in flight at once: libuv's pool has 4 threads by default; more only queue there. */
+const SYNC_PARALLEL = 8;
+
+/** Runs `fn` over `items` with at most `limit` calls in flight; the first failure rejects (after the others settle). */
+export async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: { e: unknown } | null = null;
+  const worker = async (): Promise<void> => {
+    while (next < items.length && !failed) {
+      const i = next++;
+      try {
+        await fn(items[i]!, i);
+      } catch (e) {
+        failed ??= { e };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failed) throw (failed as { e: unknown }).e;
+}
+
 /** Blobs of one save or pull, moved into blobs/ together by commit(). */
 export class Staging {
   private readonly staged = new Map<string, string>();
@@ -187,17 +208,23 @@ export class Staging {
     return this.staged.size;
   }
 
-  /** fsyncs and renames every staged blob into blobs/sha256 (same filesystem, so each rename is atomic). */
+  /**
+   * fsyncs and renames every staged blob into blobs/sha256 (same filesystem, so each rename is atomic).
+   * The fsyncs run side by side (libuv's thread pool): the filesystem commits them in a few journal
+   * transactions instead of one per chunk, and every blob is still on disk before any rename, so the
+   * index that names them (written after commit) never points at a blob a crash could lose.
+   */
   async commit(): Promise<void> {
-    for (const [digest, file] of this.staged) {
+    const staged = [...this.staged];
+    await inParallel(staged, SYNC_PARALLEL, async ([, file]) => {
       const fh = await fsp.open(file, 'r+');
       try {
-        await fh.sync();
+        await fh.datasync();
       } finally {
         await fh.close();
       }
-      await fsp.rename(file, this.layout.blobPath(digest));
-    }
+    });
+    for (const [digest, file] of staged) await fsp.rename(file, this.layout.blobPath(digest));
     this.staged.clear();
   }
 

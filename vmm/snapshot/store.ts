@@ -16,9 +16,12 @@ import {
   ANN_CREATED, ARTIFACT_TYPE, CHUNK_SIZE, checkRef, chunksOf, CONFIG_FORMAT_VERSION, hex, isDigest, MT_CHUNK, MT_CONFIG, MT_MANIFEST, MT_STATE,
   parseConfig, parseManifest, type Descriptor, type MemoryRange, type SnapshotConfig, type SnapshotManifest, type VmSnapshotData,
 } from './format.js';
-import { isSnapshotEntry, Layout, sha256, type IndexEntry } from './layout.js';
+import { inParallel, isSnapshotEntry, Layout, sha256, type IndexEntry } from './layout.js';
 import { pullSnapshot, pushSnapshot, type RegistryOptions, type TransferReport } from './registry.js';
 import { stateDiffPaths } from './state-diff.js';
+
+/** Blob files read or written at once. */
+const IO_PARALLEL = 8;
 
 export interface SaveOptions {
   /** Replace an existing snapshot of the same name. */
@@ -170,14 +173,15 @@ export class SnapshotStore {
       let newBytes = 0;
       let reusedBytes = 0;
       try {
-        for (const [digest, bytes] of blobs) {
+        // Several files in flight at once (the thread pool overlaps them); staging.put dedups by digest.
+        await inParallel([...blobs], IO_PARALLEL, async ([digest, bytes]) => {
           // A present blob of the right size is the same content (it is named by its hash); verify catches rot.
           if ((await this.layout.blobSize(digest)) === bytes.length) reusedBytes += bytes.length;
           else {
             await staging.put(digest, bytes);
             newBytes += bytes.length;
           }
-        }
+        });
         const newBlobs = staging.count;
         await staging.commit();
         const entry: IndexEntry = { mediaType: MT_MANIFEST, artifactType: ARTIFACT_TYPE, digest: manifestDigest, size: manifestBlob.length, ref };
@@ -198,11 +202,12 @@ export class SnapshotStore {
     const state = await this.readState(r);
     const memory: MemoryRange[] = r.config.memory.ranges.map((x) => ({ gpa: x.gpa, bytes: new Uint8Array(x.length) }));
     const rangeOf = (gpa: number) => memory.find((m) => gpa >= m.gpa && gpa < m.gpa + m.bytes.length)!;
-    for (const c of r.config.memory.chunks) {
+    // Reads overlap in the thread pool; each chunk is still checked against its digest before it is used.
+    await inParallel(r.config.memory.chunks, IO_PARALLEL, async (c) => {
       const bytes = await this.layout.readBlob({ digest: c.digest, size: c.length }, `snapshot '${ref}': memory chunk at GPA ${hex(c.gpa)}`);
       const m = rangeOf(c.gpa);
       m.bytes.set(bytes, c.gpa - m.gpa);
-    }
+    });
     return { state, memory, meta: { ...r.config.meta } };
   }
 
