@@ -53,6 +53,7 @@ export const GUESTS = Object.freeze({
   'gateway-hostile': 'x86_64',
   sieve: 'x86_64',
   uptick: 'x86_64',
+  selfipi: 'x86_64',
 });
 
 /** Guests that include another guest's sources (a second build of it): those files are part of their inputs. */
