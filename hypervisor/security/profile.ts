@@ -99,7 +99,7 @@ function lineColumn(text: string, pos: number): string {
 function knownKeys(issue: z.core.$ZodIssue): string {
   if (issue.code !== 'unrecognized_keys') return '';
   const last = issue.path[issue.path.length - 1];
-  if (last === 'rates') return ` (rates: ${RATE_METRICS.join(', ')})`;
+  if (last === 'rates' || last === 'floors') return ` (rates: ${RATE_METRICS.join(', ')})`;
   if (last === 'sets') return ` (sets: ${SET_METRICS.join(', ')})`;
   return '';
 }
