@@ -44,6 +44,7 @@ describe('boot --guest --monitor: behaviour profiles', () => {
       });
       // Paused at the reset vector: no hypervisor, no VMs yet.
       await expect(client.request('profile-get', {})).rejects.toThrow(/not handed off to the hypervisor yet/);
+      expect((await client.request('anomalies', {})).anomalies).toEqual([]);
       await client.request('resume', {});
       const vm = await until('the handoff', async () => {
         try {

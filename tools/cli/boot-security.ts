@@ -39,7 +39,8 @@ export async function bootSecurity(): Promise<BootSecurity> {
       set: (args) => current().set(args),
       get: (args) => current().get(args),
       learn: (args) => current().learn(args),
-      anomalies: (args) => current().anomalies(args),
+      // None yet before the handoff (a TUI attached early keeps asking; it is not an error).
+      anomalies: (args) => (live ? live.anomalies(args) : { anomalies: [] }),
       onAnomaly: (listener) => {
         listeners.add(listener);
         return () => listeners.delete(listener);
