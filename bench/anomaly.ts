@@ -8,10 +8,10 @@
 import { createGuestMachine } from '../vmm/run-guests.js';
 import { SecurityService } from '../hypervisor/security/security-service.js';
 import type { BehaviourProfile } from '../hypervisor/security/profile.js';
-import { median, type BenchRow } from './row.js';
+import { median, quantile, type BenchRow } from './row.js';
 
 const MiB = 1024 * 1024;
-const RUNS = 7;
+const RUNS = Number(process.env['FIRMAMENT_ANOMALY_RUNS'] ?? 9);
 
 interface Measured {
   cpuMs: number;
@@ -49,13 +49,20 @@ export async function anomalyBenchRows(computeGuest: string, cmdline = 'rounds=2
   await runCompute(computeGuest, cmdline, { profile: profile! });
   const bare: Measured[] = [];
   const watched: Measured[] = [];
+  // ABBA order: whichever runs second in a pair (a warmer heap, a later load) alternates.
   for (let i = 0; i < RUNS; i++) {
-    bare.push(await runCompute(computeGuest, cmdline, 'bare'));
+    if (i % 2 === 0) bare.push(await runCompute(computeGuest, cmdline, 'bare'));
     watched.push(await runCompute(computeGuest, cmdline, { profile: profile! }));
+    if (i % 2 === 1) bare.push(await runCompute(computeGuest, cmdline, 'bare'));
   }
   const b = median(bare.map((m) => m.cpuMs));
   const w = median(watched.map((m) => m.cpuMs));
   const overhead = ((w - b) / b) * 100;
+  // Each watched run against the bare run next to it: the load on the machine changes slowly.
+  const paired = watched.map((m, i) => (m.cpuMs / bare[i]!.cpuMs - 1) * 100);
+  const pct = (x: number): string => `${x >= 0 ? '+' : ''}${x.toFixed(1)}%`;
+  const spread = `pairs ${pct(median(paired))} median, ${pct(quantile(paired, 0.25))} to ${pct(quantile(paired, 0.75))} quartiles, ${pct(Math.min(...paired))} to ${pct(Math.max(...paired))} range`;
+  const range = (ms: Measured[]): string => `${Math.min(...ms.map((m) => m.cpuMs)).toFixed(0)}-${Math.max(...ms.map((m) => m.cpuMs)).toFixed(0)}`;
   const anomalies = watched.reduce((n, m) => n + m.anomalies, 0);
   return [
     {
@@ -63,7 +70,7 @@ export async function anomalyBenchRows(computeGuest: string, cmdline = 'rounds=2
       firmament: `${overhead >= 0 ? '+' : ''}${overhead.toFixed(1)}% CPU`,
       qemu: 'n/a',
       ratio: 'n/a',
-      note: `process CPU, median of ${RUNS} alternating runs after a warm-up pair: ${b.toFixed(0)} ms bare, ${w.toFixed(0)} ms watched (observer, 100 ms dirty-log harvests, detector with a learned profile); goal < 2%; ${anomalies} anomalies raised`,
+      note: `process CPU, median of ${RUNS} alternating runs after a warm-up pair: ${b.toFixed(0)} ms bare (${range(bare)}), ${w.toFixed(0)} ms watched (${range(watched)}; observer, dirty pages sampled every 100 ms, detector with a learned profile); ${spread}; goal < 2%; ${anomalies} anomalies raised`,
     },
   ];
 }

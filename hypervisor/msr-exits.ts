@@ -7,10 +7,10 @@
  * IA32_TSC reads the VM's virtual-time TSC and writes its offset (vm-tsc.ts);
  * IA32_TSC_DEADLINE arms the vLAPIC's deadline timer at the virtual time the
  * TSC reaches the value. IA32_APIC_BASE belongs to the vLAPIC: the BSP flag per vCPU and the global
- * enable. EFER writes are checked against what our CPUID offers. FS_BASE,
- * GS_BASE and KERNEL_GS_BASE pass through without exits, as under KVM,
- * because guest kernels write them on every context switch; so do EFER reads
- * (see newPermissionMap). Every other access exits, is counted, and is then
+ * enable. EFER writes are checked against what our CPUID offers. Reads of
+ * FS_BASE, GS_BASE and KERNEL_GS_BASE pass through without exits, and so do
+ * EFER reads (see newPermissionMap); their writes exit for the canonical
+ * check (a guest kernel writes them on context switches: an exit each). Every other access exits, is counted, and is then
  * carried out by the CPU model, after the checks the model leaves out
  * (reserved EFER bits, canonical addresses in LSTAR, CSTAR and SYSENTER_E*P).
  */
@@ -23,10 +23,15 @@ import type { HostMemoryManager } from './host-memory.js';
 import type { VmTsc } from './vm-tsc.js';
 import { MSR_TSC_DEADLINE } from '../machine/cpu/x86/tsc.js';
 
-export const PASS_THROUGH_MSRS: readonly number[] = [MSR.FS_BASE, MSR.GS_BASE, MSR.KERNEL_GS_BASE];
+export const PASS_THROUGH_MSRS: readonly number[] = [];
+/**
+ * Read without an exit. Writes exit: the CPU model (QEMU TCG) takes a
+ * non-canonical FS/GS base, where the SDM (and KVM) raise #GP(0).
+ */
+export const READ_PASS_THROUGH_MSRS: readonly number[] = [MSR.FS_BASE, MSR.GS_BASE, MSR.KERNEL_GS_BASE];
 
 /** Intercepted MSRs that hold linear addresses: a non-canonical value is #GP(0) (SDM Vol. 4; the CPU model takes anything). */
-const CANONICAL_MSRS = new Set<number>([MSR.LSTAR, MSR.CSTAR, 0x175 /* SYSENTER_ESP */, 0x176 /* SYSENTER_EIP */]);
+const CANONICAL_MSRS = new Set<number>([MSR.LSTAR, MSR.CSTAR, 0x175 /* SYSENTER_ESP */, 0x176 /* SYSENTER_EIP */, MSR.FS_BASE, MSR.GS_BASE, MSR.KERNEL_GS_BASE]);
 
 const APIC_BASE_BSP = 1n << 8n;
 const APIC_BASE_X2APIC = 1n << 10n;
@@ -51,7 +56,7 @@ export class MsrExitFrames {
   get map(): number {
     if (this.permissionMap < 0) {
       this.permissionMap = this.host.allocator.allocateContiguous(MSRPM_FRAMES, { owner: 'hv:msr-map' });
-      this.host.memory.writeBytes(this.permissionMap, newPermissionMap(PASS_THROUGH_MSRS));
+      this.host.memory.writeBytes(this.permissionMap, newPermissionMap(PASS_THROUGH_MSRS, READ_PASS_THROUGH_MSRS));
     }
     return this.permissionMap;
   }

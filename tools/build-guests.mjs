@@ -54,6 +54,7 @@ export const GUESTS = Object.freeze({
   sieve: 'x86_64',
   uptick: 'x86_64',
   tsccal: 'x86_64',
+  selfipi: 'x86_64',
 });
 
 /** Guests that include another guest's sources (a second build of it): those files are part of their inputs. */

@@ -16,7 +16,7 @@
  * gateway, which turns hostile at a time drawn from seed=N (2-5 s) and then
  * does one thing, behaviour=N (default seed % 5): 0 scans I/O ports, 1
  * probes MSRs, 2 executes freshly written code, 3 floods COM1, 4 dirties
- * memory fast. It announces the turn on COM1 ("gateway: hostile: ...") so
+ * memory fast, 5 (only when asked for) stops its telemetry frames. It announces the turn on COM1 ("gateway: hostile: ...") so
  * tests can measure how fast the anomaly detector reacts.
  */
 #include "x86_64.h"
@@ -175,7 +175,11 @@ int guest_main(struct boot_info *bi)
             link_poll(&field, &uplink, &fwd_up);
             link_poll(&uplink, &field, &fwd_down);
         }
+#ifdef GATEWAY_HOSTILE
+        if (last % TELEMETRY_TICKS == 0 && !hostile_muted())
+#else
         if (last % TELEMETRY_TICKS == 0)
+#endif
             send_telemetry(last);
         if (last % STATUS_TICKS == 0)
             kprintf("gateway: t=%us up %u down %u bad %u\n", (uint32_t)(last / TICK_HZ), fwd_up, fwd_down, bad);

@@ -18,6 +18,7 @@
 extern char user_phase_iopl0[], user_phase_iopl3[], user_phase_bitmap[], user_phase_bitmap2[];
 uint64_t enter_user(uint64_t rip, uint64_t rsp, uint64_t rflags);
 __attribute__((noreturn)) void user_return(void);
+unsigned canonical_probes(void);
 
 static uint8_t user_stack[8192] __attribute__((aligned(4096)));
 
@@ -441,5 +442,8 @@ int guest_main(struct boot_info *bi)
         kprintf("hostile: read %u unbacked 2 MiB regions above 4 GiB: %u read alike\n", regions, same);
         wrong += same != regions;
     }
+    /* Firmament only (QEMU TCG checks neither): canonical FS/GS bases, #SS for SS accesses (canonical.c). */
+    if (cmdline_get(bi->cmdline, "strict", &v, &vlen))
+        wrong += canonical_probes();
     return wrong ? EXIT_CHECK_FAIL : EXIT_OK;
 }

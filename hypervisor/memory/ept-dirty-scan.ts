@@ -3,7 +3,9 @@
  * tables straight out of host RAM as 32-bit words. The generic walk
  * (EptTables.collectDirty) decodes every leaf through nested generators and
  * BigInts, ~20 ms for 64 MiB of 4 KiB leaves: too slow for the behaviour
- * observer's 100 ms buckets and for a migration's stop-and-copy.
+ * observer's 100 ms buckets and for a migration's stop-and-copy. Tables
+ * not walked since the last scan (their entry's accessed bit is clear) are
+ * skipped, so a scan costs what the guest touched, not the VM's size.
  */
 import type { PhysicalMemory } from '../../machine/memory/physical-memory.js';
 
@@ -11,6 +13,7 @@ import type { PhysicalMemory } from '../../machine/memory/physical-memory.js';
 const LEVEL_SIZE = [2 ** 39, 2 ** 30, 2 ** 21, 2 ** 12] as const;
 const PRESENT = 0x7;
 const PAGE_SIZE_BIT = 0x80;
+const ACCESSED = 0x100;
 const DIRTY = 0x200;
 
 interface RamView {
@@ -57,6 +60,11 @@ export class EptDirtyScanner {
         }
         continue;
       }
+      // Only a walk sets a leaf's D bit, and it sets A on every entry above it on the way: a table
+      // whose entry has A clear was not walked since the last scan and holds no new D bit. Clearing
+      // A here costs the next TLB fill under it one slow (TypeScript) walk, which sets it again.
+      if ((lo & ACCESSED) === 0) continue;
+      words[at] = (lo & ~ACCESSED) >>> 0;
       const hi = words[at + 1]! & 0xfffff;
       this.walk(hi * 2 ** 32 + (lo & 0xfffff000), level + 1, gpa, limit, out);
     }

@@ -13,7 +13,8 @@
  * - Exact dirty logging: harvesting clears the EPT dirty bits *and* withdraws
  *   write permission from every host engine's TLB (a shootdown), so a page
  *   written again after a harvest is dirty again. 2 MiB leaves are split to
- *   4 KiB while logging is on.
+ *   4 KiB while logging is on. A lone reader that only wants a rate may
+ *   sample instead (no shootdown, a lower bound).
  */
 import { EptTables } from '../ept/ept-tables.js';
 import { GuestPhysicalMemory } from '../ept/guest-physical.js';
@@ -161,6 +162,11 @@ export class GuestMemory {
    * clears the D bits for everyone, so it hands what it found to the others too.
    */
   private readonly dirtyReaders = new Map<object, Set<number>>();
+  /**
+   * A sampleDirty() cleared D bits without a shootdown: an engine may still hold write permission
+   * for a page whose D bit is clear, so the log is not exact until the next shootdown.
+   */
+  private dirtyUnarmed = false;
   /** The fast EPT dirty-bit walk (made on the first harvest). */
   private dirtyScanner: EptDirtyScanner | null = null;
   /** Counts the default reader's startDirtyLog() and harvestDirty() calls (incremental restore's base check). */
@@ -452,12 +458,15 @@ export class GuestMemory {
   startDirtyLog(reader: object = DEFAULT_DIRTY_READER): void {
     if (reader === DEFAULT_DIRTY_READER) this.dirtyLogEpoch++;
     this.dirtyReaders.set(reader, new Set());
-    if (this.logging) return;
+    if (this.logging) {
+      // A sampling reader left engines writable over clean pages: the new reader needs them re-armed.
+      if (this.dirtyUnarmed) this.rearmDirty();
+      return;
+    }
     for (const m of [...this.ept.mappings(0, this.ramBytes)]) if (m.size > FRAME_SIZE) this.ept.protect(m.gpa, FRAME_SIZE, m.perms);
     this.logging = true;
     this.ept.clearDirty(0, this.ramBytes);
-    this.ept.invalidate();
-    this.shootdown();
+    this.rearmDirty();
   }
 
   /** Whether `reader` has the dirty log on. */
@@ -470,13 +479,32 @@ export class GuestMemory {
     if (!this.logging || !this.dirtyReaders.has(reader)) throw new Error(`${this.owner}: dirty logging is not on${this.logging ? ' for this reader' : ''}`);
     this.dirtyScanner ??= new EptDirtyScanner(this.host.memory);
     const pages = this.dirtyScanner.collect(Number(this.ept.eptp() & ~0xfffn), this.ramBytes);
-    if (pages.length > 0) {
-      // Engines that cached a writable translation must take a write fill (and set D) again.
-      // (With no D bit set, no engine holds write permission: it is granted only by a fill that sets D.)
-      this.ept.invalidate();
-      this.shootdown();
-    }
+    // Engines that cached a writable translation must take a write fill (and set D) again.
+    // (With no D bit set, no engine holds write permission: it is granted only by a fill that sets D.)
+    if (pages.length > 0 || this.dirtyUnarmed) this.rearmDirty();
     return this.tookDirty(pages, reader);
+  }
+
+  /**
+   * A cheap, inexact harvest for a reader that only needs a rate (the behaviour observer): the
+   * pages whose D bit is set, cleared, but with no shootdown. A page an engine keeps writable in
+   * its TLB is then not seen again until the TLB drops it (a miss, a flush, the next exact
+   * harvest), so the result is a lower bound; pages first written after it are all seen. With
+   * another reader on the log this is an exact harvest: they must lose nothing.
+   */
+  sampleDirty(reader: object = DEFAULT_DIRTY_READER): number[] {
+    if (this.dirtyReaders.size !== 1) return this.harvestDirty(reader);
+    if (!this.logging || !this.dirtyReaders.has(reader)) throw new Error(`${this.owner}: dirty logging is not on${this.logging ? ' for this reader' : ''}`);
+    this.dirtyScanner ??= new EptDirtyScanner(this.host.memory);
+    const pages = this.dirtyScanner.collect(Number(this.ept.eptp() & ~0xfffn), this.ramBytes);
+    if (pages.length > 0) this.dirtyUnarmed = true;
+    return this.tookDirty(pages, reader);
+  }
+
+  private rearmDirty(): void {
+    this.dirtyUnarmed = false;
+    this.ept.invalidate();
+    this.shootdown();
   }
 
   /**

@@ -16,7 +16,8 @@ export type Behaviour =
   | 'com1-flood'
   | 'com2-flood'
   | 'memory-dirtying'
-  | 'exit-rate';
+  | 'exit-rate'
+  | 'rate-drop';
 
 /** One anomaly: the monitor's notice (machine/debug/protocol.ts has the field-by-field meaning) with its behaviour and severity typed. */
 export interface Anomaly extends Omit<AnomalyNotice, 'behaviour' | 'severity'> {

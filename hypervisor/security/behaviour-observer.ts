@@ -8,7 +8,7 @@
  * Cheap by construction: exits are counted by the CPU layer already (the
  * bucket takes differences); the hooks on port, MSR and hypercall exits are
  * one Set lookup; a bucket closes at the end of a slice, at most once per
- * bucket, where it harvests the dirty log.
+ * bucket, where it samples the dirty log (EXACT_EVERY below).
  */
 import type { X86Cpu } from '../../machine/cpu/x86-cpu.js';
 import type { Vm } from '../vm.js';
@@ -17,6 +17,14 @@ import { DEFAULT_BUCKET_MS, emptyRateCounts, type RateCounts, type SetMetric } f
 import type { SerialPort, VmObserver } from './vm-observer.js';
 
 const MS = 1_000_000;
+/**
+ * Dirty pages are sampled (GuestMemory.sampleDirty: no TLB shootdown, the cost of a harvest) and
+ * harvested exactly (with a shootdown) every EXACT_EVERY buckets, and after any bucket that found
+ * BURST_PAGES or more: a guest writing many pages is counted exactly from its second bucket on,
+ * a quiet one pays for a shootdown only twice a second. Learning and watching count the same way.
+ */
+export const EXACT_EVERY = 5;
+export const BURST_PAGES = 64;
 
 export interface Bucket {
   startNs: number;
@@ -53,6 +61,9 @@ export class BehaviourObserver implements VmObserver {
   /** Pages the dirty log reported in the last few buckets: code run from one of them was freshly written. */
   private readonly recentDirty: Set<number>[] = [];
   private closed = false;
+  /** Buckets since the last exact harvest, and the pages the last harvest found. */
+  private sinceExact = 0;
+  private lastDirty = 0;
 
   constructor(
     readonly vm: Vm,
@@ -168,7 +179,10 @@ export class BehaviourObserver implements VmObserver {
       mem.startDirtyLog(this);
       return 0;
     }
-    const pages = mem.harvestDirty(this);
+    const exact = ++this.sinceExact >= EXACT_EVERY || this.lastDirty >= BURST_PAGES;
+    if (exact) this.sinceExact = 0;
+    const pages = exact ? mem.harvestDirty(this) : mem.sampleDirty(this);
+    this.lastDirty = pages.length;
     this.recentDirty.push(new Set(pages));
     if (this.recentDirty.length > this.recentCap) this.recentDirty.shift();
     return pages.length;

@@ -1,7 +1,8 @@
 /**
  * The detector for one VM: holds its observations to a profile and raises
  * one anomaly per episode. Rates are checked when a bucket closes, against
- * the sum over the sliding window; first touches outside a profile set are
+ * the sum over the sliding window (above a threshold, or below a floor once
+ * the window is full); first touches outside a profile set are
  * gathered until the bucket closes, so a scan is reported as one anomaly
  * naming the ports it hit. An episode ends after `quietMs` of guest time
  * without a deviation of the same metric.
@@ -39,6 +40,9 @@ export class Detector implements ObserverSink {
   private readonly episodes = new Map<string, Episode>();
   private readonly pending = new Map<SetMetric, Pending>();
 
+  /** Guest time of the first bucket: floors hold only once the window is full. */
+  private firstNs: number | null = null;
+
   constructor(
     readonly profile: BehaviourProfile,
     private readonly raise: (a: Omit<Anomaly, 'id'>) => Anomaly,
@@ -66,6 +70,23 @@ export class Detector implements ObserverSink {
       const observed = this.window.sum[m];
       if (observed > limit) this.rateDeviation(vm, m, observed, limit, windowFromMs, b);
     }
+    // The drop rule: a steady rate that fell below its floor over a whole window (not a VM that ended).
+    this.firstNs ??= b.startNs;
+    if (b.endNs - this.firstNs < this.profile.windowMs * MS || vm.state === 'stopped') return;
+    for (const m of RATE_METRICS) {
+      const floor = this.profile.floors[m];
+      if (floor !== undefined && this.window.sum[m] < floor) this.dropDeviation(vm, m, this.window.sum[m], floor, windowFromMs, b);
+    }
+  }
+
+  private dropDeviation(vm: Vm, m: RateMetric, observed: number, floor: number, fromMs: number, b: Bucket): void {
+    const span = `${Math.round(b.endNs / MS - fromMs)} ms`;
+    const what = m === 'serial.com1' ? 'COM1 output' : m === 'serial.com2' ? 'COM2 output' : m === 'dirtyPages' ? 'memory writes' : m === 'newCodePages' ? 'new code' : `${m.slice('exits.'.length)} exits`;
+    const unit = m.startsWith('serial.') ? ' bytes' : m === 'dirtyPages' ? ' pages' : '';
+    const description = `${what} ${observed === 0 ? 'stopped' : 'dropped'}: ${observed}${unit} in ${span}, the profile expects at least ${floor}`;
+    this.episode(`drop:${m}`, b.endNs, () => ({ vm: vm.name, behaviour: 'rate-drop', metric: m, description, observed, expected: floor, window: { fromMs, toMs: b.endNs / MS }, severity: observed === 0 ? 'medium' : 'low', rip: hex(b.rip), atMs: b.endNs / MS, episode: { lastMs: b.endNs / MS, events: 1 } }), (a) => {
+      if (typeof a.observed === 'number' && observed < a.observed) a.observed = observed;
+    });
   }
 
   private rateDeviation(vm: Vm, m: RateMetric, observed: number, limit: number, fromMs: number, b: Bucket): void {

@@ -62,6 +62,8 @@ export const PROFILE_SCHEMA = z.strictObject({
   thresholds: z.strictObject({
     /** Most events per sliding window; a metric left out is not checked. */
     rates: z.partialRecord(rateKeys, z.number().nonnegative()).default({}),
+    /** Fewest events per full sliding window: a steady behaviour (telemetry) that falls below it, to zero, is an anomaly. */
+    floors: z.partialRecord(rateKeys, z.number().positive()).default({}),
     /** Guest time without deviation that ends an episode (the next deviation is a new anomaly). */
     quietMs: z.number().int().min(0).max(3_600_000).default(2000),
   }),
@@ -78,6 +80,8 @@ export interface BehaviourProfile {
   rates: Partial<Record<RateMetric, { meanPerSecond: number; maxPerWindow: number }>>;
   sets: Partial<Record<SetMetric, Set<number>>>;
   thresholds: Partial<Record<RateMetric, number>>;
+  /** Fewest events per full window (the drop rule); a metric left out may fall to zero. */
+  floors: Partial<Record<RateMetric, number>>;
   quietMs: number;
 }
 
@@ -95,7 +99,7 @@ function lineColumn(text: string, pos: number): string {
 function knownKeys(issue: z.core.$ZodIssue): string {
   if (issue.code !== 'unrecognized_keys') return '';
   const last = issue.path[issue.path.length - 1];
-  if (last === 'rates') return ` (rates: ${RATE_METRICS.join(', ')})`;
+  if (last === 'rates' || last === 'floors') return ` (rates: ${RATE_METRICS.join(', ')})`;
   if (last === 'sets') return ` (sets: ${SET_METRICS.join(', ')})`;
   return '';
 }
@@ -139,6 +143,7 @@ export function parseProfile(value: unknown, source = 'profile'): BehaviourProfi
     rates: d.rates,
     sets,
     thresholds: d.thresholds.rates,
+    floors: d.thresholds.floors,
     quietMs: d.thresholds.quietMs,
   };
 }
@@ -202,6 +207,6 @@ export function profileDocument(p: BehaviourProfile): ProfileDocument {
     window: { bucketMs: p.bucketMs, windowMs: p.windowMs },
     rates: p.rates,
     sets,
-    thresholds: { rates: p.thresholds, quietMs: p.quietMs },
+    thresholds: { rates: p.thresholds, ...(Object.keys(p.floors).length > 0 ? { floors: p.floors } : {}), quietMs: p.quietMs },
   };
 }

@@ -6,6 +6,7 @@
  * taken from a MODE_16 engine, because a MODE_16 engine truncates restarts to
  * 16-bit IP and cannot resume protected-mode code above 64 KiB.
  */
+import { nonCanonicalVector } from './x86/stack-segment.js';
 import { UnicornEngine } from './unicorn/engine.js';
 import { HostCpu, SLICE } from './host-cpu.js';
 import { REG, UC_MEM_FETCH, UC_MEM_WRITE, UC_MODE_16, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcErr } from './unicorn/constants.js';
@@ -785,7 +786,11 @@ export class X86Cpu implements DeliveryCpu {
       this.count('ept-violation');
       return { kind: 'ept-violation', gpa: v.gpa, gva: v.gva, access: v.access };
     }
-    if (rc === UcErr.EXCEPTION && this.pendingTlbFault?.nonCanonical) return this.raise(VECTOR.GP, 0, undefined, `non-canonical address 0x${this.pendingTlbFault.page.toString(16)}`);
+    if (rc === UcErr.EXCEPTION && this.pendingTlbFault?.nonCanonical) {
+      // #SS(0) when the access went through SS, else #GP(0) (machine/cpu/x86/stack-segment.ts).
+      const vector = nonCanonicalVector(this.fetchBytes(this.readRip(), 15), { rsp: this.engine.readReg(REG.RSP), rbp: this.engine.readReg(REG.RBP) });
+      return this.raise(vector, 0, undefined, `non-canonical address 0x${this.pendingTlbFault.page.toString(16)}`);
+    }
     if (rc === UcErr.EXCEPTION && this.pendingTlbFault) {
       const f = this.pendingTlbFault;
       const rip = this.readRip();

@@ -181,7 +181,7 @@ export class DebugSession {
   }
 
   private securityCommands(): SecurityCommands {
-    if (!this.opts.security) throw new Error(`behaviour profiles need a machine running VMs under the hypervisor (firmament run)`);
+    if (!this.opts.security) throw new Error(`behaviour profiles need a machine running VMs under the hypervisor (firmament run, or boot with --guest)`);
     return this.opts.security;
   }
 

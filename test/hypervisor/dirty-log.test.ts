@@ -79,4 +79,54 @@ describe('exact dirty logging', () => {
       g.machine.close();
     }
   });
+
+  it('a lone sampling reader gets a lower bound; a reader joining later still sees every rewrite, and sampling beside it is exact', async () => {
+    const guest = (await buildImages({ quiet: true })).guests['dirtier']!;
+    const g = createGuestMachine([{ path: guest, memBytes: 64 * MiB, vcpus: 1, cmdline: 'mib=1 passes=4' }], { pcpus: 1, pace: 'virtual' });
+    const vm = g.vms[0]!;
+    const mem = vm.vmMemory;
+    const observer = { reader: 'observer' };
+    const migration = { reader: 'migration' };
+    try {
+      mem.startDirtyLog(observer);
+      let passes = 0;
+      vm.onSerial = () => {
+        const n = (vm.serial.match(/pass \d+\/4 done/g) ?? []).length;
+        if (n > passes) {
+          passes = n;
+          g.machine.pause();
+        }
+      };
+      const running = g.machine.run({ timeoutMs: 120_000 });
+      const pass = async (): Promise<void> => {
+        while (!g.machine.paused && !g.machine.exit) await new Promise((r) => setTimeout(r, 2));
+      };
+      await pass();
+      // Pass 1 writes 256 pages the engine had never held writable: all seen.
+      expect(mem.sampleDirty(observer).length).toBeGreaterThanOrEqual(256);
+      g.machine.resume();
+      await pass();
+      // Pass 2 rewrites them; the sample shot nothing down, so pages still writable in the TLB went unseen.
+      expect(mem.sampleDirty(observer).length).toBeLessThan(256);
+      // A migration joins: it must see every page written from now on, TLB or not.
+      mem.startDirtyLog(migration);
+      g.machine.resume();
+      await pass();
+      const third = new Set(mem.harvestDirty(migration));
+      expect(third.size).toBeGreaterThanOrEqual(256);
+      g.machine.resume();
+      await pass();
+      // With another reader on the log, a sample is an exact harvest, and hands the migration its pages.
+      const fourth = mem.sampleDirty(observer);
+      expect(fourth.length).toBeGreaterThanOrEqual(256);
+      const forMigration = new Set(mem.harvestDirty(migration));
+      for (const p of fourth) expect(forMigration.has(p)).toBe(true);
+      g.machine.resume();
+      await running;
+      expect(vm.serial).toContain('dirtier: wrote 4 MiB in total');
+    } finally {
+      g.hypervisor.close();
+      g.machine.close();
+    }
+  });
 });

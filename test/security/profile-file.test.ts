@@ -67,4 +67,16 @@ describe('behaviour profile files', () => {
   ])('%s is refused with the field named', (_what, doc, expected) => {
     expect(errorOf(() => parseProfileText(JSON.stringify(doc), 'p.json'))).toMatch(expected);
   });
+
+  it('floors (the drop rule): written by hand, checked, and carried through the JSON form', () => {
+    const withFloors = { ...HAND, thresholds: { ...HAND.thresholds, floors: { 'serial.com2': 1, 'exits.interrupt': 5 } } };
+    const p = parseProfile(withFloors, 'gw.json');
+    expect(p.floors).toEqual({ 'serial.com2': 1, 'exits.interrupt': 5 });
+    expect(parseProfile(JSON.parse(JSON.stringify(profileDocument(p))), 'again').floors).toEqual(p.floors);
+    // No floors: the key stays out of the document, and nothing may fall below anything.
+    expect(parseProfile(HAND, 'hand').floors).toEqual({});
+    expect('floors' in (profileDocument(parseProfile(HAND, 'hand')).thresholds as object)).toBe(false);
+    expect(errorOf(() => parseProfile({ ...HAND, thresholds: { floors: { 'serial.com2': 0 } } }, 'gw.json'))).toMatch(/^gw\.json: thresholds\.floors\.serial\.com2: Too small/);
+    expect(errorOf(() => parseProfile({ ...HAND, thresholds: { floors: { telemetry: 1 } } }, 'gw.json'))).toMatch(/^gw\.json: thresholds\.floors: Unrecognized key: "telemetry" \(rates: exits\.io, /);
+  });
 });

@@ -9,6 +9,7 @@ import { cliOutput } from './stdout.js';
 import { ensureImages } from './images.js';
 import { claimSocketPath, monitorWhenReady } from './monitor-server.js';
 import { bootHooks, type BootHooks } from './boot-hooks.js';
+import { bootSecurity } from './boot-security.js';
 import { deferClose, gdbWhenReady, parseGdbAddress, parseGdbArch } from './gdb-server.js';
 import type { Handoff } from '../../machine/platform/handoff.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
@@ -138,12 +139,14 @@ export async function bootCommand(argv: string[]): Promise<number> {
   if (values.monitor !== undefined) await claimSocketPath(values.monitor);
   // The debugger (request schemas, disassembler) loads only for a monitor: plain boots start faster.
   const { DebugSession } = monitor ? await import('../../machine/debug/session.js') : { DebugSession: null };
+  // Behaviour profiles over the monitor: the security service starts at the handoff, before the guests run.
+  const security = monitor ? await bootSecurity() : null;
   // The monitor's views follow the boot: containers and guests appear after the handoff.
   let monitorHooks: BootHooks | null = null;
   const attachMonitor = (m: PcMachine): void => {
     monitorHooks = bootHooks(m);
     if (!DebugSession) throw new Error('attachMonitor without a monitor');
-    const session = new DebugSession(m, { label: `firmware boot, ${memBytes >> 20} MiB, ${o.cpus} CPU${o.cpus > 1 ? 's' : ''}`, hooks: monitorHooks.hooks });
+    const session = new DebugSession(m, { label: `firmware boot, ${memBytes >> 20} MiB, ${o.cpus} CPU${o.cpus > 1 ? 's' : ''}`, hooks: monitorHooks.hooks, ...(security ? { security: security.commands } : {}) });
     if (values.paused) session.debugger.pause();
     monitor?.attach(session);
     gdb?.onMachine(m, session.debugger);
@@ -163,6 +166,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
         onSerial: (name, text) => (live ? guestOut(name, text) : undefined),
       });
     }
+    security?.onHandoff(hv);
     monitorHooks?.onHandoff(h, hv);
     if (gdb && hv) releaseHypervisor = deferClose(hv);
     gdb?.onHypervisor(hv);
@@ -208,6 +212,7 @@ export async function bootCommand(argv: string[]): Promise<number> {
   releaseHypervisor();
   releaseMachine();
   await monitor?.close();
+  security?.close();
   if (values.junit !== undefined) writeBootJunit(values.junit, report);
   if (o.json) {
     out.write(toJson(snapshot ? { ...report, snapshot } : report) + '\n');

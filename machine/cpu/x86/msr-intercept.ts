@@ -60,13 +60,15 @@ export function setMsrIntercept(map: Uint8Array, index: number, read: boolean, w
 
 /**
  * A permission map where every MSR exits except `passThrough` (both
- * directions) and EFER reads: our page walker reads EFER through the Unicorn
- * API on every TLB fill, where an intercept cannot be taken.
+ * directions), reads of `readPassThrough`, and EFER reads: our page walker
+ * reads EFER through the Unicorn API on every TLB fill, where an intercept
+ * cannot be taken.
  */
-export function newPermissionMap(passThrough: readonly number[]): Uint8Array {
+export function newPermissionMap(passThrough: readonly number[], readPassThrough: readonly number[] = []): Uint8Array {
   const map = new Uint8Array(MSRPM_BYTES).fill(0xff);
   setMsrIntercept(map, MSR_EFER, false, true);
   for (const msr of passThrough) setMsrIntercept(map, msr, false, false);
+  for (const msr of readPassThrough) setMsrIntercept(map, msr, false, true);
   return map;
 }
 
