@@ -21,6 +21,7 @@ import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLif
 import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
 import { mwaitExtensionFault, privilegeFault, syscallFault } from './x86/privilege.js';
 import { ioPermissionLayout, linearReader, PortIoGate, taskRegister } from './x86/io-permission.js';
+import { armCr4WriteIntercept, cr4AllowedBits, cr4WriteFault, decodeMovToCr, SVM_EXIT_WRITE_CR4 } from './x86/control-registers.js';
 import { armDebugRegisterIntercept, DebugRegisters, debugRegisterIntercept, decodeMovDr, isDebugRegisterExit, SVM_EXIT_WRITE_DR0 } from './x86/debug-registers.js';
 import type { StateRecord } from '../state.js';
 import { checkVersion, stateBoolean, stateBytes, stateNumber, stateRecord, stateString, StateError } from '../state.js';
@@ -170,6 +171,8 @@ export class X86Cpu implements DeliveryCpu {
   private breakpointsStale = false;
   /** DR6.Bn mask of instruction breakpoints hit by the last run. */
   private breakpointHit = 0;
+  /** CR4 bits our CPUID lets a guest set (control-registers.ts), computed on first use. */
+  private cr4Allowed: bigint | undefined;
   private readonly linearRead = linearReader((lin) => this.translate(lin, 'read'), (paddr) => this.memoryView.readU8(paddr));
 
   constructor(
@@ -287,10 +290,12 @@ export class X86Cpu implements DeliveryCpu {
     const area = handler.controlArea(this);
     if (parked) {
       armMsrIntercept(parked, layout, area);
+      armCr4WriteIntercept(parked, layout);
       if (debugRegisterIntercept() === true) armDebugRegisterIntercept(parked, layout);
     } else {
       const blob = this.engine.saveContext();
       armMsrIntercept(blob, layout, area);
+      armCr4WriteIntercept(blob, layout);
       if (debugRegisterIntercept() === true) armDebugRegisterIntercept(blob, layout);
       this.engine.restoreContext(blob);
     }
@@ -762,14 +767,15 @@ export class X86Cpu implements DeliveryCpu {
     }
     if (this.pendingSyscall) {
       // Unicorn's hook ran instead of QEMU's helper, and its RIP is past the SYSCALL: checks are ours.
-      const denied = syscallFault(this.readControl().efer, this.mode());
+      const mode = this.mode();
+      const denied = syscallFault(this.readControl().efer, mode, this.readRflags());
       if (denied) {
         this.engine.writeReg(REG.RIP, this.readRip() - 2n);
         return this.raise(denied.vector, 0, undefined, denied.reason);
       }
       this.count('syscall');
       const rip = this.readRip();
-      performSyscall(this, { star: this.engine.readMsr(MSR.STAR), lstar: this.engine.readMsr(MSR.LSTAR), sfmask: this.engine.readMsr(MSR.SFMASK) }, rip);
+      performSyscall(this, { star: this.engine.readMsr(MSR.STAR), lstar: this.engine.readMsr(MSR.LSTAR), cstar: this.engine.readMsr(MSR.CSTAR), sfmask: this.engine.readMsr(MSR.SFMASK) }, rip, mode as 'long' | 'compatibility' | 'protected');
       this.onEvent?.({ kind: 'syscall', rip });
       return { kind: 'requested' };
     }
@@ -797,6 +803,7 @@ export class X86Cpu implements DeliveryCpu {
   /** An intercept fired (RIP on the instruction). Only MSR accesses are intercepted. */
   private svmExit(code: number): SliceExit {
     if (isDebugRegisterExit(code)) return this.movDebugRegister(code);
+    if (code === SVM_EXIT_WRITE_CR4) return this.movToCr4();
     const handler = this.host.msrExits;
     if (code !== SVM_EXIT_MSR || !handler) return { kind: 'error', message: `CPU ${this.index}: unexpected SVM exit 0x${code.toString(16)} at RIP 0x${this.readRip().toString(16)}` };
     const rip = this.readRip();
@@ -836,6 +843,24 @@ export class X86Cpu implements DeliveryCpu {
     if (r.kind === 'fault') return this.raise(r.vector, 0, undefined, r.reason);
     if (r.value !== undefined) this.engine.writeReg(gpr, long ? r.value : r.value & 0xffff_ffffn);
     if (m.write) this.syncBreakpoints();
+    this.completeInstruction(rip + BigInt(m.length));
+    return { kind: 'requested' };
+  }
+
+  /** A MOV to CR4 exited (RIP on it): reserved bits and mode rules checked (control-registers.ts), then applied. */
+  private movToCr4(): SliceExit {
+    const rip = this.readRip();
+    const long = this.mode() === 'long';
+    const m = decodeMovToCr(this.fetchBytes(rip, 16), long);
+    if (!m || m.cr !== 4) return { kind: 'error', message: `CPU ${this.index}: CR4 write exit at RIP 0x${rip.toString(16)} is not a MOV to CR4` };
+    const raw = this.engine.readReg(GPR[m.gpr]!);
+    const value = long ? raw : raw & 0xffff_ffffn;
+    this.count('mov-cr4');
+    const now = this.readControl();
+    this.cr4Allowed ??= cr4AllowedBits((leaf, sub) => cpuid(leaf, sub, this.cpuidConfig));
+    const fault = cr4WriteFault(value, now, this.cr4Allowed);
+    if (fault) return this.raise(VECTOR.GP, 0, undefined, fault);
+    this.engine.writeReg(REG.CR4, value);
     this.completeInstruction(rip + BigInt(m.length));
     return { kind: 'requested' };
   }

@@ -221,8 +221,14 @@ export function deliver(cpu: DeliveryCpu, ev: EventToDeliver, savedContext?: Uin
   }
 }
 
+/** Fault-class exceptions (SDM Vol. 3 6.15): the instruction restarts after the handler. */
+const FAULT_CLASS = new Set([0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21]);
+
 function deliverOnce(cpu: DeliveryCpu, ev: EventToDeliver, savedContext?: Uint8Array): void {
   const f = new Frame(cpu, savedContext);
+  // SDM Vol. 3 17.3.1.1: every fault-class exception but an instruction-breakpoint #DB pushes RF = 1,
+  // so the restarted instruction does not hit its own instruction breakpoint again.
+  if (!ev.software && !ev.external && FAULT_CLASS.has(ev.vector)) f.rflags |= RFLAGS.RF;
   if (ev.cr2 !== undefined) f.setCr2(ev.cr2);
   const pe = (f.ctl.cr0 & CR0.PE) !== 0n;
   if (!pe) return deliverReal(f, ev);
@@ -360,16 +366,29 @@ function deliverLong(f: Frame, ev: EventToDeliver): void {
 }
 
 /** SYSCALL in long mode (Unicorn's is a no-op): RIP/RFLAGS into RCX/R11, CPL 0 from STAR. */
-export function performSyscall(cpu: DeliveryCpu, msrs: { star: bigint; lstar: bigint; sfmask: bigint }, nextRip: bigint): void {
+/**
+ * SYSCALL as AMD defines it (our identity is AuthenticAMD; APM Vol. 3): from 64-bit mode to LSTAR,
+ * from compatibility mode to CSTAR, both into 64-bit CS with RFLAGS masked by SFMASK and saved in
+ * R11; from legacy protected mode to STAR[31:0] in a flat 32-bit CS with IF, VM and RF cleared.
+ */
+export function performSyscall(cpu: DeliveryCpu, msrs: { star: bigint; lstar: bigint; cstar: bigint; sfmask: bigint }, nextRip: bigint, mode: 'long' | 'compatibility' | 'protected'): void {
   const f = new Frame(cpu);
-  f.setGpr(1, nextRip); // RCX
-  f.setGpr(11, BigInt(f.rflags)); // R11
   const sel = Number((msrs.star >> 32n) & 0xffffn);
-  const cs: SegCache = { selector: sel & 0xfffc, base: 0n, limit: 0xffffffff, flags: DESC.P | DESC.S | DESC.CODE | DESC.W | DESC.A | DESC.L | DESC.G };
   const ss: SegCache = { selector: (sel + 8) & 0xfffc, base: 0n, limit: 0xffffffff, flags: DESC.P | DESC.S | DESC.W | DESC.A | DESC.B | DESC.G };
+  if (mode === 'protected') {
+    f.setGpr(1, nextRip & 0xffff_ffffn); // ECX
+    f.loadCsSs({ selector: sel & 0xfffc, base: 0n, limit: 0xffffffff, flags: DESC.P | DESC.S | DESC.CODE | DESC.W | DESC.A | DESC.B | DESC.G }, ss);
+    f.rflags = (f.rflags & ~(RFLAGS.IF | RFLAGS.VM | RFLAGS.RF)) | 2;
+    f.rip = msrs.star & 0xffff_ffffn;
+    f.commit();
+    return;
+  }
+  f.setGpr(1, nextRip); // RCX
+  f.setGpr(11, BigInt(f.rflags & ~RFLAGS.RF)); // R11
+  const cs: SegCache = { selector: sel & 0xfffc, base: 0n, limit: 0xffffffff, flags: DESC.P | DESC.S | DESC.CODE | DESC.W | DESC.A | DESC.L | DESC.G };
   f.loadCsSs(cs, ss);
   f.rflags = (f.rflags & ~Number(msrs.sfmask & 0xffff_ffffn) & ~RFLAGS.RF) | 2;
-  f.rip = msrs.lstar;
+  f.rip = mode === 'long' ? msrs.lstar : msrs.cstar;
   f.commit();
 }
 
