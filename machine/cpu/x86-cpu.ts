@@ -11,7 +11,7 @@ import { HostCpu, SLICE } from './host-cpu.js';
 import { REG, UC_MEM_FETCH, UC_MEM_WRITE, UC_MODE_16, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcErr } from './unicorn/constants.js';
 import { cpuid, type CpuidConfig } from './x86/cpuid.js';
 import { walk, type PagingControl, type PhysicalReader, type WalkResult } from './x86/paging.js';
-import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
+import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, softwareInterruptStart, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
 import { contextLayout, HF, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
 import { cachedBytes } from './unicorn/probe-cache.js';
 import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
@@ -787,7 +787,8 @@ export class X86Cpu implements DeliveryCpu {
       const io = this.hostCpu.ioGate?.takeRaised(vector);
       this.count(`exception:0x${vector.toString(16)}`);
       this.onEvent?.({ kind: 'exception', vector, detail: `${vectorName(vector)}${info.isSoftware ? ' (INT n)' : ` err=0x${info.errorCode.toString(16)}`}${io ? ` (${io.reason})` : ''}`, rip });
-      const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode, ...(io?.vector === VECTOR.PF ? { cr2: io.cr2 } : {}) });
+      const start = info.isSoftware ? softwareInterruptStart(this.fetchBytes(rip - 2n, 2), vector, rip) : null;
+      const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode, ...(io?.vector === VECTOR.PF ? { cr2: io.cr2 } : {}), ...(start !== null ? { instructionRip: start } : {}) });
       return { kind: 'exception', vector: v };
     }
     const stopped = this.hostCpu.slice32[SLICE.stopped / 4]!;
