@@ -87,6 +87,7 @@ export class Vm implements CpuHost {
   readonly localMmio: LocalMmio[];
   readonly vcpuCount: number;
   readonly msrExits: VmMsrs;
+  readonly cr8: NonNullable<CpuHost['cr8']>;
   state: VmState = 'running';
   /** Held stopped by a debugger (gdb --gdb-vm): the scheduler skips its vCPUs; its devices keep time. */
   frozen = false;
@@ -165,6 +166,7 @@ export class Vm implements CpuHost {
       },
     ];
     this.msrExits = new VmMsrs(config.msrFrames, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic);
+    this.cr8 = { read: (cpu) => this.vcpus[cpu.index]!.lapic.readCr8(), write: (cpu, v) => this.vcpus[cpu.index]!.lapic.writeCr8(v) };
     this.msrExits.onAccess = (cpu, index, write) => {
       for (const o of this.observers) o.msr(cpu, index, write);
     };

@@ -21,7 +21,7 @@ import { armMsrIntercept, EXCP_VMEXIT, SVM_EXIT_MSR, svmLayout, withInterceptLif
 import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
 import { mwaitExtensionFault, privilegeFault, syscallFault } from './x86/privilege.js';
 import { ioPermissionLayout, linearReader, PortIoGate, taskRegister } from './x86/io-permission.js';
-import { armCr4WriteIntercept, cr4AllowedBits, cr4WriteFault, decodeMovToCr, SVM_EXIT_WRITE_CR4 } from './x86/control-registers.js';
+import { armCr4WriteIntercept, armCr8Intercept, cr4AllowedBits, cr4WriteFault, decodeMovCr, SVM_EXIT_READ_CR8, SVM_EXIT_WRITE_CR4, SVM_EXIT_WRITE_CR8 } from './x86/control-registers.js';
 import { armDebugRegisterIntercept, DebugRegisters, debugRegisterIntercept, decodeMovDr, isDebugRegisterExit, SVM_EXIT_WRITE_DR0 } from './x86/debug-registers.js';
 import type { StateRecord } from '../state.js';
 import { checkVersion, stateBoolean, stateBytes, stateNumber, stateRecord, stateString, StateError } from '../state.js';
@@ -99,6 +99,8 @@ export interface CpuHost {
   hypercall?(cpu: X86Cpu): boolean;
   /** RDMSR/WRMSR exits (hypervisor VMs). Without it MSRs execute inside the CPU model. */
   readonly msrExits?: MsrExitHandler;
+  /** CR8 of a vCPU: its LAPIC's TPR[7:4]. With it (and MSR exits), MOV to/from CR8 exits to this. */
+  readonly cr8?: { read(cpu: X86Cpu): number; write(cpu: X86Cpu, value: number): void };
   /** A code fetch filled the TLB for this guest-physical page (behaviour profiles: code pages executed). */
   onCodeFetch?(cpu: X86Cpu, guestPage: number): void;
 }
@@ -291,11 +293,13 @@ export class X86Cpu implements DeliveryCpu {
     if (parked) {
       armMsrIntercept(parked, layout, area);
       armCr4WriteIntercept(parked, layout);
+      if (this.host.cr8) armCr8Intercept(parked, layout);
       if (debugRegisterIntercept() === true) armDebugRegisterIntercept(parked, layout);
     } else {
       const blob = this.engine.saveContext();
       armMsrIntercept(blob, layout, area);
       armCr4WriteIntercept(blob, layout);
+      if (this.host.cr8) armCr8Intercept(blob, layout);
       if (debugRegisterIntercept() === true) armDebugRegisterIntercept(blob, layout);
       this.engine.restoreContext(blob);
     }
@@ -805,6 +809,7 @@ export class X86Cpu implements DeliveryCpu {
   private svmExit(code: number): SliceExit {
     if (isDebugRegisterExit(code)) return this.movDebugRegister(code);
     if (code === SVM_EXIT_WRITE_CR4) return this.movToCr4();
+    if (code === SVM_EXIT_READ_CR8 || code === SVM_EXIT_WRITE_CR8) return this.movCr8(code === SVM_EXIT_WRITE_CR8);
     const handler = this.host.msrExits;
     if (code !== SVM_EXIT_MSR || !handler) return { kind: 'error', message: `CPU ${this.index}: unexpected SVM exit 0x${code.toString(16)} at RIP 0x${this.readRip().toString(16)}` };
     const rip = this.readRip();
@@ -852,8 +857,8 @@ export class X86Cpu implements DeliveryCpu {
   private movToCr4(): SliceExit {
     const rip = this.readRip();
     const long = this.mode() === 'long';
-    const m = decodeMovToCr(this.fetchBytes(rip, 16), long);
-    if (!m || m.cr !== 4) return { kind: 'error', message: `CPU ${this.index}: CR4 write exit at RIP 0x${rip.toString(16)} is not a MOV to CR4` };
+    const m = decodeMovCr(this.fetchBytes(rip, 16), long);
+    if (!m || !m.write || m.cr !== 4) return { kind: 'error', message: `CPU ${this.index}: CR4 write exit at RIP 0x${rip.toString(16)} is not a MOV to CR4` };
     const raw = this.engine.readReg(GPR[m.gpr]!);
     const value = long ? raw : raw & 0xffff_ffffn;
     this.count('mov-cr4');
@@ -862,6 +867,27 @@ export class X86Cpu implements DeliveryCpu {
     const fault = cr4WriteFault(value, now, this.cr4Allowed);
     if (fault) return this.raise(VECTOR.GP, 0, undefined, fault);
     this.engine.writeReg(REG.CR4, value);
+    this.completeInstruction(rip + BigInt(m.length));
+    return { kind: 'requested' };
+  }
+
+  /** MOV from/to CR8 exited (RIP on it): CR8 is the LAPIC's TPR[7:4] (control-registers.ts). */
+  private movCr8(write: boolean): SliceExit {
+    const rip = this.readRip();
+    const long = this.mode() === 'long';
+    const m = decodeMovCr(this.fetchBytes(rip, 16), long);
+    const cr8 = this.host.cr8;
+    if (!m || m.cr !== 8 || m.write !== write || !cr8) return { kind: 'error', message: `CPU ${this.index}: CR8 exit at RIP 0x${rip.toString(16)} is not a MOV ${write ? 'to' : 'from'} CR8` };
+    const gpr = GPR[m.gpr]!;
+    this.count('mov-cr8');
+    if (write) {
+      const raw = this.engine.readReg(gpr);
+      const value = long ? raw : raw & 0xffff_ffffn;
+      if (value >> 4n) return this.raise(VECTOR.GP, 0, undefined, `MOV to CR8 0x${value.toString(16)}: reserved bits 63:4`);
+      cr8.write(this, Number(value));
+    } else {
+      this.engine.writeReg(gpr, BigInt(cr8.read(this) & 0xf));
+    }
     this.completeInstruction(rip + BigInt(m.length));
     return { kind: 'requested' };
   }

@@ -7,15 +7,20 @@
  * (msr-intercept.ts), and QEMU checks the VMCB's CR write intercept word (env->intercept_cr_write,
  * right after env->intercept) in helper_write_crN before changing anything: with bit 4 set, every
  * MOV to CR4 exits to us with RIP on the instruction, and we check and apply it here. The reserved
- * bits follow our CPUID, as in QEMU 7.2's cr4_reserved_bits() and KVM.
+ * bits follow our CPUID, as in QEMU 7.2's cr4_reserved_bits() and KVM. CR8 exits too, when the
+ * host has a LAPIC to answer it (armCr8Intercept).
  */
 import type { SvmLayout } from './msr-intercept.js';
 import type { CpuidResult } from './cpuid.js';
 import { CR4, EFER } from './registers.js';
 
+export const SVM_EXIT_READ_CR0 = 0x00;
 export const SVM_EXIT_WRITE_CR0 = 0x10;
 export const SVM_EXIT_WRITE_CR4 = SVM_EXIT_WRITE_CR0 + 4;
-/** env->intercept_cr_write: u16 after env->intercept (u64) and intercept_cr_read (u16). */
+export const SVM_EXIT_READ_CR8 = SVM_EXIT_READ_CR0 + 8;
+export const SVM_EXIT_WRITE_CR8 = SVM_EXIT_WRITE_CR0 + 8;
+/** env->intercept_cr_read / _write: u16 each, after env->intercept (u64). */
+const CR_READ_AFTER_INTERCEPT = 8;
 const CR_WRITE_AFTER_INTERCEPT = 10;
 
 const PKE = 1n << 22n;
@@ -28,6 +33,19 @@ export function armCr4WriteIntercept(blob: Uint8Array, svm: SvmLayout): void {
   const dv = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
   const at = svm.intercept + CR_WRITE_AFTER_INTERCEPT;
   dv.setUint16(at, dv.getUint16(at, true) | (1 << 4), true);
+}
+
+/**
+ * Intercepts MOV from/to CR8 too. Unicorn's CR8 is not the LAPIC's TPR (its APIC is a stub:
+ * reads give 0 outside VINTR mode), so the host answers CR8 from its LAPIC (SDM Vol. 3 10.8.6.1:
+ * CR8[3:0] = TPR[7:4]).
+ */
+export function armCr8Intercept(blob: Uint8Array, svm: SvmLayout): void {
+  const dv = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+  for (const off of [CR_READ_AFTER_INTERCEPT, CR_WRITE_AFTER_INTERCEPT]) {
+    const at = svm.intercept + off;
+    dv.setUint16(at, dv.getUint16(at, true) | (1 << 8), true);
+  }
 }
 
 /** The CR4 bits a guest may set, from the CPUID it sees (leaf 1 ECX, leaf 7.0 EBX/ECX). */
@@ -60,15 +78,16 @@ export function cr4WriteFault(value: bigint, now: { cr3: bigint; cr4: bigint; ef
   return null;
 }
 
-/** A decoded MOV to CRn (0F 22 /r): mod is ignored, as on hardware; REX.R selects CR8-CR15. */
-export interface MovToCr {
+/** A decoded MOV to/from CRn (0F 22 /r, 0F 20 /r): mod is ignored, as on hardware; REX.R selects CR8-CR15. */
+export interface MovCr {
+  write: boolean;
   cr: number;
   /** General register number 0-15 (RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8-R15). */
   gpr: number;
   length: number;
 }
 
-export function decodeMovToCr(bytes: Uint8Array, long: boolean): MovToCr | null {
+export function decodeMovCr(bytes: Uint8Array, long: boolean): MovCr | null {
   let i = 0;
   let lock = false;
   while (i < bytes.length && [0x66, 0x67, 0xf2, 0xf3, 0xf0, 0x2e, 0x36, 0x3e, 0x26, 0x64, 0x65].includes(bytes[i]!)) lock ||= bytes[i++] === 0xf0;
@@ -79,10 +98,10 @@ export function decodeMovToCr(bytes: Uint8Array, long: boolean): MovToCr | null 
     rexR = (bytes[i]! >> 2) & 1;
     i++;
   }
-  if (bytes[i] !== 0x0f || bytes[i + 1] !== 0x22 || bytes[i + 2] === undefined) return null;
+  if (bytes[i] !== 0x0f || (bytes[i + 1] !== 0x22 && bytes[i + 1] !== 0x20) || bytes[i + 2] === undefined) return null;
   const modrm = bytes[i + 2]!;
   let cr = ((modrm >> 3) & 7) | (rexR << 3);
   // AMD's alternative encoding of CR8: LOCK MOV CR0.
   if (lock && cr === 0) cr = 8;
-  return { cr, gpr: (modrm & 7) | (rexB << 3), length: i + 3 };
+  return { write: bytes[i + 1] === 0x22, cr, gpr: (modrm & 7) | (rexB << 3), length: i + 3 };
 }
