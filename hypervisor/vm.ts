@@ -66,7 +66,7 @@ export class Vcpu {
     machine: PcMachine,
   ) {
     this.lapic = vm.board.lapics[index]!;
-    this.cpu = new X86Cpu(index, index, host, { apicId: index, logicalCpus: vm.vcpuCount, hypervisor: true }, machine.hostCpus[0]);
+    this.cpu = new X86Cpu(index, index, host, { apicId: index, logicalCpus: vm.vcpuCount, hypervisor: true, apicEnabled: () => this.lapic.hardwareEnabled() }, machine.hostCpus[0]);
     this.cpu.onEvent = (e: CpuEvent) => vm.cpuEvent(this, e);
   }
 }
@@ -92,6 +92,7 @@ export class Vm implements CpuHost {
   readonly msrExits: VmMsrs;
   /** The vCPUs' time-stamp counters, on the VM clock. */
   readonly tsc: VmTsc;
+  readonly cr8: NonNullable<CpuHost['cr8']>;
   state: VmState = 'running';
   /** Held stopped by a debugger (gdb --gdb-vm): the scheduler skips its vCPUs; its devices keep time. */
   frozen = false;
@@ -158,13 +159,17 @@ export class Vm implements CpuHost {
       {
         base: lapicWindow,
         size: 0x1000,
+        // With IA32_APIC_BASE.EN clear the page is not the APIC's any more: open bus (all ones, writes dropped).
         read: (cpu, off, size) => {
           this.mmioExits++;
-          return BigInt(this.vcpus[cpu.index]!.lapic.mmioRead(off, size as 1 | 2 | 4) >>> 0);
+          const lapic = this.vcpus[cpu.index]!.lapic;
+          if (!lapic.hardwareEnabled()) return (1n << BigInt(size * 8)) - 1n;
+          return BigInt(lapic.mmioRead(off, size as 1 | 2 | 4) >>> 0);
         },
         write: (cpu, off, size, v) => {
           this.mmioExits++;
-          this.vcpus[cpu.index]!.lapic.mmioWrite(off, size as 1 | 2 | 4, Number(v & 0xffff_ffffn));
+          const lapic = this.vcpus[cpu.index]!.lapic;
+          if (lapic.hardwareEnabled()) lapic.mmioWrite(off, size as 1 | 2 | 4, Number(v & 0xffff_ffffn));
         },
       },
       {
@@ -186,6 +191,7 @@ export class Vm implements CpuHost {
       return this.clock.nowNs();
     });
     this.msrExits = new VmMsrs(config.msrFrames, config.vcpus, (cpu) => this.vcpus[cpu.index]!.lapic, this.tsc);
+    this.cr8 = { read: (cpu) => this.vcpus[cpu.index]!.lapic.readCr8(), write: (cpu, v) => this.vcpus[cpu.index]!.lapic.writeCr8(v) };
     this.msrExits.onAccess = (cpu, index, write) => {
       for (const o of this.observers) o.msr(cpu, index, write);
     };

@@ -13,7 +13,7 @@ import { REG, UC_MEM_FETCH, UC_MEM_WRITE, UC_MODE_16, UC_MODE_64, UC_PROT_ALL, U
 import { cpuid, type CpuidConfig } from './x86/cpuid.js';
 import { walk, type PagingControl, type PhysicalReader, type WalkResult } from './x86/paging.js';
 import { nmiBlocked, setNmiBlocked } from './x86/nmi.js';
-import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
+import { deliver, interruptsInhibited, pendingExceptionInfo, performSyscall, softwareInterruptStart, TripleFault, VECTOR, vectorName, type DeliveryCpu, type EventToDeliver } from './x86/delivery.js';
 import { contextLayout, HF, SEG, SEG_CACHE_SIZE } from './x86/context-layout.js';
 import { cachedBytes } from './unicorn/probe-cache.js';
 import { cpuMode, MSR, RFLAGS, type CpuMode } from './x86/registers.js';
@@ -24,6 +24,7 @@ import { InterruptInjector, nativeIrqLayout } from './x86/native-irq.js';
 import { mwaitExtensionFault, privilegeFault, syscallFault } from './x86/privilege.js';
 import { ioPermissionLayout, linearReader, PortIoGate, taskRegister } from './x86/io-permission.js';
 import { armTscIntercept, decodeRdtsc, MSR_TSC_AUX, RDTSC_EXIT_NS, SVM_EXIT_RDTSC } from './x86/tsc.js';
+import { armCr4WriteIntercept, armCr8Intercept, cr4AllowedBits, cr4WriteFault, decodeMovCr, SVM_EXIT_READ_CR8, SVM_EXIT_WRITE_CR4, SVM_EXIT_WRITE_CR8 } from './x86/control-registers.js';
 import { armDebugRegisterIntercept, DebugRegisters, debugRegisterIntercept, decodeMovDr, isDebugRegisterExit, SVM_EXIT_WRITE_DR0 } from './x86/debug-registers.js';
 import type { StateRecord } from '../state.js';
 import { checkVersion, stateBoolean, stateBytes, stateNumber, stateRecord, stateString, StateError } from '../state.js';
@@ -101,6 +102,8 @@ export interface CpuHost {
   hypercall?(cpu: X86Cpu): boolean;
   /** RDMSR/WRMSR exits (hypervisor VMs). Without it MSRs execute inside the CPU model. */
   readonly msrExits?: MsrExitHandler;
+  /** CR8 of a vCPU: its LAPIC's TPR[7:4]. With it (and MSR exits), MOV to/from CR8 exits to this. */
+  readonly cr8?: { read(cpu: X86Cpu): number; write(cpu: X86Cpu, value: number): void };
   /** A code fetch filled the TLB for this guest-physical page (behaviour profiles: code pages executed). */
   onCodeFetch?(cpu: X86Cpu, guestPage: number): void;
 }
@@ -176,6 +179,8 @@ export class X86Cpu implements DeliveryCpu {
   private breakpointsStale = false;
   /** DR6.Bn mask of instruction breakpoints hit by the last run. */
   private breakpointHit = 0;
+  /** CR4 bits our CPUID lets a guest set (control-registers.ts), computed on first use. */
+  private cr4Allowed: bigint | undefined;
   private readonly linearRead = linearReader((lin) => this.translate(lin, 'read'), (paddr) => this.memoryView.readU8(paddr));
 
   constructor(
@@ -294,11 +299,15 @@ export class X86Cpu implements DeliveryCpu {
     if (parked) {
       armMsrIntercept(parked, layout, area);
       if (handler.readTsc) armTscIntercept(parked, layout);
+      armCr4WriteIntercept(parked, layout);
+      if (this.host.cr8) armCr8Intercept(parked, layout);
       if (debugRegisterIntercept() === true) armDebugRegisterIntercept(parked, layout);
     } else {
       const blob = this.engine.saveContext();
       armMsrIntercept(blob, layout, area);
       if (handler.readTsc) armTscIntercept(blob, layout);
+      armCr4WriteIntercept(blob, layout);
+      if (this.host.cr8) armCr8Intercept(blob, layout);
       if (debugRegisterIntercept() === true) armDebugRegisterIntercept(blob, layout);
       this.engine.restoreContext(blob);
     }
@@ -813,14 +822,15 @@ export class X86Cpu implements DeliveryCpu {
     }
     if (this.pendingSyscall) {
       // Unicorn's hook ran instead of QEMU's helper, and its RIP is past the SYSCALL: checks are ours.
-      const denied = syscallFault(this.readControl().efer, this.mode());
+      const mode = this.mode();
+      const denied = syscallFault(this.readControl().efer, mode, this.readRflags());
       if (denied) {
         this.engine.writeReg(REG.RIP, this.readRip() - 2n);
         return this.raise(denied.vector, 0, undefined, denied.reason);
       }
       this.count('syscall');
       const rip = this.readRip();
-      performSyscall(this, { star: this.engine.readMsr(MSR.STAR), lstar: this.engine.readMsr(MSR.LSTAR), sfmask: this.engine.readMsr(MSR.SFMASK) }, rip);
+      performSyscall(this, { star: this.engine.readMsr(MSR.STAR), lstar: this.engine.readMsr(MSR.LSTAR), cstar: this.engine.readMsr(MSR.CSTAR), sfmask: this.engine.readMsr(MSR.SFMASK) }, rip, mode as 'long' | 'compatibility' | 'protected');
       this.onEvent?.({ kind: 'syscall', rip });
       return { kind: 'requested' };
     }
@@ -832,7 +842,8 @@ export class X86Cpu implements DeliveryCpu {
       const io = this.hostCpu.ioGate?.takeRaised(vector);
       this.count(`exception:0x${vector.toString(16)}`);
       this.onEvent?.({ kind: 'exception', vector, detail: `${vectorName(vector)}${info.isSoftware ? ' (INT n)' : ` err=0x${info.errorCode.toString(16)}`}${io ? ` (${io.reason})` : ''}`, rip });
-      const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode, ...(io?.vector === VECTOR.PF ? { cr2: io.cr2 } : {}) });
+      const start = info.isSoftware ? softwareInterruptStart(this.fetchBytes(rip - 2n, 2), vector, rip) : null;
+      const v = this.deliverEvent({ vector, software: info.isSoftware, external: false, errorCode: info.errorCode, ...(io?.vector === VECTOR.PF ? { cr2: io.cr2 } : {}), ...(start !== null ? { instructionRip: start } : {}) });
       return { kind: 'exception', vector: v };
     }
     const stopped = this.hostCpu.slice32[SLICE.stopped / 4]!;
@@ -849,6 +860,8 @@ export class X86Cpu implements DeliveryCpu {
   private svmExit(code: number): SliceExit {
     if (isDebugRegisterExit(code)) return this.movDebugRegister(code);
     if (code === SVM_EXIT_RDTSC) return this.rdtscExit();
+    if (code === SVM_EXIT_WRITE_CR4) return this.movToCr4();
+    if (code === SVM_EXIT_READ_CR8 || code === SVM_EXIT_WRITE_CR8) return this.movCr8(code === SVM_EXIT_WRITE_CR8);
     const handler = this.host.msrExits;
     if (code !== SVM_EXIT_MSR || !handler) return { kind: 'error', message: `CPU ${this.index}: unexpected SVM exit 0x${code.toString(16)} at RIP 0x${this.readRip().toString(16)}` };
     const rip = this.readRip();
@@ -934,6 +947,45 @@ export class X86Cpu implements DeliveryCpu {
     if (r.kind === 'fault') return this.raise(r.vector, 0, undefined, r.reason);
     if (r.value !== undefined) this.engine.writeReg(gpr, long ? r.value : r.value & 0xffff_ffffn);
     if (m.write) this.syncBreakpoints();
+    this.completeInstruction(rip + BigInt(m.length));
+    return { kind: 'requested' };
+  }
+
+  /** A MOV to CR4 exited (RIP on it): reserved bits and mode rules checked (control-registers.ts), then applied. */
+  private movToCr4(): SliceExit {
+    const rip = this.readRip();
+    const long = this.mode() === 'long';
+    const m = decodeMovCr(this.fetchBytes(rip, 16), long);
+    if (!m || !m.write || m.cr !== 4) return { kind: 'error', message: `CPU ${this.index}: CR4 write exit at RIP 0x${rip.toString(16)} is not a MOV to CR4` };
+    const raw = this.engine.readReg(GPR[m.gpr]!);
+    const value = long ? raw : raw & 0xffff_ffffn;
+    this.count('mov-cr4');
+    const now = this.readControl();
+    this.cr4Allowed ??= cr4AllowedBits((leaf, sub) => cpuid(leaf, sub, this.cpuidConfig));
+    const fault = cr4WriteFault(value, now, this.cr4Allowed);
+    if (fault) return this.raise(VECTOR.GP, 0, undefined, fault);
+    this.engine.writeReg(REG.CR4, value);
+    this.completeInstruction(rip + BigInt(m.length));
+    return { kind: 'requested' };
+  }
+
+  /** MOV from/to CR8 exited (RIP on it): CR8 is the LAPIC's TPR[7:4] (control-registers.ts). */
+  private movCr8(write: boolean): SliceExit {
+    const rip = this.readRip();
+    const long = this.mode() === 'long';
+    const m = decodeMovCr(this.fetchBytes(rip, 16), long);
+    const cr8 = this.host.cr8;
+    if (!m || m.cr !== 8 || m.write !== write || !cr8) return { kind: 'error', message: `CPU ${this.index}: CR8 exit at RIP 0x${rip.toString(16)} is not a MOV ${write ? 'to' : 'from'} CR8` };
+    const gpr = GPR[m.gpr]!;
+    this.count('mov-cr8');
+    if (write) {
+      const raw = this.engine.readReg(gpr);
+      const value = long ? raw : raw & 0xffff_ffffn;
+      if (value >> 4n) return this.raise(VECTOR.GP, 0, undefined, `MOV to CR8 0x${value.toString(16)}: reserved bits 63:4`);
+      cr8.write(this, Number(value));
+    } else {
+      this.engine.writeReg(gpr, BigInt(cr8.read(this) & 0xf));
+    }
     this.completeInstruction(rip + BigInt(m.length));
     return { kind: 'requested' };
   }

@@ -9,11 +9,14 @@ describe('privilege checks of instructions we emulate', () => {
     }
   });
 
-  it('SYSCALL needs EFER.SCE and 64-bit mode', () => {
+  it('SYSCALL needs EFER.SCE, and protected or long mode', () => {
     expect(syscallFault(0x501n, 'long')).toBeNull();
     expect(syscallFault(0x500n, 'long')).toMatchObject({ vector: 6, reason: 'SYSCALL with EFER.SCE clear' });
-    expect(syscallFault(0x501n, 'compatibility')).toMatchObject({ vector: 6 });
-    expect(syscallFault(0x1n, 'protected')).toMatchObject({ vector: 6 });
+    // AMD (our identity): compatibility mode goes to CSTAR, legacy protected mode to STAR[31:0].
+    expect(syscallFault(0x501n, 'compatibility')).toBeNull();
+    expect(syscallFault(0x1n, 'protected')).toBeNull();
+    expect(syscallFault(0x1n, 'protected', 1 << 17)).toMatchObject({ vector: 6, reason: 'SYSCALL in virtual-8086 mode' });
+    expect(syscallFault(0x1n, 'real')).toMatchObject({ vector: 6, reason: 'SYSCALL in real mode' });
   });
 
   it('MWAIT takes ECX bit 0 (break on masked interrupts) and nothing else', () => {

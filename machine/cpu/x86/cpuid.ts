@@ -30,6 +30,8 @@ export interface CpuidConfig {
   logicalCpus: number;
   /** Set the hypervisor-present bit (leaf 1 ECX[31]) for guests of our hypervisor. */
   hypervisor?: boolean;
+  /** IA32_APIC_BASE.EN of this CPU's LAPIC: leaf 1 EDX.APIC follows it (SDM Vol. 3 11.4.3). */
+  apicEnabled?: () => boolean;
 }
 
 const str4 = (s: string): number => (s.charCodeAt(0) | (s.charCodeAt(1) << 8) | (s.charCodeAt(2) << 16) | (s.charCodeAt(3) << 24)) >>> 0;
@@ -61,7 +63,7 @@ export function cpuid(leaf: number, subleaf: number, cfg: CpuidConfig): CpuidRes
         eax: 0x00060fb1,
         ebx: ((cfg.apicId & 0xff) << 24) | ((cfg.logicalCpus & 0xff) << 16) | (8 << 8),
         ecx,
-        edx: bits(e.FPU, e.DE, e.PSE, e.TSC, e.MSR, e.PAE, e.MCE, e.CX8, e.APIC, e.SEP, e.MTRR, e.PGE, e.MCA, e.CMOV, e.PAT, e.PSE36, e.CLFSH, e.MMX, e.FXSR, e.SSE, e.SSE2),
+        edx: (bits(e.FPU, e.DE, e.PSE, e.TSC, e.MSR, e.PAE, e.MCE, e.CX8, e.SEP, e.MTRR, e.PGE, e.MCA, e.CMOV, e.PAT, e.PSE36, e.CLFSH, e.MMX, e.FXSR, e.SSE, e.SSE2) | (cfg.apicEnabled?.() === false ? 0 : 1 << e.APIC)) >>> 0,
       };
     }
     case 5:

@@ -62,6 +62,21 @@ export interface EventToDeliver {
   external: boolean;
   errorCode?: number;
   cr2?: bigint;
+  /** INT n / INT3 / INTO: the instruction's own address, pushed by a fault raised while delivering it (it restarts). */
+  instructionRip?: bigint;
+  /** The RIP to push instead of the current one (set by deliver() for such a fault). */
+  rip?: bigint;
+}
+
+/**
+ * Where the INT n / INT3 / INTO / INT1 that raised `vector` starts, from the bytes before `nextRip`
+ * (Unicorn reports software interrupts with RIP after the instruction); null when they do not match.
+ */
+export function softwareInterruptStart(before: Uint8Array, vector: number, nextRip: bigint): bigint | null {
+  const [b2, b1] = before.length >= 2 ? [before[before.length - 2], before[before.length - 1]] : [undefined, before[before.length - 1]];
+  if (b2 === 0xcd && b1 === vector) return nextRip - 2n;
+  if ((vector === 3 && b1 === 0xcc) || (vector === 4 && b1 === 0xce) || (vector === 1 && b1 === 0xf1)) return nextRip - 1n;
+  return null;
 }
 
 /** Snapshot of the CPU inside one delivery; committed at the end. */
@@ -213,16 +228,26 @@ export function deliver(cpu: DeliveryCpu, ev: EventToDeliver, savedContext?: Uin
       if (first === VECTOR.DF || depth >= 2) {
         throw new TripleFault(`triple fault: ${vectorName(second)} while delivering ${vectorName(first)}${e.reason ? ` (${e.reason})` : ''}`);
       }
+      // A fault while delivering INT n pushes the INT's own address: the handler's IRET retries it (SDM Vol. 3 6.5).
+      const restart = current.instructionRip ?? current.rip;
       const promote = (CONTRIBUTORY.has(first) && CONTRIBUTORY.has(second)) || (first === VECTOR.PF && (CONTRIBUTORY.has(second) || second === VECTOR.PF));
       current = promote
         ? { vector: VECTOR.DF, software: false, external: false, errorCode: 0 }
         : { vector: second, software: false, external: false, errorCode: e.errorCode, ...(e.cr2 !== undefined ? { cr2: e.cr2 } : {}) };
+      if (restart !== undefined) current = { ...current, rip: restart };
     }
   }
 }
 
+/** Fault-class exceptions (SDM Vol. 3 6.15): the instruction restarts after the handler. */
+const FAULT_CLASS = new Set([0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21]);
+
 function deliverOnce(cpu: DeliveryCpu, ev: EventToDeliver, savedContext?: Uint8Array): void {
   const f = new Frame(cpu, savedContext);
+  if (ev.rip !== undefined) f.rip = ev.rip;
+  // SDM Vol. 3 17.3.1.1: every fault-class exception but an instruction-breakpoint #DB pushes RF = 1,
+  // so the restarted instruction does not hit its own instruction breakpoint again.
+  if (!ev.software && !ev.external && FAULT_CLASS.has(ev.vector)) f.rflags |= RFLAGS.RF;
   if (ev.cr2 !== undefined) f.setCr2(ev.cr2);
   const pe = (f.ctl.cr0 & CR0.PE) !== 0n;
   if (!pe) return deliverReal(f, ev);
@@ -360,16 +385,29 @@ function deliverLong(f: Frame, ev: EventToDeliver): void {
 }
 
 /** SYSCALL in long mode (Unicorn's is a no-op): RIP/RFLAGS into RCX/R11, CPL 0 from STAR. */
-export function performSyscall(cpu: DeliveryCpu, msrs: { star: bigint; lstar: bigint; sfmask: bigint }, nextRip: bigint): void {
+/**
+ * SYSCALL as AMD defines it (our identity is AuthenticAMD; APM Vol. 3): from 64-bit mode to LSTAR,
+ * from compatibility mode to CSTAR, both into 64-bit CS with RFLAGS masked by SFMASK and saved in
+ * R11; from legacy protected mode to STAR[31:0] in a flat 32-bit CS with IF, VM and RF cleared.
+ */
+export function performSyscall(cpu: DeliveryCpu, msrs: { star: bigint; lstar: bigint; cstar: bigint; sfmask: bigint }, nextRip: bigint, mode: 'long' | 'compatibility' | 'protected'): void {
   const f = new Frame(cpu);
-  f.setGpr(1, nextRip); // RCX
-  f.setGpr(11, BigInt(f.rflags)); // R11
   const sel = Number((msrs.star >> 32n) & 0xffffn);
-  const cs: SegCache = { selector: sel & 0xfffc, base: 0n, limit: 0xffffffff, flags: DESC.P | DESC.S | DESC.CODE | DESC.W | DESC.A | DESC.L | DESC.G };
   const ss: SegCache = { selector: (sel + 8) & 0xfffc, base: 0n, limit: 0xffffffff, flags: DESC.P | DESC.S | DESC.W | DESC.A | DESC.B | DESC.G };
+  if (mode === 'protected') {
+    f.setGpr(1, nextRip & 0xffff_ffffn); // ECX
+    f.loadCsSs({ selector: sel & 0xfffc, base: 0n, limit: 0xffffffff, flags: DESC.P | DESC.S | DESC.CODE | DESC.W | DESC.A | DESC.B | DESC.G }, ss);
+    f.rflags = (f.rflags & ~(RFLAGS.IF | RFLAGS.VM | RFLAGS.RF)) | 2;
+    f.rip = msrs.star & 0xffff_ffffn;
+    f.commit();
+    return;
+  }
+  f.setGpr(1, nextRip); // RCX
+  f.setGpr(11, BigInt(f.rflags & ~RFLAGS.RF)); // R11
+  const cs: SegCache = { selector: sel & 0xfffc, base: 0n, limit: 0xffffffff, flags: DESC.P | DESC.S | DESC.CODE | DESC.W | DESC.A | DESC.L | DESC.G };
   f.loadCsSs(cs, ss);
   f.rflags = (f.rflags & ~Number(msrs.sfmask & 0xffff_ffffn) & ~RFLAGS.RF) | 2;
-  f.rip = msrs.lstar;
+  f.rip = mode === 'long' ? msrs.lstar : msrs.cstar;
   f.commit();
 }
 

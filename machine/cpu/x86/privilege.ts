@@ -20,14 +20,13 @@ export function privilegeFault(insn: PrivilegedInsn, cpl: number): { vector: 6; 
 
 /**
  * SYSCALL, which Unicorn hands to our hook before any check of its own:
- * #UD unless EFER.SCE is set and the CPU is in 64-bit mode. (Intel raises #UD
- * outside 64-bit mode; AMD's legacy/compatibility-mode SYSCALL through
- * STAR/CSTAR is not offered, so we do the same rather than enter 64-bit
- * LSTAR code from 32-bit code.)
+ * #UD unless EFER.SCE is set. Our identity is AMD's, so SYSCALL runs in
+ * 64-bit, compatibility (CSTAR) and legacy protected mode (STAR), as on AMD
+ * hardware and QEMU; in real and virtual-8086 mode it is #UD.
  */
-export function syscallFault(efer: bigint, mode: string): { vector: 6; reason: string } | null {
+export function syscallFault(efer: bigint, mode: string, rflags = 0): { vector: 6; reason: string } | null {
   if (!(efer & 1n)) return { vector: 6, reason: 'SYSCALL with EFER.SCE clear' };
-  if (mode !== 'long') return { vector: 6, reason: `SYSCALL in ${mode} mode (only 64-bit mode is supported)` };
+  if (mode === 'real' || (mode === 'protected' && rflags & (1 << 17))) return { vector: 6, reason: `SYSCALL in ${mode === 'real' ? 'real' : 'virtual-8086'} mode` };
   return null;
 }
 
