@@ -669,11 +669,16 @@ export class X86Cpu implements DeliveryCpu {
     }
     if (!this.host.interruptPending(this)) return;
     if (injector) {
-      // Handed over only with the window open (IF=1, no shadow): QEMU then delivers it before the next instruction.
+      // Handed to QEMU at once on a running vCPU, even with the window shut (IF=0 or a shadow): QEMU
+      // holds it and delivers it at the first instruction boundary where the window opens, as
+      // hardware does. Waiting for a slice boundary with the window open could starve it: when every
+      // exit falls inside an IRQs-off region (Linux's __schedule reading the TSC), none ever is open,
+      // and two vCPUs waiting on each other deadlocked. The LAPIC is acknowledged now, not at that
+      // boundary, so a TPR raised in between does not hold it back (docs/hypervisor.md).
       const open = injector.window() === 1;
       if (!open) {
         if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
-        return;
+        if (this.state !== 'running') return;
       }
       const vector = this.host.acknowledgeInterrupt(this);
       if (vector === null) return;

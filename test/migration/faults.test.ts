@@ -4,7 +4,7 @@ import { createConnection } from 'node:net';
 import { MigrationError } from '../../vmm/migration/source.js';
 import { encodeJson, encodePages, FrameDecoder, FrameEncoder, FrameType } from '../../vmm/migration/stream.js';
 import { encodeSnapshot } from '../../machine/snapshot/codec.js';
-import { closeSource, migrateTo, startDestination, startProxy, startSource, waitFor, type Fault, type Source } from './helpers.js';
+import { closeSource, endSource, expectSameRun, migrateTo, referenceRun, startDestination, startProxy, startSource, waitFor, type Fault, type ReferenceRun, type Source } from './helpers.js';
 
 /**
  * Faults between two machines, injected by a TCP proxy: the destination
@@ -14,7 +14,7 @@ import { closeSource, migrateTo, startDestination, startProxy, startSource, wait
  */
 const MiB = 1024 * 1024;
 let images: Record<string, string>;
-let golden: { serial: string; code: number; atNs: number };
+let golden: ReferenceRun;
 const SPEC = (): { path: string; memBytes: number; vcpus: number; cmdline: string } => ({ path: images['dirtier']!, memBytes: 64 * MiB, vcpus: 1, cmdline: 'mib=8 passes=6' });
 
 async function pausedSource(): Promise<Source> {
@@ -39,28 +39,17 @@ async function retrySucceeds(src: Source): Promise<void> {
   try {
     await migrateTo(src, dst.port);
     const done = await dst.result;
-    expect(src.printed.join('') + done.printed.join('')).toBe(golden.serial);
-    expect(done.exit.code).toBe(golden.code);
-    expect(done.exit.atNs).toBe(golden.atNs);
+    expectSameRun(src.printed, done, golden);
   } finally {
     dst.close();
   }
 }
 
-async function endSource(src: Source): Promise<void> {
-  src.g.machine.stop();
-  if (src.g.machine.paused) src.g.machine.resume();
-  await src.running;
-  closeSource(src);
-}
 
 describe('migration faults lose nothing', () => {
   beforeAll(async () => {
     images = (await buildImages({ quiet: true })).guests;
-    const ref = startSource(SPEC());
-    const exit = await ref.running;
-    golden = { serial: ref.vm.serial, code: exit.code, atNs: exit.atNs ?? -1 };
-    closeSource(ref);
+    golden = await referenceRun(SPEC());
   }, 120_000);
 
   const cases: { name: string; fault: Fault; dstError: RegExp }[] = [

@@ -3,6 +3,7 @@
  * waiting with listenIncoming, joined over loopback TCP (optionally through a
  * fault-injecting proxy): what the transcript and fault tests drive.
  */
+import { expect } from 'vitest';
 import { createServer, createConnection, type Server, type Socket } from 'node:net';
 import { createGuestMachine, guestHost, type GuestMachine } from '../../vmm/run-guests.js';
 import type { GuestFileSpec } from '../../hypervisor/guest-files.js';
@@ -157,4 +158,34 @@ export async function migrateTo(src: Source, port: number, opts: MigrateOptions 
 export function closeSource(src: Source): void {
   src.g.hypervisor.close();
   src.g.machine.close();
+}
+
+/** Ends a source that is still running (or paused) and frees it. */
+export async function endSource(src: Source): Promise<void> {
+  src.g.machine.stop();
+  if (src.g.machine.paused) src.g.machine.resume();
+  await src.running;
+  closeSource(src);
+}
+
+export interface ReferenceRun {
+  serial: string;
+  code: number;
+  atNs: number;
+}
+
+/** The guest run to its end without migrating: what every migrated run must equal. */
+export async function referenceRun(spec: GuestFileSpec): Promise<ReferenceRun> {
+  const ref = startSource(spec);
+  const exit = await ref.running;
+  const run = { serial: ref.vm.serial, code: exit.code, atNs: exit.atNs ?? -1 };
+  closeSource(ref);
+  return run;
+}
+
+/** A migrated run's joined console, status and end time equal the reference run's. */
+export function expectSameRun(printedBefore: readonly string[], done: { printed: readonly string[]; exit: { code: number; atNs?: number | undefined } }, ref: ReferenceRun): void {
+  expect(printedBefore.join('') + done.printed.join('')).toBe(ref.serial);
+  expect(done.exit.code).toBe(ref.code);
+  expect(done.exit.atNs).toBe(ref.atNs);
 }

@@ -3,7 +3,7 @@ import { createConnection } from 'node:net';
 import { buildImages } from '../../tools/build-images.mjs';
 import { encodeJson, encodePages, FrameDecoder, FrameEncoder, FrameType, type Frame } from '../../vmm/migration/stream.js';
 import { encodeSnapshot } from '../../machine/snapshot/codec.js';
-import { closeSource, migrateTo, startDestination, startSource, waitFor, type Source } from './helpers.js';
+import { closeSource, endSource, expectSameRun, migrateTo, referenceRun, startDestination, startSource, waitFor, type ReferenceRun, type Source } from './helpers.js';
 
 /**
  * The destination's rehearsal: after round 1 the source sends the VM's state
@@ -14,23 +14,14 @@ import { closeSource, migrateTo, startDestination, startSource, waitFor, type So
  */
 const MiB = 1024 * 1024;
 let images: Record<string, string>;
-let golden: { serial: string; code: number; atNs: number };
+let golden: ReferenceRun;
 const SPEC = (): { path: string; memBytes: number; vcpus: number; cmdline: string } => ({ path: images['dirtier']!, memBytes: 64 * MiB, vcpus: 1, cmdline: 'mib=8 passes=6' });
 
-async function endSource(src: Source): Promise<void> {
-  src.g.machine.stop();
-  if (src.g.machine.paused) src.g.machine.resume();
-  await src.running;
-  closeSource(src);
-}
 
 describe('migration rehearsal', () => {
   beforeAll(async () => {
     images = (await buildImages({ quiet: true })).guests;
-    const ref = startSource(SPEC());
-    const exit = await ref.running;
-    golden = { serial: ref.vm.serial, code: exit.code, atNs: exit.atNs ?? -1 };
-    closeSource(ref);
+    golden = await referenceRun(SPEC());
   }, 120_000);
 
   it('the destination offers it, and a rehearsal record that does not load is refused before any STATE, freeing everything', async () => {
@@ -80,9 +71,7 @@ describe('migration rehearsal', () => {
       expect(report.destination['buildCpuMs']).toBeGreaterThanOrEqual(0);
       for (const leg of ['endTransitMs', 'dstBuildMs', 'readyTransitMs', 'goTransitMs', 'dstStartMs', 'runningTransitMs']) expect(report.switchOver[leg], leg).toBeTypeOf('number');
       const done = await dst.result;
-      expect(src.printed.join('') + done.printed.join('')).toBe(golden.serial);
-      expect(done.exit.code).toBe(golden.code);
-      expect(done.exit.atNs).toBe(golden.atNs);
+      expectSameRun(src.printed, done, golden);
     } finally {
       dst.close();
       if (src.g.machine.paused) src.g.machine.resume();

@@ -56,7 +56,6 @@ typedef struct {
 enum { MEM_READ = 16, MEM_WRITE = 17, MEM_FETCH = 18 };
 enum { PROT_READ = 1, PROT_WRITE = 2 };
 enum { HOOK_TLB_FILL = 1 << 17 };
-enum { REG_CS = 11, REG_CR0 = 50, REG_CR3 = 53, REG_CR4 = 54, REG_MSR = 248 };
 
 #define FOUR_GIB 0x100000000ull
 #define ADDR_MASK 0x000ffffffffff000ull
@@ -69,14 +68,12 @@ enum { REG_CS = 11, REG_CR0 = 50, REG_CR3 = 53, REG_CR4 = 54, REG_MSR = 248 };
 #define EFER_LMA (1ull << 10)
 
 static hook_add_fn p_hook_add;
-static reg_read_fn p_reg_read;
 
 int fm_tlb_init(const char *unicorn_path) {
   void *h = dlopen(unicorn_path, RTLD_NOW | RTLD_NOLOAD);
   if (!h) return -1;
   p_hook_add = (hook_add_fn)dlsym(h, "uc_hook_add");
-  p_reg_read = (reg_read_fn)dlsym(h, "uc_reg_read");
-  return (p_hook_add && p_reg_read) ? 0 : -2;
+  return p_hook_add ? 0 : -2;
 }
 
 /* 3: fm_tlb layout above (with the env offsets). */
@@ -266,6 +263,7 @@ walked:;
 }
 
 /* out = { CR0, CR3, CR4, EFER, CS selector } of the engine, as fm_paging_state (fmcpu.c) reads them. */
+int fm_paging_state(void *uc, uint64_t *out);
 int fm_tlb_paging_state(void *uc, const fm_tlb *t, uint64_t *out) {
   if (t->cs_at) {
     const uint8_t *env = *(uint8_t *const *)((const uint8_t *)uc + t->cpu_field) + t->env_offset;
@@ -278,16 +276,7 @@ int fm_tlb_paging_state(void *uc, const fm_tlb *t, uint64_t *out) {
     out[4] = cs & 0xffff;
     return 0;
   }
-  struct { uint32_t rid; uint64_t value; } msr = { 0xC0000080u, 0 };
-  uint64_t cs = 0;
-  int rc = p_reg_read(uc, REG_CR0, &out[0]);
-  rc |= p_reg_read(uc, REG_CR3, &out[1]);
-  rc |= p_reg_read(uc, REG_CR4, &out[2]);
-  rc |= p_reg_read(uc, REG_MSR, &msr);
-  rc |= p_reg_read(uc, REG_CS, &cs);
-  out[3] = msr.value;
-  out[4] = cs & 0xffff;
-  return rc;
+  return fm_paging_state(uc, out); /* the offsets were not found: five uc_reg_read calls */
 }
 
 /* Where env's registers are (all offsets 0: read them with uc_reg_read). */
