@@ -669,16 +669,13 @@ export class X86Cpu implements DeliveryCpu {
     }
     if (!this.host.interruptPending(this)) return;
     if (injector) {
-      // Handed to QEMU at once on a running vCPU, even with the window shut (IF=0 or a shadow): QEMU
-      // holds it and delivers it at the first instruction boundary where the window opens, as
-      // hardware does. Waiting for a slice boundary with the window open could starve it: when every
-      // exit falls inside an IRQs-off region (Linux's __schedule reading the TSC), none ever is open,
-      // and two vCPUs waiting on each other deadlocked. The LAPIC is acknowledged now, not at that
-      // boundary, so a TPR raised in between does not hold it back (docs/hypervisor.md).
+      // Handed over only with the window open (IF=1, no shadow): QEMU then delivers it before the next instruction.
+      // Known gap (docs/hypervisor.md): a vCPU whose every exit falls inside IRQs-off code never
+      // sees an open window at a slice boundary, so a pending interrupt can wait indefinitely.
       const open = injector.window() === 1;
       if (!open) {
         if (this.state === 'mwait' && this.mwaitBreakOnMaskedIrq) this.wake('masked interrupt');
-        if (this.state !== 'running') return;
+        return;
       }
       const vector = this.host.acknowledgeInterrupt(this);
       if (vector === null) return;

@@ -38,17 +38,6 @@ describe('vCPU conformance (test/fixtures/cpu-conformance.S; kvm-unit-tests idt_
     expect(h.cpu.counters['mov-cr4']).toBeGreaterThanOrEqual(5);
   });
 
-  it('an interrupt waiting while IF=0 is taken inside `sti; nop; cli`, right after the nop (kvm-unit-tests eventinj)', () => {
-    const h = vcpuHost(buildRom('irq-window.S'));
-    h.irqVector = 0x20;
-    const exits = h.run();
-    // Before: handed to QEMU only at a slice boundary with the window open, which never came ('y').
-    expect(exits.length).toBeGreaterThan(1);
-    expect(h.console).toBe('WK');
-    expect(h.exitValue).toBe(0);
-    expect(h.irqVector).toBeNull();
-  });
-
   it('derives the writable CR4 bits from our CPUID and names why a write faults', () => {
     const allowed = cr4AllowedBits((leaf, sub) => cpuid(leaf, sub, { apicId: 0, logicalCpus: 1 }));
     expect(allowed).toBe(0x7ffn); // VME..OSXMMEXCPT; no XSAVE, PCID, SMEP, SMAP, UMIP, FSGSBASE, PKU in our CPUID
