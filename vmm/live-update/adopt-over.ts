@@ -15,8 +15,8 @@
 import type { PcMachine } from '../../machine/platform/pc.js';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Vm } from '../../hypervisor/vm.js';
-import { stateBoolean, stateNumber, stateNumbers, stateRecord, stateString, StateError, type StateRecord, type StateValue } from '../../machine/state.js';
-import { checkLiveStateVersion, translateAll } from './state.js';
+import { stateNumber, stateRecord, stateString, StateError, type StateRecord, type StateValue } from '../../machine/state.js';
+import { checkLiveStateVersion, finishAdoptedVm } from './state.js';
 
 const WHO = 'live-update';
 
@@ -107,15 +107,7 @@ export function adoptOver(before: StateRecord, adopted: { hypervisor: Hypervisor
     const memory = stateRecord(r, 'memory', who);
     vm.loadInPlace(state, portable ? { portable: true } : {});
     for (const k of MEMORY_COUNTERS) vm.vmMemory[k] = stateNumber(memory, k, `${who}.memory`);
-    const clone = stateNumber(r, 'cloneIndex', who);
-    vm.cloneIndex = clone < 0 ? null : clone;
-    vm.frozen = stateBoolean(r, 'frozen', who);
-    const probes = stateNumbers(r, 'probes', who);
-    const expected = stateNumbers(r, 'translations', who, probes.length);
-    const got = translateAll(vm, probes);
-    probes.forEach((g, k) => {
-      if (got[k] !== expected[k]) throw new StateError(who, `translations[${k}]`, `GPA 0x${g.toString(16)} translates to ${got[k]! < 0 ? 'nothing' : `0x${got[k]!.toString(16)}`} after adoption, 0x${expected[k]!.toString(16)} before`);
-    });
+    finishAdoptedVm(vm, r, who);
     hv.restoreScheduling(vm, state, { inPlace: true });
   });
   hv.counters = { rr, nextVmId };

@@ -46,6 +46,24 @@ function probeAddresses(vm: Vm): number[] {
   return out;
 }
 
+/**
+ * What a VM's live-update record holds beside its state record (clone index,
+ * frozen), then the self-check: the adopted tables give the same answers the
+ * old process recorded. Both adoption paths (a new VM, or in place over the
+ * rehearsal's) end with it.
+ */
+export function finishAdoptedVm(vm: Vm, r: StateRecord, who: string): void {
+  const clone = stateNumber(r, 'cloneIndex', who);
+  vm.cloneIndex = clone < 0 ? null : clone;
+  vm.frozen = stateBoolean(r, 'frozen', who);
+  const probes = stateNumbers(r, 'probes', who);
+  const expected = stateNumbers(r, 'translations', who, probes.length);
+  const got = translateAll(vm, probes);
+  probes.forEach((g, k) => {
+    if (got[k] !== expected[k]) throw new StateError(who, `translations[${k}]`, `GPA 0x${g.toString(16)} translates to ${got[k]! < 0 ? 'nothing' : `0x${got[k]!.toString(16)}`} after adoption, 0x${expected[k]!.toString(16)} before`);
+  });
+}
+
 export function translateAll(vm: Vm, gpas: readonly number[]): number[] {
   return gpas.map((g) => {
     const m = vm.vmMemory.ept.lookup(g);
@@ -179,16 +197,7 @@ export function adoptLiveState(rec: StateRecord, machine: PcMachine): { hypervis
       });
       vms.push(vm);
       vm.restoreState(state, portable ? { portable: true } : {});
-      const clone = stateNumber(r, 'cloneIndex', who);
-      vm.cloneIndex = clone < 0 ? null : clone;
-      vm.frozen = stateBoolean(r, 'frozen', who);
-      // Self-check: the adopted tables give the same answers the old process recorded.
-      const probes = stateNumbers(r, 'probes', who);
-      const expected = stateNumbers(r, 'translations', who, probes.length);
-      const got = translateAll(vm, probes);
-      probes.forEach((g, k) => {
-        if (got[k] !== expected[k]) throw new StateError(who, `translations[${k}]`, `GPA 0x${g.toString(16)} translates to ${got[k]! < 0 ? 'nothing' : `0x${got[k]!.toString(16)}`} after adoption, 0x${expected[k]!.toString(16)} before`);
-      });
+      finishAdoptedVm(vm, r, who);
       hv.addVm(vm);
       hv.restoreScheduling(vm, state);
     });
