@@ -13,6 +13,7 @@
 import type { SvmLayout } from './msr-intercept.js';
 import type { CpuidResult } from './cpuid.js';
 import { CR4, EFER } from './registers.js';
+import { decodeMovSpecialRegister } from './mov-special-register.js';
 
 export const SVM_EXIT_READ_CR0 = 0x00;
 export const SVM_EXIT_WRITE_CR0 = 0x10;
@@ -88,20 +89,9 @@ export interface MovCr {
 }
 
 export function decodeMovCr(bytes: Uint8Array, long: boolean): MovCr | null {
-  let i = 0;
-  let lock = false;
-  while (i < bytes.length && [0x66, 0x67, 0xf2, 0xf3, 0xf0, 0x2e, 0x36, 0x3e, 0x26, 0x64, 0x65].includes(bytes[i]!)) lock ||= bytes[i++] === 0xf0;
-  let rexB = 0;
-  let rexR = 0;
-  if (long && i < bytes.length && (bytes[i]! & 0xf0) === 0x40) {
-    rexB = bytes[i]! & 1;
-    rexR = (bytes[i]! >> 2) & 1;
-    i++;
-  }
-  if (bytes[i] !== 0x0f || (bytes[i + 1] !== 0x22 && bytes[i + 1] !== 0x20) || bytes[i + 2] === undefined) return null;
-  const modrm = bytes[i + 2]!;
-  let cr = ((modrm >> 3) & 7) | (rexR << 3);
+  const m = decodeMovSpecialRegister(bytes, long, 0x20, 0x22);
+  if (!m) return null;
   // AMD's alternative encoding of CR8: LOCK MOV CR0.
-  if (lock && cr === 0) cr = 8;
-  return { write: bytes[i + 1] === 0x22, cr, gpr: (modrm & 7) | (rexB << 3), length: i + 3 };
+  const cr = m.lock && m.reg === 0 ? 8 : m.reg;
+  return { write: m.write, cr, gpr: m.gpr, length: m.length };
 }

@@ -20,6 +20,7 @@ import { UnicornEngine } from '../unicorn/engine.js';
 import { REG, UC_MODE_64, UC_PROT_ALL } from '../unicorn/constants.js';
 import { cachedProbe } from '../unicorn/probe-cache.js';
 import { armMsrIntercept, EXCP_VMEXIT, MSRPM_BYTES, svmLayout, VMCB_MSRPM_BASE_PA, type SvmLayout } from './msr-intercept.js';
+import { decodeMovSpecialRegister } from './mov-special-register.js';
 
 export const SVM_EXIT_READ_DR0 = 0x20;
 export const SVM_EXIT_WRITE_DR0 = 0x30;
@@ -98,20 +99,10 @@ export interface MovDr {
 }
 
 export function decodeMovDr(bytes: Uint8Array, long: boolean): MovDr | null {
-  let i = 0;
-  let rexB = 0;
-  let rexR = 0;
-  // Legacy prefixes are ignored by MOV DR; a REX prefix must come last.
-  while (i < bytes.length && [0x66, 0x67, 0xf2, 0xf3, 0x2e, 0x36, 0x3e, 0x26, 0x64, 0x65].includes(bytes[i]!)) i++;
-  if (long && i < bytes.length && (bytes[i]! & 0xf0) === 0x40) {
-    rexB = bytes[i]! & 1;
-    rexR = (bytes[i]! >> 2) & 1;
-    i++;
-  }
-  if (bytes[i] !== 0x0f || (bytes[i + 1] !== 0x21 && bytes[i + 1] !== 0x23) || bytes[i + 2] === undefined) return null;
-  const modrm = bytes[i + 2]!;
-  if (rexR) return null; // DR8-DR15 do not exist: #UD (QEMU raises it before the intercept)
-  return { write: bytes[i + 1] === 0x23, dr: (modrm >> 3) & 7, gpr: (modrm & 7) | (rexB << 3), length: i + 3 };
+  const m = decodeMovSpecialRegister(bytes, long, 0x21, 0x23);
+  // LOCK MOV DR is #UD, and DR8-DR15 do not exist: #UD (QEMU raises both before the intercept).
+  if (!m || m.lock || m.reg > 7) return null;
+  return { write: m.write, dr: m.reg, gpr: m.gpr, length: m.length };
 }
 
 export type DrOutcome = { kind: 'done'; value?: bigint } | { kind: 'fault'; vector: 1 | 6 | 13; reason: string };
