@@ -4,7 +4,7 @@ import { createConnection } from 'node:net';
 import { MigrationError } from '../../vmm/migration/source.js';
 import { encodeJson, encodePages, FrameDecoder, FrameEncoder, FrameType } from '../../vmm/migration/stream.js';
 import { encodeSnapshot } from '../../machine/snapshot/codec.js';
-import { closeSource, endSource, expectSameRun, migrateTo, referenceRun, startDestination, startProxy, startSource, waitFor, type Fault, type ReferenceRun, type Source } from './helpers.js';
+import { endSource, expectSameRun, migrateTo, referenceRun, startDestination, startProxy, startSource, waitFor, type Fault, type ReferenceRun, type Source } from './helpers.js';
 
 /**
  * Faults between two machines, injected by a TCP proxy: the destination

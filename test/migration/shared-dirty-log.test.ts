@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildImages } from '../../tools/build-images.mjs';
 import { SecurityService } from '../../hypervisor/security/security-service.js';
-import { closeSource, migrateTo, startDestination, startSource, waitFor } from './helpers.js';
+import { endSource, migrateTo, referenceRun, startDestination, startSource, waitFor } from './helpers.js';
 
 /**
  * A run with a monitor also runs the security service, whose behaviour
@@ -20,10 +20,7 @@ describe('migration shares the dirty log with the behaviour observer', () => {
 
   it('a dirtier observed every 1 ms of guest time migrates with its transcript intact', async () => {
     const spec = { path: images['dirtier']!, memBytes: 64 * MiB, vcpus: 1, cmdline: 'mib=8 passes=120' };
-    const ref = startSource(spec);
-    await ref.running;
-    const golden = ref.vm.serial;
-    closeSource(ref);
+    const golden = (await referenceRun(spec)).serial;
     const dst = await startDestination({ populate: 'prepopulate' });
     const src = startSource(spec, { pauseAtBytes: 60 });
     // Buckets of 1 ms: the observer harvests between almost every two rounds of the migration.
@@ -43,10 +40,7 @@ describe('migration shares the dirty log with the behaviour observer', () => {
       expect(src.printed.join('') + done.printed.join('')).toBe(golden);
     } finally {
       dst.result.catch(() => undefined);
-      src.g.machine.stop();
-      if (src.g.machine.paused) src.g.machine.resume();
-      await src.running;
-      closeSource(src);
+      await endSource(src);
       dst.close();
     }
   }, 300_000);

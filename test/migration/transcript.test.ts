@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildImages } from '../../tools/build-images.mjs';
-import { closeSource, migrateTo, startDestination, startSource, waitFor } from './helpers.js';
+import { endSource, migrateTo, referenceRun, startDestination, startSource, waitFor } from './helpers.js';
 import { guestHooks } from '../../tools/cli/guest-hooks.js';
 import type { MigrationProgress } from '../../vmm/migration/source.js';
 
@@ -56,10 +56,7 @@ describe('live migration keeps the transcript', () => {
         expect(done.report.populate).toBe(populate);
       } finally {
         dst.result.catch(() => undefined);
-        src.g.machine.stop();
-        if (src.g.machine.paused) src.g.machine.resume();
-        await src.running;
-        closeSource(src);
+        await endSource(src);
         dst.close();
       }
     }, 300_000);
@@ -74,10 +71,8 @@ describe('live migration keeps the transcript', () => {
   for (const c of LIVE) {
     it(`live: ${c.guest} (${c.append}), ${c.vcpus} vCPU, ${c.populate}${c.bandwidth ? `, bandwidth ${c.bandwidth / MiB} MiB/s` : ''}`, async () => {
       const spec = { path: images[c.guest]!, memBytes: 64 * MiB, vcpus: c.vcpus, cmdline: c.append };
-      const ref = startSource(spec);
-      const refExit = await ref.running;
-      const golden = ref.vm.serial;
-      closeSource(ref);
+      const refExit = await referenceRun(spec);
+      const golden = refExit.serial;
       const dst = await startDestination({ populate: c.populate });
       const src = startSource(spec, { pauseAtBytes: 60 });
       try {
@@ -111,10 +106,7 @@ describe('live migration keeps the transcript', () => {
         console.log(JSON.stringify({ case: `${c.guest} ${c.append} ${c.populate}`, rounds: report.rounds.length, pagesSent: report.pagesSent, ramPages: report.ramPages, throttle: report.throttleSteps, downtimeMsSource: report.downtimeMsSource, downtimeMsDestination: report.downtimeMsDestination, afterResume: done.afterResume }));
       } finally {
         dst.result.catch(() => undefined);
-        src.g.machine.stop();
-        if (src.g.machine.paused) src.g.machine.resume();
-        await src.running;
-        closeSource(src);
+        await endSource(src);
         dst.close();
       }
     }, 300_000);
